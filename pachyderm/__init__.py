@@ -1,0 +1,85 @@
+"""Pachyderm: immortal actors for Python. An elephant never forgets.
+
+Entities are persistent actors addressed by ``<class, id>``, written as pure
+``activate(message, state) -> (outbox, state)`` functions and hosted by
+swappable ecosystems (``ecosystems.LocalDisk``, ``ecosystems.InMemory``,
+``simulation.Simulation``).
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from pachyderm._codec import decode, encode, encode_canonical
+from pachyderm._dead_letters import DeadLetter
+from pachyderm._entity import Entity, EntityId, Outbox
+from pachyderm._values import register_value
+from pachyderm.errors import (
+    ActivationError,
+    CodecError,
+    EcosystemClosedError,
+    InvalidActivationError,
+    InvalidAddressError,
+    InvalidIdError,
+    MessageTooLargeError,
+    PachydermError,
+    RegistrationError,
+    StoreCorruptedError,
+    StoreLockedError,
+    UnknownDeadLetterError,
+    UnregisteredNameError,
+    UpgradeError,
+)
+
+__all__ = [
+    "ActivationError",
+    "CodecError",
+    "DeadLetter",
+    "Ecosystem",
+    "EcosystemClosedError",
+    "EcosystemKind",
+    "Entity",
+    "EntityId",
+    "Follower",
+    "InvalidActivationError",
+    "InvalidAddressError",
+    "InvalidIdError",
+    "MessageTooLargeError",
+    "Outbox",
+    "PachydermError",
+    "RegistrationError",
+    "ShellEcosystem",
+    "ShellFollower",
+    "StoreCorruptedError",
+    "StoreLockedError",
+    "UnknownDeadLetterError",
+    "UnregisteredNameError",
+    "UpgradeError",
+    "decode",
+    "encode",
+    "encode_canonical",
+    "register_value",
+]
+
+if TYPE_CHECKING:
+    from pachyderm._ecosystem import Ecosystem
+    from pachyderm._follower import Follower, ShellFollower
+    from pachyderm._kind import EcosystemKind
+    from pachyderm._shell import ShellEcosystem
+
+# The live runtime needs trio; entities, the codec and the simulation do not,
+# so its names are imported on first use.
+_LIVE = {
+    "Ecosystem": "pachyderm._ecosystem",
+    "EcosystemKind": "pachyderm._kind",
+    "Follower": "pachyderm._follower",
+    "ShellEcosystem": "pachyderm._shell",
+    "ShellFollower": "pachyderm._follower",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LIVE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pachyderm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

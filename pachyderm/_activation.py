@@ -1,0 +1,145 @@
+"""The activation step shared by every ecosystem, live or simulated.
+
+One pure function: an entity, its state and a message in; the new state and
+the encoded outbox out, or the failure. Hosts decide what to store and when;
+this module decides what counts as a valid activation.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from pachyderm._codec import decode, encode
+from pachyderm._entity import Entity
+from pachyderm.errors import (
+    InvalidActivationError,
+    MessageTooLargeError,
+    PachydermError,
+    UpgradeError,
+    describe,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "Failure",
+    "Success",
+    "activate",
+    "encode_message",
+    "encode_state",
+    "load_state",
+]
+
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """A valid activation: the new state (value and stored form) and the outbox to deliver."""
+
+    state: Any
+    state_blob: bytes
+    outbox: list[tuple[Entity[Any, Any], bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed activation: what went wrong, with the traceback as text."""
+
+    error: Exception
+    traceback: str
+
+
+def encode_message(message: Any, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+    """Encode a message, refusing one over ``max_bytes``."""
+    blob = encode(message)
+    if len(blob) > max_bytes:
+        raise MessageTooLargeError(len(blob), max_bytes)
+    return blob
+
+
+def encode_state(address: Entity[Any, Any], state: Any) -> bytes:
+    """The stored form of a state: ``[version, state]``, so upgrades know what they read."""
+    return encode([address.version, state])
+
+
+def load_state(address: Entity[Any, Any], blob: bytes | None) -> Any:
+    """The state of ``address`` from its stored form, upgraded to the current version.
+
+    ``None`` (never stored) gives ``address.init()``.
+    """
+    if blob is None:
+        return address.init()
+    stored = decode(blob)
+    if type(stored) is not list or len(stored) != 2 or type(stored[0]) is not int:
+        raise UpgradeError(f"stored state of {address!r} is malformed: {describe(stored)}")
+    version, state = stored
+    if version == address.version:
+        return state
+    if version > address.version:
+        raise UpgradeError(
+            f"the state of {address!r} was stored by version {version} of "
+            f"{type(address).__qualname__}, newer than this code's version "
+            f"{address.version}; run the newer code, or raise version to {version}"
+        )
+    return address.upgrade(state, version)
+
+
+def activate(
+    address: Entity[Any, Any],
+    state: Any,
+    message: Any,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Success | Failure:
+    """Run ``address.activate(message, state)`` and check what it returned."""
+    try:
+        result = address.activate(message, state)
+        if type(result) is not tuple or len(result) != 2:
+            raise InvalidActivationError(
+                f"{type(address).__qualname__}.activate must return a pair "
+                f"(outbox, new_state); it returned {describe(result)}"
+            )
+        outbox, new_state = result
+        return Success(new_state, _encode_new_state(address, new_state), _encode_outbox(address, outbox, max_message_bytes))
+    except Exception as error:
+        return Failure(error, traceback.format_exc())
+
+
+def _encode_new_state(address: Entity[Any, Any], state: Any) -> bytes:
+    try:
+        return encode_state(address, state)
+    except PachydermError as error:
+        raise InvalidActivationError(
+            f"{type(address).__qualname__}.activate returned a new state that cannot be "
+            f"stored: {error}"
+        ) from error
+
+
+def _encode_outbox(
+    address: Entity[Any, Any], outbox: Any, max_message_bytes: int
+) -> list[tuple[Entity[Any, Any], bytes]]:
+    try:
+        items = iter(outbox)
+    except TypeError:
+        raise InvalidActivationError(
+            f"{type(address).__qualname__}.activate must return an iterable of "
+            f"(address, message) pairs as its outbox; got {describe(outbox)}"
+        ) from None
+    encoded = []
+    for item in items:
+        if not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], Entity):
+            raise InvalidActivationError(
+                f"every outbox item from {type(address).__qualname__}.activate must be "
+                f"a pair (address, message) whose address is an Entity instance; got "
+                f"{describe(item)}"
+            )
+        recipient, message = item
+        try:
+            encoded.append((recipient, encode_message(message, max_message_bytes)))
+        except PachydermError as error:
+            raise InvalidActivationError(
+                f"{type(address).__qualname__}.activate sent {recipient!r} a message "
+                f"that cannot be sent: {error}"
+            ) from error
+    return encoded

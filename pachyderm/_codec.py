@@ -1,0 +1,220 @@
+"""The one msgpack codec for messages, states and ids: exact round trips, types kept.
+
+msgpack knows none, bool, int, float, str, bytes, list and dict. Everything
+else that may be stored travels as an extension type, so that what is read
+back ``==`` what was written *and has the same types*: a tuple stays a tuple,
+a frozenset a frozenset, an address an address. This is the only module that
+imports msgpack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import threading
+from typing import Any
+
+import msgpack
+
+from pachyderm._entity import Entity, entity_classes, validate_id
+from pachyderm._values import ValueKind, value_types
+from pachyderm.errors import CodecError, PachydermError, describe
+
+__all__ = ["decode", "encode", "encode_canonical"]
+
+# Extension codes are part of the storage format: never renumber them.
+_TUPLE = 1
+_SET = 2
+_FROZENSET = 3
+_ADDRESS = 4
+_VALUE = 5
+_BIGINT = 6
+
+
+class _Encoder(threading.local):
+    """Per-thread packers, one per nesting depth.
+
+    Extension payloads must be packed to bytes before their header can be
+    written, so the ``default`` hook packs nested values itself. A packer is
+    not re-entrant, and creating one per call (``packb``) is several times
+    slower, so each depth keeps a reused packer.
+    """
+
+    def __init__(self, canonical: bool) -> None:
+        self.canonical = canonical
+        self.packers: list[msgpack.Packer] = []
+        self.depth = 0
+
+    def pack(self, value: Any) -> bytes:
+        if self.depth == len(self.packers):
+            self.packers.append(
+                msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
+            )
+        packer = self.packers[self.depth]
+        self.depth += 1
+        try:
+            return packer.pack(value)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+    def default(self, value: Any) -> msgpack.ExtType:
+        kind = type(value)
+        if kind is tuple:
+            items = [_canonical_order(v) for v in value] if self.canonical else list(value)
+            return msgpack.ExtType(_TUPLE, self.pack(items))
+        if kind is frozenset or kind is set:
+            code = _SET if kind is set else _FROZENSET
+            members = [self.pack(_canonical_order(v) if self.canonical else v) for v in value]
+            if self.canonical:
+                members.sort()
+            # Members are already packed: join their bytes under an array header.
+            return msgpack.ExtType(code, _array_header(len(members)) + b"".join(members))
+        if isinstance(value, Entity):
+            return msgpack.ExtType(_ADDRESS, self.pack([value.entity_name, value._id]))  # type: ignore[attr-defined]
+        registered = kind.__dict__.get("_pachyderm_kind")
+        if registered is not None:
+            name = kind._pachyderm_name  # type: ignore[attr-defined]
+            if registered is ValueKind.ENUM:
+                return msgpack.ExtType(_VALUE, self.pack([name, value.value]))
+            if registered is ValueKind.NAMEDTUPLE:
+                fields = list(value)
+            else:
+                fields = [getattr(value, f.name) for f in dataclasses.fields(value)]
+            if self.canonical:
+                fields = [_canonical_order(v) for v in fields]
+            return msgpack.ExtType(_VALUE, self.pack([name, fields]))
+        if kind is int:  # msgpack hands over ints outside -2**63 .. 2**64-1
+            size = (value.bit_length() + 8) // 8
+            return msgpack.ExtType(_BIGINT, value.to_bytes(size, "big", signed=True))
+        raise CodecError(_cannot_encode(value))
+
+
+def _array_header(length: int) -> bytes:
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < 2**16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+def _cannot_encode(value: Any) -> str:
+    kind = type(value)
+    if isinstance(value, dict | list | str | bytes | int | float | tuple | set | frozenset):
+        base = next(
+            b for b in (bool, dict, list, str, bytes, int, float, tuple, set, frozenset)
+            if isinstance(value, b)
+        )
+        hint = (
+            f"it is a subclass of {base.__name__}, which would come back as a plain "
+            f"{base.__name__}; convert it with {base.__name__}(value)"
+        )
+        if issubclass(kind, tuple) and hasattr(kind, "_fields"):
+            hint = "register the named tuple with @pachyderm.register_value"
+        elif issubclass(kind, enum.Enum):
+            hint = "register the enum with @pachyderm.register_value"
+    elif dataclasses.is_dataclass(value) or isinstance(value, enum.Enum):
+        hint = "register its class with @pachyderm.register_value"
+    elif isinstance(value, bytearray | memoryview):
+        hint = "convert it to bytes first"
+    else:
+        hint = (
+            "send plain data instead (None, bool, int, float, str, bytes, list, tuple, "
+            "dict, set, frozenset, entity addresses) or a registered frozen dataclass, "
+            "enum or named tuple"
+        )
+    return f"cannot encode {describe(value)}: {hint}"
+
+
+def _canonical_order(value: Any) -> Any:
+    """The same value with every dict's keys in canonical (encoded-bytes) order."""
+    kind = type(value)
+    if kind is dict:
+        ordered = sorted(value.items(), key=lambda item: encode_canonical(item[0]))
+        return {k: _canonical_order(v) for k, v in ordered}
+    if kind is list:
+        return [_canonical_order(v) for v in value]
+    return value  # tuples, sets and values are ordered by the encoder's hook
+
+
+_plain = _Encoder(canonical=False)
+_canonical = _Encoder(canonical=True)
+
+
+def encode(value: Any) -> bytes:
+    """Encode a message, state or id.
+
+    Raises:
+        CodecError: the value (or something inside it) cannot be stored; the
+            message names it, its type, and what to do.
+    """
+    try:
+        return _plain.pack(value)
+    except PachydermError:
+        raise
+    except (TypeError, ValueError, OverflowError) as error:
+        raise CodecError(f"cannot encode {describe(value)}: {error}") from error
+
+
+def encode_canonical(value: Any) -> bytes:
+    """Encode so that equal values (of equal types) give identical bytes."""
+    try:
+        return _canonical.pack(_canonical_order(value))
+    except PachydermError:
+        raise
+    except (TypeError, ValueError, OverflowError) as error:
+        raise CodecError(f"cannot encode {describe(value)}: {error}") from error
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+def _ext_hook(code: int, payload: bytes) -> Any:
+    if code == _TUPLE:
+        return tuple(_expect(_unpack(payload), list))
+    if code == _SET:
+        return set(_expect(_unpack(payload), list))
+    if code == _FROZENSET:
+        return frozenset(_expect(_unpack(payload), list))
+    if code == _ADDRESS:
+        name, entity_id = _expect(_unpack(payload), list, length=2)
+        cls = entity_classes.resolve(_expect(name, str))
+        validate_id(entity_id)
+        address = object.__new__(cls)
+        object.__setattr__(address, "_id", entity_id)
+        return address
+    if code == _VALUE:
+        name, fields = _expect(_unpack(payload), list, length=2)
+        cls = value_types.resolve(_expect(name, str))
+        if cls._pachyderm_kind is ValueKind.ENUM:
+            return cls(fields)
+        return cls(*_expect(fields, list))
+    if code == _BIGINT:
+        return int.from_bytes(payload, "big", signed=True)
+    raise CodecError(f"unknown extension type {code} in stored bytes")
+
+
+def _expect(value: Any, kind: type, length: int | None = None) -> Any:
+    if type(value) is not kind or (length is not None and len(value) != length):
+        raise CodecError(f"malformed stored bytes: expected {kind.__name__}, got {describe(value)}")
+    return value
+
+
+def decode(data: bytes) -> Any:
+    """Decode bytes written by :func:`encode` back to an equal value of the same types.
+
+    Raises:
+        CodecError: the bytes are not a valid encoding, or name a class that
+            is not registered (:class:`~pachyderm.errors.UnregisteredNameError`).
+    """
+    try:
+        return _unpack(data)
+    except PachydermError as error:
+        if isinstance(error, CodecError):
+            raise
+        raise CodecError(f"cannot decode {describe(data)}: {error}") from error
+    except Exception as error:  # msgpack raises many kinds on bad input; callers get one
+        raise CodecError(
+            f"cannot decode {describe(data)}: {type(error).__name__}: {error}. "
+            f"The bytes were not written by this codec, or are damaged."
+        ) from error

@@ -1,0 +1,116 @@
+"""``Ecosystem``: the trio face of one ecosystem, used inside the caller's ``trio.run``."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import trio
+
+from pachyderm import _layout as layout
+from pachyderm._dead_letters import DeadLetter
+from pachyderm._entity import Entity
+from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, Follower
+from pachyderm._runtime import Runtime
+from pachyderm.errors import PachydermError, describe
+
+__all__ = ["DEFAULT_ECOSYSTEM", "Ecosystem", "check_ecosystem_id"]
+
+DEFAULT_ECOSYSTEM = "default"
+
+StateT = TypeVar("StateT")
+
+
+def check_ecosystem_id(ecosystem_id: object) -> str:
+    if type(ecosystem_id) is not str or not ecosystem_id:
+        raise PachydermError(
+            f"ecosystem ids are non-empty str, got {describe(ecosystem_id)}; e.g. "
+            f"participate('test-42')"
+        )
+    return ecosystem_id
+
+
+class Ecosystem:
+    """One ecosystem of a running store: send, follow, inspect.
+
+    Entities, inboxes, followers and dead letters of one ecosystem never cross
+    into another, even in the same store. Get one from ``LocalDisk.open(...)``
+    or ``InMemory.open()``, or from :meth:`participate`.
+    """
+
+    def __init__(self, runtime: Runtime, ecosystem_id: str) -> None:
+        self._runtime = runtime
+        self._id = check_ecosystem_id(ecosystem_id)
+        self._key = layout.ecosystem_key(ecosystem_id)
+
+    @property
+    def id(self) -> str:
+        """This ecosystem's id."""
+        return self._id
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime hosting this ecosystem's store."""
+        return self._runtime
+
+    @property
+    def key(self) -> bytes:
+        """This ecosystem's id as stored keys begin with it."""
+        return self._key
+
+    def __repr__(self) -> str:
+        return f"<Ecosystem {self._id!r} in {self._runtime.name}>"
+
+    def participate(self, ecosystem_id: str) -> Ecosystem:
+        """Another ecosystem in the same store, isolated from this one."""
+        return Ecosystem(self._runtime, ecosystem_id)
+
+    async def send(self, address: Entity[Any, Any], message: Any) -> None:
+        """Send ``message``; returns once it is in the recipient's durable inbox.
+
+        Raises:
+            CodecError: the message cannot be stored (nothing is stored).
+            MessageTooLargeError: the encoded message is over ``max_message_bytes``.
+        """
+        await self._runtime.send(self._key, address, message)
+
+    async def send_sync(self, address: Entity[StateT, Any], message: Any) -> Any:
+        """Send ``message`` and return the entity's state once its activation is durable.
+
+        Raises:
+            ActivationError: ``activate`` failed; the entity kept its state and
+                the message became a dead letter.
+            CodecError: the message cannot be stored (nothing is stored).
+        """
+        return await self._runtime.send_sync(self._key, address, message)
+
+    def follow(self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER) -> Follower:
+        """Follow ``address``: use as ``async with eco.follow(address) as updates``.
+
+        ``updates.state`` is its committed state now; iterating yields
+        ``(address, state)`` for every committed change, in commit order. At
+        most ``buffer`` unread updates are kept: when full, the oldest is
+        dropped (counted in ``updates.dropped``), never the newest.
+        """
+        return Follower(self._runtime.subscribe(self._key, address, buffer))
+
+    async def state_of(self, address: Entity[Any, Any]) -> Any:
+        """The latest committed state of ``address``, without activating it."""
+        await trio.lowlevel.checkpoint()
+        return self._runtime.state_of(self._key, address)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The messages whose activation failed, oldest first."""
+        await trio.lowlevel.checkpoint()
+        return self._runtime.dead_letters(self._key)
+
+    async def redeliver(self, dead_letter: DeadLetter | int) -> None:
+        """Move a dead letter back into its entity's inbox, to be processed again."""
+        await self._runtime.redeliver(self._key, dead_letter)
+
+    async def discard(self, dead_letter: DeadLetter | int) -> None:
+        """Delete a dead letter for good."""
+        await self._runtime.discard(self._key, dead_letter)
+
+    async def settle(self) -> None:
+        """Wait until every accepted message has been processed and committed."""
+        await self._runtime.settle()

@@ -1,0 +1,116 @@
+"""``Entity``: a persistent actor, whose instances are its addresses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+
+from pachyderm._registry import Registry
+from pachyderm.errors import InvalidIdError, RegistrationError, UpgradeError, describe
+
+__all__ = ["Entity", "EntityId", "Outbox", "entity_classes", "validate_id"]
+
+MessageT = TypeVar("MessageT")
+StateT = TypeVar("StateT")
+
+EntityId = str | int | bytes | tuple[Any, ...]
+"""What an entity id may be: str, int, bytes, or a tuple of those (nested freely)."""
+
+Outbox = Iterable[tuple["Entity[Any, Any]", Any]]
+"""What ``activate`` returns first: ``(address, message)`` pairs to send."""
+
+entity_classes: Registry[Entity[Any, Any]] = Registry("entity class")
+
+
+def validate_id(entity_id: object) -> None:
+    """Raise :class:`InvalidIdError` unless ``entity_id`` is a valid entity id."""
+    kind = type(entity_id)
+    if kind is str or kind is int or kind is bytes:
+        return
+    if kind is tuple:
+        for part in entity_id:  # type: ignore[attr-defined]
+            validate_id(part)
+        return
+    raise InvalidIdError(
+        f"entity ids must be str, int, bytes, or tuples of those; got "
+        f"{describe(entity_id)}. Convert it first, e.g. str(value) or a tuple of its parts."
+    )
+
+
+class Entity(Generic[MessageT, StateT]):
+    """A persistent actor. Subclass it and write a pure ``activate``.
+
+    An instance is only an address, the pair ``<class, id>``: immutable,
+    hashable, equal to another iff same class and same id. The state lives in
+    an ecosystem; ``activate`` receives it and returns the new one.
+
+    Class attributes:
+        entity_name: the stable name stored data uses for this class
+            (default ``module.qualname``). Set it before moving or renaming a class.
+        former_names: names this class was stored under before.
+        version: the version of the state format (default 1). Stored state
+            carries it; older state passes through :meth:`upgrade` when loaded.
+    """
+
+    __slots__ = ("_id",)
+
+    entity_name: ClassVar[str]
+    former_names: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("entity_name") or f"{cls.__module__}.{cls.__qualname__}"
+        version = cls.version
+        if type(version) is not int or version < 1:
+            raise RegistrationError(
+                f"{cls.__qualname__}.version must be an int >= 1, got {describe(version)}"
+            )
+        cls.entity_name = name
+        cls._pachyderm_name = name  # type: ignore[attr-defined]
+        entity_classes.add(cls, name, tuple(cls.__dict__.get("former_names", ())))
+
+    def __init__(self, id: EntityId) -> None:  # noqa: A002 - "id" is the documented name
+        if type(self) is Entity:
+            raise TypeError("Entity is abstract: subclass it and address the subclass")
+        validate_id(id)
+        object.__setattr__(self, "_id", id)
+
+    @property
+    def id(self) -> EntityId:
+        """This entity's id."""
+        return self._id  # type: ignore[no-any-return]
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(
+            f"{self!r} is an address and cannot change; keep data in the state that "
+            f"activate() returns"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._id == self._id  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.entity_name, self._id))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}({self._id!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._id,))
+
+    def init(self) -> StateT:
+        """The state of an entity that has never been activated (default ``None``)."""
+        return None  # type: ignore[return-value]
+
+    def activate(self, message: MessageT, state: StateT) -> tuple[Outbox, StateT]:
+        """Handle one message: return ``(outbox, new_state)``. Must be pure."""
+        raise NotImplementedError(f"{type(self).__qualname__} must define activate()")
+
+    def upgrade(self, state: Any, from_version: int) -> StateT:
+        """Turn state stored by ``from_version`` of this class into the current version's."""
+        raise UpgradeError(
+            f"{self!r} has state stored by version {from_version} but "
+            f"{type(self).__qualname__}.version is {self.version}; define "
+            f"upgrade(self, state, from_version) to convert it"
+        )

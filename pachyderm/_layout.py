@@ -1,0 +1,106 @@
+"""Where things live in an ordered key-value store: the storage format, version 1.
+
+Every key starts with a one-byte table tag. Ecosystem ids and addresses are
+length-prefixed so that a prefix scan of one never reaches into another.
+
+    M<name>                           meta: format version, next sequence number
+    S<eco><address>                   state blob: encode([version, state])
+    I<eco><address><seq>              inbox: one accepted, unprocessed message
+    D<eco><seq>                       dead letter: a message whose activation failed
+
+Sequence numbers are 8 bytes big-endian, one counter for the whole store, so
+inbox keys sort in acceptance order. Tags T (timers) and J (journal) are kept
+free for durable time and activation journals.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from pachyderm._codec import decode, encode
+from pachyderm._entity import Entity
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "NEXT_SEQ",
+    "address_key",
+    "dead_letter_key",
+    "dead_letter_prefix",
+    "inbox_key",
+    "inbox_prefix",
+    "parse_address_key",
+    "parse_dead_letter_key",
+    "parse_inbox_key",
+    "state_key",
+]
+
+FORMAT_VERSION = 1
+FORMAT = b"Mformat"
+NEXT_SEQ = b"Mnext_seq"
+INBOX = b"I"
+_SEQ = struct.Struct(">Q")
+_LEN2 = struct.Struct(">H")
+_LEN4 = struct.Struct(">I")
+
+
+def ecosystem_key(ecosystem_id: str) -> bytes:
+    raw = ecosystem_id.encode()
+    return _LEN2.pack(len(raw)) + raw
+
+
+def address_key(address: Entity[Any, Any]) -> bytes:
+    """The stored form of an address: its class's stable name and id, length-prefixed."""
+    raw = encode([address.entity_name, address.id])
+    return _LEN4.pack(len(raw)) + raw
+
+
+def parse_address_key(key: bytes) -> tuple[str, Any]:
+    """``(entity_name, id)`` from an address key; needs no registered class."""
+    (length,) = _LEN4.unpack_from(key)
+    name, entity_id = decode(key[4 : 4 + length])
+    return name, entity_id
+
+
+def state_key(eco: bytes, address: bytes) -> bytes:
+    return b"S" + eco + address
+
+
+def inbox_prefix(eco: bytes = b"", address: bytes = b"") -> bytes:
+    return INBOX + eco + address
+
+
+def inbox_key(eco: bytes, address: bytes, seq: int) -> bytes:
+    return INBOX + eco + address + _SEQ.pack(seq)
+
+
+def parse_inbox_key(key: bytes) -> tuple[bytes, bytes, int]:
+    """``(ecosystem key, address key, seq)`` of an inbox key."""
+    (eco_length,) = _LEN2.unpack_from(key, 1)
+    eco_end = 3 + eco_length
+    (address_length,) = _LEN4.unpack_from(key, eco_end)
+    address_end = eco_end + 4 + address_length
+    (seq,) = _SEQ.unpack_from(key, address_end)
+    return key[1:eco_end], key[eco_end:address_end], seq
+
+
+def dead_letter_prefix(eco: bytes) -> bytes:
+    return b"D" + eco
+
+
+def dead_letter_key(eco: bytes, seq: int) -> bytes:
+    return b"D" + eco + _SEQ.pack(seq)
+
+
+def parse_dead_letter_key(key: bytes) -> int:
+    (seq,) = _SEQ.unpack_from(key, len(key) - 8)
+    return int(seq)
+
+
+def encode_seq(seq: int) -> bytes:
+    return _SEQ.pack(seq)
+
+
+def decode_seq(raw: bytes) -> int:
+    return int(_SEQ.unpack(raw)[0])

@@ -1,0 +1,653 @@
+"""The live runtime: serial activations, durable group commit, followers, passivation.
+
+One runtime serves one store (a LevelDB directory, or a set of dicts) and every
+ecosystem in it. It runs two trio tasks:
+
+- the *dispatcher* takes entities from a FIFO run queue and runs one
+  activation at a time: an entity is in the queue at most once, so it never
+  has two activations running, and its inbox is consumed in acceptance order;
+- the *committer* takes everything the dispatcher and senders produced since
+  its last write (the open group) and writes it as one atomic batch, with one
+  fsync for all of it: group commit. Only then are callers answered and
+  followers told.
+
+Activations are pipelined: the dispatcher goes on with the next messages
+while a group is being written. That is safe because groups are written in
+order: a later activation's effects can only become durable together with, or
+after, the effects it saw.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import OrderedDict, deque
+from functools import partial
+from typing import Any
+
+import trio
+
+from pachyderm import _layout as layout
+from pachyderm._activation import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Failure,
+    activate,
+    encode_message,
+    load_state,
+)
+from pachyderm._codec import decode, encode
+from pachyderm._dead_letters import (
+    DeadLetter,
+    dead_letter_message_blob,
+    decode_dead_letter,
+    encode_dead_letter,
+)
+from pachyderm._entity import Entity, entity_classes
+from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, Subscription
+from pachyderm._log import log
+from pachyderm._store import Operation, Store
+from pachyderm._values import value_types
+from pachyderm.errors import (
+    ActivationError,
+    EcosystemClosedError,
+    InvalidAddressError,
+    PachydermError,
+    StoreCorruptedError,
+    UnknownDeadLetterError,
+    UnregisteredNameError,
+    describe,
+)
+
+__all__ = ["DEFAULT_MAX_RESIDENT", "Runtime"]
+
+DEFAULT_MAX_RESIDENT = 10_000
+RECENT_MESSAGES = 10
+_DISPATCH_BATCH = 256
+
+_Key = tuple[bytes, bytes]  # (ecosystem key, address key)
+
+
+class _Reply:
+    """Where ``send_sync`` waits for the outcome of its message's activation."""
+
+    __slots__ = ("done", "error", "state_blob")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.state_blob: bytes | None = None
+        self.error: BaseException | None = None
+
+
+class _Envelope:
+    __slots__ = ("blob", "reply", "seq")
+
+    def __init__(self, seq: int, blob: bytes, reply: _Reply | None) -> None:
+        self.seq = seq
+        self.blob = blob
+        self.reply = reply
+
+
+class _Record:
+    """One resident entity (its single activation): state, inbox, run-queue membership."""
+
+    __slots__ = (
+        "address",
+        "durable_blob",
+        "eco",
+        "inbox",
+        "key",
+        "loaded",
+        "parked_on",
+        "recent",
+        "scheduled",
+        "state",
+        "state_blob",
+        "uncommitted",
+    )
+
+    def __init__(self, eco: bytes, key: bytes, address: Entity[Any, Any] | None) -> None:
+        self.eco = eco
+        self.key = key
+        self.address = address
+        self.inbox: deque[_Envelope] = deque()
+        self.loaded = False
+        self.state: Any = None
+        self.state_blob: bytes | None = None  # newest, maybe not yet durable
+        self.durable_blob: bytes | None = None  # newest durable
+        self.scheduled = False
+        self.uncommitted = 0
+        self.parked_on: str | None = None
+        self.recent: deque[bytes] = deque(maxlen=RECENT_MESSAGES)
+
+    @property
+    def idle(self) -> bool:
+        return not self.inbox and not self.scheduled and not self.uncommitted
+
+
+class _Group:
+    """Everything to write in one atomic batch, and who to tell once it is durable."""
+
+    __slots__ = ("done", "error", "operations", "published", "records", "replies")
+
+    def __init__(self) -> None:
+        self.operations: list[Operation] = []
+        self.published: list[tuple[_Record, bytes]] = []
+        self.records: list[_Record] = []
+        self.replies: list[tuple[_Reply, bytes | None, BaseException | None]] = []
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class Runtime:
+    """Hosts every ecosystem of one store. Start with ``await nursery.start(runtime.run)``."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        name: str,
+        durability: str = "fsync",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_resident: int = DEFAULT_MAX_RESIDENT,
+    ) -> None:
+        if durability not in ("fsync", "flush"):
+            raise ValueError(f"durability must be 'fsync' or 'flush', got {durability!r}")
+        for option, value in (("max_message_bytes", max_message_bytes), ("max_resident", max_resident)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{option} must be an int >= 1, got {describe(value)}")
+        self.name = name
+        self.store = store
+        self.sync = durability == "fsync"
+        self.max_message_bytes = max_message_bytes
+        self.max_resident = max_resident
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.started = False
+        self.closed = False
+        self.failure: BaseException | None = None
+        self.statistics = {"activations": 0, "failures": 0, "commits": 0, "passivated": 0}
+        self._resident: OrderedDict[_Key, _Record] = OrderedDict()
+        self._run_queue: deque[_Record] = deque()
+        self._parked: dict[str, list[_Record]] = {}
+        self._followers: dict[_Key, list[Subscription]] = {}
+        self._group = _Group()
+        self._seq = 0
+        self._committing = False
+        self._work = trio.Event()
+        self._dirty = trio.Event()
+        self._progress = trio.Event()
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recover, then dispatch and commit until :meth:`aclose`."""
+        self.token = trio.lowlevel.current_trio_token()
+        unsubscribes = []
+        try:
+            self._open_format()
+            self._recover()
+            for registry in (entity_classes, value_types):
+                unsubscribes.append(registry.subscribe(self._on_registered))
+            async with trio.open_nursery() as nursery:
+                dispatching = trio.CancelScope()
+                nursery.start_soon(self._dispatch_loop, dispatching)
+                nursery.start_soon(self._commit_loop)
+                self.started = True
+                task_status.started()
+                await self._stop.wait()
+                # Refuse new work, stop activating, let the committer write
+                # what is done; it returns once the open group is empty.
+                self.closed = True
+                dispatching.cancel()
+                self._dirty.set()
+        except BaseException as error:
+            self.failure = error
+            raise
+        finally:
+            self.closed = True
+            for unsubscribe in unsubscribes:
+                unsubscribe()
+            self._fail_waiters()
+            self.store.close()
+            self._stopped.set()
+            log("runtime.closed", store=self.name)
+
+    async def aclose(self) -> None:
+        """Commit what is done, answer what can be answered, and close the store."""
+        self._stop.set()
+        await self._stopped.wait()
+
+    def _open_format(self) -> None:
+        stored = self.store.get(layout.FORMAT)
+        if stored is None:
+            if next(iter(self.store.scan(b"")), None) is not None:
+                raise StoreCorruptedError(
+                    f"{self.name} holds data but no Pachyderm format marker: it is not "
+                    f"a Pachyderm store, or it is damaged. Open an empty directory instead."
+                )
+            self.store.write([(layout.FORMAT, encode(layout.FORMAT_VERSION))], sync=self.sync)
+            return
+        try:
+            version = decode(stored)
+        except PachydermError:
+            version = stored
+        if version != layout.FORMAT_VERSION:
+            raise StoreCorruptedError(
+                f"{self.name} has storage format {version!r}, but this Pachyderm reads "
+                f"format {layout.FORMAT_VERSION}; open it with the version that wrote it"
+            )
+        next_seq = self.store.get(layout.NEXT_SEQ)
+        self._seq = layout.decode_seq(next_seq) if next_seq is not None else 0
+
+    def _recover(self) -> None:
+        started = time.perf_counter()
+        count = 0
+        for key, blob in self.store.scan(layout.INBOX):
+            eco, address_key, seq = layout.parse_inbox_key(key)
+            record = self._resident.get((eco, address_key))
+            if record is None:
+                record = self._new_record(eco, address_key, None)
+            record.inbox.append(_Envelope(seq, blob, None))
+            self._seq = max(self._seq, seq + 1)
+            count += 1
+        for record in list(self._resident.values()):
+            name, entity_id = layout.parse_address_key(record.key)
+            if name in entity_classes:
+                record.address = _make_address(name, entity_id)
+                self._schedule(record)
+            else:
+                self._park(record, name)
+        if count:
+            log(
+                "recovery.pending",
+                store=self.name,
+                messages=count,
+                entities=len(self._resident),
+                waiting_for_classes=sorted(self._parked),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+
+    def _fail_waiters(self) -> None:
+        error = EcosystemClosedError(
+            f"the ecosystem store {self.name} closed before this completed"
+            + (f": {type(self.failure).__name__}: {self.failure}" if self.failure else "")
+        )
+        for record in self._resident.values():
+            for envelope in record.inbox:
+                if envelope.reply is not None and not envelope.reply.done.is_set():
+                    envelope.reply.error = error
+                    envelope.reply.done.set()
+        group = self._group
+        group.error = error
+        for reply, _, _ in group.replies:
+            reply.error = error
+            reply.done.set()
+        group.done.set()
+        for subscriptions in self._followers.values():
+            for subscription in subscriptions:
+                subscription.end()
+        self._progress.set()
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise EcosystemClosedError(
+                f"the ecosystem store {self.name} is closed; open it again to use it"
+            )
+
+    # -- accepting messages ------------------------------------------------
+
+    def _new_record(self, eco: bytes, key: bytes, address: Entity[Any, Any] | None) -> _Record:
+        record = _Record(eco, key, address)
+        self._resident[eco, key] = record
+        return record
+
+    def _record_for(self, eco: bytes, address: Entity[Any, Any]) -> _Record:
+        key = layout.address_key(address)
+        record = self._resident.get((eco, key))
+        if record is None:
+            return self._new_record(eco, key, address)
+        if record.address is None:  # recovered while its class was unregistered
+            record.address = address
+            if record.parked_on == address.entity_name:
+                self._unpark(record.parked_on)
+        return record
+
+    def _accept(self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: _Reply | None) -> _Group:
+        record = self._record_for(eco, address)
+        seq = self._seq
+        self._seq = seq + 1
+        group = self._group
+        group.operations.append((layout.inbox_key(eco, record.key, seq), blob))
+        record.inbox.append(_Envelope(seq, blob, reply))
+        if record.parked_on is None:
+            self._schedule(record)
+        return group
+
+    def _schedule(self, record: _Record) -> None:
+        if not record.scheduled:
+            record.scheduled = True
+            self._run_queue.append(record)
+            self._work.set()
+
+    def encode_message(self, address: object, message: Any) -> bytes:
+        """Check an address and encode a message for it, before anything is stored."""
+        if not isinstance(address, Entity):
+            raise _not_an_address(address)
+        return encode_message(message, self.max_message_bytes)
+
+    async def send(self, eco: bytes, address: Entity[Any, Any], message: Any) -> None:
+        """Accept a message durably; returns once it is in the recipient's durable inbox."""
+        self.check_open()
+        blob = self.encode_message(address, message)
+        group = self._accept(eco, address, blob, None)
+        self._dirty.set()
+        await _wait_durable(group)
+
+    async def send_sync(self, eco: bytes, address: Entity[Any, Any], message: Any) -> Any:
+        """Deliver a message and return the state after its activation is durable."""
+        self.check_open()
+        blob = self.encode_message(address, message)
+        reply = _Reply()
+        # No commit is asked for here: the activation's own batch carries the
+        # acceptance, so a send_sync costs one fsync, not two.
+        self._accept(eco, address, blob, reply)
+        await reply.done.wait()
+        if reply.error is not None:
+            raise reply.error
+        return load_state(address, reply.state_blob)
+
+    # -- dispatching ---------------------------------------------------------
+
+    async def _dispatch_loop(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._dispatch(self._run_queue)
+
+    async def _dispatch(self, run_queue: deque[_Record]) -> None:
+        while True:
+            while not run_queue:
+                self._work = trio.Event()
+                await self._work.wait()
+            for _ in range(min(len(run_queue), _DISPATCH_BATCH)):
+                record = run_queue.popleft()
+                record.scheduled = False
+                self._run_next(record)
+                if record.inbox and record.parked_on is None:
+                    self._schedule(record)
+            self._dirty.set()
+            self._pulse()
+            await trio.lowlevel.checkpoint()
+
+    def _run_next(self, record: _Record) -> None:
+        """Run one activation of ``record`` on the first message of its inbox."""
+        address = record.address
+        assert address is not None
+        envelope = record.inbox[0]
+        self._resident.move_to_end((record.eco, record.key))
+        message: Any = None
+        try:
+            if not record.loaded:
+                record.durable_blob = record.state_blob = self.store.get(
+                    layout.state_key(record.eco, record.key)
+                )
+                record.state = load_state(address, record.state_blob)
+                record.loaded = True
+            message = decode(envelope.blob)
+        except UnregisteredNameError as missing:
+            self._park(record, missing.name)
+            return
+        except Exception as error:
+            outcome: Any = Failure(error, "".join(traceback.format_exception(error)))
+        else:
+            outcome = activate(address, record.state, message, self.max_message_bytes)
+        record.inbox.popleft()
+        record.recent.append(envelope.blob)
+        group = self._group
+        group.operations.append((layout.inbox_key(record.eco, record.key, envelope.seq), None))
+        group.records.append(record)
+        record.uncommitted += 1
+        self.statistics["activations"] += 1
+        if isinstance(outcome, Failure):
+            self._dead_letter(record, envelope, message, outcome, group)
+            return
+        record.state = outcome.state
+        record.state_blob = outcome.state_blob
+        group.operations.append((layout.state_key(record.eco, record.key), outcome.state_blob))
+        for recipient, blob in outcome.outbox:
+            self._accept(record.eco, recipient, blob, None)
+        group.published.append((record, outcome.state_blob))
+        if envelope.reply is not None:
+            group.replies.append((envelope.reply, outcome.state_blob, None))
+
+    def _dead_letter(
+        self, record: _Record, envelope: _Envelope, message: Any, failure: Failure, group: _Group
+    ) -> None:
+        address = record.address
+        assert address is not None
+        self.statistics["failures"] += 1
+        if record.loaded:
+            # activate() may have changed the state in place before raising:
+            # go back to the last state it returned, from its stored form.
+            try:
+                record.state = load_state(address, record.state_blob)
+            except Exception:
+                record.loaded = False
+        dead_letter_id = self._seq
+        self._seq += 1
+        error_text = f"{type(failure.error).__name__}: {failure.error}"
+        group.operations.append(
+            (
+                layout.dead_letter_key(record.eco, dead_letter_id),
+                encode_dead_letter(
+                    address, envelope.blob, error_text, failure.traceback, list(record.recent), time.time()
+                ),
+            )
+        )
+        log(
+            "activation.failed",
+            level="warning",
+            address=address,
+            message=message,
+            error=error_text,
+            dead_letter_id=dead_letter_id,
+        )
+        if envelope.reply is not None:
+            recent = []
+            for blob in record.recent:
+                try:
+                    recent.append(decode(blob))
+                except PachydermError:
+                    recent.append(blob)
+            error = ActivationError(address, message, failure.error, recent, dead_letter_id)
+            group.replies.append((envelope.reply, None, error))
+
+    # -- parking: messages for classes this process has not registered -------
+
+    def _park(self, record: _Record, name: str) -> None:
+        if record.parked_on is None:
+            record.parked_on = name
+            self._parked.setdefault(name, []).append(record)
+            log("entity.waiting_for_class", store=self.name, name=name, pending=len(record.inbox))
+
+    def _on_registered(self, name: str) -> None:
+        token = self.token
+        if token is not None and not self.closed:
+            try:
+                token.run_sync_soon(self._unpark, name)
+            except trio.RunFinishedError:
+                pass
+
+    def _unpark(self, name: str) -> None:
+        for record in self._parked.pop(name, []):
+            record.parked_on = None
+            if record.address is None:
+                record.address = _make_address(*layout.parse_address_key(record.key))
+            if record.inbox:
+                self._schedule(record)
+
+    # -- committing ----------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            while not self._group.operations:
+                if self.closed:
+                    return
+                self._dirty = trio.Event()
+                await self._dirty.wait()
+            await self._commit_open_group()
+
+    async def _commit_open_group(self) -> None:
+        group = self._group
+        self._group = _Group()
+        group.operations.append((layout.NEXT_SEQ, layout.encode_seq(self._seq)))
+        self._committing = True
+        try:
+            if self.store.blocking:
+                await trio.to_thread.run_sync(partial(self.store.write, group.operations, sync=self.sync))
+            else:
+                self.store.write(group.operations, sync=self.sync)
+        finally:
+            self._committing = False
+        self.statistics["commits"] += 1
+        self._complete(group)
+
+    def _complete(self, group: _Group) -> None:
+        for record in group.records:
+            record.uncommitted -= 1
+        followers = self._followers
+        for record, blob in group.published:
+            record.durable_blob = blob
+            subscriptions = followers.get((record.eco, record.key))
+            if subscriptions:
+                for subscription in subscriptions:
+                    subscription.push(blob)
+        for reply, blob, error in group.replies:
+            reply.state_blob = blob
+            reply.error = error
+            reply.done.set()
+        group.done.set()
+        if len(self._resident) > self.max_resident:
+            self._passivate()
+        self._pulse()
+
+    def _passivate(self) -> None:
+        """Forget idle entities beyond ``max_resident``, least recently used first."""
+        excess = len(self._resident) - self.max_resident
+        victims = []
+        for key, record in self._resident.items():
+            if record.idle and record.parked_on is None:
+                victims.append(key)
+                if len(victims) >= excess:
+                    break
+        for key in victims:
+            del self._resident[key]
+        self.statistics["passivated"] += len(victims)
+
+    def _pulse(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def settle(self) -> None:
+        """Wait until every accepted message has been processed and committed.
+
+        Messages waiting for an entity class this process has not registered
+        do not count: they wait until it is.
+        """
+        self.check_open()
+        while self._run_queue or self._group.operations or self._committing:
+            await self._progress.wait()
+            self.check_open()
+
+    # -- reading -------------------------------------------------------------
+
+    def committed_state_blob(self, eco: bytes, address: Entity[Any, Any]) -> bytes | None:
+        key = layout.address_key(address)
+        record = self._resident.get((eco, key))
+        if record is not None and record.loaded:
+            return record.durable_blob
+        return self.store.get(layout.state_key(eco, key))
+
+    def state_of(self, eco: bytes, address: Entity[Any, Any]) -> Any:
+        """The latest committed state of ``address`` (``init()`` if it has none)."""
+        self.check_open()
+        if not isinstance(address, Entity):
+            raise _not_an_address(address)
+        return load_state(address, self.committed_state_blob(eco, address))
+
+    def subscribe(self, eco: bytes, address: Entity[Any, Any], buffer: int = DEFAULT_FOLLOWER_BUFFER) -> Subscription:
+        """Follow ``address``: its committed state now, and every change after."""
+        self.check_open()
+        if not isinstance(address, Entity):
+            raise _not_an_address(address)
+        key = (eco, layout.address_key(address))
+        subscription = Subscription(
+            address, self.committed_state_blob(eco, address), buffer, partial(self._unsubscribe, key)
+        )
+        self._followers.setdefault(key, []).append(subscription)
+        return subscription
+
+    def _unsubscribe(self, key: _Key, subscription: Subscription) -> None:
+        subscriptions = self._followers.get(key, [])
+        if subscription in subscriptions:
+            subscriptions.remove(subscription)
+        if not subscriptions:
+            self._followers.pop(key, None)
+
+    # -- dead letters --------------------------------------------------------
+
+    def dead_letters(self, eco: bytes) -> list[DeadLetter]:
+        """Every dead letter of the ecosystem, oldest first."""
+        self.check_open()
+        return [
+            decode_dead_letter(layout.parse_dead_letter_key(key), blob)
+            for key, blob in self.store.scan(layout.dead_letter_prefix(eco))
+        ]
+
+    def _take_dead_letter(self, eco: bytes, dead_letter: DeadLetter | int) -> tuple[bytes, bytes]:
+        self.check_open()
+        dead_letter_id = dead_letter.id if isinstance(dead_letter, DeadLetter) else dead_letter
+        if type(dead_letter_id) is not int:
+            raise UnknownDeadLetterError(
+                f"dead letters are named by a DeadLetter or its int id, got {describe(dead_letter)}"
+            )
+        key = layout.dead_letter_key(eco, dead_letter_id)
+        blob = self.store.get(key)
+        if blob is None or any(op[0] == key for op in self._group.operations):
+            raise UnknownDeadLetterError(
+                f"no dead letter {dead_letter_id!r} in this ecosystem; dead_letters() lists them"
+            )
+        return key, blob
+
+    async def redeliver(self, eco: bytes, dead_letter: DeadLetter | int) -> None:
+        """Put a dead letter back in its entity's inbox, atomically, as a new message."""
+        key, blob = self._take_dead_letter(eco, dead_letter)
+        address, message_blob = dead_letter_message_blob(blob)
+        self._group.operations.append((key, None))
+        group = self._accept(eco, address, message_blob, None)
+        self._dirty.set()
+        await _wait_durable(group)
+
+    async def discard(self, eco: bytes, dead_letter: DeadLetter | int) -> None:
+        """Delete a dead letter for good."""
+        key, _ = self._take_dead_letter(eco, dead_letter)
+        group = self._group
+        group.operations.append((key, None))
+        self._dirty.set()
+        await _wait_durable(group)
+
+
+async def _wait_durable(group: _Group) -> None:
+    await group.done.wait()
+    if group.error is not None:
+        raise group.error
+
+
+def _make_address(name: str, entity_id: Any) -> Entity[Any, Any]:
+    return entity_classes.resolve(name)(entity_id)
+
+
+def _not_an_address(value: object) -> PachydermError:
+    return InvalidAddressError(
+        f"messages are sent to entity addresses, like Counter('my_counter'); got "
+        f"{describe(value)}"
+    )

@@ -1,0 +1,152 @@
+"""Every exception Pachyderm raises, under one base class.
+
+Messages follow one rule: show the offending value with ``!r``, its type, and
+what to do instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "ActivationError",
+    "CodecError",
+    "EcosystemClosedError",
+    "InvalidAddressError",
+    "InvalidActivationError",
+    "InvalidIdError",
+    "MessageTooLargeError",
+    "PachydermError",
+    "RegistrationError",
+    "StoreCorruptedError",
+    "StoreLockedError",
+    "UnknownDeadLetterError",
+    "UnregisteredNameError",
+    "UpgradeError",
+]
+
+
+def describe(value: Any) -> str:
+    """Show a value and its type the way every error message here does."""
+    text = repr(value)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{text} (a {type(value).__module__}.{type(value).__qualname__})"
+
+
+class PachydermError(Exception):
+    """Base class of every error Pachyderm raises on purpose."""
+
+
+class CodecError(PachydermError, TypeError):
+    """A value cannot be encoded, or bytes cannot be decoded."""
+
+
+class UnregisteredNameError(CodecError):
+    """Stored data names an entity class or value type this process has not registered."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        self.name = name
+        self.kind = kind
+        attribute = "former_names" if kind == "entity class" else "name"
+        super().__init__(
+            f"stored data names the {kind} {name!r}, which is not registered in this "
+            f"process. Import the module that defines it; if it was renamed or moved, "
+            f"list the old name on the new class: {attribute} = ({name!r},)"
+            if kind == "entity class"
+            else f"stored data names the {kind} {name!r}, which is not registered in "
+            f"this process. Import the module that defines it, or register the type "
+            f"under that name with @register_value(name={name!r})."
+        )
+
+
+class InvalidIdError(PachydermError, TypeError):
+    """An entity id is not a str, int, bytes, or a tuple of those."""
+
+
+class RegistrationError(PachydermError):
+    """An entity class or value type cannot be registered as asked."""
+
+
+class InvalidActivationError(PachydermError):
+    """``activate`` returned something other than ``(outbox, new_state)`` with storable parts."""
+
+
+class MessageTooLargeError(PachydermError):
+    """An encoded message is larger than the ecosystem accepts."""
+
+    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"the encoded {what} is {size:,} bytes, over the limit of {limit:,} bytes. "
+            f"Send a reference to the data instead (a key or path), or open the "
+            f"ecosystem with a larger max_message_bytes."
+        )
+
+
+class UpgradeError(PachydermError):
+    """Stored state was written by another version of an entity class and cannot be upgraded."""
+
+
+class ActivationError(PachydermError):
+    """An activation failed; the entity kept its previous state and the message is a dead letter.
+
+    Attributes:
+        address: the entity whose activation failed.
+        message: the message it was given.
+        cause: the exception ``activate`` raised (also ``__cause__``), or the
+            :class:`InvalidActivationError` describing what it returned.
+        recent_messages: the last messages that entity received, oldest first,
+            ending with ``message``.
+        dead_letter_id: where the message now waits in the dead-letter store.
+    """
+
+    def __init__(
+        self,
+        address: Any,
+        message: Any,
+        cause: BaseException,
+        recent_messages: Sequence[Any] = (),
+        dead_letter_id: int | None = None,
+    ) -> None:
+        self.address = address
+        self.message = message
+        self.cause = cause
+        self.recent_messages = list(recent_messages)
+        self.dead_letter_id = dead_letter_id
+        super().__init__(address, message, cause)
+        self.__cause__ = cause
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.address!r} failed on {self.message!r}: "
+            f"{type(self.cause).__name__}: {self.cause}",
+            "the entity kept its previous state; the message is dead letter "
+            f"{self.dead_letter_id} (list with dead_letters(), retry with redeliver()).",
+        ]
+        if self.recent_messages:
+            lines.append("recent messages, oldest first:")
+            lines.extend(f"  {m!r}" for m in self.recent_messages)
+        return "\n".join(lines)
+
+
+class StoreLockedError(PachydermError):
+    """Another process (or another open ecosystem here) already owns a LevelDB directory."""
+
+
+class StoreCorruptedError(PachydermError):
+    """A store directory cannot be read as a Pachyderm store."""
+
+
+class UnknownDeadLetterError(PachydermError, KeyError):
+    """No dead letter has the given id."""
+
+
+class EcosystemClosedError(PachydermError):
+    """An ecosystem was used after it was closed."""
+
+
+class InvalidAddressError(PachydermError, TypeError):
+    """Something that is not an entity address was used as one."""
