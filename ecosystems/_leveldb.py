@@ -27,7 +27,9 @@ class LevelDBStore:
             )
         os.makedirs(self.path, exist_ok=True)
         try:
-            self._db: plyvel.DB | None = plyvel.DB(self.path, create_if_missing=True, paranoid_checks=True)
+            self._db: plyvel.DB | None = plyvel.DB(
+                self.path, create_if_missing=True, paranoid_checks=True
+            )
         except plyvel.IOError as error:
             if "lock" in str(error).lower():
                 raise StoreLockedError(

@@ -22,7 +22,7 @@ def _open(location: str | None) -> tuple[Store, str]:
 
 
 class LocalDiskKind(EcosystemKind):
-    """LevelDB-backed ecosystems. The shell face's default directory is :func:`default_directory`."""
+    """LevelDB-backed ecosystems; the shell face's default is :func:`default_directory`."""
 
     @staticmethod
     def repair(path: str) -> None:

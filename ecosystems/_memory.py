@@ -44,5 +44,3 @@ class MemoryStore:
 
     def close(self) -> None:
         self._data = None
-
-

@@ -101,7 +101,11 @@ def activate(
                 f"(outbox, new_state); it returned {describe(result)}"
             )
         outbox, new_state = result
-        return Success(new_state, _encode_new_state(address, new_state), _encode_outbox(address, outbox, max_message_bytes))
+        return Success(
+            new_state,
+            _encode_new_state(address, new_state),
+            _encode_outbox(address, outbox, max_message_bytes),
+        )
     except Exception as error:
         return Failure(error, traceback.format_exc())
 

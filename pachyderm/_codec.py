@@ -70,16 +70,17 @@ class _Encoder(threading.local):
             # Members are already packed: join their bytes under an array header.
             return msgpack.ExtType(code, _array_header(len(members)) + b"".join(members))
         if isinstance(value, Entity):
-            return msgpack.ExtType(_ADDRESS, self.pack([value.entity_name, value._id]))  # type: ignore[attr-defined]
+            return msgpack.ExtType(_ADDRESS, self.pack([value.entity_name, value._id]))
         registered = kind.__dict__.get("_pachyderm_kind")
         if registered is not None:
-            name = kind._pachyderm_name  # type: ignore[attr-defined]
+            name = kind._pachyderm_name
             if registered is ValueKind.ENUM:
                 return msgpack.ExtType(_VALUE, self.pack([name, value.value]))
             if registered is ValueKind.NAMEDTUPLE:
                 fields = list(value)
             else:
                 fields = [getattr(value, f.name) for f in dataclasses.fields(value)]
+            _refuse_lossy(fields)
             if self.canonical:
                 fields = [_canonical_order(v) for v in fields]
             return msgpack.ExtType(_VALUE, self.pack([name, fields]))
@@ -101,7 +102,8 @@ def _cannot_encode(value: Any) -> str:
     kind = type(value)
     if isinstance(value, dict | list | str | bytes | int | float | tuple | set | frozenset):
         base = next(
-            b for b in (bool, dict, list, str, bytes, int, float, tuple, set, frozenset)
+            b
+            for b in (bool, dict, list, str, bytes, int, float, tuple, set, frozenset)
             if isinstance(value, b)
         )
         hint = (
@@ -136,6 +138,32 @@ def _canonical_order(value: Any) -> Any:
     return value  # tuples, sets and values are ordered by the encoder's hook
 
 
+_LOSSY = (bytearray, memoryview)
+_CONTAINERS = (list, dict, tuple, set, frozenset)
+
+
+def _refuse_lossy(value: Any) -> None:
+    """Refuse bytearray and memoryview anywhere in ``value``.
+
+    msgpack packs them natively as binary, without asking the ``default``
+    hook, and they would come back as bytes: a silent change of type. The
+    walk only descends into containers, which is what costs.
+    """
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) in _CONTAINERS or type(key) in _LOSSY:
+                _refuse_lossy(key)
+            if type(item) in _CONTAINERS or type(item) in _LOSSY:
+                _refuse_lossy(item)
+    elif kind in _CONTAINERS:
+        for item in value:
+            if type(item) in _CONTAINERS or type(item) in _LOSSY:
+                _refuse_lossy(item)
+    elif kind in _LOSSY:
+        raise CodecError(_cannot_encode(value))
+
+
 _plain = _Encoder(canonical=False)
 _canonical = _Encoder(canonical=True)
 
@@ -148,6 +176,7 @@ def encode(value: Any) -> bytes:
             message names it, its type, and what to do.
     """
     try:
+        _refuse_lossy(value)
         return _plain.pack(value)
     except PachydermError:
         raise
@@ -158,6 +187,7 @@ def encode(value: Any) -> bytes:
 def encode_canonical(value: Any) -> bytes:
     """Encode so that equal values (of equal types) give identical bytes."""
     try:
+        _refuse_lossy(value)
         return _canonical.pack(_canonical_order(value))
     except PachydermError:
         raise
@@ -195,7 +225,7 @@ def _ext_hook(code: int, payload: bytes) -> Any:
 
 
 def _expect(value: Any, kind: type, length: int | None = None) -> Any:
-    if type(value) is not kind or (length is not None and len(value) != length):
+    if type(value) is not kind or (length is not None and len(value) != length):  # type: ignore[arg-type]
         raise CodecError(f"malformed stored bytes: expected {kind.__name__}, got {describe(value)}")
     return value
 

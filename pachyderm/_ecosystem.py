@@ -83,7 +83,9 @@ class Ecosystem:
         """
         return await self._runtime.send_sync(self._key, address, message)
 
-    def follow(self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER) -> Follower:
+    def follow(
+        self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
+    ) -> Follower:
         """Follow ``address``: use as ``async with eco.follow(address) as updates``.
 
         ``updates.state`` is its committed state now; iterating yields

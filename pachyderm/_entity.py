@@ -54,6 +54,7 @@ class Entity(Generic[MessageT, StateT]):
 
     __slots__ = ("_id",)
 
+    _id: EntityId
     entity_name: ClassVar[str]
     former_names: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[int] = 1
@@ -79,7 +80,7 @@ class Entity(Generic[MessageT, StateT]):
     @property
     def id(self) -> EntityId:
         """This entity's id."""
-        return self._id  # type: ignore[no-any-return]
+        return self._id
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError(
@@ -88,7 +89,7 @@ class Entity(Generic[MessageT, StateT]):
         )
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._id == self._id  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._id == self._id
 
     def __hash__(self) -> int:
         return hash((self.entity_name, self._id))

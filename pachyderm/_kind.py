@@ -35,7 +35,9 @@ StoreOpener = Callable[[str | None], tuple[Store, str]]
 class EcosystemKind:
     """A kind of ecosystem (``LocalDisk``, ``InMemory``): opens stores, and has a shell face."""
 
-    def __init__(self, name: str, open_store: StoreOpener, default_location: Callable[[], str | None]) -> None:
+    def __init__(
+        self, name: str, open_store: StoreOpener, default_location: Callable[[], str | None]
+    ) -> None:
         self._name = name
         self._open_store = open_store
         self._default_location = default_location
@@ -81,17 +83,24 @@ class EcosystemKind:
             max_message_bytes=max_message_bytes,
             max_resident=max_resident,
         )
-        async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(runtime.run)
-            except BaseException:
-                store.close()
-                raise
-            try:
-                yield Ecosystem(runtime, ecosystem)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await runtime.aclose()
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(runtime.run)
+                except BaseException:
+                    store.close()
+                    raise
+                try:
+                    yield Ecosystem(runtime, ecosystem)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await runtime.aclose()
+        except BaseExceptionGroup as group:
+            # The caller's block runs inside the runtime's nursery; hand its
+            # error back as raised, not wrapped in a group of one.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     # -- shell face ----------------------------------------------------------
 
@@ -133,11 +142,15 @@ class EcosystemKind:
             )
         return ecosystem
 
-    def send_sync(self, address: Entity[Any, Any], message: Any, ecosystem: ShellEcosystem | None = None) -> Any:
+    def send_sync(
+        self, address: Entity[Any, Any], message: Any, ecosystem: ShellEcosystem | None = None
+    ) -> Any:
         """Send and return the entity's new state once durable (default ecosystem unless given)."""
         return self._pick(ecosystem).send_sync(address, message)
 
-    def send(self, address: Entity[Any, Any], message: Any, ecosystem: ShellEcosystem | None = None) -> None:
+    def send(
+        self, address: Entity[Any, Any], message: Any, ecosystem: ShellEcosystem | None = None
+    ) -> None:
         """Send; returns once the message is in the recipient's durable inbox."""
         self._pick(ecosystem).send(address, message)
 
@@ -148,7 +161,7 @@ class EcosystemKind:
         *,
         buffer: int = DEFAULT_FOLLOWER_BUFFER,
     ) -> ShellFollower:
-        """Follow an entity: ``.state`` now, then ``.flush()``, ``.get()`` or iterate for changes."""
+        """Follow an entity: ``.state`` now, then ``.flush()``, ``.get()`` or iteration."""
         return self._pick(ecosystem).follow(address, buffer=buffer)
 
     def state_of(self, address: Entity[Any, Any], ecosystem: ShellEcosystem | None = None) -> Any:
@@ -159,11 +172,15 @@ class EcosystemKind:
         """The messages whose activation failed, oldest first."""
         return self._pick(ecosystem).dead_letters()
 
-    def redeliver(self, dead_letter: DeadLetter | int, ecosystem: ShellEcosystem | None = None) -> None:
+    def redeliver(
+        self, dead_letter: DeadLetter | int, ecosystem: ShellEcosystem | None = None
+    ) -> None:
         """Move a dead letter back into its entity's inbox."""
         self._pick(ecosystem).redeliver(dead_letter)
 
-    def discard(self, dead_letter: DeadLetter | int, ecosystem: ShellEcosystem | None = None) -> None:
+    def discard(
+        self, dead_letter: DeadLetter | int, ecosystem: ShellEcosystem | None = None
+    ) -> None:
         """Delete a dead letter for good."""
         self._pick(ecosystem).discard(dead_letter)
 

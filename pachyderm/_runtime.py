@@ -19,6 +19,7 @@ after, the effects it saw.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from collections import OrderedDict, deque
@@ -152,7 +153,10 @@ class Runtime:
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be 'fsync' or 'flush', got {durability!r}")
-        for option, value in (("max_message_bytes", max_message_bytes), ("max_resident", max_resident)):
+        for option, value in (
+            ("max_message_bytes", max_message_bytes),
+            ("max_resident", max_resident),
+        ):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{option} must be an int >= 1, got {describe(value)}")
         self.name = name
@@ -172,6 +176,7 @@ class Runtime:
         self._group = _Group()
         self._seq = 0
         self._committing = False
+        self._paused = False
         self._work = trio.Event()
         self._dirty = trio.Event()
         self._progress = trio.Event()
@@ -313,7 +318,9 @@ class Runtime:
                 self._unpark(record.parked_on)
         return record
 
-    def _accept(self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: _Reply | None) -> _Group:
+    def _accept(
+        self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: _Reply | None
+    ) -> _Group:
         record = self._record_for(eco, address)
         seq = self._seq
         self._seq = seq + 1
@@ -363,9 +370,18 @@ class Runtime:
         with scope:
             await self._dispatch(self._run_queue)
 
+    def pause(self) -> None:
+        """Stop running activations; messages are still accepted (for maintenance and tests)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Run activations again after :meth:`pause`."""
+        self._paused = False
+        self._work.set()
+
     async def _dispatch(self, run_queue: deque[_Record]) -> None:
         while True:
-            while not run_queue:
+            while not run_queue or self._paused:
                 self._work = trio.Event()
                 await self._work.wait()
             for _ in range(min(len(run_queue), _DISPATCH_BATCH)):
@@ -439,7 +455,12 @@ class Runtime:
             (
                 layout.dead_letter_key(record.eco, dead_letter_id),
                 encode_dead_letter(
-                    address, envelope.blob, error_text, failure.traceback, list(record.recent), time.time()
+                    address,
+                    envelope.blob,
+                    error_text,
+                    failure.traceback,
+                    list(record.recent),
+                    time.time(),
                 ),
             )
         )
@@ -472,10 +493,8 @@ class Runtime:
     def _on_registered(self, name: str) -> None:
         token = self.token
         if token is not None and not self.closed:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._unpark, name)
-            except trio.RunFinishedError:
-                pass
 
     def _unpark(self, name: str) -> None:
         for record in self._parked.pop(name, []):
@@ -503,7 +522,9 @@ class Runtime:
         self._committing = True
         try:
             if self.store.blocking:
-                await trio.to_thread.run_sync(partial(self.store.write, group.operations, sync=self.sync))
+                await trio.to_thread.run_sync(
+                    partial(self.store.write, group.operations, sync=self.sync)
+                )
             else:
                 self.store.write(group.operations, sync=self.sync)
         finally:
@@ -521,8 +542,8 @@ class Runtime:
             if subscriptions:
                 for subscription in subscriptions:
                     subscription.push(blob)
-        for reply, blob, error in group.replies:
-            reply.state_blob = blob
+        for reply, outcome_blob, error in group.replies:
+            reply.state_blob = outcome_blob
             reply.error = error
             reply.done.set()
         group.done.set()
@@ -554,7 +575,7 @@ class Runtime:
         do not count: they wait until it is.
         """
         self.check_open()
-        while self._run_queue or self._group.operations or self._committing:
+        while (self._run_queue and not self._paused) or self._group.operations or self._committing:
             await self._progress.wait()
             self.check_open()
 
@@ -574,14 +595,19 @@ class Runtime:
             raise _not_an_address(address)
         return load_state(address, self.committed_state_blob(eco, address))
 
-    def subscribe(self, eco: bytes, address: Entity[Any, Any], buffer: int = DEFAULT_FOLLOWER_BUFFER) -> Subscription:
+    def subscribe(
+        self, eco: bytes, address: Entity[Any, Any], buffer: int = DEFAULT_FOLLOWER_BUFFER
+    ) -> Subscription:
         """Follow ``address``: its committed state now, and every change after."""
         self.check_open()
         if not isinstance(address, Entity):
             raise _not_an_address(address)
         key = (eco, layout.address_key(address))
         subscription = Subscription(
-            address, self.committed_state_blob(eco, address), buffer, partial(self._unsubscribe, key)
+            address,
+            self.committed_state_blob(eco, address),
+            buffer,
+            partial(self._unsubscribe, key),
         )
         self._followers.setdefault(key, []).append(subscription)
         return subscription
@@ -648,6 +674,5 @@ def _make_address(name: str, entity_id: Any) -> Entity[Any, Any]:
 
 def _not_an_address(value: object) -> PachydermError:
     return InvalidAddressError(
-        f"messages are sent to entity addresses, like Counter('my_counter'); got "
-        f"{describe(value)}"
+        f"messages are sent to entity addresses, like Counter('my_counter'); got {describe(value)}"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -39,7 +40,9 @@ class Portal:
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._runtimes: list[Runtime] = []
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), name="pachyderm-shell", daemon=True)
+        self._thread = threading.Thread(
+            target=trio.run, args=(self._main,), name="pachyderm-shell", daemon=True
+        )
         self._thread.start()
         self._ready.wait()
         atexit.register(self.stop)
@@ -136,7 +139,9 @@ class ShellEcosystem:
         self._check_open()
         return self._portal.call(self._ecosystem.send_sync, address, message)
 
-    def follow(self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER) -> ShellFollower:
+    def follow(
+        self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
+    ) -> ShellFollower:
         """Follow ``address``: ``.state`` now, then every committed change."""
         self._check_open()
         runtime = self._ecosystem.runtime
@@ -182,7 +187,5 @@ class ShellEcosystem:
         runtime = self._ecosystem.runtime
         if runtime.closed:
             return
-        try:
+        with contextlib.suppress(EcosystemClosedError):
             self._portal.close_runtime(runtime)
-        except EcosystemClosedError:
-            pass

@@ -1,0 +1,1 @@
+"""Runnable example apps, type-checked and run by the test suite."""

@@ -1,0 +1,64 @@
+"""Fixtures shared by the suite: every behaviour test runs on every live ecosystem."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ecosystems import InMemory, LocalDisk
+from pachyderm import Ecosystem, EcosystemKind
+
+KINDS = {"InMemory": InMemory, "LocalDisk": LocalDisk}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests in a fresh ``trio.run`` of their own."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    trio.run(partial(pyfuncitem.obj, **arguments))
+    return True
+
+
+@pytest.fixture(params=sorted(KINDS))
+def kind(request: pytest.FixtureRequest) -> EcosystemKind:
+    """Each live ecosystem kind in turn."""
+    return KINDS[request.param]
+
+
+class OpenEcosystem:
+    """Opens a store of one kind; LocalDisk reopens the same directory each call."""
+
+    def __init__(self, kind: EcosystemKind, location: str | None) -> None:
+        self.kind = kind
+        self.location = location
+        self.persistent = location is not None
+
+    def __call__(self, **options: Any) -> AbstractAsyncContextManager[Ecosystem]:
+        return self.kind.open(self.location, **options)
+
+
+@pytest.fixture
+def open_ecosystem(kind: EcosystemKind, tmp_path: Path) -> OpenEcosystem:
+    """Open a fresh store of the current kind (the same LevelDB directory on each call)."""
+    return OpenEcosystem(kind, None if kind is InMemory else str(tmp_path / "store"))
+
+
+@pytest.fixture
+def pachyderm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh ``$PACHYDERM_HOME`` for the shell face, closed again after the test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PACHYDERM_HOME", str(home))
+    LocalDisk.close()
+    InMemory.close()
+    yield home
+    LocalDisk.close()
+    InMemory.close()

@@ -1,0 +1,130 @@
+"""Entities: an instance is an address; classes register by stable name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pachyderm import Entity, InvalidIdError, Outbox, RegistrationError
+from pachyderm._entity import entity_classes
+from tests.entities import Counter, Keeper
+
+
+def test_an_instance_is_its_address() -> None:
+    """Equal iff same class and id; hashable; repr like Counter('my_counter')."""
+    counter = Counter("my_counter")
+    assert counter == Counter("my_counter")
+    assert counter != Counter("other")
+    assert counter != Keeper("my_counter")
+    assert hash(counter) == hash(Counter("my_counter"))
+    assert {counter: 1}[Counter("my_counter")] == 1
+    assert repr(counter) == "Counter('my_counter')"
+    assert counter.id == "my_counter"
+
+
+def test_addresses_are_immutable() -> None:
+    """Setting an attribute on an address is refused with a pointer to the state."""
+    with pytest.raises(AttributeError, match="is an address"):
+        Counter("c").count = 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("entity_id", ["a", 7, -(2**70), b"\x00", ("a", (1, b"b")), ()])
+def test_valid_ids(entity_id: Any) -> None:
+    """Ids may be str, int, bytes, or tuples of those."""
+    assert Counter(entity_id).id == entity_id
+
+
+@pytest.mark.parametrize("entity_id", [1.5, None, True, ["a"], ("a", [1]), {"a": 1}, bytearray()])
+def test_invalid_ids_are_refused_clearly(entity_id: Any) -> None:
+    """Any other id raises InvalidIdError showing the value and its type."""
+    with pytest.raises(InvalidIdError) as caught:
+        Counter(entity_id)
+    assert "str, int, bytes, or tuples" in str(caught.value)
+
+
+def test_invalid_id_message_names_value_and_type() -> None:
+    """The error names the offending part and its type."""
+    with pytest.raises(InvalidIdError, match=r"1\.5 \(a builtins\.float\)"):
+        Counter(("ok", 1.5))
+
+
+def test_default_name_is_module_and_qualname() -> None:
+    """A class registers as module.qualname unless it says otherwise."""
+    assert Counter.entity_name == "tests.entities.Counter"
+    assert entity_classes.resolve("tests.entities.Counter") is Counter
+
+
+def test_entity_name_and_former_names() -> None:
+    """entity_name overrides the stored name; former_names map old names to the class."""
+
+    class Renamed(Entity[Any, Any]):
+        entity_name = "tests.Renamed"
+        former_names = ("tests.Original", "old.module.Original")
+
+    for name in ("tests.Renamed", "tests.Original", "old.module.Original"):
+        assert entity_classes.resolve(name) is Renamed
+
+
+def test_a_name_cannot_be_claimed_twice() -> None:
+    """A second class claiming another class's stored name is refused, naming both."""
+
+    class First(Entity[Any, Any]):
+        entity_name = "tests.First"
+
+    with pytest.raises(RegistrationError, match="already used by"):
+
+        class Second(Entity[Any, Any]):
+            entity_name = "tests.Second"
+            former_names = ("tests.First",)
+
+
+def test_redefining_a_class_replaces_it() -> None:
+    """Defining a class again under its name (a REPL, a reload) replaces the old one."""
+
+    def define() -> type[Entity[Any, Any]]:
+        class Again(Entity[Any, Any]):
+            entity_name = "tests.Again"
+
+        return Again
+
+    first, second = define(), define()
+    assert entity_classes.resolve("tests.Again") is second is not first
+
+
+def test_version_must_be_a_positive_int() -> None:
+    """A bad version is refused when the class is defined."""
+    with pytest.raises(RegistrationError, match="version must be an int >= 1"):
+
+        class Bad(Entity[Any, Any]):
+            version = 0
+
+
+def test_init_defaults_to_none_and_activate_must_be_defined() -> None:
+    """init() gives None by default; a class without activate() says so."""
+
+    class Bare(Entity[Any, Any]):
+        pass
+
+    assert Bare("b").init() is None
+    with pytest.raises(NotImplementedError, match="must define activate"):
+        Bare("b").activate("m", None)
+
+
+def test_entity_itself_is_not_an_address() -> None:
+    """Entity must be subclassed before it can address anything."""
+    with pytest.raises(TypeError, match="subclass it"):
+        Entity("x")
+
+
+def test_handlers_type_check_with_generics() -> None:
+    """Entity is generic in message and state: a typed handler is an ordinary method."""
+
+    class Typed(Entity[int, list[int]]):
+        def init(self) -> list[int]:
+            return []
+
+        def activate(self, message: int, state: list[int]) -> tuple[Outbox, list[int]]:
+            return [], [*state, message]
+
+    assert Typed("t").activate(3, [1]) == ([], [1, 3])

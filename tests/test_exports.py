@@ -1,0 +1,76 @@
+"""The public face: exactly these names, and a core that imports no store or scheduler."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ecosystems
+import pachyderm
+import pachyderm.errors
+import simulation
+
+
+def test_pachyderm_exports() -> None:
+    """pachyderm exports exactly its documented names, sorted."""
+    assert pachyderm.__all__ == sorted(pachyderm.__all__)
+    assert set(pachyderm.__all__) == {
+        "ActivationError",
+        "CodecError",
+        "DeadLetter",
+        "Ecosystem",
+        "EcosystemClosedError",
+        "EcosystemKind",
+        "Entity",
+        "EntityId",
+        "Follower",
+        "InvalidActivationError",
+        "InvalidAddressError",
+        "InvalidIdError",
+        "MessageTooLargeError",
+        "Outbox",
+        "PachydermError",
+        "RegistrationError",
+        "ShellEcosystem",
+        "ShellFollower",
+        "StoreCorruptedError",
+        "StoreLockedError",
+        "UnknownDeadLetterError",
+        "UnregisteredNameError",
+        "UpgradeError",
+        "decode",
+        "encode",
+        "encode_canonical",
+        "register_value",
+    }
+    for name in pachyderm.__all__:
+        assert getattr(pachyderm, name) is not None
+
+
+def test_every_error_is_a_pachyderm_error() -> None:
+    """Every exception in errors.py derives from PachydermError and is exported."""
+    for name in pachyderm.errors.__all__:
+        error = getattr(pachyderm.errors, name)
+        assert issubclass(error, pachyderm.PachydermError)
+        assert getattr(pachyderm, name) is error
+
+
+def test_ecosystems_exports() -> None:
+    """ecosystems exports LocalDisk and InMemory."""
+    assert ecosystems.__all__ == ["InMemory", "LocalDisk"]
+    assert isinstance(ecosystems.LocalDisk, pachyderm.EcosystemKind)
+    assert isinstance(ecosystems.InMemory, pachyderm.EcosystemKind)
+    assert simulation.__all__ == []
+
+
+def test_core_imports_no_store_and_no_scheduler() -> None:
+    """import pachyderm loads neither ecosystems, simulation, plyvel nor trio."""
+    code = (
+        "import sys, pachyderm; "
+        "print(sorted(m for m in ('ecosystems', 'simulation', 'plyvel', 'trio') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,317 @@
+"""LocalDisk specifics: real LevelDB directories, reopened, locked, damaged, upgraded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ecosystems import LocalDisk
+from pachyderm import (
+    Entity,
+    Outbox,
+    StoreCorruptedError,
+    StoreLockedError,
+    UnregisteredNameError,
+)
+from tests.entities import Counter, Recorder, Relay
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with the project importable."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_state_survives_reopening(tmp_path: Path) -> None:
+    """State committed before closing is there after reopening the directory."""
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.send_sync(Counter("c"), "inc") == 1
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(Counter("c")) == 1
+        assert await eco.send_sync(Counter("c"), "inc") == 2
+
+
+async def test_pending_messages_are_processed_on_reopen(tmp_path: Path) -> None:
+    """Accepted messages a process did not get to are processed when the directory reopens."""
+    code = """
+        import sys, trio
+        from ecosystems import LocalDisk
+        from tests.entities import Counter
+        async def main():
+            async with LocalDisk.open(sys.argv[1]) as eco:
+                eco.runtime.pause()  # accept, never activate
+                for n in range(30):
+                    await eco.send(Counter(n % 3), "inc")
+        trio.run(main)
+    """
+    writer = run_python(code.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert writer.returncode == 0, writer.stderr
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        await eco.settle()
+        assert [await eco.state_of(Counter(n)) for n in range(3)] == [10, 10, 10]
+
+
+async def test_message_naming_an_unregistered_class_waits(tmp_path: Path) -> None:
+    """A message that mentions a class this process lacks waits until the class registers."""
+    result = run_python(
+        f"""
+        import trio
+        from ecosystems import LocalDisk
+        from pachyderm import Entity
+        from tests.entities import Keeper
+        class Later(Entity):
+            entity_name = "tests.Later"
+        async def main():
+            async with LocalDisk.open({str(tmp_path)!r}) as eco:
+                eco.runtime.pause()  # accept, never activate
+                await eco.send(Keeper("k"), Later("x"))
+        trio.run(main)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    from tests.entities import Keeper
+
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        await eco.settle()
+        assert set(eco.runtime._parked) == {"tests.Later"}
+        assert await eco.state_of(Keeper("k")) is None
+        assert await eco.dead_letters() == []
+
+        class Later(Entity[Any, Any]):
+            entity_name = "tests.Later"
+
+        with trio.fail_after(5):
+            async with eco.follow(Keeper("k")) as updates:
+                assert await updates.__anext__() == (Keeper("k"), Later("x"))
+
+
+async def test_recovered_messages_for_unregistered_classes_wait(tmp_path: Path) -> None:
+    """Recovered inbox messages of an unknown class are kept until the class registers."""
+    writer = run_python(
+        f"""
+        import trio
+        from ecosystems import LocalDisk
+        from pachyderm import Entity
+        class Ghost(Entity):
+            entity_name = "tests.Ghost"
+            def activate(self, message, state):
+                return [], (state or []) + [message]
+        async def main():
+            async with LocalDisk.open({str(tmp_path)!r}) as eco:
+                eco.runtime.pause()  # accept, never activate
+                for word in ["a", "b", "c"]:
+                    await eco.send(Ghost("g"), word)
+        trio.run(main)
+        """
+    )
+    assert writer.returncode == 0, writer.stderr
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        await eco.settle()
+        assert set(eco.runtime._parked) == {"tests.Ghost"}
+        [record] = eco.runtime._parked["tests.Ghost"]
+        assert len(record.inbox) == 3
+
+    # A later process that has the class processes them, in order.
+    reader = run_python(
+        f"""
+        import trio
+        from ecosystems import LocalDisk
+        from pachyderm import Entity
+        class Ghost(Entity):
+            entity_name = "tests.Ghost"
+            def activate(self, message, state):
+                return [], (state or []) + [message]
+        async def main():
+            async with LocalDisk.open({str(tmp_path)!r}) as eco:
+                await eco.settle()
+                print(await eco.state_of(Ghost("g")))
+        trio.run(main)
+        """
+    )
+    assert reader.stdout.strip() == "['a', 'b', 'c']", reader.stderr
+
+
+def test_second_process_gets_a_clear_error(tmp_path: Path) -> None:
+    """A second process opening an owned directory gets StoreLockedError naming it."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, trio
+                from ecosystems import LocalDisk
+                async def main():
+                    async with LocalDisk.open({str(tmp_path)!r}):
+                        print("open", flush=True)
+                        sys.stdin.readline()
+                trio.run(main)
+                """
+            ),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"
+        result = run_python(
+            f"""
+            from ecosystems import LocalDisk
+            try:
+                LocalDisk.connect({str(tmp_path)!r})
+            except Exception as error:
+                print(type(error).__name__, error)
+            """
+        )
+        assert result.stdout.startswith("StoreLockedError")
+        assert str(tmp_path) in result.stdout
+        assert "one process owns a directory" in result.stdout
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()  # type: ignore[union-attr]
+
+
+async def test_same_directory_twice_in_one_process(tmp_path: Path) -> None:
+    """Opening a directory this process already has open is the same clear error."""
+    async with LocalDisk.open(str(tmp_path)):
+        with pytest.raises(StoreLockedError, match="already open"):
+            async with LocalDisk.open(str(tmp_path)):
+                pass
+
+
+async def test_damaged_directory_names_the_path_and_a_way_out(tmp_path: Path) -> None:
+    """A damaged LevelDB directory raises StoreCorruptedError with the path and a hint."""
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        await eco.send_sync(Counter("c"), "inc")
+    (tmp_path / "CURRENT").write_bytes(b"garbage, no newline")
+    with pytest.raises(StoreCorruptedError) as caught:
+        async with LocalDisk.open(str(tmp_path)):
+            pass
+    assert str(tmp_path) in str(caught.value)
+    assert "repair" in str(caught.value)
+
+
+async def test_directory_of_other_data_is_refused(tmp_path: Path) -> None:
+    """A LevelDB directory that Pachyderm did not write is refused, not overwritten."""
+    import plyvel
+
+    db = plyvel.DB(str(tmp_path), create_if_missing=True)
+    db.put(b"someone", b"else's data")
+    db.close()
+    with pytest.raises(StoreCorruptedError, match="not a Pachyderm store"):
+        async with LocalDisk.open(str(tmp_path)):
+            pass
+    db = plyvel.DB(str(tmp_path))
+    assert list(db) == [(b"someone", b"else's data")]
+    db.close()
+
+
+async def test_a_file_is_not_a_directory(tmp_path: Path) -> None:
+    """Pointing LocalDisk at a file says it wants a directory."""
+    target = tmp_path / "file"
+    target.write_text("hello")
+    with pytest.raises(StoreCorruptedError, match="is a file, not a directory"):
+        async with LocalDisk.open(str(target)):
+            pass
+
+
+async def test_old_state_is_upgraded_when_loaded(tmp_path: Path) -> None:
+    """State written with version 1 is read by a version 2 class through upgrade()."""
+
+    class AccountV1(Entity[int, int]):
+        entity_name = "tests.Account"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: int, state: int) -> tuple[Outbox, int]:
+            return [], state + message
+
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.send_sync(AccountV1("a"), 5) == 5
+
+    class AccountV2(Entity[int, dict[str, int]]):
+        entity_name = "tests.Account"
+        version = 2
+
+        def init(self) -> dict[str, int]:
+            return {"balance": 0, "deposits": 0}
+
+        def activate(self, message: int, state: dict[str, int]) -> tuple[Outbox, dict[str, int]]:
+            return [], {"balance": state["balance"] + message, "deposits": state["deposits"] + 1}
+
+        def upgrade(self, state: Any, from_version: int) -> dict[str, int]:
+            assert from_version == 1
+            return {"balance": state, "deposits": -1}
+
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(AccountV2("a")) == {"balance": 5, "deposits": -1}
+        assert await eco.send_sync(AccountV2("a"), 2) == {"balance": 7, "deposits": 0}
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        # Stored again as version 2: no second upgrade.
+        assert await eco.state_of(AccountV2("a")) == {"balance": 7, "deposits": 0}
+
+
+async def test_unregistered_name_in_stored_state_says_how_to_map_it(tmp_path: Path) -> None:
+    """Reading state that names a class no longer registered names it and the fix."""
+    result = run_python(
+        f"""
+        import trio
+        from ecosystems import LocalDisk
+        from pachyderm import Entity
+        class OldName(Entity):
+            entity_name = "tests.OldName"
+        async def main():
+            async with LocalDisk.open({str(tmp_path)!r}) as eco:
+                from tests.entities import Keeper
+                await eco.send_sync(Keeper("k"), OldName("x"))
+        trio.run(main)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    from tests.entities import Keeper
+
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        with pytest.raises(UnregisteredNameError) as caught:
+            await eco.state_of(Keeper("k"))
+        assert "'tests.OldName'" in str(caught.value)
+        assert "former_names = ('tests.OldName',)" in str(caught.value)
+
+        class NewName(Entity[Any, Any]):
+            entity_name = "tests.NewName"
+            former_names = ("tests.OldName",)
+
+        assert await eco.state_of(Keeper("k")) == NewName("x")
+
+
+async def test_relay_chain_survives_reopen_midway(tmp_path: Path) -> None:
+    """Outbox messages accepted before a close are delivered after reopening."""
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        for n in range(20):
+            await eco.send(Relay("r"), (Recorder("end"), n))
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        await eco.settle()
+        assert await eco.state_of(Recorder("end")) == list(range(20))

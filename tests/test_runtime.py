@@ -1,0 +1,353 @@
+"""Behaviour of the live runtime, on every live ecosystem (InMemory and LocalDisk)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from structlog.testing import capture_logs
+
+from pachyderm import (
+    ActivationError,
+    CodecError,
+    DeadLetter,
+    EcosystemClosedError,
+    InvalidActivationError,
+    InvalidAddressError,
+    MessageTooLargeError,
+    UnknownDeadLetterError,
+)
+from tests.conftest import OpenEcosystem
+from tests.entities import Counter, Fragile, Keeper, Misbehaving, Recorder, Relay
+
+
+async def test_send_sync_returns_the_new_state(open_ecosystem: OpenEcosystem) -> None:
+    """send_sync returns the state after the message's activation."""
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Counter("a"), "inc") == 1
+        assert await eco.send_sync(Counter("a"), "inc") == 2
+        assert await eco.send_sync(Counter("b"), "inc") == 1
+
+
+async def test_send_is_processed_after_acceptance(open_ecosystem: OpenEcosystem) -> None:
+    """send returns once accepted; the message is then processed."""
+    async with open_ecosystem() as eco:
+        for _ in range(5):
+            await eco.send(Counter("a"), "inc")
+        await eco.settle()
+        assert await eco.state_of(Counter("a")) == 5
+
+
+async def test_state_of_an_untouched_entity_is_init(open_ecosystem: OpenEcosystem) -> None:
+    """An entity that never ran has the state init() gives, and reading it stores nothing."""
+    async with open_ecosystem() as eco:
+        assert await eco.state_of(Counter("never")) == 0
+        assert await eco.state_of(Keeper("never")) is None
+        assert eco.runtime.statistics["activations"] == 0
+
+
+async def test_messages_are_processed_in_acceptance_order(open_ecosystem: OpenEcosystem) -> None:
+    """One entity sees its messages in the order they were accepted."""
+    async with open_ecosystem() as eco:
+        for n in range(50):
+            await eco.send(Recorder("r"), n)
+        await eco.settle()
+        assert await eco.state_of(Recorder("r")) == list(range(50))
+
+
+async def test_outbox_preserves_per_sender_order(open_ecosystem: OpenEcosystem) -> None:
+    """Messages from one sender to one receiver arrive in send order, through an outbox too."""
+    async with open_ecosystem() as eco:
+        target = Recorder("target")
+        for n in range(40):
+            await eco.send(Relay("relay"), (target, n))
+        await eco.settle()
+        assert await eco.state_of(target) == list(range(40))
+        assert await eco.state_of(Relay("relay")) == 40
+
+
+async def test_one_activation_at_a_time_under_concurrent_senders(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """Concurrent senders to one entity lose no update: activations never overlap."""
+    async with open_ecosystem() as eco:
+
+        async def sender(count: int) -> None:
+            for _ in range(count):
+                await eco.send(Counter("shared"), "inc")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(sender, 25)
+        await eco.settle()
+        assert await eco.state_of(Counter("shared")) == 500
+
+
+async def test_values_keep_their_types_through_the_store(open_ecosystem: OpenEcosystem) -> None:
+    """State read back equals what was sent, with the same types."""
+    value = (1, [2, (3,)], {"a": (b"x", frozenset({4})), (5, 6): {7}}, Counter("c"), 2**80)
+    async with open_ecosystem() as eco:
+        state = await eco.send_sync(Keeper("k"), value)
+        assert state == value
+        assert type(state[1][1]) is tuple
+        assert type(state[2]["a"][1]) is frozenset
+        assert type(state[2][(5, 6)]) is set
+
+
+async def test_returned_state_is_a_copy(open_ecosystem: OpenEcosystem) -> None:
+    """Mutating a state send_sync returned does not change the entity."""
+    async with open_ecosystem() as eco:
+        state = await eco.send_sync(Recorder("r"), 1)
+        state.append("intruder")
+        assert await eco.send_sync(Recorder("r"), 2) == [1, 2]
+
+
+async def test_failing_activation_keeps_state_even_if_mutated_in_place(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A handler that mutates its state in place and then raises leaves the state untouched."""
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Fragile("f"), "inc") == {"count": 1}
+        with pytest.raises(ActivationError):
+            await eco.send_sync(Fragile("f"), "boom")
+        assert await eco.state_of(Fragile("f")) == {"count": 1}
+        assert await eco.send_sync(Fragile("f"), "inc") == {"count": 2}
+    if open_ecosystem.persistent:
+        async with open_ecosystem() as eco:
+            assert await eco.state_of(Fragile("f")) == {"count": 2}
+
+
+async def test_activation_error_carries_the_details(open_ecosystem: OpenEcosystem) -> None:
+    """ActivationError names the address, message, cause and recent messages."""
+    async with open_ecosystem() as eco:
+        await eco.send_sync(Fragile("f"), "first")
+        with pytest.raises(ActivationError) as caught:
+            await eco.send_sync(Fragile("f"), "boom")
+        error = caught.value
+        assert error.address == Fragile("f")
+        assert error.message == "boom"
+        assert isinstance(error.cause, ValueError)
+        assert error.__cause__ is error.cause
+        assert error.recent_messages == ["first", "boom"]
+        assert "Fragile('f') failed on 'boom': ValueError: boom" in str(error)
+
+
+async def test_failed_message_becomes_a_dead_letter(open_ecosystem: OpenEcosystem) -> None:
+    """The failing message is kept as a dead letter with its error and traceback."""
+    async with open_ecosystem() as eco:
+        with pytest.raises(ActivationError) as caught:
+            await eco.send_sync(Fragile("f"), "boom")
+        [dead] = await eco.dead_letters()
+        assert isinstance(dead, DeadLetter)
+        assert dead.id == caught.value.dead_letter_id
+        assert (dead.address, dead.message) == (Fragile("f"), "boom")
+        assert dead.error == "ValueError: boom"
+        assert 'raise ValueError("boom")' in dead.traceback
+        assert dead.recent_messages == ["boom"]
+
+
+async def test_send_failure_also_dead_letters(open_ecosystem: OpenEcosystem) -> None:
+    """A failure with no one waiting (plain send) still lands in the dead letters."""
+    async with open_ecosystem() as eco:
+        await eco.send(Fragile("f"), "boom")
+        await eco.settle()
+        assert [d.message for d in await eco.dead_letters()] == ["boom"]
+
+
+async def test_redeliver_processes_a_dead_letter_again(open_ecosystem: OpenEcosystem) -> None:
+    """Redelivering moves the message back to the inbox; the dead letter is gone."""
+    async with open_ecosystem() as eco:
+        await eco.send(Fragile("f"), "boom")
+        await eco.send(Fragile("f"), "inc")
+        await eco.settle()
+        [dead] = await eco.dead_letters()
+        await eco.redeliver(dead)
+        await eco.settle()
+        # "boom" fails again: a new dead letter, never two copies of one.
+        [again] = await eco.dead_letters()
+        assert again.id != dead.id
+        assert again.recent_messages == ["boom", "inc", "boom"]
+        await eco.discard(again.id)
+        assert await eco.dead_letters() == []
+        assert await eco.state_of(Fragile("f")) == {"count": 1}
+        with pytest.raises(UnknownDeadLetterError, match="dead_letters"):
+            await eco.redeliver(again)
+
+
+async def test_redelivered_message_can_succeed(open_ecosystem: OpenEcosystem) -> None:
+    """A dead letter redelivered after the cause is gone is applied once."""
+    async with open_ecosystem() as eco:
+        with pytest.raises(ActivationError):
+            await eco.send_sync(Misbehaving("m"), "not a pair")
+        [dead] = await eco.dead_letters()
+        # The command is the same; redelivering to a fixed handler would succeed.
+        # Here we check the bookkeeping: the dead letter leaves, the inbox gets it.
+        await eco.redeliver(dead.id)
+        await eco.settle()
+        assert len(await eco.dead_letters()) == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "complaint"),
+    [
+        ("not a pair", "must return a pair"),
+        ("triple", "must return a pair"),
+        ("unencodable state", "new state that cannot be stored"),
+        ("outbox not iterable", "iterable of (address, message) pairs"),
+        ("outbox item not a pair", "pair (address, message)"),
+        ("outbox address not an entity", "pair (address, message)"),
+        ("unencodable outbox message", "cannot be sent"),
+        (("oversized outbox message", 2000), "over the limit of 1,000 bytes"),
+    ],
+)
+async def test_invalid_activation_results_store_nothing(
+    open_ecosystem: OpenEcosystem, command: Any, complaint: str
+) -> None:
+    """An activation returning something invalid fails clearly and stores none of it."""
+    async with open_ecosystem(max_message_bytes=1000) as eco:
+        assert await eco.send_sync(Misbehaving("m"), "ok") == "fine"
+        with pytest.raises(ActivationError) as caught:
+            await eco.send_sync(Misbehaving("m"), command)
+        assert isinstance(caught.value.cause, InvalidActivationError)
+        assert complaint in str(caught.value.cause)
+        await eco.settle()
+        assert await eco.state_of(Misbehaving("m")) == "fine"
+        assert await eco.state_of(Counter("c")) == 1  # only the "ok" message got through
+
+
+async def test_unencodable_message_is_refused_before_anything_is_stored(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """send and send_sync refuse a message that cannot be stored, naming it; nothing changes."""
+    async with open_ecosystem() as eco:
+        with pytest.raises(CodecError, match=r"cannot encode <object object .*builtins\.object"):
+            await eco.send(Counter("c"), object())
+        with pytest.raises(CodecError, match="bytearray"):
+            await eco.send_sync(Counter("c"), ["ok", bytearray(b"no")])
+        await eco.settle()
+        assert eco.runtime.statistics["activations"] == 0
+        assert await eco.state_of(Counter("c")) == 0
+
+
+async def test_oversized_message_is_refused_with_the_limit(open_ecosystem: OpenEcosystem) -> None:
+    """A message over max_message_bytes is refused, saying the size and the limit."""
+    async with open_ecosystem(max_message_bytes=100) as eco:
+        with pytest.raises(MessageTooLargeError, match="over the limit of 100 bytes"):
+            await eco.send(Counter("c"), b"x" * 200)
+        await eco.send(Counter("c"), b"x" * 50)
+        await eco.settle()
+        assert await eco.state_of(Counter("c")) == 1
+
+
+async def test_sending_to_a_non_address_is_refused(open_ecosystem: OpenEcosystem) -> None:
+    """Sending to something that is not an entity address says what an address is."""
+    async with open_ecosystem() as eco:
+        with pytest.raises(InvalidAddressError, match=r"'counter' \(a builtins.str\)"):
+            await eco.send("counter", "inc")  # type: ignore[arg-type]
+
+
+async def test_follower_sees_current_state_then_every_change(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A follower starts with the committed state and yields each committed change in order."""
+    async with open_ecosystem() as eco:
+        await eco.send_sync(Counter("c"), "inc")
+        async with eco.follow(Counter("c")) as updates:
+            assert updates.state == 1
+            for _ in range(3):
+                await eco.send(Counter("c"), "inc")
+            seen = []
+            async for address, state in updates:
+                seen.append((address, state))
+                if state == 4:
+                    break
+            assert seen == [(Counter("c"), 2), (Counter("c"), 3), (Counter("c"), 4)]
+            assert updates.state == 4
+
+
+async def test_follower_reads_your_writes(open_ecosystem: OpenEcosystem) -> None:
+    """An update committed before send_sync returns is already in the follower."""
+    async with open_ecosystem() as eco, eco.follow(Counter("c")) as updates:
+        assert updates.state == 0
+        await eco.send_sync(Counter("c"), "inc")
+        assert updates.flush() == [(Counter("c"), 1)]
+        assert updates.flush() == []
+
+
+async def test_follower_sees_outbox_effects(open_ecosystem: OpenEcosystem) -> None:
+    """A follower of a recipient sees the state its incoming outbox messages produce."""
+    async with open_ecosystem() as eco, eco.follow(Recorder("r")) as updates:
+        await eco.send(Relay("relay"), (Recorder("r"), "hello"))
+        with trio.fail_after(5):
+            assert await updates.__anext__() == (Recorder("r"), ["hello"])
+
+
+async def test_slow_follower_drops_oldest_and_keeps_latest(open_ecosystem: OpenEcosystem) -> None:
+    """A full follower buffer drops the oldest updates, counts them, and keeps the newest."""
+    async with open_ecosystem() as eco, eco.follow(Counter("c"), buffer=3) as updates:
+        for _ in range(10):
+            await eco.send_sync(Counter("c"), "inc")
+        assert updates.dropped == 7
+        assert updates.state == 10
+        assert [state for _, state in updates.flush()] == [8, 9, 10]
+
+
+async def test_closed_follower_stops(open_ecosystem: OpenEcosystem) -> None:
+    """Iteration over a closed follower ends, and it receives nothing more."""
+    async with open_ecosystem() as eco:
+        updates = eco.follow(Counter("c"))
+        updates.close()
+        await eco.send_sync(Counter("c"), "inc")
+        assert [update async for update in updates] == []
+
+
+async def test_ecosystems_are_isolated(open_ecosystem: OpenEcosystem) -> None:
+    """Entities, followers and dead letters of one ecosystem never cross into another."""
+    async with open_ecosystem() as eco:
+        other = eco.participate("other")
+        async with other.follow(Counter("c")) as other_updates:
+            assert await eco.send_sync(Counter("c"), "inc") == 1
+            assert await other.send_sync(Counter("c"), "inc") == 1
+            assert await eco.send_sync(Counter("c"), "inc") == 2
+            await eco.send(Fragile("f"), "boom")
+            await eco.settle()
+            assert other_updates.flush() == [(Counter("c"), 1)]
+        assert len(await eco.dead_letters()) == 1
+        assert await other.dead_letters() == []
+        assert await other.state_of(Counter("c")) == 1
+
+
+async def test_idle_entities_are_passivated_and_keep_their_state(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """Beyond max_resident, idle entities leave memory; their state comes back from the store."""
+    async with open_ecosystem(max_resident=10) as eco:
+        for n in range(100):
+            await eco.send(Counter(n), "inc")
+        await eco.settle()
+        for n in range(100):
+            assert await eco.send_sync(Counter(n), "inc") == 2
+        assert eco.runtime.statistics["passivated"] >= 90
+        assert len(eco.runtime._resident) <= 10 + 1
+
+
+async def test_closed_ecosystem_refuses_work(open_ecosystem: OpenEcosystem) -> None:
+    """Using an ecosystem after its store closed raises EcosystemClosedError."""
+    async with open_ecosystem() as eco:
+        pass
+    with pytest.raises(EcosystemClosedError, match="closed"):
+        await eco.send(Counter("c"), "inc")
+
+
+async def test_events_are_logged(open_ecosystem: OpenEcosystem) -> None:
+    """Failures are logged as structured events with the address and error."""
+    async with open_ecosystem() as eco:
+        with capture_logs() as logs:
+            await eco.send(Fragile("f"), "boom")
+            await eco.settle()
+    failures = [entry for entry in logs if entry["event"] == "activation.failed"]
+    assert len(failures) == 1
+    assert failures[0]["address"] == Fragile("f")
+    assert failures[0]["error"] == "ValueError: boom"
+    assert failures[0]["log_level"] == "warning"

@@ -1,0 +1,124 @@
+"""The shell face: blocking verbs from ordinary threads, on every live ecosystem."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+
+from ecosystems import InMemory, LocalDisk
+from pachyderm import ActivationError, CodecError, EcosystemKind, PachydermError, ShellEcosystem
+from tests.entities import Counter, Fragile, Recorder, Relay
+
+
+@pytest.fixture
+def shell(kind: EcosystemKind, pachyderm_home: Path) -> EcosystemKind:
+    """A kind whose shell face starts fresh (a new $PACHYDERM_HOME; InMemory reset)."""
+    return kind
+
+
+def test_send_sync_and_follow(shell: EcosystemKind) -> None:
+    """The shell verbs mirror the quickstart: send_sync, follow, flush, get."""
+    assert shell.send_sync(Counter("c"), "inc") == 1
+    follower = shell.follow(Counter("c"))
+    assert follower.state == 1
+    assert shell.send_sync(Counter("c"), "inc") == 2
+    assert follower.flush() == [(Counter("c"), 2)]
+    shell.send(Counter("c"), "inc")
+    assert follower.get(timeout=5) == (Counter("c"), 3)
+    follower.close()
+
+
+def test_follower_get_times_out_and_iteration_ends_on_close(shell: EcosystemKind) -> None:
+    """get(timeout) raises TimeoutError when nothing comes; iteration ends when closed."""
+    with shell.follow(Recorder("r")) as follower:
+        with pytest.raises(TimeoutError, match="no update"):
+            follower.get(timeout=0.05)
+        received = []
+
+        def consume() -> None:
+            received.extend(follower)
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        shell.send_sync(Relay("relay"), (Recorder("r"), "x"))
+        shell.send_sync(Relay("relay"), (Recorder("r"), "y"))
+        shell.settle()
+    consumer.join(timeout=5)
+    assert not consumer.is_alive()
+    assert received == [(Recorder("r"), ["x"]), (Recorder("r"), ["x", "y"])]
+
+
+def test_participate_isolates_and_seed_style_works(shell: EcosystemKind) -> None:
+    """participate() isolates; the ecosystem may be passed as the seed's third argument."""
+    eco = shell.participate("isolated")
+    assert isinstance(eco, ShellEcosystem)
+    assert shell.send_sync(Counter("c"), "inc", eco) == 1
+    assert eco.send_sync(Counter("c"), "inc") == 2
+    assert shell.send_sync(Counter("c"), "inc") == 1
+    assert shell.state_of(Counter("c"), eco) == 2
+
+
+def test_errors_reach_the_caller(shell: EcosystemKind) -> None:
+    """ActivationError and CodecError are raised in the calling thread; nothing is stored."""
+    with pytest.raises(ActivationError, match="boom"):
+        shell.send_sync(Fragile("f"), "boom")
+    with pytest.raises(CodecError):
+        shell.send(Fragile("f"), object())
+    [dead] = shell.dead_letters()
+    assert dead.message == "boom"
+    shell.discard(dead)
+    assert shell.dead_letters() == []
+    assert shell.state_of(Fragile("f")) == {"count": 0}
+
+
+def test_many_threads_at_once(shell: EcosystemKind) -> None:
+    """Sends from several threads are all applied exactly once."""
+
+    def worker() -> None:
+        for _ in range(20):
+            shell.send_sync(Counter("shared"), "inc")
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert shell.state_of(Counter("shared")) == 100
+
+
+def test_bad_ecosystem_argument(shell: EcosystemKind) -> None:
+    """Passing something else as the ecosystem says where ecosystems come from."""
+    with pytest.raises(PachydermError, match=r"participate\(\.\.\.\)"):
+        shell.send_sync(Counter("c"), "inc", "isolated")  # type: ignore[arg-type]
+
+
+def test_shell_face_inside_trio_points_to_the_trio_face(shell: EcosystemKind) -> None:
+    """Calling the blocking face inside trio raises an error naming the trio face."""
+
+    async def main() -> None:
+        with pytest.raises(PachydermError, match="use the trio face"):
+            shell.send_sync(Counter("c"), "inc")
+
+    trio.run(main)
+
+
+def test_default_directory_is_pachyderm_home(pachyderm_home: Path) -> None:
+    """The shell face's LocalDisk lives in $PACHYDERM_HOME."""
+    LocalDisk.send_sync(Counter("c"), "inc")
+    assert (pachyderm_home / "CURRENT").exists()
+
+
+def test_local_disk_shell_state_survives_close(pachyderm_home: Path) -> None:
+    """After LocalDisk.close(), the next call reopens the same directory with its state."""
+    assert LocalDisk.send_sync(Counter("c"), "inc") == 1
+    LocalDisk.close()
+    assert LocalDisk.send_sync(Counter("c"), "inc") == 2
+
+
+def test_in_memory_takes_no_location() -> None:
+    """InMemory refuses a location, saying what to use instead."""
+    with pytest.raises(PachydermError, match="takes no location"):
+        InMemory.connect("somewhere")
