@@ -20,6 +20,8 @@ from typing import Any
 
 from pachyderm._codec import decode, encode
 from pachyderm._entity import Entity
+from pachyderm._store import Store
+from pachyderm.errors import PachydermError, StoreCorruptedError
 
 __all__ = [
     "FORMAT",
@@ -33,6 +35,7 @@ __all__ = [
     "parse_address_key",
     "parse_dead_letter_key",
     "parse_inbox_key",
+    "prepare",
     "state_key",
 ]
 
@@ -104,3 +107,32 @@ def encode_seq(seq: int) -> bytes:
 
 def decode_seq(raw: bytes) -> int:
     return int(_SEQ.unpack(raw)[0])
+
+
+def prepare(store: Store, name: str, *, sync: bool) -> int:
+    """Check (or, in an empty store, write) the format marker; return the next sequence number.
+
+    Raises:
+        StoreCorruptedError: the store holds data that Pachyderm did not write,
+            or data of another storage format.
+    """
+    stored = store.get(FORMAT)
+    if stored is None:
+        if next(iter(store.scan(b"")), None) is not None:
+            raise StoreCorruptedError(
+                f"{name} holds data but no Pachyderm format marker: it is not a Pachyderm "
+                f"store, or it is damaged. Open an empty directory instead."
+            )
+        store.write([(FORMAT, encode(FORMAT_VERSION))], sync=sync)
+        return 0
+    try:
+        version = decode(stored)
+    except PachydermError:
+        version = stored
+    if version != FORMAT_VERSION:
+        raise StoreCorruptedError(
+            f"{name} has storage format {version!r}, but this Pachyderm reads format "
+            f"{FORMAT_VERSION}; open it with the version that wrote it"
+        )
+    next_seq = store.get(NEXT_SEQ)
+    return decode_seq(next_seq) if next_seq is not None else 0

@@ -36,7 +36,7 @@ from pachyderm._activation import (
     encode_message,
     load_state,
 )
-from pachyderm._codec import decode, encode
+from pachyderm._codec import decode
 from pachyderm._dead_letters import (
     DeadLetter,
     dead_letter_message_blob,
@@ -45,15 +45,16 @@ from pachyderm._dead_letters import (
 )
 from pachyderm._entity import Entity, entity_classes
 from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, Subscription
+from pachyderm._group import Group, wait_durable
 from pachyderm._log import log
-from pachyderm._store import Operation, Store
+from pachyderm._resident import Envelope, Reply, Resident
+from pachyderm._store import Store
 from pachyderm._values import value_types
 from pachyderm.errors import (
     ActivationError,
     EcosystemClosedError,
     InvalidAddressError,
     PachydermError,
-    StoreCorruptedError,
     UnknownDeadLetterError,
     UnregisteredNameError,
     describe,
@@ -62,81 +63,9 @@ from pachyderm.errors import (
 __all__ = ["DEFAULT_MAX_RESIDENT", "Runtime"]
 
 DEFAULT_MAX_RESIDENT = 10_000
-RECENT_MESSAGES = 10
 _DISPATCH_BATCH = 256
 
 _Key = tuple[bytes, bytes]  # (ecosystem key, address key)
-
-
-class _Reply:
-    """Where ``send_sync`` waits for the outcome of its message's activation."""
-
-    __slots__ = ("done", "error", "state_blob")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.state_blob: bytes | None = None
-        self.error: BaseException | None = None
-
-
-class _Envelope:
-    __slots__ = ("blob", "reply", "seq")
-
-    def __init__(self, seq: int, blob: bytes, reply: _Reply | None) -> None:
-        self.seq = seq
-        self.blob = blob
-        self.reply = reply
-
-
-class _Record:
-    """One resident entity (its single activation): state, inbox, run-queue membership."""
-
-    __slots__ = (
-        "address",
-        "durable_blob",
-        "eco",
-        "inbox",
-        "key",
-        "loaded",
-        "parked_on",
-        "recent",
-        "scheduled",
-        "state",
-        "state_blob",
-        "uncommitted",
-    )
-
-    def __init__(self, eco: bytes, key: bytes, address: Entity[Any, Any] | None) -> None:
-        self.eco = eco
-        self.key = key
-        self.address = address
-        self.inbox: deque[_Envelope] = deque()
-        self.loaded = False
-        self.state: Any = None
-        self.state_blob: bytes | None = None  # newest, maybe not yet durable
-        self.durable_blob: bytes | None = None  # newest durable
-        self.scheduled = False
-        self.uncommitted = 0
-        self.parked_on: str | None = None
-        self.recent: deque[bytes] = deque(maxlen=RECENT_MESSAGES)
-
-    @property
-    def idle(self) -> bool:
-        return not self.inbox and not self.scheduled and not self.uncommitted
-
-
-class _Group:
-    """Everything to write in one atomic batch, and who to tell once it is durable."""
-
-    __slots__ = ("done", "error", "operations", "published", "records", "replies")
-
-    def __init__(self) -> None:
-        self.operations: list[Operation] = []
-        self.published: list[tuple[_Record, bytes]] = []
-        self.records: list[_Record] = []
-        self.replies: list[tuple[_Reply, bytes | None, BaseException | None]] = []
-        self.done = trio.Event()
-        self.error: BaseException | None = None
 
 
 class Runtime:
@@ -169,11 +98,11 @@ class Runtime:
         self.closed = False
         self.failure: BaseException | None = None
         self.statistics = {"activations": 0, "failures": 0, "commits": 0, "passivated": 0}
-        self._resident: OrderedDict[_Key, _Record] = OrderedDict()
-        self._run_queue: deque[_Record] = deque()
-        self._parked: dict[str, list[_Record]] = {}
+        self._resident: OrderedDict[_Key, Resident] = OrderedDict()
+        self._run_queue: deque[Resident] = deque()
+        self._parked: dict[str, list[Resident]] = {}
         self._followers: dict[_Key, list[Subscription]] = {}
-        self._group = _Group()
+        self._group = Group()
         self._seq = 0
         self._committing = False
         self._paused = False
@@ -190,7 +119,7 @@ class Runtime:
         self.token = trio.lowlevel.current_trio_token()
         unsubscribes = []
         try:
-            self._open_format()
+            self._seq = layout.prepare(self.store, self.name, sync=self.sync)
             self._recover()
             for registry in (entity_classes, value_types):
                 unsubscribes.append(registry.subscribe(self._on_registered))
@@ -223,28 +152,6 @@ class Runtime:
         self._stop.set()
         await self._stopped.wait()
 
-    def _open_format(self) -> None:
-        stored = self.store.get(layout.FORMAT)
-        if stored is None:
-            if next(iter(self.store.scan(b"")), None) is not None:
-                raise StoreCorruptedError(
-                    f"{self.name} holds data but no Pachyderm format marker: it is not "
-                    f"a Pachyderm store, or it is damaged. Open an empty directory instead."
-                )
-            self.store.write([(layout.FORMAT, encode(layout.FORMAT_VERSION))], sync=self.sync)
-            return
-        try:
-            version = decode(stored)
-        except PachydermError:
-            version = stored
-        if version != layout.FORMAT_VERSION:
-            raise StoreCorruptedError(
-                f"{self.name} has storage format {version!r}, but this Pachyderm reads "
-                f"format {layout.FORMAT_VERSION}; open it with the version that wrote it"
-            )
-        next_seq = self.store.get(layout.NEXT_SEQ)
-        self._seq = layout.decode_seq(next_seq) if next_seq is not None else 0
-
     def _recover(self) -> None:
         started = time.perf_counter()
         count = 0
@@ -253,7 +160,7 @@ class Runtime:
             record = self._resident.get((eco, address_key))
             if record is None:
                 record = self._new_record(eco, address_key, None)
-            record.inbox.append(_Envelope(seq, blob, None))
+            record.inbox.append(Envelope(seq, blob, None))
             self._seq = max(self._seq, seq + 1)
             count += 1
         for record in list(self._resident.values()):
@@ -302,12 +209,12 @@ class Runtime:
 
     # -- accepting messages ------------------------------------------------
 
-    def _new_record(self, eco: bytes, key: bytes, address: Entity[Any, Any] | None) -> _Record:
-        record = _Record(eco, key, address)
+    def _new_record(self, eco: bytes, key: bytes, address: Entity[Any, Any] | None) -> Resident:
+        record = Resident(eco, key, address)
         self._resident[eco, key] = record
         return record
 
-    def _record_for(self, eco: bytes, address: Entity[Any, Any]) -> _Record:
+    def _record_for(self, eco: bytes, address: Entity[Any, Any]) -> Resident:
         key = layout.address_key(address)
         record = self._resident.get((eco, key))
         if record is None:
@@ -319,19 +226,19 @@ class Runtime:
         return record
 
     def _accept(
-        self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: _Reply | None
-    ) -> _Group:
+        self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: Reply | None
+    ) -> Group:
         record = self._record_for(eco, address)
         seq = self._seq
         self._seq = seq + 1
         group = self._group
         group.operations.append((layout.inbox_key(eco, record.key, seq), blob))
-        record.inbox.append(_Envelope(seq, blob, reply))
+        record.inbox.append(Envelope(seq, blob, reply))
         if record.parked_on is None:
             self._schedule(record)
         return group
 
-    def _schedule(self, record: _Record) -> None:
+    def _schedule(self, record: Resident) -> None:
         if not record.scheduled:
             record.scheduled = True
             self._run_queue.append(record)
@@ -349,13 +256,13 @@ class Runtime:
         blob = self.encode_message(address, message)
         group = self._accept(eco, address, blob, None)
         self._dirty.set()
-        await _wait_durable(group)
+        await wait_durable(group)
 
     async def send_sync(self, eco: bytes, address: Entity[Any, Any], message: Any) -> Any:
         """Deliver a message and return the state after its activation is durable."""
         self.check_open()
         blob = self.encode_message(address, message)
-        reply = _Reply()
+        reply = Reply()
         # No commit is asked for here: the activation's own batch carries the
         # acceptance, so a send_sync costs one fsync, not two.
         self._accept(eco, address, blob, reply)
@@ -379,7 +286,7 @@ class Runtime:
         self._paused = False
         self._work.set()
 
-    async def _dispatch(self, run_queue: deque[_Record]) -> None:
+    async def _dispatch(self, run_queue: deque[Resident]) -> None:
         while True:
             while not run_queue or self._paused:
                 self._work = trio.Event()
@@ -394,7 +301,7 @@ class Runtime:
             self._pulse()
             await trio.lowlevel.checkpoint()
 
-    def _run_next(self, record: _Record) -> None:
+    def _run_next(self, record: Resident) -> None:
         """Run one activation of ``record`` on the first message of its inbox."""
         address = record.address
         assert address is not None
@@ -436,7 +343,7 @@ class Runtime:
             group.replies.append((envelope.reply, outcome.state_blob, None))
 
     def _dead_letter(
-        self, record: _Record, envelope: _Envelope, message: Any, failure: Failure, group: _Group
+        self, record: Resident, envelope: Envelope, message: Any, failure: Failure, group: Group
     ) -> None:
         address = record.address
         assert address is not None
@@ -484,7 +391,7 @@ class Runtime:
 
     # -- parking: messages for classes this process has not registered -------
 
-    def _park(self, record: _Record, name: str) -> None:
+    def _park(self, record: Resident, name: str) -> None:
         if record.parked_on is None:
             record.parked_on = name
             self._parked.setdefault(name, []).append(record)
@@ -517,7 +424,7 @@ class Runtime:
 
     async def _commit_open_group(self) -> None:
         group = self._group
-        self._group = _Group()
+        self._group = Group()
         group.operations.append((layout.NEXT_SEQ, layout.encode_seq(self._seq)))
         self._committing = True
         try:
@@ -532,7 +439,7 @@ class Runtime:
         self.statistics["commits"] += 1
         self._complete(group)
 
-    def _complete(self, group: _Group) -> None:
+    def _complete(self, group: Group) -> None:
         for record in group.records:
             record.uncommitted -= 1
         followers = self._followers
@@ -651,7 +558,7 @@ class Runtime:
         self._group.operations.append((key, None))
         group = self._accept(eco, address, message_blob, None)
         self._dirty.set()
-        await _wait_durable(group)
+        await wait_durable(group)
 
     async def discard(self, eco: bytes, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
@@ -659,13 +566,7 @@ class Runtime:
         group = self._group
         group.operations.append((key, None))
         self._dirty.set()
-        await _wait_durable(group)
-
-
-async def _wait_durable(group: _Group) -> None:
-    await group.done.wait()
-    if group.error is not None:
-        raise group.error
+        await wait_durable(group)
 
 
 def _make_address(name: str, entity_id: Any) -> Entity[Any, Any]:
