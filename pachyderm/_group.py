@@ -7,21 +7,32 @@ import trio
 from pachyderm._resident import Reply, Resident
 from pachyderm._store import Operation
 
-__all__ = ["Group", "wait_durable"]
+__all__ = ["Group", "finish", "wait_durable"]
 
 
 class Group:
     """Everything to write in one atomic batch, and who to tell once it is durable."""
 
-    __slots__ = ("done", "error", "operations", "published", "records", "replies")
+    __slots__ = ("done", "error", "operations", "published", "records", "replies", "waiters")
 
     def __init__(self) -> None:
         self.operations: list[Operation] = []
         self.published: list[tuple[Resident, bytes]] = []
         self.records: list[Resident] = []
         self.replies: list[tuple[Reply, bytes | None, BaseException | None]] = []
+        self.waiters: list[Reply] = []  # other threads waiting for this group to be durable
         self.done = trio.Event()
         self.error: BaseException | None = None
+
+
+def finish(group: Group, error: BaseException | None = None) -> None:
+    """Tell everyone waiting on ``group`` that it is durable, or why it is not."""
+    group.error = error
+    for reply, state_blob, failure in group.replies:
+        reply.resolve(state_blob, failure or error)
+    for waiter in group.waiters:
+        waiter.resolve(None, error)
+    group.done.set()
 
 
 async def wait_durable(group: Group) -> None:

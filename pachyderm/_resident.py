@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from typing import Any
 
@@ -9,21 +10,72 @@ import trio
 
 from pachyderm._entity import Entity
 
-__all__ = ["RECENT_MESSAGES", "Envelope", "Reply", "Resident"]
+__all__ = ["RECENT_MESSAGES", "Envelope", "Reply", "Resident", "ThreadReply", "TrioReply"]
 
 RECENT_MESSAGES = 10
 """How many recent messages a resident entity remembers, for error reports."""
 
 
 class Reply:
-    """Where ``send_sync`` waits for the outcome of its message's activation."""
+    """An outcome someone waits for: a state blob, or an error. Resolved once, by the runtime."""
 
-    __slots__ = ("done", "error", "state_blob")
+    __slots__ = ("error", "resolved", "state_blob")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
         self.state_blob: bytes | None = None
         self.error: BaseException | None = None
+        self.resolved = False
+
+    def resolve(self, state_blob: bytes | None, error: BaseException | None) -> None:
+        if not self.resolved:
+            self.resolved = True
+            self.state_blob = state_blob
+            self.error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def result(self) -> bytes | None:
+        """The state blob, or raise the error."""
+        if self.error is not None:
+            raise self.error
+        return self.state_blob
+
+
+class TrioReply(Reply):
+    """A reply awaited by a task in the runtime's own trio run."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._event = trio.Event()
+
+    def _wake(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> bytes | None:
+        await self._event.wait()
+        return self.result()
+
+
+class ThreadReply(Reply):
+    """A reply waited for by another thread (the shell face), without entering trio."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._lock.acquire()  # released by _wake, from the runtime's thread
+
+    def _wake(self) -> None:
+        self._lock.release()
+
+    def wait(self) -> bytes | None:
+        self._lock.acquire()
+        return self.result()
 
 
 class Envelope:

@@ -10,17 +10,31 @@ from typing import Any, TypeVar
 
 import trio
 
+from pachyderm._activation import load_state
 from pachyderm._dead_letters import DeadLetter
 from pachyderm._ecosystem import Ecosystem
 from pachyderm._entity import Entity
 from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, ShellFollower
 from pachyderm._log import log
+from pachyderm._resident import ThreadReply
 from pachyderm._runtime import Runtime
 from pachyderm.errors import EcosystemClosedError, PachydermError
 
 __all__ = ["Portal", "ShellEcosystem"]
 
 T = TypeVar("T")
+
+
+def refuse_inside_trio() -> None:
+    """The shell face blocks: refuse it inside a trio run, pointing to the trio face."""
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return
+    raise PachydermError(
+        "the shell face (LocalDisk.send_sync, ...) blocks, so it cannot be used "
+        "inside trio; use the trio face instead: async with LocalDisk.open(path) as eco"
+    )
 
 
 class Portal:
@@ -60,23 +74,13 @@ class Portal:
 
     def call(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run an async function in the portal and wait for its result."""
-        self._check_caller()
+        refuse_inside_trio()
         return trio.from_thread.run(function, *args, trio_token=self._token)
 
     def call_sync(self, function: Callable[..., T], *args: Any) -> T:
         """Run a sync function in the portal's thread and wait for its result."""
-        self._check_caller()
+        refuse_inside_trio()
         return trio.from_thread.run_sync(function, *args, trio_token=self._token)
-
-    def _check_caller(self) -> None:
-        try:
-            trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            return
-        raise PachydermError(
-            "the shell face (LocalDisk.send_sync, ...) blocks, so it cannot be used "
-            "inside trio; use the trio face instead: async with LocalDisk.open(path) as eco"
-        )
 
     def start(self, runtime: Runtime) -> None:
         """Start ``runtime`` in the portal; errors while opening are raised here."""
@@ -131,13 +135,23 @@ class ShellEcosystem:
 
     def send(self, address: Entity[Any, Any], message: Any) -> None:
         """Send ``message``; returns once it is in the recipient's durable inbox."""
-        self._check_open()
-        self._portal.call(self._ecosystem.send, address, message)
+        self._send(address, message, wait_for_activation=False).wait()
 
     def send_sync(self, address: Entity[Any, Any], message: Any) -> Any:
         """Send ``message`` and return the entity's state once its activation is durable."""
-        self._check_open()
-        return self._portal.call(self._ecosystem.send_sync, address, message)
+        reply = self._send(address, message, wait_for_activation=True)
+        return load_state(address, reply.wait())
+
+    def _send(
+        self, address: Entity[Any, Any], message: Any, *, wait_for_activation: bool
+    ) -> ThreadReply:
+        refuse_inside_trio()
+        runtime = self._ecosystem.runtime
+        runtime.check_open()
+        blob = runtime.encode_message(address, message)  # errors surface in this thread
+        return runtime.send_threadsafe(
+            self._ecosystem.key, address, blob, wait_for_activation=wait_for_activation
+        )
 
     def follow(
         self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
