@@ -17,6 +17,7 @@ import trio
 
 from pachyderm._activation import load_state
 from pachyderm._entity import Entity
+from pachyderm._resident import Wake
 
 __all__ = ["DEFAULT_FOLLOWER_BUFFER", "Follower", "ShellFollower", "Subscription"]
 
@@ -45,8 +46,8 @@ class Subscription:
         self._on_close = on_close
         self.waiter: trio.Event | None = None
 
-    def push(self, blob: bytes) -> None:
-        """Add a committed state (called in the runtime's thread)."""
+    def push(self, blob: bytes, wake: Wake) -> None:
+        """Add a committed state (the runtime calls it with its state lock held)."""
         with self._condition:
             if len(self._updates) >= self.capacity:
                 self._updates.popleft()
@@ -55,7 +56,7 @@ class Subscription:
             self._latest = blob
             self._condition.notify_all()
         if self.waiter is not None:
-            self.waiter.set()
+            wake(self.waiter.set)
 
     def end(self) -> None:
         """No more updates will come (the follower or its ecosystem closed)."""

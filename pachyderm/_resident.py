@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from pachyderm._entity import Entity
 
-__all__ = ["RECENT_MESSAGES", "Envelope", "Reply", "Resident", "ThreadReply", "TrioReply"]
+__all__ = [
+    "RECENT_MESSAGES",
+    "Envelope",
+    "Reply",
+    "Resident",
+    "ThreadReply",
+    "TrioReply",
+    "Wake",
+    "wake_now",
+]
+
+Wake = Callable[[Callable[[], object]], None]
+"""Runs a trio wake-up (an ``Event.set``): now on the runtime's thread, or posted to it."""
+
+
+def wake_now(wake_up: Callable[[], object]) -> None:
+    wake_up()
+
 
 RECENT_MESSAGES = 10
 """How many recent messages a resident entity remembers, for error reports."""
@@ -26,14 +44,16 @@ class Reply:
         self.error: BaseException | None = None
         self.resolved = False
 
-    def resolve(self, state_blob: bytes | None, error: BaseException | None) -> None:
+    def resolve(
+        self, state_blob: bytes | None, error: BaseException | None, wake: Wake = wake_now
+    ) -> None:
         if not self.resolved:
             self.resolved = True
             self.state_blob = state_blob
             self.error = error
-            self._wake()
+            self._wake(wake)
 
-    def _wake(self) -> None:
+    def _wake(self, wake: Wake) -> None:
         raise NotImplementedError
 
     def result(self) -> bytes | None:
@@ -52,8 +72,8 @@ class TrioReply(Reply):
         super().__init__()
         self._event = trio.Event()
 
-    def _wake(self) -> None:
-        self._event.set()
+    def _wake(self, wake: Wake) -> None:
+        wake(self._event.set)
 
     async def wait(self) -> bytes | None:
         await self._event.wait()
@@ -70,8 +90,8 @@ class ThreadReply(Reply):
         self._lock = threading.Lock()
         self._lock.acquire()  # released by _wake, from the runtime's thread
 
-    def _wake(self) -> None:
-        self._lock.release()
+    def _wake(self, wake: Wake) -> None:
+        self._lock.release()  # thread-safe: no need to go through the runtime's thread
 
     def wait(self) -> bytes | None:
         self._lock.acquire()

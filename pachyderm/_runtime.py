@@ -23,6 +23,7 @@ import contextlib
 import time
 import traceback
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -108,10 +109,12 @@ class Runtime:
         self._seq = 0
         self._committing: Group | None = None  # the group being written
         self._write_seconds = 0.0  # moving average of how long a write takes
+        self._posts: list[Callable[[], object]] | None = None  # see send_here
         self._paused = False
         self._work = trio.Event()
         self._dirty = trio.Event()
         self._progress = trio.Event()
+        self._settling = 0  # tasks in settle(), waiting for progress
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -241,7 +244,8 @@ class Runtime:
         if not record.scheduled:
             record.scheduled = True
             self._run_queue.append(record)
-            self._work.set()
+            if self._posts is None:  # else send_here posts one wake-up at its end, if needed
+                self._work.set()
 
     def encode_message(self, address: object, message: Any) -> bytes:
         """Check an address and encode a message for it, before anything is stored."""
@@ -264,20 +268,24 @@ class Runtime:
         reply = TrioReply()
         # No commit is asked for here: the activation's own batch carries the
         # acceptance, so a send_sync costs one fsync, not two.
-        self._accept_and_run(eco, address, blob, reply)
+        self._accept_and_run(eco, address, blob, reply, sync=True)
         return load_state(address, await reply.wait())
 
     def _accept_and_run(
-        self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: Reply
+        self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: Reply, *, sync: bool
     ) -> None:
         """Accept a message someone waits on; when the runtime is idle, process it right here.
 
         Idle means nothing else to run and nothing being written: then running
         the activation and committing in this call gives the same order and
-        the same batches as the dispatcher and committer would, minus two
-        task switches, which is most of a sequential send_sync's cost.
+        the same batches as the dispatcher and committer would, minus the
+        task switches, which are most of a sequential send_sync's cost. With
+        ``sync`` the reply carries the state after the activation; otherwise it
+        resolves once the message is durably accepted.
         """
-        self._accept(eco, address, blob, reply)
+        group = self._accept(eco, address, blob, reply if sync else None)
+        if not sync:
+            group.waiters.append(reply)
         run_queue = self._run_queue
         if len(run_queue) == 1 and self._committing is None and not self._paused:
             record = run_queue.popleft()
@@ -287,8 +295,59 @@ class Runtime:
                 self._schedule(record)
             if self._write_inline():
                 self._commit_now()
-            else:
-                self._dirty.set()
+                return
+        self._wake(self._signal_dirty)
+
+    def send_here(
+        self, eco: bytes, address: Entity[Any, Any], blob: bytes, *, sync: bool
+    ) -> ThreadReply | None:
+        """Process a message in the calling (non-trio) thread, if the runtime is idle.
+
+        The caller must hold the lock the runtime's thread gives up while it
+        sleeps (see the shell face's portal): then no task of the runtime is
+        running, and this thread may work on its state. Trio wake-ups are
+        collected and posted to the runtime's thread at the end. Returns None,
+        having done nothing, if the runtime is not idle.
+        """
+        if (
+            self.closed
+            or self._paused
+            or self._run_queue
+            or self._committing is not None
+            or not self._write_inline()
+        ):
+            return None
+        reply = ThreadReply()
+        posts: list[Callable[[], object]] = []
+        self._posts = posts
+        try:
+            self._accept_and_run(eco, address, blob, reply, sync=sync)
+        except BaseException as error:
+            # The runtime's state may be half-changed: stop it, as a failed commit would.
+            self.failure = error
+            posts.append(self._stop.set)
+            raise
+        finally:
+            self._posts = None
+            if self._run_queue:
+                posts.append(self._signal_work)
+            if posts and self.token is not None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    self.token.run_sync_soon(_run_all, posts)
+        return reply
+
+    def _wake(self, wake_up: Callable[[], object]) -> None:
+        """Run a trio wake-up now, or post it if another thread is working (:meth:`send_here`)."""
+        if self._posts is None:
+            wake_up()
+        else:
+            self._posts.append(wake_up)
+
+    def _signal_work(self) -> None:
+        self._work.set()
+
+    def _signal_dirty(self) -> None:
+        self._dirty.set()
 
     def send_threadsafe(
         self, eco: bytes, address: Entity[Any, Any], blob: bytes, *, wait_for_activation: bool
@@ -304,11 +363,7 @@ class Runtime:
         def accept() -> None:
             try:
                 self.check_open()
-                if wait_for_activation:
-                    self._accept_and_run(eco, address, blob, reply)
-                else:
-                    self._accept(eco, address, blob, None).waiters.append(reply)
-                    self._dirty.set()
+                self._accept_and_run(eco, address, blob, reply, sync=wait_for_activation)
             except BaseException as error:  # a callback must not raise into trio
                 reply.resolve(None, error)
 
@@ -347,7 +402,8 @@ class Runtime:
                 if record.inbox and record.parked_on is None:
                     self._schedule(record)
             self._dirty.set()
-            self._pulse()
+            if self._settling:
+                self._pulse()
             await trio.lowlevel.checkpoint()
 
     def _run_next(self, record: Resident) -> None:
@@ -515,11 +571,12 @@ class Runtime:
             subscriptions = followers.get((record.eco, record.key))
             if subscriptions:
                 for subscription in subscriptions:
-                    subscription.push(blob)
-        finish(group)
+                    subscription.push(blob, self._wake)
+        finish(group, wake=self._wake)
         if len(self._resident) > self.max_resident:
             self._passivate()
-        self._pulse()
+        if self._settling:
+            self._wake(self._pulse)
 
     def _passivate(self) -> None:
         """Forget idle entities beyond ``max_resident``, least recently used first."""
@@ -550,7 +607,11 @@ class Runtime:
             or self._group.operations
             or self._committing is not None
         ):
-            await self._progress.wait()
+            self._settling += 1
+            try:
+                await self._progress.wait()
+            finally:
+                self._settling -= 1
             self.check_open()
 
     # -- reading -------------------------------------------------------------
@@ -634,6 +695,11 @@ class Runtime:
         group.operations.append((key, None))
         self._dirty.set()
         await wait_durable(group)
+
+
+def _run_all(callbacks: list[Callable[[], object]]) -> None:
+    for callback in callbacks:
+        callback()
 
 
 def _make_address(name: str, entity_id: Any) -> Entity[Any, Any]:

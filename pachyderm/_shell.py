@@ -54,6 +54,10 @@ class Portal:
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._runtimes: list[Runtime] = []
+        # The portal's thread holds this whenever it runs, and lends it out
+        # while it sleeps waiting for I/O: a caller that gets it may work on
+        # an idle runtime's state in its own thread (Runtime.send_here).
+        self.state_lock = threading.Lock()
         self._thread = threading.Thread(
             target=trio.run, args=(self._main,), name="pachyderm-shell", daemon=True
         )
@@ -62,6 +66,8 @@ class Portal:
         atexit.register(self.stop)
 
     async def _main(self) -> None:
+        self.state_lock.acquire()
+        trio.lowlevel.add_instrument(_LendWhileAsleep(self.state_lock))
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -111,6 +117,19 @@ class Portal:
             self._runtimes.remove(runtime)
 
 
+class _LendWhileAsleep(trio.abc.Instrument):
+    """Release the portal's state lock while trio waits for I/O; take it back on waking."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def before_io_wait(self, timeout: float) -> None:
+        self._lock.release()
+
+    def after_io_wait(self, timeout: float) -> None:
+        self._lock.acquire()
+
+
 class ShellEcosystem:
     """The shell face of one ecosystem: the trio face's verbs, blocking, from any thread."""
 
@@ -149,9 +168,16 @@ class ShellEcosystem:
         runtime = self._ecosystem.runtime
         runtime.check_open()
         blob = runtime.encode_message(address, message)  # errors surface in this thread
-        return runtime.send_threadsafe(
-            self._ecosystem.key, address, blob, wait_for_activation=wait_for_activation
-        )
+        key = self._ecosystem.key
+        lock = self._portal.state_lock
+        if lock.acquire(blocking=False):  # the portal sleeps: do the work in this thread
+            try:
+                reply = runtime.send_here(key, address, blob, sync=wait_for_activation)
+            finally:
+                lock.release()
+            if reply is not None:
+                return reply
+        return runtime.send_threadsafe(key, address, blob, wait_for_activation=wait_for_activation)
 
     def follow(
         self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
