@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pachyderm._codec import decode, encode
 from pachyderm._entity import Entity
@@ -34,8 +34,7 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Success:
+class Success(NamedTuple):
     """A valid activation: the new state (value and stored form) and the outbox to deliver."""
 
     state: Any
@@ -123,6 +122,8 @@ def _encode_new_state(address: Entity[Any, Any], state: Any) -> bytes:
 def _encode_outbox(
     address: Entity[Any, Any], outbox: Any, max_message_bytes: int
 ) -> list[tuple[Entity[Any, Any], bytes]]:
+    if type(outbox) is list and not outbox:
+        return []
     try:
         items = iter(outbox)
     except TypeError:

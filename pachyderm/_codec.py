@@ -138,6 +138,7 @@ def _canonical_order(value: Any) -> Any:
     return value  # tuples, sets and values are ordered by the encoder's hook
 
 
+_PLAIN_SCALARS = frozenset({str, bytes, float, bool, type(None)})
 _LOSSY = (bytearray, memoryview)
 _CONTAINERS = (list, dict, tuple, set, frozenset)
 
@@ -176,7 +177,8 @@ def encode(value: Any) -> bytes:
             message names it, its type, and what to do.
     """
     try:
-        _refuse_lossy(value)
+        if type(value) not in _PLAIN_SCALARS:
+            _refuse_lossy(value)
         return _plain.pack(value)
     except PachydermError:
         raise

@@ -7,7 +7,7 @@ import trio
 from pachyderm._resident import Reply, Resident, Wake, wake_now
 from pachyderm._store import Operation
 
-__all__ = ["Group", "finish", "wait_durable"]
+__all__ = ["Group", "finish", "operations", "wait_durable"]
 
 
 class Group:
@@ -15,6 +15,7 @@ class Group:
 
     __slots__ = (
         "awaited",
+        "cancelled",
         "done",
         "error",
         "finished",
@@ -26,7 +27,8 @@ class Group:
     )
 
     def __init__(self) -> None:
-        self.operations: list[Operation] = []
+        self.operations: list[Operation | None] = []  # None: a put cancelled by its delete
+        self.cancelled = 0
         self.published: list[tuple[Resident, bytes]] = []
         self.records: list[Resident] = []
         self.replies: list[tuple[Reply, bytes | None, BaseException | None]] = []
@@ -47,6 +49,13 @@ def finish(group: Group, error: BaseException | None = None, wake: Wake = wake_n
     group.finished = True
     if group.awaited:  # a wake-up nobody waits for would still cost a thread hop
         wake(group.done.set)
+
+
+def operations(group: Group) -> list[Operation]:
+    """The group's writes, without the cancelled ones."""
+    if not group.cancelled:
+        return group.operations  # type: ignore[return-value]
+    return [operation for operation in group.operations if operation is not None]
 
 
 async def wait_durable(group: Group) -> None:

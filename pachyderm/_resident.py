@@ -9,11 +9,13 @@ from typing import Any
 
 import trio
 
+from pachyderm import _layout as layout
 from pachyderm._entity import Entity
 
 __all__ = [
     "RECENT_MESSAGES",
     "Envelope",
+    "Ident",
     "Reply",
     "Resident",
     "ThreadReply",
@@ -21,6 +23,10 @@ __all__ = [
     "Wake",
     "wake_now",
 ]
+
+Ident = tuple[bytes, str, Any]
+"""How the runtime tells entities apart: (ecosystem key, entity name, id). Cheaper to
+hash than to encode, and the same for a class defined again in a REPL."""
 
 Wake = Callable[[Callable[[], object]], None]
 """Runs a trio wake-up (an ``Event.set``): now on the runtime's thread, or posted to it."""
@@ -101,12 +107,23 @@ class ThreadReply(Reply):
 class Envelope:
     """One accepted message in an inbox: its sequence number, its bytes, who waits on it."""
 
-    __slots__ = ("blob", "reply", "seq")
+    __slots__ = ("blob", "group_number", "put_index", "reply", "seq")
 
-    def __init__(self, seq: int, blob: bytes, reply: Reply | None) -> None:
+    def __init__(
+        self,
+        seq: int,
+        blob: bytes,
+        reply: Reply | None,
+        group_number: int = -1,
+        put_index: int = -1,
+    ) -> None:
         self.seq = seq
         self.blob = blob
         self.reply = reply
+        # Where its inbox put sits in a commit group not yet written, if it does:
+        # consuming it before that write cancels the put instead of adding a delete.
+        self.group_number = group_number
+        self.put_index = put_index
 
 
 class Resident:
@@ -116,7 +133,9 @@ class Resident:
         "address",
         "durable_blob",
         "eco",
+        "ident",
         "inbox",
+        "inbox_prefix",
         "key",
         "loaded",
         "parked_on",
@@ -124,12 +143,16 @@ class Resident:
         "scheduled",
         "state",
         "state_blob",
+        "state_key",
         "uncommitted",
     )
 
-    def __init__(self, eco: bytes, key: bytes, address: Entity[Any, Any] | None) -> None:
-        self.eco = eco
+    def __init__(self, ident: Ident, key: bytes, address: Entity[Any, Any] | None) -> None:
+        self.ident = ident
+        self.eco = eco = ident[0]
         self.key = key
+        self.state_key = layout.state_key(eco, key)
+        self.inbox_prefix = layout.inbox_prefix(eco, key)
         self.address = address
         self.inbox: deque[Envelope] = deque()
         self.loaded = False

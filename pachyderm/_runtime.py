@@ -46,9 +46,9 @@ from pachyderm._dead_letters import (
 )
 from pachyderm._entity import Entity, entity_classes
 from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, Subscription
-from pachyderm._group import Group, finish, wait_durable
+from pachyderm._group import Group, finish, operations, wait_durable
 from pachyderm._log import log
-from pachyderm._resident import Envelope, Reply, Resident, ThreadReply, TrioReply
+from pachyderm._resident import Envelope, Ident, Reply, Resident, ThreadReply, TrioReply
 from pachyderm._store import Store
 from pachyderm._values import value_types
 from pachyderm.errors import (
@@ -67,8 +67,6 @@ DEFAULT_MAX_RESIDENT = 10_000
 _DISPATCH_BATCH = 256
 INLINE_WRITE = 0.001
 """Writes faster than this (seconds, moving average) run inline when no activation waits."""
-
-_Key = tuple[bytes, bytes]  # (ecosystem key, address key)
 
 
 class Runtime:
@@ -101,11 +99,12 @@ class Runtime:
         self.closed = False
         self.failure: BaseException | None = None
         self.statistics = {"activations": 0, "failures": 0, "commits": 0, "passivated": 0}
-        self._resident: OrderedDict[_Key, Resident] = OrderedDict()
+        self._resident: OrderedDict[Ident, Resident] = OrderedDict()
         self._run_queue: deque[Resident] = deque()
         self._parked: dict[str, list[Resident]] = {}
-        self._followers: dict[_Key, list[Subscription]] = {}
+        self._followers: dict[Ident, list[Subscription]] = {}
         self._group = Group()
+        self._group_number = 0  # which group is open: envelopes remember where their put is
         self._seq = 0
         self._committing: Group | None = None  # the group being written
         self._write_seconds = 0.0  # moving average of how long a write takes
@@ -161,16 +160,18 @@ class Runtime:
     def _recover(self) -> None:
         started = time.perf_counter()
         count = 0
+        record: Resident | None = None
         for key, blob in self.store.scan(layout.INBOX):
             eco, address_key, seq = layout.parse_inbox_key(key)
-            record = self._resident.get((eco, address_key))
-            if record is None:
-                record = self._new_record(eco, address_key, None)
+            if record is None or record.key != address_key or record.eco != eco:
+                # Keys sort by ecosystem and address: one entity's messages are adjacent.
+                name, entity_id = layout.parse_address_key(address_key)
+                record = self._new_record((eco, name, entity_id), address_key, None)
             record.inbox.append(Envelope(seq, blob, None))
             self._seq = max(self._seq, seq + 1)
             count += 1
         for record in list(self._resident.values()):
-            name, entity_id = layout.parse_address_key(record.key)
+            _, name, entity_id = record.ident
             if name in entity_classes:
                 record.address = _make_address(name, entity_id)
                 self._schedule(record)
@@ -211,16 +212,16 @@ class Runtime:
 
     # -- accepting messages ------------------------------------------------
 
-    def _new_record(self, eco: bytes, key: bytes, address: Entity[Any, Any] | None) -> Resident:
-        record = Resident(eco, key, address)
-        self._resident[eco, key] = record
+    def _new_record(self, ident: Ident, key: bytes, address: Entity[Any, Any] | None) -> Resident:
+        record = Resident(ident, key, address)
+        self._resident[ident] = record
         return record
 
     def _record_for(self, eco: bytes, address: Entity[Any, Any]) -> Resident:
-        key = layout.address_key(address)
-        record = self._resident.get((eco, key))
+        ident = (eco, address.entity_name, address._id)
+        record = self._resident.get(ident)
         if record is None:
-            return self._new_record(eco, key, address)
+            return self._new_record(ident, layout.address_key(address), address)
         if record.address is None:  # recovered while its class was unregistered
             record.address = address
             if record.parked_on == address.entity_name:
@@ -234,8 +235,9 @@ class Runtime:
         seq = self._seq
         self._seq = seq + 1
         group = self._group
-        group.operations.append((layout.inbox_key(eco, record.key, seq), blob))
-        record.inbox.append(Envelope(seq, blob, reply))
+        operations = group.operations
+        record.inbox.append(Envelope(seq, blob, reply, self._group_number, len(operations)))
+        operations.append((record.inbox_prefix + layout.encode_seq(seq), blob))
         if record.parked_on is None:
             self._schedule(record)
         return group
@@ -411,13 +413,11 @@ class Runtime:
         address = record.address
         assert address is not None
         envelope = record.inbox[0]
-        self._resident.move_to_end((record.eco, record.key))
+        self._resident.move_to_end(record.ident)
         message: Any = None
         try:
             if not record.loaded:
-                record.durable_blob = record.state_blob = self.store.get(
-                    layout.state_key(record.eco, record.key)
-                )
+                record.durable_blob = record.state_blob = self.store.get(record.state_key)
                 record.state = load_state(address, record.state_blob)
                 record.loaded = True
             message = decode(envelope.blob)
@@ -431,7 +431,11 @@ class Runtime:
         record.inbox.popleft()
         record.recent.append(envelope.blob)
         group = self._group
-        group.operations.append((layout.inbox_key(record.eco, record.key, envelope.seq), None))
+        if envelope.group_number == self._group_number:
+            group.operations[envelope.put_index] = None  # never written, so nothing to delete
+            group.cancelled += 1
+        else:
+            group.operations.append((record.inbox_prefix + layout.encode_seq(envelope.seq), None))
         group.records.append(record)
         record.uncommitted += 1
         self.statistics["activations"] += 1
@@ -440,7 +444,7 @@ class Runtime:
             return
         record.state = outcome.state
         record.state_blob = outcome.state_blob
-        group.operations.append((layout.state_key(record.eco, record.key), outcome.state_blob))
+        group.operations.append((record.state_key, outcome.state_blob))
         for recipient, blob in outcome.outbox:
             self._accept(record.eco, recipient, blob, None)
         group.published.append((record, outcome.state_blob))
@@ -540,18 +544,19 @@ class Runtime:
             return
         group = self._seal()
         started = time.perf_counter()
-        await trio.to_thread.run_sync(partial(self.store.write, group.operations, sync=self.sync))
+        await trio.to_thread.run_sync(partial(self.store.write, operations(group), sync=self.sync))
         self._committed(group, started)
 
     def _commit_now(self) -> None:
         group = self._seal()
         started = time.perf_counter()
-        self.store.write(group.operations, sync=self.sync)
+        self.store.write(operations(group), sync=self.sync)
         self._committed(group, started)
 
     def _seal(self) -> Group:
         group = self._group
         self._group = Group()
+        self._group_number += 1
         group.operations.append((layout.NEXT_SEQ, layout.encode_seq(self._seq)))
         self._committing = group  # stays set if the write raises: _fail_waiters answers it
         return group
@@ -568,7 +573,7 @@ class Runtime:
         followers = self._followers
         for record, blob in group.published:
             record.durable_blob = blob
-            subscriptions = followers.get((record.eco, record.key))
+            subscriptions = followers.get(record.ident)
             if subscriptions:
                 for subscription in subscriptions:
                     subscription.push(blob, self._wake)
@@ -617,11 +622,10 @@ class Runtime:
     # -- reading -------------------------------------------------------------
 
     def committed_state_blob(self, eco: bytes, address: Entity[Any, Any]) -> bytes | None:
-        key = layout.address_key(address)
-        record = self._resident.get((eco, key))
+        record = self._resident.get((eco, address.entity_name, address._id))
         if record is not None and record.loaded:
             return record.durable_blob
-        return self.store.get(layout.state_key(eco, key))
+        return self.store.get(layout.state_key(eco, layout.address_key(address)))
 
     def state_of(self, eco: bytes, address: Entity[Any, Any]) -> Any:
         """The latest committed state of ``address`` (``init()`` if it has none)."""
@@ -637,22 +641,22 @@ class Runtime:
         self.check_open()
         if not isinstance(address, Entity):
             raise _not_an_address(address)
-        key = (eco, layout.address_key(address))
+        ident = (eco, address.entity_name, address._id)
         subscription = Subscription(
             address,
             self.committed_state_blob(eco, address),
             buffer,
-            partial(self._unsubscribe, key),
+            partial(self._unsubscribe, ident),
         )
-        self._followers.setdefault(key, []).append(subscription)
+        self._followers.setdefault(ident, []).append(subscription)
         return subscription
 
-    def _unsubscribe(self, key: _Key, subscription: Subscription) -> None:
-        subscriptions = self._followers.get(key, [])
+    def _unsubscribe(self, ident: Ident, subscription: Subscription) -> None:
+        subscriptions = self._followers.get(ident, [])
         if subscription in subscriptions:
             subscriptions.remove(subscription)
         if not subscriptions:
-            self._followers.pop(key, None)
+            self._followers.pop(ident, None)
 
     # -- dead letters --------------------------------------------------------
 
@@ -673,7 +677,7 @@ class Runtime:
             )
         key = layout.dead_letter_key(eco, dead_letter_id)
         blob = self.store.get(key)
-        if blob is None or any(op[0] == key for op in self._group.operations):
+        if blob is None or any(op is not None and op[0] == key for op in self._group.operations):
             raise UnknownDeadLetterError(
                 f"no dead letter {dead_letter_id!r} in this ecosystem; dead_letters() lists them"
             )
