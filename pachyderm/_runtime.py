@@ -177,15 +177,14 @@ class Runtime:
                 self._schedule(record)
             else:
                 self._park(record, name)
-        if count:
-            log(
-                "recovery.pending",
-                store=self.name,
-                messages=count,
-                entities=len(self._resident),
-                waiting_for_classes=sorted(self._parked),
-                seconds=round(time.perf_counter() - started, 3),
-            )
+        log(
+            "store.opened",
+            store=self.name,
+            pending_messages=count,
+            pending_entities=len(self._resident),
+            waiting_for_classes=sorted(self._parked),
+            seconds=round(time.perf_counter() - started, 3),
+        )
 
     def _fail_waiters(self) -> None:
         error = EcosystemClosedError(
@@ -445,11 +444,13 @@ class Runtime:
         record.state = outcome.state
         record.state_blob = outcome.state_blob
         group.operations.append((record.state_key, outcome.state_blob))
-        for recipient, blob in outcome.outbox:
+        outbox = outcome.outbox
+        for recipient, blob in outbox:
             self._accept(record.eco, recipient, blob, None)
         group.published.append((record, outcome.state_blob))
         if envelope.reply is not None:
             group.replies.append((envelope.reply, outcome.state_blob, None))
+        log("activation", level="debug", address=address, seq=envelope.seq, sent=len(outbox))
 
     def _dead_letter(
         self, record: Resident, envelope: Envelope, message: Any, failure: Failure, group: Group

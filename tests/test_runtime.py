@@ -351,3 +351,19 @@ async def test_events_are_logged(open_ecosystem: OpenEcosystem) -> None:
     assert failures[0]["address"] == Fragile("f")
     assert failures[0]["error"] == "ValueError: boom"
     assert failures[0]["log_level"] == "warning"
+
+
+async def test_activations_and_recovery_are_logged(open_ecosystem: OpenEcosystem) -> None:
+    """Each activation is a debug event; opening a store reports what it found pending."""
+    with capture_logs() as logs:
+        async with open_ecosystem() as eco:
+            await eco.send_sync(Relay("relay"), (Counter("c"), "inc"))
+            await eco.settle()
+    opened = [entry for entry in logs if entry["event"] == "store.opened"]
+    assert opened[0]["pending_messages"] == 0
+    activations = [entry for entry in logs if entry["event"] == "activation"]
+    assert [(a["address"], a["sent"]) for a in activations] == [
+        (Relay("relay"), 1),
+        (Counter("c"), 0),
+    ]
+    assert {a["log_level"] for a in activations} == {"debug"}
