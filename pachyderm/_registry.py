@@ -50,7 +50,8 @@ class Registry(Generic[T]):
                 self._by_name[candidate] = cls
             listeners = list(self._listeners)
         for listener in listeners:
-            listener(name)
+            for candidate in (name, *former_names):
+                listener(candidate)
 
     def resolve(self, name: str) -> type[T]:
         """The class registered under ``name``; :class:`UnregisteredNameError` if none."""

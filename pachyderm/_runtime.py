@@ -128,20 +128,32 @@ class Runtime:
             self._recover()
             for registry in (entity_classes, value_types):
                 unsubscribes.append(registry.subscribe(self._on_registered))
-            async with trio.open_nursery() as nursery:
-                dispatching = trio.CancelScope()
-                nursery.start_soon(self._dispatch_loop, dispatching)
-                nursery.start_soon(self._commit_loop)
-                self.started = True
-                task_status.started()
-                await self._stop.wait()
-                # Refuse new work, stop activating, let the committer write
-                # what is done; it returns once the open group is empty.
-                self.closed = True
-                dispatching.cancel()
-                self._dirty.set()
+            try:
+                async with trio.open_nursery() as nursery:
+                    dispatching = trio.CancelScope()
+                    nursery.start_soon(self._dispatch_loop, dispatching)
+                    nursery.start_soon(self._commit_loop)
+                    self.started = True
+                    task_status.started()
+                    await self._stop.wait()
+                    # Refuse new work, stop activating, let the committer write
+                    # what is done; it returns once the open group is empty.
+                    self.closed = True
+                    dispatching.cancel()
+                    self._dirty.set()
+            except BaseExceptionGroup as group:
+                _, errors = group.split(trio.Cancelled)
+                if errors is None:
+                    raise
+                if self.failure is None:
+                    self.failure = errors.exceptions[0]
+            if self.failure is not None:
+                raise EcosystemClosedError(
+                    f"{self.name} stopped: writing to the store failed"
+                ) from self.failure
         except BaseException as error:
-            self.failure = error
+            if self.failure is None:
+                self.failure = error
             raise
         finally:
             self.closed = True
@@ -323,11 +335,6 @@ class Runtime:
         self._posts = posts
         try:
             self._accept_and_run(eco, address, blob, reply, sync=sync)
-        except BaseException as error:
-            # The runtime's state may be half-changed: stop it, as a failed commit would.
-            self.failure = error
-            posts.append(self._stop.set)
-            raise
         finally:
             self._posts = None
             if self._run_queue:
@@ -362,10 +369,13 @@ class Runtime:
         reply = ThreadReply()
 
         def accept() -> None:
+            # A run_sync_soon callback must not raise: errors go to the caller.
+            if self.closed:
+                reply.resolve(None, EcosystemClosedError(f"{self.name} is closed"))
+                return
             try:
-                self.check_open()
                 self._accept_and_run(eco, address, blob, reply, sync=wait_for_activation)
-            except BaseException as error:  # a callback must not raise into trio
+            except BaseException as error:  # a failed write; the runtime is stopping
                 reply.resolve(None, error)
 
         if self.token is None:
@@ -524,7 +534,7 @@ class Runtime:
     # -- committing ----------------------------------------------------------
 
     async def _commit_loop(self) -> None:
-        while True:
+        while self.failure is None:
             while not self._group.operations:
                 if self.closed:
                     return
@@ -551,7 +561,13 @@ class Runtime:
     def _commit_now(self) -> None:
         group = self._seal()
         started = time.perf_counter()
-        self.store.write(operations(group), sync=self.sync)
+        try:
+            self.store.write(operations(group), sync=self.sync)
+        except BaseException as error:
+            # Memory is now ahead of the store: stop, as a failed commit task would.
+            self.failure = error
+            self._wake(self._stop.set)
+            raise
         self._committed(group, started)
 
     def _seal(self) -> Group:
