@@ -371,7 +371,8 @@ async def test_activations_and_recovery_are_logged(open_ecosystem: OpenEcosystem
 
 async def test_a_failed_write_stops_the_ecosystem(open_ecosystem: OpenEcosystem) -> None:
     """If the store refuses a write, the caller hears of it and the ecosystem stops."""
-    with pytest.raises(EcosystemClosedError, match="writing to the store failed"):
+
+    async def use_until_the_store_breaks() -> None:
         async with open_ecosystem() as eco:
             assert await eco.send_sync(Counter("c"), "inc") == 1
             eco.runtime.store.close()  # the store goes away underneath the runtime
@@ -379,6 +380,9 @@ async def test_a_failed_write_stops_the_ecosystem(open_ecosystem: OpenEcosystem)
                 await eco.send_sync(Counter("c"), "inc")
             with pytest.raises(EcosystemClosedError):
                 await eco.send(Counter("c"), "inc")
+
+    with pytest.raises(EcosystemClosedError, match="writing to the store failed"):
+        await use_until_the_store_breaks()
     if open_ecosystem.persistent:
         async with open_ecosystem() as eco:
             assert await eco.state_of(Counter("c")) == 1
