@@ -48,7 +48,15 @@ from pachyderm._entity import Entity, entity_classes
 from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, Subscription
 from pachyderm._group import Group, finish, operations, wait_durable
 from pachyderm._log import log
-from pachyderm._resident import Envelope, Ident, Reply, Resident, ThreadReply, TrioReply
+from pachyderm._resident import (
+    RECENT_MESSAGES,
+    Envelope,
+    Ident,
+    Reply,
+    Resident,
+    ThreadReply,
+    TrioReply,
+)
 from pachyderm._store import Store
 from pachyderm._values import value_types
 from pachyderm.errors import (
@@ -438,7 +446,10 @@ class Runtime:
         else:
             outcome = activate(address, record.state, message, self.max_message_bytes)
         record.inbox.popleft()
-        record.recent.append(envelope.blob)
+        recent = record.recent
+        recent.append(envelope.blob)
+        if len(recent) > RECENT_MESSAGES:
+            del recent[0]
         group = self._group
         if envelope.group_number == self._group_number:
             group.operations[envelope.put_index] = None  # never written, so nothing to delete

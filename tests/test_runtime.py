@@ -386,3 +386,13 @@ async def test_a_failed_write_stops_the_ecosystem(open_ecosystem: OpenEcosystem)
     if open_ecosystem.persistent:
         async with open_ecosystem() as eco:
             assert await eco.state_of(Counter("c")) == 1
+
+
+async def test_recent_messages_are_the_last_ten(open_ecosystem: OpenEcosystem) -> None:
+    """An ActivationError lists at most the last ten messages, ending with the failing one."""
+    async with open_ecosystem() as eco:
+        for n in range(15):
+            await eco.send(Fragile("f"), n)
+        with pytest.raises(ActivationError) as caught:
+            await eco.send_sync(Fragile("f"), "boom")
+        assert caught.value.recent_messages == [*range(6, 15), "boom"]
