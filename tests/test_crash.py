@@ -68,9 +68,8 @@ async def test_kill_9_loses_nothing_and_applies_nothing_twice(tmp_path: Path) ->
             assert acknowledged[entity] <= forwarded <= attempted[entity], entity
             assert received == forwarded, entity
         assert await eco.dead_letters() == []
-    print(
-        f"kills={KILLS} acknowledged={sum(acknowledged.values())} attempted={sum(attempted.values())}"
-    )
+    acked, tried = sum(acknowledged.values()), sum(attempted.values())
+    print(f"kills={KILLS} acknowledged={acked} attempted={tried}")  # shown with pytest -s
     # The workload really ran, and really was cut short mid-send.
     assert acked > 500
     assert tried > acked
