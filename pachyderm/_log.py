@@ -12,7 +12,10 @@ from typing import Any
 
 import structlog
 
-__all__ = ["log"]
+__all__ = ["log", "logging_enabled"]
+
+logging_enabled = structlog.is_configured
+"""Check before building the fields of a frequent event (one per activation)."""
 
 _logger = structlog.get_logger("pachyderm")
 

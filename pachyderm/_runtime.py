@@ -47,7 +47,7 @@ from pachyderm._dead_letters import (
 from pachyderm._entity import Entity, entity_classes
 from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, Subscription
 from pachyderm._group import Group, finish, operations, wait_durable
-from pachyderm._log import log
+from pachyderm._log import log, logging_enabled
 from pachyderm._resident import (
     RECENT_MESSAGES,
     Envelope,
@@ -73,6 +73,7 @@ __all__ = ["DEFAULT_MAX_RESIDENT", "Runtime"]
 
 DEFAULT_MAX_RESIDENT = 10_000
 _DISPATCH_BATCH = 256
+_JOIN_ROUNDS = 4
 INLINE_WRITE = 0.001
 """Writes faster than this (seconds, moving average) run inline when no activation waits."""
 
@@ -471,7 +472,8 @@ class Runtime:
         group.published.append((record, outcome.state_blob))
         if envelope.reply is not None:
             group.replies.append((envelope.reply, outcome.state_blob, None))
-        log("activation", level="debug", address=address, seq=envelope.seq, sent=len(outbox))
+        if logging_enabled():
+            log("activation", level="debug", address=address, seq=envelope.seq, sent=len(outbox))
 
     def _dead_letter(
         self, record: Resident, envelope: Envelope, message: Any, failure: Failure, group: Group
@@ -551,6 +553,13 @@ class Runtime:
                     return
                 self._dirty = trio.Event()
                 await self._dirty.wait()
+            # Let activations that are ready join this group first: a message
+            # accepted and consumed in one group is never written at all. A
+            # bound keeps an endless stream of work from holding commits back.
+            for _ in range(_JOIN_ROUNDS):
+                if not self._run_queue or self._paused or self.closed:
+                    break
+                await trio.lowlevel.checkpoint()
             await self._commit_open_group()
 
     def _write_inline(self) -> bool:
