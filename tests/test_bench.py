@@ -1,0 +1,37 @@
+"""The benchmark suite runs (quick sizes) and prints every row; speed is not judged here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_the_whole_table() -> None:
+    """python -m bench --quick prints the machine and one row per benchmark."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Machine: ")
+    for row in (
+        "LocalDisk fsync, 200 trio senders",
+        "sequential shell send_sync",
+        "InMemory, 200 trio senders",
+        "working set of 1,000 among 100,000 stored",
+        "random among 100,000 stored",
+        "peak RSS after touching 100,000",
+        "recovery: reopen + drain 20,000",
+    ):
+        assert row in result.stdout
+    assert "done in" in result.stderr  # progress goes to stderr
