@@ -97,17 +97,10 @@ class Subscription:
             return self._updates.popleft() if self._updates else None
 
 
-class Follower:
-    """The trio face of a follower: ``async with eco.follow(address) as updates``.
+class _View:
+    """What both faces of a follower show: the address, the latest state, what arrived."""
 
-    ``updates.state`` is the latest known state; ``async for address, state in
-    updates`` yields every committed change; ``updates.flush()`` returns what
-    has arrived without waiting. ``dropped`` counts updates skipped because the
-    buffer was full (the newest is always kept).
-    """
-
-    def __init__(self, subscription: Subscription) -> None:
-        self._subscription = subscription
+    _subscription: Subscription
 
     @property
     def address(self) -> Entity[Any, Any]:
@@ -126,6 +119,19 @@ class Follower:
     def flush(self) -> list[tuple[Entity[Any, Any], Any]]:
         """The updates received since the last read, without waiting."""
         return self._subscription.take_nowait()
+
+
+class Follower(_View):
+    """The trio face of a follower: ``async with eco.follow(address) as updates``.
+
+    ``updates.state`` is the latest known state; ``async for address, state in
+    updates`` yields every committed change; ``updates.flush()`` returns what
+    has arrived without waiting. ``dropped`` counts updates skipped because the
+    buffer was full (the newest is always kept).
+    """
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
 
     def __aiter__(self) -> Follower:
         return self
@@ -152,7 +158,7 @@ class Follower:
         self.close()
 
 
-class ShellFollower:
+class ShellFollower(_View):
     """The shell face of a follower, usable from any thread.
 
     ``.state`` (latest known state), ``.flush()`` (updates so far, no waiting),
@@ -166,24 +172,6 @@ class ShellFollower:
 
     def __repr__(self) -> str:
         return f"<ShellFollower of {self._subscription.address!r}>"
-
-    @property
-    def address(self) -> Entity[Any, Any]:
-        return self._subscription.address
-
-    @property
-    def state(self) -> Any:
-        """The latest committed state this follower knows of."""
-        return self._subscription.latest()
-
-    @property
-    def dropped(self) -> int:
-        """How many intermediate updates were dropped because the buffer was full."""
-        return self._subscription.dropped
-
-    def flush(self) -> list[tuple[Entity[Any, Any], Any]]:
-        """The updates received since the last read, without waiting."""
-        return self._subscription.take_nowait()
 
     def get(self, timeout: float | None = None) -> tuple[Entity[Any, Any], Any]:
         """Wait for the next update.
