@@ -7,6 +7,7 @@ this module decides what counts as a valid activation.
 
 from __future__ import annotations
 
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -29,6 +30,7 @@ __all__ = [
     "encode_message",
     "encode_state",
     "load_state",
+    "refuse_inside_activation",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
@@ -92,6 +94,7 @@ def activate(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> Success | Failure:
     """Run ``address.activate(message, state)`` and check what it returned."""
+    _inside.active = True
     try:
         result = address.activate(message, state)
         if type(result) is not tuple or len(result) != 2:
@@ -107,6 +110,21 @@ def activate(
         )
     except Exception as error:
         return Failure(error, traceback.format_exc())
+    finally:
+        _inside.active = False
+
+
+_inside = threading.local()
+_inside.active = False
+
+
+def refuse_inside_activation(verb: str) -> None:
+    """Handlers are pure: calling an ecosystem from inside ``activate`` is refused."""
+    if getattr(_inside, "active", False):
+        raise PachydermError(
+            f"{verb} was called from inside activate(); handlers must be pure. Return "
+            f"the message in the outbox instead: return [(address, message)], new_state"
+        )
 
 
 def _encode_new_state(address: Entity[Any, Any], state: Any) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from pachyderm._activation import load_state
+from pachyderm._activation import load_state, refuse_inside_activation
 from pachyderm._dead_letters import DeadLetter
 from pachyderm._ecosystem import Ecosystem
 from pachyderm._entity import Entity
@@ -25,8 +25,9 @@ __all__ = ["Portal", "ShellEcosystem"]
 T = TypeVar("T")
 
 
-def refuse_inside_trio() -> None:
-    """The shell face blocks: refuse it inside a trio run, pointing to the trio face."""
+def check_blocking_caller() -> None:
+    """The shell face blocks: refuse it inside activate() and inside trio, saying why."""
+    refuse_inside_activation("the shell face (send_sync, send, follow, ...)")
     try:
         trio.lowlevel.current_trio_token()
     except RuntimeError:
@@ -80,12 +81,12 @@ class Portal:
 
     def call(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run an async function in the portal and wait for its result."""
-        refuse_inside_trio()
+        check_blocking_caller()
         return trio.from_thread.run(function, *args, trio_token=self._token)
 
     def call_sync(self, function: Callable[..., T], *args: Any) -> T:
         """Run a sync function in the portal's thread and wait for its result."""
-        refuse_inside_trio()
+        check_blocking_caller()
         return trio.from_thread.run_sync(function, *args, trio_token=self._token)
 
     def start(self, runtime: Runtime) -> None:
@@ -164,7 +165,7 @@ class ShellEcosystem:
     def _send(
         self, address: Entity[Any, Any], message: Any, *, wait_for_activation: bool
     ) -> ThreadReply:
-        refuse_inside_trio()
+        check_blocking_caller()
         runtime = self._ecosystem.runtime
         runtime.check_open()
         blob = runtime.encode_message(address, message)  # errors surface in this thread

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from ecosystems import InMemory, LocalDisk
-from pachyderm import ActivationError, CodecError, EcosystemKind, PachydermError, ShellEcosystem
+from pachyderm import (
+    ActivationError,
+    CodecError,
+    EcosystemKind,
+    Entity,
+    Outbox,
+    PachydermError,
+    ShellEcosystem,
+)
 from tests.entities import Counter, Fragile, Recorder, Relay
 
 
@@ -122,3 +131,20 @@ def test_in_memory_takes_no_location() -> None:
     """InMemory refuses a location, saying what to use instead."""
     with pytest.raises(PachydermError, match="takes no location"):
         InMemory.connect("somewhere")
+
+
+def test_sending_from_inside_activate_is_refused(shell: EcosystemKind) -> None:
+    """A handler that calls the shell face gets a clear error (it must use its outbox)."""
+
+    class Impure(Entity[Any, Any]):
+        entity_name = "tests.Impure"
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            shell.send(Counter("c"), "inc")
+            return [], state
+
+    with pytest.raises(ActivationError) as caught:
+        shell.send_sync(Impure("i"), "go")
+    assert "handlers must be pure" in str(caught.value.cause)
+    assert "outbox" in str(caught.value.cause)
+    assert shell.send_sync(Counter("c"), "inc") == 1  # nothing was sent, nothing hangs
