@@ -315,3 +315,17 @@ async def test_relay_chain_survives_reopen_midway(tmp_path: Path) -> None:
     async with LocalDisk.open(str(tmp_path)) as eco:
         await eco.settle()
         assert await eco.state_of(Recorder("end")) == list(range(20))
+
+
+async def test_repair_recovers_a_damaged_directory(tmp_path: Path) -> None:
+    """LocalDisk.repair, the hint the corruption error gives, brings the data back."""
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        for _ in range(3):
+            await eco.send_sync(Counter("c"), "inc")
+    (tmp_path / "CURRENT").write_bytes(b"garbage, no newline")
+    with pytest.raises(StoreCorruptedError):
+        async with LocalDisk.open(str(tmp_path)):
+            pass
+    LocalDisk.repair(str(tmp_path))
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(Counter("c")) == 3
