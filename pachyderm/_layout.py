@@ -30,7 +30,6 @@ __all__ = [
     "address_key",
     "dead_letter_key",
     "dead_letter_prefix",
-    "inbox_key",
     "inbox_prefix",
     "parse_address_key",
     "parse_dead_letter_key",
@@ -72,10 +71,6 @@ def state_key(eco: bytes, address: bytes) -> bytes:
 
 def inbox_prefix(eco: bytes = b"", address: bytes = b"") -> bytes:
     return INBOX + eco + address
-
-
-def inbox_key(eco: bytes, address: bytes, seq: int) -> bytes:
-    return INBOX + eco + address + _SEQ.pack(seq)
 
 
 def parse_inbox_key(key: bytes) -> tuple[bytes, bytes, int]:

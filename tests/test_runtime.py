@@ -396,3 +396,16 @@ async def test_recent_messages_are_the_last_ten(open_ecosystem: OpenEcosystem) -
         with pytest.raises(ActivationError) as caught:
             await eco.send_sync(Fragile("f"), "boom")
         assert caught.value.recent_messages == [*range(6, 15), "boom"]
+
+
+async def test_paused_runtime_accepts_and_resumes(open_ecosystem: OpenEcosystem) -> None:
+    """While paused, messages are accepted but not run; resume runs them in order."""
+    async with open_ecosystem() as eco:
+        eco.runtime.pause()
+        for n in range(3):
+            await eco.send(Recorder("r"), n)
+        await eco.settle()
+        assert await eco.state_of(Recorder("r")) == []
+        eco.runtime.resume()
+        await eco.settle()
+        assert await eco.state_of(Recorder("r")) == [0, 1, 2]
