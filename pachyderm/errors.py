@@ -13,6 +13,7 @@ __all__ = [
     "ActivationError",
     "CodecError",
     "EcosystemClosedError",
+    "ExplorationError",
     "InvalidActivationError",
     "InvalidAddressError",
     "InvalidIdError",
@@ -150,3 +151,42 @@ class EcosystemClosedError(PachydermError):
 
 class InvalidAddressError(PachydermError, TypeError):
     """Something that is not an entity address was used as one."""
+
+
+class ExplorationError(PachydermError):
+    """An activation raised while the simulation explored an execution.
+
+    Attributes:
+        address: the entity whose activation raised.
+        message: the message it was given.
+        cause: the exception (also ``__cause__``).
+        trace: the deliveries from the initial world up to and including this one.
+        received: every message that entity received on that path, in order.
+    """
+
+    def __init__(
+        self,
+        address: Any,
+        message: Any,
+        cause: BaseException,
+        trace: Sequence[Any],
+        received: Sequence[Any],
+    ) -> None:
+        self.address = address
+        self.message = message
+        self.cause = cause
+        self.trace = list(trace)
+        self.received = list(received)
+        super().__init__(address, message, cause)
+        self.__cause__ = cause
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.address!r} raised on {self.message!r}: {type(self.cause).__name__}: "
+            f"{self.cause}",
+            "trace from the initial world:",
+            *(f"  {step}. {delivery}" for step, delivery in enumerate(self.trace, 1)),
+            f"messages {self.address!r} received on this path, in order:",
+            *(f"  {message!r}" for message in self.received),
+        ]
+        return "\n".join(lines)

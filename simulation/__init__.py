@@ -1,3 +1,16 @@
-"""The Simulation ecosystem: deterministic runs and exhaustive exploration (not built yet)."""
+"""The Simulation ecosystem: deterministic runs and exhaustive exploration of delivery orders.
 
-__all__: list[str] = []
+    >>> from simulation import Simulation
+    >>> world = Simulation.run([(counter, "increment")])        # doctest: +SKIP
+    >>> finals = Simulation.exhaust([(counter, "a"), (counter, "b")])  # doctest: +SKIP
+
+Worlds are plain immutable values; the activation step is the one the live
+ecosystems run.
+"""
+
+from simulation._explore import Exploration, Violation
+from simulation._simulation import Simulation
+from simulation._step import Action
+from simulation._world import Envelope, World
+
+__all__ = ["Action", "Envelope", "Exploration", "Simulation", "Violation", "World"]

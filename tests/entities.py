@@ -83,3 +83,18 @@ class Misbehaving(Entity[Any, Any]):
             case ("oversized outbox message", size):
                 return [(Counter("c"), b"x" * size)], state
         raise AssertionError(f"unknown command {message!r}")
+
+
+class Scripted(Entity[Any, list[Any]]):
+    """Records each message's payload and sends what the message scripts.
+
+    A message is ``(payload, ((target_id, next_message), ...))``: small systems
+    with arbitrary message flows can be generated as plain data.
+    """
+
+    def init(self) -> list[Any]:
+        return []
+
+    def activate(self, message: Any, state: list[Any]) -> tuple[Outbox, list[Any]]:
+        payload, sends = message
+        return [(Scripted(target), sent) for target, sent in sends], [*state, payload]

@@ -21,6 +21,7 @@ def test_pachyderm_exports() -> None:
         "Ecosystem",
         "EcosystemClosedError",
         "EcosystemKind",
+        "ExplorationError",
         "Entity",
         "EntityId",
         "Follower",
@@ -60,7 +61,14 @@ def test_ecosystems_exports() -> None:
     assert ecosystems.__all__ == ["InMemory", "LocalDisk"]
     assert isinstance(ecosystems.LocalDisk, pachyderm.EcosystemKind)
     assert isinstance(ecosystems.InMemory, pachyderm.EcosystemKind)
-    assert simulation.__all__ == []
+    assert simulation.__all__ == [
+        "Action",
+        "Envelope",
+        "Exploration",
+        "Simulation",
+        "Violation",
+        "World",
+    ]
 
 
 def test_core_imports_no_store_and_no_scheduler() -> None:

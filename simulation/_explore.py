@@ -1,0 +1,237 @@
+"""The search: every reachable world once, with sleep sets for deliveries that commute.
+
+Depth-first (the default) prunes with sleep sets kept per stored world, so
+that they stay sound together with deduplication: a world reached again with
+a smaller sleep set explores exactly the actions it slept on before and no
+longer does. Breadth-first explores every transition of every new world and
+so finds shortest counterexamples. Both take actions in a deterministic order,
+so the same input gives the same result, and every trace replays exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pachyderm.errors import ExplorationError, PachydermError, describe
+from simulation._network import Network
+from simulation._step import Action, StepFailure, enabled, independent, step
+from simulation._world import World
+
+__all__ = ["Exploration", "Property", "Violation", "explore_from"]
+
+Property = Callable[[World], Any]
+"""A check on a world: fails by returning False or raising AssertionError."""
+
+Search = Literal["depth", "breadth"]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A property that failed: which, in what world, and how to get there."""
+
+    property_name: str
+    world: World
+    trace: tuple[Action, ...]
+    detail: str = ""
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.property_name} fails after {len(self.trace)} steps: {self.detail}".rstrip()
+        ]
+        lines.extend(f"  {number}. {action}" for number, action in enumerate(self.trace, 1))
+        lines.append(f"  world: {self.world!r}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Exploration:
+    """What a search found, and what it cost."""
+
+    final_worlds: list[World] = field(default_factory=list)
+    traces: dict[World, tuple[Action, ...]] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    unique_states: int = 0
+    transitions: int = 0
+    handler_calls: int = 0
+    truncated: int = 0  # worlds at max_depth with messages still in flight
+    seconds: float = 0.0
+
+    @property
+    def deterministic(self) -> bool:
+        """Exactly one final world, whatever the delivery order."""
+        return len(self.final_worlds) == 1
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Frame:
+    __slots__ = ("depth", "fingerprint", "index", "sleep", "todo", "world")
+
+    def __init__(
+        self, world: World, sleep: dict[bytes, Action], todo: list[Action], depth: int
+    ) -> None:
+        self.world = world
+        self.fingerprint = world.fingerprint
+        self.sleep = sleep
+        self.todo = todo
+        self.index = 0
+        self.depth = depth
+
+
+@dataclass
+class _Search:
+    network: Network
+    invariants: Sequence[Property]
+    final_checks: Sequence[Property]
+    max_depth: int | None
+    stop_at_first_violation: bool
+    result: Exploration = field(default_factory=Exploration)
+    parents: dict[bytes, tuple[bytes | None, Action | None]] = field(default_factory=dict)
+
+    def trace_to(self, fingerprint: bytes) -> tuple[Action, ...]:
+        actions: list[Action] = []
+        parent, action = self.parents[fingerprint]
+        while action is not None and parent is not None:
+            actions.append(action)
+            parent, action = self.parents[parent]
+        return tuple(reversed(actions))
+
+    def check(self, world: World, checks: Sequence[Property]) -> None:
+        for check in checks:
+            try:
+                passed = check(world)
+                detail = ""
+            except AssertionError as error:
+                passed, detail = False, str(error)
+            if passed is False:
+                name = getattr(check, "__name__", repr(check))
+                trace = self.trace_to(world.fingerprint)
+                self.result.violations.append(Violation(name, world, trace, detail))
+                if self.stop_at_first_violation:
+                    raise _Stop
+
+    def discovered(self, world: World, parent: bytes | None, action: Action | None) -> None:
+        """A world seen for the first time: record it, check it, note it if final."""
+        self.parents[world.fingerprint] = (parent, action)
+        self.result.unique_states += 1
+        self.check(world, self.invariants)
+        if world.quiescent:
+            self.result.final_worlds.append(world)
+            self.result.traces[world] = self.trace_to(world.fingerprint)
+            self.check(world, self.final_checks)
+
+    def transition(self, world: World, fingerprint: bytes, action: Action) -> World:
+        self.result.transitions += 1
+        if action.kind == "deliver":
+            self.result.handler_calls += 1
+        try:
+            return step(world, action, self.network)
+        except StepFailure as failure:
+            trace = (*self.trace_to(fingerprint), action)
+            recipient = action.envelope.recipient
+            received = [
+                done.envelope.message
+                for done in trace
+                if done.kind == "deliver" and done.envelope.recipient == recipient
+            ]
+            raise ExplorationError(
+                recipient, action.envelope.message, failure.error, trace, received
+            ) from failure.error
+
+    def depth_first(self, initial: World) -> None:
+        stored: dict[bytes, tuple[frozenset[bytes], int]] = {}
+
+        def enter(world: World, sleep: dict[bytes, Action], depth: int) -> _Frame | None:
+            fingerprint = world.fingerprint
+            before = stored.get(fingerprint)
+            actions = enabled(world, self.network) if world.envelopes else []
+            if before is None or depth < before[1]:
+                stored[fingerprint] = (frozenset(sleep), depth)
+                if self.max_depth is not None and depth >= self.max_depth and actions:
+                    self.result.truncated += 1
+                    return None
+                todo = [action for action in actions if action.key not in sleep]
+                return _Frame(world, dict(sleep), todo, depth)
+            slept_before, first_depth = before
+            # Actions asleep last time but awake now were never taken from here.
+            todo = [a for a in actions if a.key in slept_before and a.key not in sleep]
+            if not todo:
+                return None
+            stored[fingerprint] = (slept_before & frozenset(sleep), first_depth)
+            taken_before = {a.key: a for a in actions if a.key not in slept_before}
+            return _Frame(world, {**sleep, **taken_before}, todo, depth)
+
+        self.discovered(initial, None, None)
+        first = enter(initial, {}, 0)
+        stack = [first] if first is not None else []
+        while stack:
+            frame = stack[-1]
+            if frame.index == len(frame.todo):
+                stack.pop()
+                continue
+            action = frame.todo[frame.index]
+            frame.index += 1
+            child = self.transition(frame.world, frame.fingerprint, action)
+            child_sleep = {
+                key: asleep for key, asleep in frame.sleep.items() if independent(asleep, action)
+            }
+            frame.sleep[action.key] = action
+            if child.fingerprint not in self.parents:
+                self.discovered(child, frame.fingerprint, action)
+            entered = enter(child, child_sleep, frame.depth + 1)
+            if entered is not None:
+                stack.append(entered)
+
+    def breadth_first(self, initial: World) -> None:
+        self.discovered(initial, None, None)
+        queue = deque([(initial, 0)])
+        while queue:
+            world, depth = queue.popleft()
+            if not world.envelopes:
+                continue
+            if self.max_depth is not None and depth >= self.max_depth:
+                self.result.truncated += 1
+                continue
+            for action in enabled(world, self.network):
+                child = self.transition(world, world.fingerprint, action)
+                if child.fingerprint not in self.parents:
+                    self.discovered(child, world.fingerprint, action)
+                    queue.append((child, depth + 1))
+
+
+def explore_from(
+    initial: World,
+    *,
+    network: Network,
+    invariants: Sequence[Property] = (),
+    final: Sequence[Property] = (),
+    search: Search = "depth",
+    max_depth: int | None = None,
+    stop_at_first_violation: bool = True,
+) -> Exploration:
+    """Explore every world reachable from ``initial``; see :func:`Simulation.explore`."""
+    if search not in ("depth", "breadth"):
+        raise PachydermError(f"search must be 'depth' or 'breadth', got {describe(search)}")
+    if max_depth is not None and (type(max_depth) is not int or max_depth < 0):
+        raise PachydermError(f"max_depth must be an int >= 0 or None, got {describe(max_depth)}")
+    searcher = _Search(network, invariants, final, max_depth, stop_at_first_violation)
+    started = time.perf_counter()
+    try:
+        if search == "depth":
+            searcher.depth_first(initial)
+        else:
+            searcher.breadth_first(initial)
+    except _Stop:
+        pass
+    searcher.result.seconds = time.perf_counter() - started
+    return searcher.result

@@ -1,0 +1,217 @@
+"""The Simulation ecosystem: exact numbers worked out by hand, and a brute-force oracle."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ecosystems import InMemory
+from pachyderm import Entity, ExplorationError, Outbox
+from simulation import Simulation, World
+from simulation._network import arrange, deliverable
+from simulation._step import Action, StepFailure, step
+from simulation._world import envelope
+from tests.entities import Counter, Fragile, Recorder, Relay, Scripted
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(("counters", "increments"), [(1, 5), (2, 3), (3, 3), (4, 2)])
+def test_independent_counters(counters: int, increments: int) -> None:
+    """K counters sent M increments: one final world, (M+1)^K worlds, calls <= worlds."""
+    envelopes = [(Counter(k), "inc") for k in range(counters) for _ in range(increments)]
+    result = Simulation.explore(envelopes)
+    assert result.deterministic
+    assert result.final_worlds[0].entities == {Counter(k): increments for k in range(counters)}
+    assert result.unique_states == (increments + 1) ** counters
+    assert result.handler_calls <= result.unique_states
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
+def test_order_sensitive_entity(count: int) -> None:
+    """n distinct messages to a list-appender: n! finals unordered, 1 under fifo."""
+    envelopes = [(Recorder("r"), n) for n in range(count)]
+    assert len(Simulation.exhaust(envelopes)) == math.factorial(count)
+    [final] = Simulation.exhaust(envelopes, network="fifo")
+    assert final.entities == {Recorder("r"): list(range(count))}
+
+
+def test_fifo_holds_through_an_outbox() -> None:
+    """Under fifo, a relay's messages to one receiver keep their order; unordered they do not."""
+    envelopes = [(Relay("relay"), (Recorder("end"), n)) for n in range(3)]
+    fifo = Simulation.exhaust(envelopes, network="fifo")
+    assert [w.state_of(Recorder("end")) for w in fifo] == [[0, 1, 2]]
+    assert len(Simulation.exhaust(envelopes)) == 6
+
+
+def test_run_delivers_in_send_order() -> None:
+    """run delivers oldest first to quiescence and returns a plain world."""
+    world = Simulation.run([(Relay("x"), (Recorder("r"), n)) for n in range(3)])
+    assert world.quiescent
+    assert world.entities == {Relay("x"): 3, Recorder("r"): [0, 1, 2]}
+    again = Simulation.run([(Recorder("r"), 3)], world)
+    assert again.state_of(Recorder("r")) == [0, 1, 2, 3]
+
+
+def test_run_stops_a_system_that_never_goes_quiet() -> None:
+    """A message loop is stopped at max_steps with an error saying so."""
+
+    class Echo(Entity[Any, int]):
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, int]:
+            return [(self, message)], (state or 0) + 1
+
+    with pytest.raises(Exception, match="max_steps=50"):
+        Simulation.run([(Echo("e"), "ping")], max_steps=50)
+
+
+def test_failing_activation_shows_trace_and_received_messages() -> None:
+    """An activation that raises during exploration reports the path and what it received."""
+    with pytest.raises(ExplorationError) as caught:
+        Simulation.explore([(Fragile("f"), "one"), (Fragile("f"), "boom")], network="fifo")
+    error = caught.value
+    assert error.address == Fragile("f")
+    assert isinstance(error.cause, ValueError)
+    assert error.received == ["one", "boom"]
+    assert len(error.trace) == 2
+    assert "received on this path" in str(error)
+
+
+def test_invariant_violation_has_a_shortest_replayable_trace() -> None:
+    """Breadth-first search reports the shortest path to a violation, and it replays."""
+    envelopes = [(Recorder("r"), n) for n in range(4)]
+
+    def never_three_first(world: World) -> bool:
+        return world.state_of(Recorder("r"))[:1] != [3]
+
+    result = Simulation.explore(envelopes, invariants=[never_three_first], search="breadth")
+    [violation] = result.violations
+    assert violation.property_name == "never_three_first"
+    assert [str(a) for a in violation.trace] == ["deliver outside -> Recorder('r'): 3"]
+    assert Simulation.replay(envelopes, violation.trace) == violation.world
+
+
+def test_traces_of_final_worlds_replay() -> None:
+    """Each final world's trace, replayed from the start, gives that world."""
+    envelopes = [(Relay("a"), (Recorder("r"), 1)), (Recorder("r"), 2), (Counter("c"), 0)]
+    result = Simulation.explore(envelopes)
+    assert len(result.final_worlds) == 2
+    for world in result.final_worlds:
+        assert Simulation.replay(envelopes, result.traces[world]) == world
+
+
+def test_max_depth_truncates() -> None:
+    """Paths stop at max_depth; the worlds cut short are counted, and none is final."""
+    envelopes = [(Counter("c"), "inc") for _ in range(5)]
+    result = Simulation.explore(envelopes, max_depth=2)
+    assert result.final_worlds == []
+    assert result.truncated == 1
+    assert result.unique_states == 3
+
+
+def test_drops_and_duplicates() -> None:
+    """A lost message or a delivered-twice one is explored within its budget."""
+    envelopes = [(Counter("c"), "inc"), (Counter("c"), "inc")]
+    counts = sorted(w.state_of(Counter("c")) for w in Simulation.exhaust(envelopes, drops=1))
+    assert counts == [1, 2]
+    counts = sorted(w.state_of(Counter("c")) for w in Simulation.exhaust(envelopes, duplicates=1))
+    assert counts == [2, 3]
+
+
+def test_worlds_are_values_with_stable_fingerprints() -> None:
+    """Equal worlds are equal and hash alike; fingerprints agree across processes."""
+    first = Simulation.run([(Counter("a"), 1), (Recorder("b"), frozenset({1, 2}))])
+    second = Simulation.run([(Recorder("b"), frozenset({2, 1})), (Counter("a"), 1)])
+    assert first == second
+    assert hash(first) == hash(second)
+    code = (
+        "from simulation import Simulation; from tests.entities import Counter, Recorder; "
+        "print(Simulation.run([(Counter('a'), 1), (Recorder('b'), frozenset({1, 2}))])"
+        ".fingerprint.hex())"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert other.stdout.strip() == first.fingerprint.hex()
+
+
+# -- the oracle: every order, enumerated naively ------------------------------------------
+
+
+def brute_force(
+    envelopes: list[tuple[Any, Any]], network: str, drops: int = 0, duplicates: int = 0
+) -> tuple[set[bytes], set[bytes]]:
+    """(final worlds, reachable worlds) as canonical bytes, branching on every choice."""
+    net: Any = network
+    start = World((), arrange(net, [envelope(*e) for e in envelopes]), drops, duplicates)
+    finals: set[bytes] = set()
+    reached: set[bytes] = set()
+
+    def walk(world: World) -> None:
+        reached.add(world.canonical)
+        if world.quiescent:
+            finals.add(world.canonical)
+            return
+        heads = [world.envelopes[i] for i in deliverable(net, world.envelopes)]
+        choices = [Action("deliver", h) for h in heads]
+        choices += [Action("drop", h) for h in heads] if world.drops_left else []
+        choices += [Action("duplicate", h) for h in heads] if world.duplicates_left else []
+        for action in choices:
+            try:
+                walk(step(world, action, net))
+            except StepFailure:
+                raise AssertionError("generated systems do not fail") from None
+
+    walk(start)
+    return finals, reached
+
+
+scripts = st.recursive(
+    st.just(()),
+    lambda inner: st.lists(
+        st.tuples(st.integers(0, 2), st.tuples(st.integers(0, 3), inner)), max_size=2
+    ).map(tuple),
+    max_leaves=3,
+)
+systems = st.lists(
+    st.tuples(st.integers(0, 2), st.tuples(st.integers(0, 3), scripts)), min_size=1, max_size=3
+).map(lambda items: [(Scripted(target), message) for target, message in items])
+
+
+@settings(max_examples=60, deadline=None)
+@given(systems, st.sampled_from(["unordered", "fifo"]), st.integers(0, 1), st.integers(0, 1))
+def test_search_agrees_with_brute_force(
+    envelopes: list[tuple[Any, Any]], network: str, drops: int, duplicates: int
+) -> None:
+    """Depth- and breadth-first find the brute force's final and reachable worlds exactly."""
+    finals, reached = brute_force(envelopes, network, drops, duplicates)
+    options: dict[str, Any] = {"network": network, "drops": drops, "duplicates": duplicates}
+    for search in ("depth", "breadth"):
+        result = Simulation.explore(envelopes, search=search, **options)  # type: ignore[arg-type]
+        assert {w.canonical for w in result.final_worlds} == finals
+        assert result.unique_states == len(reached)
+
+
+@settings(max_examples=25, deadline=None)
+@given(systems)
+def test_live_run_ends_in_a_fifo_final_world(envelopes: list[tuple[Any, Any]]) -> None:
+    """A live InMemory run of a generated system ends in one of exhaust(network='fifo')'s worlds."""
+    finals = [w.entities for w in Simulation.exhaust(envelopes, network="fifo")]
+
+    async def live() -> dict[Any, Any]:
+        async with InMemory.open() as eco:
+            for address, message in envelopes:
+                await eco.send(address, message)
+            await eco.settle()
+            touched = {a for w in finals for a in w}
+            return {a: await eco.state_of(a) for a in touched}
+
+    outcome = trio.run(live)
+    assert any(all(outcome[a] == w.get(a, a.init()) for a in outcome) for w in finals), outcome
