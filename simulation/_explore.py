@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pachyderm.errors import ExplorationError, PachydermError, describe
 from simulation._network import Network
+from simulation._render import sequence_diagram, trace_text
 from simulation._step import Action, StepFailure, enabled, independent, step
 from simulation._world import World
 
@@ -39,12 +40,13 @@ class Violation:
     detail: str = ""
 
     def __str__(self) -> str:
-        lines = [
-            f"{self.property_name} fails after {len(self.trace)} steps: {self.detail}".rstrip()
-        ]
-        lines.extend(f"  {number}. {action}" for number, action in enumerate(self.trace, 1))
-        lines.append(f"  world: {self.world!r}")
-        return "\n".join(lines)
+        heading = f"{self.property_name} fails after {len(self.trace)} steps: {self.detail}"
+        return f"{heading.rstrip()}\n{trace_text(self.trace)}\nworld: {self.world!r}"
+
+    @property
+    def diagram(self) -> str:
+        """The trace as a Mermaid sequence diagram."""
+        return sequence_diagram(self.trace)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Exploration:
     handler_calls: int = 0
     truncated: int = 0  # worlds at max_depth with messages still in flight
     seconds: float = 0.0
+    path_counts: dict[World, int] | None = None  # with count_paths: orders leading to each final
 
     @property
     def deterministic(self) -> bool:
@@ -95,7 +98,9 @@ class _Search:
     final_checks: Sequence[Property]
     max_depth: int | None
     stop_at_first_violation: bool
+    count_paths: bool = False
     result: Exploration = field(default_factory=Exploration)
+    edges: dict[bytes, list[bytes]] = field(default_factory=dict)
     parents: dict[bytes, tuple[bytes | None, Action | None]] = field(default_factory=dict)
 
     def trace_to(self, fingerprint: bytes) -> tuple[Action, ...]:
@@ -192,6 +197,31 @@ class _Search:
             if entered is not None:
                 stack.append(entered)
 
+    def paths(self, initial: World) -> dict[World, int] | None:
+        """How many delivery orders reach each final world, over the state graph.
+
+        Counted in topological order (Kahn), never by enumerating paths; None
+        if the graph has a cycle (a world that can come back: infinitely many).
+        """
+        indegree: dict[bytes, int] = {}
+        for targets in self.edges.values():
+            for target in targets:
+                indegree[target] = indegree.get(target, 0) + 1
+        ways = {initial.fingerprint: 1}
+        ready = deque([initial.fingerprint])
+        processed = 0
+        while ready:
+            node = ready.popleft()
+            processed += 1
+            for target in self.edges.get(node, ()):
+                ways[target] = ways.get(target, 0) + ways[node]
+                indegree[target] -= 1
+                if indegree[target] == 0:
+                    ready.append(target)
+        if processed < len(self.parents):
+            return None
+        return {world: ways[world.fingerprint] for world in self.result.final_worlds}
+
     def breadth_first(self, initial: World) -> None:
         self.discovered(initial, None, None)
         queue = deque([(initial, 0)])
@@ -202,8 +232,11 @@ class _Search:
             if self.max_depth is not None and depth >= self.max_depth:
                 self.result.truncated += 1
                 continue
+            targets = self.edges.setdefault(world.fingerprint, []) if self.count_paths else None
             for action in enabled(world, self.network):
                 child = self.transition(world, world.fingerprint, action)
+                if targets is not None:
+                    targets.append(child.fingerprint)
                 if child.fingerprint not in self.parents:
                     self.discovered(child, world.fingerprint, action)
                     queue.append((child, depth + 1))
@@ -218,20 +251,24 @@ def explore_from(
     search: Search = "depth",
     max_depth: int | None = None,
     stop_at_first_violation: bool = True,
+    count_paths: bool = False,
 ) -> Exploration:
     """Explore every world reachable from ``initial``; see :func:`Simulation.explore`."""
     if search not in ("depth", "breadth"):
         raise PachydermError(f"search must be 'depth' or 'breadth', got {describe(search)}")
     if max_depth is not None and (type(max_depth) is not int or max_depth < 0):
         raise PachydermError(f"max_depth must be an int >= 0 or None, got {describe(max_depth)}")
-    searcher = _Search(network, invariants, final, max_depth, stop_at_first_violation)
+    searcher = _Search(network, invariants, final, max_depth, stop_at_first_violation, count_paths)
     started = time.perf_counter()
     try:
-        if search == "depth":
+        if search == "depth" and not count_paths:
             searcher.depth_first(initial)
         else:
             searcher.breadth_first(initial)
     except _Stop:
         pass
+    else:
+        if count_paths:
+            searcher.result.path_counts = searcher.paths(initial)
     searcher.result.seconds = time.perf_counter() - started
     return searcher.result

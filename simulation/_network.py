@@ -8,12 +8,20 @@ ecosystems guarantee).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pachyderm.errors import PachydermError, describe
-from simulation._world import Envelope
+from simulation._world import Envelope, World, envelope
 
-__all__ = ["NETWORKS", "Network", "arrange", "deliverable"]
+__all__ = [
+    "NETWORKS",
+    "Network",
+    "arrange",
+    "check_network",
+    "deliverable",
+    "initial_world",
+    "outside_envelopes",
+]
 
 Network = Literal["unordered", "fifo"]
 NETWORKS: tuple[str, ...] = ("unordered", "fifo")
@@ -54,3 +62,38 @@ def deliverable(network: Network, envelopes: tuple[Envelope, ...]) -> list[int]:
             seen.add(channel)
             indices.append(index)
     return indices
+
+
+def outside_envelopes(envelopes: Iterable[tuple[Any, Any]]) -> list[Envelope]:
+    items = []
+    for item in envelopes:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise PachydermError(
+                f"envelopes are (address, message) pairs, like (Counter('c'), 'inc'); "
+                f"got {describe(item)}"
+            )
+        items.append(envelope(*item))
+    return items
+
+
+def _budget(name: str, value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise PachydermError(f"{name} must be an int >= 0, got {describe(value)}")
+    return value
+
+
+def initial_world(
+    envelopes: Iterable[tuple[Any, Any]],
+    world: World | None,
+    network: Network,
+    drops: int,
+    duplicates: int,
+) -> World:
+    """``world`` (default: fresh) with ``envelopes`` added, in the network's order."""
+    start = world or World()
+    return World(
+        start.states,
+        arrange(network, [*start.envelopes, *outside_envelopes(envelopes)]),
+        _budget("drops", drops),
+        _budget("duplicates", duplicates),
+    )

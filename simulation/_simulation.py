@@ -6,33 +6,16 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pachyderm.errors import ExplorationError, PachydermError, describe
+from pachyderm.errors import ExplorationError, PachydermError
 from simulation._explore import Exploration, Property, Search, explore_from
-from simulation._network import Network, arrange, check_network
+from simulation._network import Network, check_network, initial_world, outside_envelopes
+from simulation._schedule import executions, walk
 from simulation._step import Action, StepFailure, deliver, step
-from simulation._world import Envelope, World, envelope
+from simulation._world import World
 
 __all__ = ["Simulation"]
 
 DEFAULT_MAX_STEPS = 100_000
-
-
-def _envelopes(envelopes: Iterable[tuple[Any, Any]]) -> list[Envelope]:
-    items = []
-    for item in envelopes:
-        if not isinstance(item, tuple) or len(item) != 2:
-            raise PachydermError(
-                f"envelopes are (address, message) pairs, like (Counter('c'), 'inc'); "
-                f"got {describe(item)}"
-            )
-        items.append(envelope(*item))
-    return items
-
-
-def _budget(name: str, value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise PachydermError(f"{name} must be an int >= 0, got {describe(value)}")
-    return value
 
 
 class Simulation:
@@ -63,7 +46,7 @@ class Simulation:
                 goes quiet).
         """
         start = world or World()
-        queue = deque([*start.envelopes, *_envelopes(envelopes)])
+        queue = deque([*start.envelopes, *outside_envelopes(envelopes)])
         current = World(start.states, (), start.drops_left, start.duplicates_left)
         trace: list[Action] = []
         while queue:
@@ -99,6 +82,7 @@ class Simulation:
         max_depth: int | None = None,
         search: Search = "depth",
         stop_at_first_violation: bool = True,
+        count_paths: bool = False,
     ) -> Exploration:
         """Every world reachable under ``network``, each visited once.
 
@@ -113,18 +97,15 @@ class Simulation:
             max_depth: stop following a path after this many steps.
             search: ``"depth"`` (with partial-order reduction) or ``"breadth"``
                 (shortest counterexamples).
+            count_paths: also count, for each final world, how many delivery
+                orders lead to it (``path_counts``), over the state graph. This
+                takes every transition: the search is breadth-first, unreduced.
 
         Raises:
             ExplorationError: an activation raised on some path.
         """
         network = check_network(network)
-        start = world or World()
-        initial = World(
-            start.states,
-            arrange(network, [*start.envelopes, *_envelopes(envelopes)]),
-            _budget("drops", drops),
-            _budget("duplicates", duplicates),
-        )
+        initial = initial_world(envelopes, world, network, drops, duplicates)
         return explore_from(
             initial,
             network=network,
@@ -133,6 +114,7 @@ class Simulation:
             search=search,
             max_depth=max_depth,
             stop_at_first_violation=stop_at_first_violation,
+            count_paths=count_paths,
         )
 
     @staticmethod
@@ -141,6 +123,9 @@ class Simulation:
     ) -> list[World]:
         """The distinct final worlds over every delivery order (options as :meth:`explore`)."""
         return Simulation.explore(envelopes, world, **options).final_worlds
+
+    walk = staticmethod(walk)
+    executions = staticmethod(executions)
 
     @staticmethod
     def replay(
@@ -154,13 +139,7 @@ class Simulation:
     ) -> World:
         """The world a trace leads to, from the same start as the search that found it."""
         network = check_network(network)
-        start = world or World()
-        current = World(
-            start.states,
-            arrange(network, [*start.envelopes, *_envelopes(envelopes)]),
-            drops,
-            duplicates,
-        )
+        current = initial_world(envelopes, world, network, drops, duplicates)
         for action in trace:
             current = step(current, action, network)
         return current

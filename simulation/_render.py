@@ -1,0 +1,40 @@
+"""Traces for people: numbered text, and Mermaid sequence diagrams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from simulation._step import Action
+
+__all__ = ["sequence_diagram", "trace_text"]
+
+
+def trace_text(trace: Sequence[Action]) -> str:
+    """One numbered line per step."""
+    return "\n".join(f"{number}. {action}" for number, action in enumerate(trace, 1))
+
+
+def _participant(name: str, names: dict[str, str]) -> str:
+    if name not in names:
+        names[name] = f"p{len(names)}"
+    return names[name]
+
+
+def sequence_diagram(trace: Sequence[Action]) -> str:
+    """A Mermaid ``sequenceDiagram`` of the trace: paste it into any Mermaid renderer."""
+    names: dict[str, str] = {}
+    arrows = []
+    for action in trace:
+        item = action.envelope
+        sender = _participant("outside" if item.sender is None else repr(item.sender), names)
+        recipient = _participant(repr(item.recipient), names)
+        text = repr(item.message).replace(";", ",").replace("\n", " ")
+        if action.kind == "deliver":
+            arrows.append(f"    {sender}->>{recipient}: {text}")
+        elif action.kind == "drop":
+            arrows.append(f"    {sender}-x{recipient}: {text} (lost)")
+        else:
+            arrows.append(f"    Note over {sender},{recipient}: {text} duplicated")
+    lines = ["sequenceDiagram"]
+    lines.extend(f'    participant {alias} as "{name}"' for name, alias in names.items())
+    return "\n".join(lines + arrows)
