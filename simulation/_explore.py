@@ -101,6 +101,7 @@ class _Search:
     count_paths: bool = False
     result: Exploration = field(default_factory=Exploration)
     edges: dict[bytes, list[bytes]] = field(default_factory=dict)
+    finals: dict[bytes, World] = field(default_factory=dict)  # quiescent world -> its outcome
     parents: dict[bytes, tuple[bytes | None, Action | None]] = field(default_factory=dict)
 
     def trace_to(self, fingerprint: bytes) -> tuple[Action, ...]:
@@ -111,7 +112,8 @@ class _Search:
             parent, action = self.parents[parent]
         return tuple(reversed(actions))
 
-    def check(self, world: World, checks: Sequence[Property]) -> None:
+    def check(self, world: World, checks: Sequence[Property], reached: bytes) -> None:
+        """Run ``checks`` on ``world``, reached as the world fingerprinted ``reached``."""
         for check in checks:
             try:
                 passed = check(world)
@@ -120,7 +122,7 @@ class _Search:
                 passed, detail = False, str(error)
             if passed is False:
                 name = getattr(check, "__name__", repr(check))
-                trace = self.trace_to(world.fingerprint)
+                trace = self.trace_to(reached)
                 self.result.violations.append(Violation(name, world, trace, detail))
                 if self.stop_at_first_violation:
                     raise _Stop
@@ -129,11 +131,15 @@ class _Search:
         """A world seen for the first time: record it, check it, note it if final."""
         self.parents[world.fingerprint] = (parent, action)
         self.result.unique_states += 1
-        self.check(world, self.invariants)
+        self.check(world, self.invariants, world.fingerprint)
         if world.quiescent:
-            self.result.final_worlds.append(world)
-            self.result.traces[world] = self.trace_to(world.fingerprint)
-            self.check(world, self.final_checks)
+            # Fault budgets left over are the search's bookkeeping, not part of the outcome.
+            final = World(world.states)
+            self.finals[world.fingerprint] = final
+            if final not in self.result.traces:
+                self.result.final_worlds.append(final)
+                self.result.traces[final] = self.trace_to(world.fingerprint)
+                self.check(final, self.final_checks, world.fingerprint)
 
     def transition(self, world: World, fingerprint: bytes, action: Action) -> World:
         self.result.transitions += 1
@@ -220,7 +226,10 @@ class _Search:
                     ready.append(target)
         if processed < len(self.parents):
             return None
-        return {world: ways[world.fingerprint] for world in self.result.final_worlds}
+        counts: dict[World, int] = {}
+        for fingerprint, final in self.finals.items():
+            counts[final] = counts.get(final, 0) + ways[fingerprint]
+        return counts
 
     def breadth_first(self, initial: World) -> None:
         self.discovered(initial, None, None)

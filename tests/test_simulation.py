@@ -157,7 +157,7 @@ def brute_force(
     def walk(world: World) -> None:
         reached.add(world.canonical)
         if world.quiescent:
-            finals.add(world.canonical)
+            finals.add(World(world.states).canonical)
             return
         heads = [world.envelopes[i] for i in deliverable(net, world.envelopes)]
         choices = [Action("deliver", h) for h in heads]
@@ -291,3 +291,17 @@ def test_hypothesis_schedules_shrink_to_a_minimal_failure() -> None:
     assert smallest.world.state_of(Recorder("r"))[0] == 4
     # Shrinking prefers the earliest choice at every later step.
     assert smallest.world.state_of(Recorder("r")) == [4, 0, 1, 2, 3]
+
+
+def test_final_checks_with_faults_report_their_trace() -> None:
+    """A final check failing on a path with a lost message reports that path."""
+
+    def got_both(world: World) -> bool:
+        return world.state_of(Counter("c")) == 2
+
+    result = Simulation.explore(
+        [(Counter("c"), "a"), (Counter("c"), "b")], final=[got_both], drops=1, search="breadth"
+    )
+    [violation] = result.violations
+    assert [action.kind for action in violation.trace] == ["deliver", "drop"]
+    assert violation.world.entities == {Counter("c"): 1}
