@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import recovery, scale, throughput
+from bench import recovery, scale, simulation, throughput
 from bench._measure import machine, progress, table
 
 
@@ -17,6 +17,7 @@ def main() -> None:
     rows = throughput.rows(arguments.quick)
     rows += scale.rows(arguments.quick)
     rows += recovery.rows(arguments.quick)
+    rows += simulation.rows(arguments.quick)
     print(f"Machine: {machine()}")
     print(f"Medians of 3 runs where repeated; {'quick' if arguments.quick else 'full'} sizes.")
     print()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import traceback
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pachyderm._codec import decode, encode
@@ -52,17 +53,22 @@ class Failure:
     traceback: str
 
 
-def encode_message(message: Any, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+Encoder = Callable[[Any], bytes]
+
+
+def encode_message(
+    message: Any, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, encoder: Encoder = encode
+) -> bytes:
     """Encode a message, refusing one over ``max_bytes``."""
-    blob = encode(message)
+    blob = encoder(message)
     if len(blob) > max_bytes:
         raise MessageTooLargeError(len(blob), max_bytes)
     return blob
 
 
-def encode_state(address: Entity[Any, Any], state: Any) -> bytes:
+def encode_state(address: Entity[Any, Any], state: Any, encoder: Encoder = encode) -> bytes:
     """The stored form of a state: ``[version, state]``, so upgrades know what they read."""
-    return encode([address.version, state])
+    return encoder([address.version, state])
 
 
 def load_state(address: Entity[Any, Any], blob: bytes | None) -> Any:
@@ -92,8 +98,13 @@ def activate(
     state: Any,
     message: Any,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    encoder: Encoder = encode,
 ) -> Success | Failure:
-    """Run ``address.activate(message, state)`` and check what it returned."""
+    """Run ``address.activate(message, state)`` and check what it returned.
+
+    ``encoder`` makes the stored forms: the live ecosystems' plain encoding, or
+    the canonical one the simulation fingerprints worlds with.
+    """
     _inside.active = True
     try:
         result = address.activate(message, state)
@@ -105,8 +116,8 @@ def activate(
         outbox, new_state = result
         return Success(
             new_state,
-            _encode_new_state(address, new_state),
-            _encode_outbox(address, outbox, max_message_bytes),
+            _encode_new_state(address, new_state, encoder),
+            _encode_outbox(address, outbox, max_message_bytes, encoder),
         )
     except Exception as error:
         return Failure(error, traceback.format_exc())
@@ -127,9 +138,9 @@ def refuse_inside_activation(verb: str) -> None:
         )
 
 
-def _encode_new_state(address: Entity[Any, Any], state: Any) -> bytes:
+def _encode_new_state(address: Entity[Any, Any], state: Any, encoder: Encoder) -> bytes:
     try:
-        return encode_state(address, state)
+        return encode_state(address, state, encoder)
     except PachydermError as error:
         raise InvalidActivationError(
             f"{type(address).__qualname__}.activate returned a new state that cannot be "
@@ -138,7 +149,7 @@ def _encode_new_state(address: Entity[Any, Any], state: Any) -> bytes:
 
 
 def _encode_outbox(
-    address: Entity[Any, Any], outbox: Any, max_message_bytes: int
+    address: Entity[Any, Any], outbox: Any, max_message_bytes: int, encoder: Encoder
 ) -> list[tuple[Entity[Any, Any], bytes]]:
     if type(outbox) is list and not outbox:
         return []
@@ -159,7 +170,7 @@ def _encode_outbox(
             )
         recipient, message = item
         try:
-            encoded.append((recipient, encode_message(message, max_message_bytes)))
+            encoded.append((recipient, encode_message(message, max_message_bytes, encoder)))
         except PachydermError as error:
             raise InvalidActivationError(
                 f"{type(address).__qualname__}.activate sent {recipient!r} a message "

@@ -139,8 +139,8 @@ def _canonical_order(value: Any) -> Any:
 
 
 _PLAIN_SCALARS = frozenset({str, bytes, float, bool, type(None)})
-_LOSSY = (bytearray, memoryview)
-_CONTAINERS = (list, dict, tuple, set, frozenset)
+_LOSSY = frozenset({bytearray, memoryview})
+_CONTAINERS = frozenset({list, dict, tuple, set, frozenset})
 
 
 def _refuse_lossy(value: Any) -> None:

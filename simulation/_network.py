@@ -49,13 +49,14 @@ def arrange(network: Network, envelopes: Iterable[Envelope]) -> tuple[Envelope, 
 def deliverable(network: Network, envelopes: tuple[Envelope, ...]) -> list[int]:
     """Indices of the envelopes that may be delivered next, each distinct message once."""
     indices: list[int] = []
-    seen: set[bytes] = set()
     if network == "unordered":
+        previous = None
         for index, item in enumerate(envelopes):
-            if item.key not in seen:  # identical messages are one choice, not several
-                seen.add(item.key)
+            if item.key != previous:  # sorted: identical messages are adjacent, one choice
+                previous = item.key
                 indices.append(index)
         return indices
+    seen: set[bytes] = set()
     for index, item in enumerate(envelopes):
         channel = item.channel
         if channel not in seen:  # the head of each channel

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pachyderm._activation import load_state
+from pachyderm._activation import encode_state, load_state
 from pachyderm._codec import decode, encode_canonical
 from pachyderm._entity import Entity
 from pachyderm.errors import InvalidAddressError, describe
 
-__all__ = ["Envelope", "World", "envelope"]
+__all__ = ["Envelope", "World", "envelope", "make_envelope"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +30,9 @@ class Envelope:
     recipient: Entity[Any, Any]
     sender: Entity[Any, Any] | None
     blob: bytes  # the message, canonically encoded
-    key: bytes  # canonical encoding of (recipient, sender, message): orders and names it
-    recipient_key: bytes  # canonical encoding of the recipient
-    channel: bytes  # canonical encoding of (sender, recipient): its FIFO channel
+    key: bytes  # recipient, sender and message, canonically encoded: orders and names it
+    recipient_key: bytes  # the recipient, canonically encoded
+    channel: bytes  # sender and recipient, canonically encoded: its FIFO channel
 
     @property
     def message(self) -> Any:
@@ -51,13 +51,30 @@ def envelope(recipient: Any, message: Any, sender: Entity[Any, Any] | None = Non
             f"envelopes are (address, message) pairs whose address is an entity, like "
             f"(Counter('c'), 'inc'); got {describe(recipient)}"
         )
+    return make_envelope(
+        recipient,
+        encode_canonical(recipient),
+        sender,
+        encode_canonical(sender),
+        encode_canonical(message),
+    )
+
+
+def make_envelope(
+    recipient: Entity[Any, Any],
+    recipient_key: bytes,
+    sender: Entity[Any, Any] | None,
+    sender_key: bytes,
+    blob: bytes,
+) -> Envelope:
+    """An envelope from parts already encoded (msgpack items delimit themselves)."""
     return Envelope(
         recipient,
         sender,
-        encode_canonical(message),
-        encode_canonical((recipient, sender, message)),
-        encode_canonical(recipient),
-        encode_canonical((sender, recipient)),
+        blob,
+        recipient_key + sender_key + blob,
+        recipient_key,
+        sender_key + recipient_key,
     )
 
 
@@ -77,12 +94,10 @@ class World:
     @cached_property
     def canonical(self) -> bytes:
         """The bytes that identify this world."""
-        parts = [b"%d:%d;" % (self.drops_left, self.duplicates_left)]
-        for key, _, state in self.states:
-            parts.append(b"S%d:%s%d:%s" % (len(key), key, len(state), state))
-        for item in self.envelopes:
-            parts.append(b"M%d:%s" % (len(item.key), item.key))
-        return b"".join(parts)
+        # msgpack items delimit themselves: counts up front are all the framing needed.
+        head = b"%d:%d:%d;" % (self.drops_left, self.duplicates_left, len(self.states))
+        states = b"".join([key + state for key, _, state in self.states])
+        return head + states + b"".join([item.key for item in self.envelopes])
 
     @cached_property
     def fingerprint(self) -> bytes:
@@ -98,7 +113,7 @@ class World:
     @property
     def entities(self) -> dict[Entity[Any, Any], Any]:
         """``{address: state}`` for every entity activated so far (fresh copies)."""
-        return {address: decode(state) for _, address, state in self.states}
+        return {address: load_state(address, state) for _, address, state in self.states}
 
     @property
     def in_flight(self) -> list[tuple[Entity[Any, Any], Any]]:
@@ -112,28 +127,30 @@ class World:
 
     def state_of(self, address: Entity[Any, Any]) -> Any:
         """The state of ``address`` (its ``init()`` if it was never activated)."""
-        key = encode_canonical(address)
-        for stored_key, _, state in self.states:
-            if stored_key == key:
-                return decode(state)
-        return load_state(address, None)
+        return load_state(address, self.state_blob_at(encode_canonical(address)))
 
-    def state_blob(self, address: Entity[Any, Any]) -> tuple[bytes, bytes | None]:
-        """The address's canonical key, and its canonical state if it has one."""
-        key = encode_canonical(address)
+    def state_blob_at(self, key: bytes) -> bytes | None:
+        """The canonical state of the entity whose canonical encoding is ``key``, if any."""
         for stored_key, _, state in self.states:
             if stored_key == key:
-                return key, state
-        return key, None
+                return state
+        return None
 
     def with_state(self, key: bytes, address: Entity[Any, Any], state: bytes) -> World:
-        states = [entry for entry in self.states if entry[0] != key]
-        states.append((key, address, state))
-        states.sort(key=lambda entry: entry[0])
-        return World(tuple(states), self.envelopes, self.drops_left, self.duplicates_left)
+        """This world with ``address`` (canonically ``key``) in ``state`` (its stored form)."""
+        states = self.states
+        position = 0
+        for position, entry in enumerate(states):  # noqa: B007 - position is used after
+            if entry[0] >= key:
+                break
+        else:
+            position = len(states)
+        replaced = 1 if position < len(states) and states[position][0] == key else 0
+        updated = (*states[:position], (key, address, state), *states[position + replaced :])
+        return World(updated, self.envelopes, self.drops_left, self.duplicates_left)
 
     def __repr__(self) -> str:
-        states = ", ".join(f"{address!r}: {decode(state)!r}" for _, address, state in self.states)
+        states = ", ".join(f"{a!r}: {load_state(a, state)!r}" for _, a, state in self.states)
         return f"World({{{states}}}, in_flight={self.in_flight!r})"
 
 
@@ -145,7 +162,7 @@ def world_from(
 ) -> World:
     """A world with these states and messages in flight (not yet in network order)."""
     entries = sorted(
-        (encode_canonical(address), address, encode_canonical(state))
+        (encode_canonical(address), address, encode_state(address, state, encode_canonical))
         for address, state in (states or {}).items()
     )
     return World(tuple(entries), tuple(envelopes), drops, duplicates)

@@ -1,0 +1,117 @@
+"""Exploration against the original naive exhaust: every message branched on, at every step."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench._measure import Row, progress
+from pachyderm import Entity, Outbox
+from simulation import Simulation
+from simulation._network import initial_world
+from simulation._step import Action, step
+from simulation._world import World
+
+
+class Journal(Entity[Any, list[Any]]):
+    """Order-sensitive: its state is the list of messages in arrival order."""
+
+    entity_name = "bench.Journal"
+
+    def init(self) -> list[Any]:
+        return []
+
+    def activate(self, message: Any, state: list[Any]) -> tuple[Outbox, list[Any]]:
+        return [], [*state, message]
+
+
+class Tick(Entity[Any, int]):
+    """A trivial handler: counts."""
+
+    entity_name = "bench.Tick"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+        return [], state + 1
+
+
+def naive_exhaust(envelopes: list[tuple[Any, Any]]) -> tuple[int, int, set[bytes]]:
+    """The original algorithm: every in-flight message at every step, no memory of worlds.
+
+    Returns (complete orders walked, worlds visited, distinct final worlds).
+    """
+    finals: set[bytes] = set()
+    visited = 0
+    orders = 0
+
+    def branch(world: World) -> None:
+        nonlocal visited, orders
+        visited += 1
+        if world.quiescent:
+            orders += 1
+            finals.add(world.canonical)
+            return
+        for item in world.envelopes:
+            branch(step(world, Action("deliver", item), "unordered"))
+
+    branch(initial_world(envelopes, None, "unordered", 0, 0))
+    return orders, visited, finals
+
+
+def rows(quick: bool) -> list[Row]:
+    entities = 2 if quick else 3
+    system = [(Journal(e), (e, m)) for e in range(entities) for m in range(3)]
+    progress(f"simulation: naive exhaust of {entities} entities x 3 order-sensitive messages")
+    started = time.perf_counter()
+    orders, naive_worlds, naive_finals = naive_exhaust(system)
+    naive_seconds = time.perf_counter() - started
+    progress(f"simulation: naive walked {orders:,} orders in {naive_seconds:.1f} s; now ours")
+    result = Simulation.explore(system)
+    if {w.canonical for w in result.final_worlds} != naive_finals:
+        raise AssertionError("the search and the naive exhaust disagree on the final worlds")
+
+    counters = [(Tick(k), "tick") for k in range(4) for _ in range(9 if not quick else 5)]
+    progress(f"simulation: {len(counters)} messages to 4 independent counters")
+    rates = []
+    for _ in range(3):
+        independent = Simulation.explore(counters)
+        rates.append(independent.unique_states / independent.seconds)
+    rates.sort()
+    name = f"{entities} entities x 3 order-sensitive messages"
+    return [
+        Row(
+            f"exhaust, {name}: explorations/s",
+            1 / result.seconds,
+            f"naive exhaust ({orders:,} orders)",
+            1 / naive_seconds,
+            "/s",
+            None,
+        ),
+        Row(
+            f"exhaust, {name}: worlds visited",
+            result.unique_states,
+            "naive: worlds visited",
+            naive_worlds,
+            "worlds",
+            None,
+        ),
+        Row(
+            f"unique worlds/s, trivial handlers ({independent.unique_states:,} worlds)",
+            rates[1],
+            "target",
+            50_000,
+            "worlds/s",
+            1.0,
+        ),
+        Row(
+            "handler calls per unique world, independent entities",
+            independent.handler_calls / independent.unique_states * 100,
+            "limit",
+            110,
+            "calls per 100 worlds",
+            1.0,
+            at_most=True,
+        ),
+    ]
