@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import traceback
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pachyderm._codec import decode, encode
