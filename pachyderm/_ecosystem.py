@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import trio
@@ -64,14 +65,16 @@ class Ecosystem:
         """Another ecosystem in the same store, isolated from this one."""
         return Ecosystem(self._runtime, ecosystem_id)
 
-    async def send(self, address: Entity[Any, Any], message: Any) -> None:
+    def send(self, address: Entity[Any, Any], message: Any) -> Coroutine[Any, Any, None]:
         """Send ``message``; returns once it is in the recipient's durable inbox.
 
         Raises:
             CodecError: the message cannot be stored (nothing is stored).
             MessageTooLargeError: the encoded message is over ``max_message_bytes``.
         """
-        await self._runtime.send(self._key, address, message)
+        # The runtime's coroutine itself, not one wrapping it: every suspension
+        # and resumption of a send would pass through the extra frame.
+        return self._runtime.send(self._key, address, message)
 
     async def send_sync(self, address: Entity[StateT, Any], message: Any) -> Any:
         """Send ``message`` and return the entity's state once its activation is durable.

@@ -277,11 +277,18 @@ class Runtime:
 
     async def send(self, eco: bytes, address: Entity[Any, Any], message: Any) -> None:
         """Accept a message durably; returns once it is in the recipient's durable inbox."""
-        self.check_open()
-        blob = self.encode_message(address, message)
+        if self.closed:
+            self.check_open()
+        if not isinstance(address, Entity):
+            raise _not_an_address(address)
+        blob = encode_message(message, self.max_message_bytes)
         group = self._accept(eco, address, blob, None)
         self._dirty.set()
-        await wait_durable(group)
+        if not group.finished:  # wait_durable, inlined: this is the hottest await
+            group.awaited = True
+            await group.done.wait()
+        if group.error is not None:
+            raise group.error
 
     async def send_sync(self, eco: bytes, address: Entity[Any, Any], message: Any) -> Any:
         """Deliver a message and return the state after its activation is durable."""
