@@ -87,7 +87,7 @@ def table(rows: list[Row]) -> str:
                 f"{row.ours:,.0f} {row.unit}",
                 row.baseline_name,
                 f"{row.baseline:,.0f} {row.unit}",
-                f"{row.ratio:.2f}x",
+                f"{row.ratio:.3g}x",
                 "report"
                 if row.target is None
                 else f"{'<=' if row.at_most else '>='} {row.target}x",
