@@ -143,12 +143,13 @@ _LOSSY = frozenset({bytearray, memoryview})
 _CONTAINERS = frozenset({list, dict, tuple, set, frozenset})
 
 
-def _refuse_lossy(value: Any) -> None:
-    """Refuse bytearray and memoryview anywhere in ``value``.
+def _refuse_lossy(value: Any) -> bool:
+    """Refuse bytearray and memoryview anywhere in ``value``; say whether it holds a dict.
 
     msgpack packs them natively as binary, without asking the ``default``
     hook, and they would come back as bytes: a silent change of type. The
-    walk only descends into containers, which is what costs.
+    walk only descends into containers, which is what costs; it also tells
+    canonical encoding whether any dict needs its keys put in order.
     """
     kind = type(value)
     if kind is dict:
@@ -157,12 +158,15 @@ def _refuse_lossy(value: Any) -> None:
                 _refuse_lossy(key)
             if type(item) in _CONTAINERS or type(item) in _LOSSY:
                 _refuse_lossy(item)
-    elif kind in _CONTAINERS:
+        return True
+    has_dict = False
+    if kind in _CONTAINERS:
         for item in value:
             if type(item) in _CONTAINERS or type(item) in _LOSSY:
-                _refuse_lossy(item)
+                has_dict = _refuse_lossy(item) or has_dict
     elif kind in _LOSSY:
         raise CodecError(_cannot_encode(value))
+    return has_dict
 
 
 _plain = _Encoder(canonical=False)
@@ -189,8 +193,9 @@ def encode(value: Any) -> bytes:
 def encode_canonical(value: Any) -> bytes:
     """Encode so that equal values (of equal types) give identical bytes."""
     try:
-        _refuse_lossy(value)
-        return _canonical.pack(_canonical_order(value))
+        if _refuse_lossy(value):
+            value = _canonical_order(value)
+        return _canonical.pack(value)
     except PachydermError:
         raise
     except (TypeError, ValueError, OverflowError) as error:

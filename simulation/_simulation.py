@@ -58,7 +58,7 @@ class Simulation:
             action = Action("deliver", queue.popleft())
             trace.append(action)
             try:
-                after, sent = deliver(current, action.envelope)
+                states, sent = deliver(current, action.envelope)
             except StepFailure as failure:
                 recipient = action.envelope.recipient
                 received = [a.envelope.message for a in trace if a.envelope.recipient == recipient]
@@ -66,7 +66,7 @@ class Simulation:
                     recipient, action.envelope.message, failure.error, trace, received
                 ) from failure.error
             queue.extend(sent)
-            current = World(after.states, (), start.drops_left, start.duplicates_left)
+            current = World(states, (), start.drops_left, start.duplicates_left)
         return current
 
     @staticmethod

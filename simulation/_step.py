@@ -12,7 +12,7 @@ from typing import Literal
 from pachyderm._activation import DEFAULT_MAX_MESSAGE_BYTES, Failure, activate, load_state
 from pachyderm._codec import decode, encode_canonical
 from simulation._network import Network, arrange, deliverable
-from simulation._world import Envelope, World, make_envelope
+from simulation._world import Envelope, States, World, make_envelope
 
 __all__ = ["Action", "StepFailure", "deliver", "enabled", "independent", "step"]
 
@@ -101,18 +101,15 @@ def step(
     if action.kind == "duplicate":
         envelopes = arrange(network, (*world.envelopes, target))
         return World(world.states, envelopes, world.drops_left, world.duplicates_left - 1)
-    after, sent = deliver(world, target, max_message_bytes)
+    states, sent = deliver(world, target, max_message_bytes)
     envelopes = arrange(network, (*rest, *sent)) if sent else rest
-    return World(after.states, envelopes, world.drops_left, world.duplicates_left)
+    return World(states, envelopes, world.drops_left, world.duplicates_left)
 
 
 def deliver(
     world: World, target: Envelope, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-) -> tuple[World, list[Envelope]]:
-    """Activate ``target``'s recipient: the world with its new state, and what it sent.
-
-    The returned world's in-flight messages are left as they were.
-    """
+) -> tuple[States, list[Envelope]]:
+    """Activate ``target``'s recipient: the world's states with its new one, and what it sent."""
     recipient = target.recipient
     key = target.recipient_key
     state = load_state(recipient, world.state_blob_at(key))
@@ -123,4 +120,4 @@ def deliver(
     sent = [
         make_envelope(to, encode_canonical(to), recipient, key, blob) for to, blob in outcome.outbox
     ]
-    return world.with_state(key, recipient, outcome.state_blob), sent
+    return world.states_with(key, recipient, outcome.state_blob), sent

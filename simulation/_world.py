@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from pachyderm._activation import encode_state, load_state
@@ -20,7 +19,10 @@ from pachyderm._codec import decode, encode_canonical
 from pachyderm._entity import Entity
 from pachyderm.errors import InvalidAddressError, describe
 
-__all__ = ["Envelope", "World", "envelope", "make_envelope"]
+__all__ = ["Envelope", "States", "World", "envelope", "make_envelope"]
+
+States = tuple[tuple[bytes, Entity[Any, Any], bytes], ...]
+"""``(canonical address, address, stored state)`` for each activated entity, sorted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,31 +80,46 @@ def make_envelope(
     )
 
 
-@dataclass(frozen=True, eq=False)
 class World:
     """Entity states and in-flight messages: an immutable value, equal iff the same bytes.
 
     ``entities`` maps every entity that has been activated to its state;
     ``in_flight`` lists the messages not yet delivered as ``(address, message)``.
+    Treat it as immutable: every change makes a new world.
     """
 
-    states: tuple[tuple[bytes, Entity[Any, Any], bytes], ...] = ()  # sorted (key, address, state)
-    envelopes: tuple[Envelope, ...] = ()  # in the network's canonical order
-    drops_left: int = 0
-    duplicates_left: int = 0
+    __slots__ = (
+        "_fingerprint",
+        "canonical",
+        "drops_left",
+        "duplicates_left",
+        "envelopes",
+        "states",
+    )
 
-    @cached_property
-    def canonical(self) -> bytes:
-        """The bytes that identify this world."""
+    def __init__(
+        self,
+        states: tuple[tuple[bytes, Entity[Any, Any], bytes], ...] = (),
+        envelopes: tuple[Envelope, ...] = (),
+        drops_left: int = 0,
+        duplicates_left: int = 0,
+    ) -> None:
+        self.states = states  # sorted (canonical address, address, stored state)
+        self.envelopes = envelopes  # in the network's canonical order
+        self.drops_left = drops_left
+        self.duplicates_left = duplicates_left
         # msgpack items delimit themselves: counts up front are all the framing needed.
-        head = b"%d:%d:%d;" % (self.drops_left, self.duplicates_left, len(self.states))
-        states = b"".join([key + state for key, _, state in self.states])
-        return head + states + b"".join([item.key for item in self.envelopes])
+        head = b"%d:%d:%d;" % (drops_left, duplicates_left, len(states))
+        body = b"".join([key + state for key, _, state in states])
+        self.canonical = head + body + b"".join([item.key for item in envelopes])
+        self._fingerprint: bytes | None = None
 
-    @cached_property
+    @property
     def fingerprint(self) -> bytes:
         """BLAKE2b of :attr:`canonical`: 16 bytes, the same in every process."""
-        return hashlib.blake2b(self.canonical, digest_size=16).digest()
+        if self._fingerprint is None:
+            self._fingerprint = hashlib.blake2b(self.canonical, digest_size=16).digest()
+        return self._fingerprint
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, World) and other.canonical == self.canonical
@@ -136,8 +153,8 @@ class World:
                 return state
         return None
 
-    def with_state(self, key: bytes, address: Entity[Any, Any], state: bytes) -> World:
-        """This world with ``address`` (canonically ``key``) in ``state`` (its stored form)."""
+    def states_with(self, key: bytes, address: Entity[Any, Any], state: bytes) -> States:
+        """This world's states with ``address`` (canonically ``key``) in ``state`` (stored form)."""
         states = self.states
         position = 0
         for position, entry in enumerate(states):  # noqa: B007 - position is used after
@@ -146,8 +163,7 @@ class World:
         else:
             position = len(states)
         replaced = 1 if position < len(states) and states[position][0] == key else 0
-        updated = (*states[:position], (key, address, state), *states[position + replaced :])
-        return World(updated, self.envelopes, self.drops_left, self.duplicates_left)
+        return (*states[:position], (key, address, state), *states[position + replaced :])
 
     def __repr__(self) -> str:
         states = ", ".join(f"{a!r}: {load_state(a, state)!r}" for _, a, state in self.states)
