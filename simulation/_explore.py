@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pachyderm.errors import ExplorationError, PachydermError, describe
 from simulation._network import Network
 from simulation._render import sequence_diagram, trace_text
-from simulation._step import Action, StepFailure, enabled, independent, step
+from simulation._step import Action, StepFailure, enabled, step
 from simulation._world import World
 
 __all__ = ["Exploration", "Property", "Violation", "explore_from"]
@@ -193,8 +193,17 @@ class _Search:
             action = frame.todo[frame.index]
             frame.index += 1
             child = self.transition(frame.world, frame.fingerprint, action)
+            # Sleepers independent of this action stay asleep in the child.
+            # Independent: they commute and neither disables the other, which
+            # holds for deliveries to different entities; anything touching
+            # the same entity does not, nor do two faults (they share budgets).
+            target = action.envelope.recipient_key
+            delivering = action.kind == "deliver"
             child_sleep = {
-                key: asleep for key, asleep in frame.sleep.items() if independent(asleep, action)
+                key: asleep
+                for key, asleep in frame.sleep.items()
+                if asleep.envelope.recipient_key != target
+                and (delivering or asleep.kind == "deliver")
             }
             frame.sleep[action.key] = action
             if child.fingerprint not in self.parents:

@@ -14,7 +14,7 @@ from pachyderm._codec import decode, encode_canonical
 from simulation._network import Network, arrange, deliverable
 from simulation._world import Envelope, States, World, make_envelope
 
-__all__ = ["Action", "StepFailure", "deliver", "enabled", "independent", "step"]
+__all__ = ["Action", "StepFailure", "deliver", "enabled", "step"]
 
 Kind = Literal["deliver", "drop", "duplicate"]
 _PREFIX = {"deliver": b"de", "drop": b"dr", "duplicate": b"du"}
@@ -33,7 +33,7 @@ class Action:
     def __init__(self, kind: Kind, envelope: Envelope, index: int = -1) -> None:
         self.kind = kind
         self.envelope = envelope
-        self.key = _PREFIX[kind] + envelope.key
+        self.key = envelope.deliver_key if kind == "deliver" else _PREFIX[kind] + envelope.key
         self.index = index  # where the envelope was in the world it was found in: a hint
 
     def __eq__(self, other: object) -> bool:
@@ -62,22 +62,12 @@ def enabled(world: World, network: Network) -> list[Action]:
     envelopes = world.envelopes
     heads = deliverable(network, envelopes)
     actions = [Action("deliver", envelopes[index], index) for index in heads]
+    # (Deliveries first, then faults: the order traces and shrinking rely on.)
     if world.drops_left:
         actions.extend(Action("drop", envelopes[index], index) for index in heads)
     if world.duplicates_left:
         actions.extend(Action("duplicate", envelopes[index], index) for index in heads)
     return actions
-
-
-def independent(first: Action, second: Action) -> bool:
-    """Whether the two commute and neither disables the other.
-
-    Deliveries to different entities do; anything touching the same entity
-    does not, nor do two faults (they draw on the budgets).
-    """
-    if first.envelope.recipient_key == second.envelope.recipient_key:
-        return False
-    return first.kind == "deliver" or second.kind == "deliver"
 
 
 def step(

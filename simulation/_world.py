@@ -35,6 +35,7 @@ class Envelope:
     key: bytes  # recipient, sender and message, canonically encoded: orders and names it
     recipient_key: bytes  # the recipient, canonically encoded
     channel: bytes  # sender and recipient, canonically encoded: its FIFO channel
+    deliver_key: bytes  # the key of the action that delivers it, made once
 
     @property
     def message(self) -> Any:
@@ -70,13 +71,9 @@ def make_envelope(
     blob: bytes,
 ) -> Envelope:
     """An envelope from parts already encoded (msgpack items delimit themselves)."""
+    key = recipient_key + sender_key + blob
     return Envelope(
-        recipient,
-        sender,
-        blob,
-        recipient_key + sender_key + blob,
-        recipient_key,
-        sender_key + recipient_key,
+        recipient, sender, blob, key, recipient_key, sender_key + recipient_key, b"de" + key
     )
 
 
