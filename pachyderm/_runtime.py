@@ -72,6 +72,7 @@ from pachyderm.errors import (
 __all__ = ["DEFAULT_MAX_RESIDENT", "Runtime"]
 
 DEFAULT_MAX_RESIDENT = 10_000
+_pack_seq = layout.encode_seq
 _DISPATCH_BATCH = 256
 _JOIN_ROUNDS = 4
 INLINE_WRITE = 0.001
@@ -257,7 +258,7 @@ class Runtime:
         group = self._group
         operations = group.operations
         record.inbox.append(Envelope(seq, blob, reply, self._group_number, len(operations)))
-        operations.append((record.inbox_prefix + layout.encode_seq(seq), blob))
+        operations.append((record.inbox_prefix + _pack_seq(seq), blob))
         if record.parked_on is None:
             self._schedule(record)
         return group
@@ -265,8 +266,11 @@ class Runtime:
     def _schedule(self, record: Resident) -> None:
         if not record.scheduled:
             record.scheduled = True
-            self._run_queue.append(record)
-            if self._posts is None:  # else send_here posts one wake-up at its end, if needed
+            run_queue = self._run_queue
+            run_queue.append(record)
+            # Only a queue that was empty can have the dispatcher waiting on it;
+            # off the runtime's thread, send_here posts one wake-up at its end.
+            if len(run_queue) == 1 and self._posts is None:
                 self._work.set()
 
     def encode_message(self, address: object, message: Any) -> bytes:

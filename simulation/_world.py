@@ -82,17 +82,24 @@ class World:
 
     ``entities`` maps every entity that has been activated to its state;
     ``in_flight`` lists the messages not yet delivered as ``(address, message)``.
-    Treat it as immutable: every change makes a new world.
+    Its attributes cannot be set: every change makes a new world.
     """
 
     __slots__ = (
-        "_fingerprint",
         "canonical",
         "drops_left",
         "duplicates_left",
         "envelopes",
+        "fingerprint",
         "states",
     )
+
+    states: States
+    envelopes: tuple[Envelope, ...]
+    drops_left: int
+    duplicates_left: int
+    canonical: bytes
+    fingerprint: bytes
 
     def __init__(
         self,
@@ -101,22 +108,21 @@ class World:
         drops_left: int = 0,
         duplicates_left: int = 0,
     ) -> None:
-        self.states = states  # sorted (canonical address, address, stored state)
-        self.envelopes = envelopes  # in the network's canonical order
-        self.drops_left = drops_left
-        self.duplicates_left = duplicates_left
         # msgpack items delimit themselves: counts up front are all the framing needed.
         head = b"%d:%d:%d;" % (drops_left, duplicates_left, len(states))
         body = b"".join([key + state for key, _, state in states])
-        self.canonical = head + body + b"".join([item.key for item in envelopes])
-        self._fingerprint: bytes | None = None
+        canonical = head + body + b"".join([item.key for item in envelopes])
+        fingerprint = hashlib.blake2b(canonical, digest_size=16).digest()
+        setter = object.__setattr__
+        setter(self, "states", states)  # sorted (canonical address, address, stored state)
+        setter(self, "envelopes", envelopes)  # in the network's canonical order
+        setter(self, "drops_left", drops_left)
+        setter(self, "duplicates_left", duplicates_left)
+        setter(self, "canonical", canonical)
+        setter(self, "fingerprint", fingerprint)  # BLAKE2b: the same in every process
 
-    @property
-    def fingerprint(self) -> bytes:
-        """BLAKE2b of :attr:`canonical`: 16 bytes, the same in every process."""
-        if self._fingerprint is None:
-            self._fingerprint = hashlib.blake2b(self.canonical, digest_size=16).digest()
-        return self._fingerprint
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a World is an immutable value; {name!r} cannot be set")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, World) and other.canonical == self.canonical

@@ -305,3 +305,10 @@ def test_final_checks_with_faults_report_their_trace() -> None:
     [violation] = result.violations
     assert [action.kind for action in violation.trace] == ["deliver", "drop"]
     assert violation.world.entities == {Counter("c"): 1}
+
+
+def test_a_world_cannot_be_changed() -> None:
+    """Setting an attribute of a world is refused: worlds are values."""
+    world = Simulation.run([(Counter("c"), "inc")])
+    with pytest.raises(AttributeError, match="immutable"):
+        world.states = ()  # type: ignore[misc]
