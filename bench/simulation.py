@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench._entities import Tally
 from bench._measure import Row, progress
 from pachyderm import Entity, Outbox
 from simulation import Simulation
@@ -23,18 +24,6 @@ class Journal(Entity[Any, list[Any]]):
 
     def activate(self, message: Any, state: list[Any]) -> tuple[Outbox, list[Any]]:
         return [], [*state, message]
-
-
-class Tick(Entity[Any, int]):
-    """A trivial handler: counts."""
-
-    entity_name = "bench.Tick"
-
-    def init(self) -> int:
-        return 0
-
-    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
-        return [], state + 1
 
 
 def naive_exhaust(envelopes: list[tuple[Any, Any]]) -> tuple[int, int, set[bytes]]:
@@ -72,7 +61,7 @@ def rows(quick: bool) -> list[Row]:
     if {w.canonical for w in result.final_worlds} != naive_finals:
         raise AssertionError("the search and the naive exhaust disagree on the final worlds")
 
-    counters = [(Tick(k), "tick") for k in range(4) for _ in range(9 if not quick else 5)]
+    counters = [(Tally(k), "tick") for k in range(4) for _ in range(9 if not quick else 5)]
     progress(f"simulation: {len(counters)} messages to 4 independent counters")
     rates = []
     for _ in range(3):
