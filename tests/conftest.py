@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import trio
 
 from ecosystems import InMemory, LocalDisk
@@ -26,6 +27,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     trio.run(partial(pyfuncitem.obj, **arguments))
     return True
+
+
+@pytest.fixture(autouse=True)
+def _structlog_left_as_found() -> Iterator[None]:
+    """capture_logs() leaves structlog "configured", which turns Pachyderm's logging on.
+
+    Reset it after each test so no test runs with the previous one's logging.
+    """
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(params=sorted(KINDS))
