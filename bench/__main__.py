@@ -5,25 +5,42 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import recovery, scale, simulation, throughput
-from bench._measure import machine, progress, table
+from bench import gil, recovery, scale, simulation, throughput
+from bench._measure import RUNS, machine, progress, table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and fewer rounds: a smoke run"
+    )
     arguments = parser.parse_args()
+    quick: bool = arguments.quick
     started = time.perf_counter()
-    rows = throughput.rows(arguments.quick)
-    rows += scale.rows(arguments.quick)
-    rows += recovery.rows(arguments.quick)
-    rows += simulation.rows(arguments.quick)
-    print(f"Machine: {machine()}")
-    print(f"Medians of 3 runs where repeated; {'quick' if arguments.quick else 'full'} sizes.")
+    for line in machine():
+        print(line)
+    print(
+        f"Sizes: {'quick (a smoke run, not the figures to quote)' if quick else 'full'}. "
+        f"Throughput figures are medians of {3 if quick else RUNS} rounds, ours and baselines "
+        f"interleaved; GIL of 5; scale, recovery and worlds/s of 3.",
+        flush=True,
+    )
+    rows = throughput.rows(quick)
+    rows += gil.rows(quick)
+    rows += scale.rows(quick)
+    rows += recovery.rows(quick)
+    rows += simulation.rows(quick)
+    elapsed = time.perf_counter() - started
     print()
     print(table(rows))
     print()
-    progress(f"done in {time.perf_counter() - started:.0f} s")
+    failed = [row.name for row in rows if row.verdict == "FAIL"]
+    targets = sum(1 for row in rows if row.target is not None)
+    verdict = f"{len(failed)} FAIL: {'; '.join(failed)}" if failed else "all met"
+    print(
+        f"Targets: {targets - len(failed)} of {targets} met; {verdict}. Run took {elapsed:.0f} s."
+    )
+    progress(f"done in {elapsed:.0f} s")
 
 
 if __name__ == "__main__":

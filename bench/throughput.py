@@ -10,7 +10,7 @@ import plyvel
 import trio
 
 from bench._entities import Tally
-from bench._measure import PAYLOAD, Row, median_rate, progress
+from bench._measure import PAYLOAD, RUNS, Row, interleaved, progress
 from ecosystems import InMemory, LocalDisk
 from pachyderm import Ecosystem
 
@@ -19,7 +19,7 @@ SENDERS = 200
 
 
 def raw_fsync_puts(count: int) -> float:
-    """Puts per second, one ``put(sync=True)`` each, into a fresh LevelDB directory."""
+    """Puts per second, one sequential ``put(sync=True)`` each, into a fresh LevelDB directory."""
     with tempfile.TemporaryDirectory() as directory:
         db = plyvel.DB(directory, create_if_missing=True)
         started = time.perf_counter()
@@ -30,8 +30,11 @@ def raw_fsync_puts(count: int) -> float:
     return count / elapsed
 
 
-async def _send_concurrently(eco: Ecosystem, count: int, senders: int = SENDERS) -> float:
-    """Messages per second: ``senders`` tasks share ``count`` sends to 1,000 entities."""
+async def send_concurrently(eco: Ecosystem, count: int, senders: int = SENDERS) -> float:
+    """Messages per second: ``senders`` tasks share ``count`` sends to 1,000 entities.
+
+    The clock stops once every message is processed and committed (``settle``).
+    """
 
     async def sender(first: int) -> None:
         for number in range(first, count, senders):
@@ -46,12 +49,15 @@ async def _send_concurrently(eco: Ecosystem, count: int, senders: int = SENDERS)
 
 
 def local_disk_concurrent(count: int) -> float:
-    """LocalDisk, durable (fsync), trio face, many concurrent senders."""
+    """LocalDisk, durable (fsync), trio face, many concurrent senders, a fresh directory."""
 
     async def run() -> float:
         with tempfile.TemporaryDirectory() as directory:
-            async with LocalDisk.open(directory) as eco:
-                return await _send_concurrently(eco, count)
+            async with LocalDisk.open(directory, durability="fsync") as eco:
+                rate = await send_concurrently(eco, count)
+                if eco.runtime.statistics["activations"] != count:
+                    raise AssertionError(f"expected {count} activations: {eco.runtime.statistics}")
+                return rate
 
     return trio.run(run)
 
@@ -61,7 +67,7 @@ def in_memory_concurrent(count: int) -> float:
 
     async def run() -> float:
         async with InMemory.open() as eco:
-            return await _send_concurrently(eco, count)
+            return await send_concurrently(eco, count)
 
     return trio.run(run)
 
@@ -95,47 +101,70 @@ def shell_send_sync(count: int) -> float:
     """Round trips per second of sequential shell-face send_sync on LocalDisk (fsync)."""
     with tempfile.TemporaryDirectory() as directory:
         eco = LocalDisk.connect(directory)
-        eco.send_sync(Tally("warm-up"), PAYLOAD)
-        started = time.perf_counter()
-        for _ in range(count):
-            eco.send_sync(Tally("sequential"), PAYLOAD)
-        elapsed = time.perf_counter() - started
-        eco.close()
+        try:
+            eco.send_sync(Tally("warm-up"), PAYLOAD)
+            started = time.perf_counter()
+            for _ in range(count):
+                state = eco.send_sync(Tally("sequential"), PAYLOAD)
+            elapsed = time.perf_counter() - started
+            if state != count:
+                raise AssertionError(f"send_sync returned {state}, expected {count}")
+        finally:
+            eco.close()
     return count / elapsed
 
 
 def rows(quick: bool) -> list[Row]:
-    runs = 3
-    messages = 20_000 if quick else 60_000
+    runs = 3 if quick else RUNS
+    messages = 20_000 if quick else 100_000
     puts = 1_000 if quick else 3_000
     round_trips = 1_000 if quick else 3_000
 
-    progress(f"raw plyvel put(sync=True), {puts:,} puts x {runs}")
-    raw = median_rate(runs, lambda: raw_fsync_puts(puts))
-    progress(f"LocalDisk fsync, {SENDERS} senders, {messages:,} messages x {runs}")
-    concurrent = median_rate(runs, lambda: local_disk_concurrent(messages))
-    progress(f"LocalDisk shell send_sync, {round_trips:,} sequential round trips x {runs}")
-    sequential = median_rate(runs, lambda: shell_send_sync(round_trips))
-    progress(f"trio memory channel, {messages:,} messages x {runs}")
-    channel = median_rate(runs, lambda: trio_channel(messages))
-    progress(f"InMemory, {SENDERS} senders, {messages:,} messages x {runs}")
-    memory = median_rate(runs, lambda: in_memory_concurrent(messages))
-    raw_name = "raw plyvel put(sync=True)"
+    progress(
+        f"durable: raw put(sync=True) x {puts:,}, LocalDisk {SENDERS} senders x {messages:,} "
+        f"messages, shell send_sync x {round_trips:,}; {runs} rounds, interleaved"
+    )
+    durable = interleaved(
+        runs,
+        {
+            "raw": lambda: raw_fsync_puts(puts),
+            "concurrent": lambda: local_disk_concurrent(messages),
+            "sequential": lambda: shell_send_sync(round_trips),
+        },
+    )
+    progress(
+        f"in memory: trio channel and InMemory, {messages:,} messages; {runs} rounds, interleaved"
+    )
+    memory = interleaved(
+        runs,
+        {
+            "channel": lambda: trio_channel(messages),
+            "memory": lambda: in_memory_concurrent(messages),
+        },
+    )
+    raw_name = "raw plyvel put(sync=True), 1 by 1"
     return [
         Row(
             f"LocalDisk fsync, {SENDERS} trio senders -> 1,000 entities",
-            concurrent,
+            durable["concurrent"],
             raw_name,
-            raw,
+            durable["raw"],
             "msg/s",
             8.0,
         ),
-        Row("LocalDisk fsync, sequential shell send_sync", sequential, raw_name, raw, "msg/s", 0.6),
+        Row(
+            "LocalDisk fsync, sequential shell send_sync",
+            durable["sequential"],
+            raw_name,
+            durable["raw"],
+            "msg/s",
+            0.6,
+        ),
         Row(
             f"InMemory, {SENDERS} trio senders -> 1,000 entities",
-            memory,
+            memory["memory"],
             "trio memory channel, 1 -> 1",
-            channel,
+            memory["channel"],
             "msg/s",
             0.4,
         ),

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_quick_benchmark_prints_the_whole_table() -> None:
-    """python -m bench --quick prints the machine and one row per benchmark."""
+    """python -m bench --quick prints the machine, one row per benchmark, and a verdict line."""
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--quick"],
         cwd=ROOT,
@@ -23,15 +23,20 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Machine: ")
+    assert result.stdout.startswith("CPU: ")
     for row in (
         "LocalDisk fsync, 200 trio senders",
         "sequential shell send_sync",
         "InMemory, 200 trio senders",
         "working set of 1,000 among 100,000 stored",
         "random among 100,000 stored",
-        "peak RSS after touching 100,000",
+        "peak RSS, process that touched 100,000 entities",
         "recovery: reopen + drain 20,000",
+        "GIL: sync writes/s while a Python loop runs",
+        "exhaust, 2 entities x 3 order-sensitive messages: worlds visited",
+        "unique worlds/s, trivial handlers",
+        "handler calls per unique world",
     ):
         assert row in result.stdout
+    assert "Targets: " in result.stdout
     assert "done in" in result.stderr  # progress goes to stderr
