@@ -31,31 +31,32 @@ _VALUE = 5
 _BIGINT = 6
 
 
-class _Encoder(threading.local):
-    """Per-thread packers, one per nesting depth.
+class _Encoder:
+    """Reused packers, per thread: a packer is not re-entrant, and creating one
+    per call (``packb``) costs three times the packing of a small value.
 
     Extension payloads must be packed to bytes before their header can be
-    written, so the ``default`` hook packs nested values itself. A packer is
-    not re-entrant, and creating one per call (``packb``) is several times
-    slower, so each depth keeps a reused packer.
+    written, so the ``default`` hook packs nested values itself: each nested
+    pack takes a packer from the thread's free list and puts it back after.
     """
 
     def __init__(self, canonical: bool) -> None:
         self.canonical = canonical
-        self.packers: list[msgpack.Packer] = []
-        self.depth = 0
+        self._local = threading.local()
 
     def pack(self, value: Any) -> bytes:
-        if self.depth == len(self.packers):
-            self.packers.append(
-                msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
-            )
-        packer = self.packers[self.depth]
-        self.depth += 1
+        try:
+            free: list[msgpack.Packer] = self._local.free
+        except AttributeError:
+            free = self._local.free = []
+        if free:
+            packer = free.pop()
+        else:
+            packer = msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
         try:
             return packer.pack(value)  # type: ignore[no-any-return]
         finally:
-            self.depth -= 1
+            free.append(packer)
 
     def default(self, value: Any) -> msgpack.ExtType:
         kind = type(value)
