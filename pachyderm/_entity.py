@@ -72,10 +72,12 @@ class Entity(Generic[MessageT, StateT]):
         entity_classes.add(cls, name, tuple(cls.__dict__.get("former_names", ())))
 
     def __init__(self, id: EntityId) -> None:  # noqa: A002 - "id" is the documented name
+        kind = type(id)
+        if kind is not str and kind is not int and kind is not bytes:
+            validate_id(id)
         if type(self) is Entity:
             raise TypeError("Entity is abstract: subclass it and address the subclass")
-        validate_id(id)
-        object.__setattr__(self, "_id", id)
+        _set_id(self, id)  # addresses refuse __setattr__; the slot's own setter is the way in
 
     @property
     def id(self) -> EntityId:
@@ -115,3 +117,6 @@ class Entity(Generic[MessageT, StateT]):
             f"{type(self).__qualname__}.version is {self.version}; define "
             f"upgrade(self, state, from_version) to convert it"
         )
+
+
+_set_id = Entity.__dict__["_id"].__set__
