@@ -253,10 +253,14 @@ class Runtime:
     def _accept(
         self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: Reply | None
     ) -> Group:
+        """Put a message in its recipient's inbox, in the open group; schedule the recipient."""
         # _record_for, inlined for the common case: this runs for every message.
         record = self._resident.get((eco, address.entity_name, address._id))
         if record is None or record.address is None:
             record = self._record_for(eco, address)
+        return self._enqueue(record, blob, reply)
+
+    def _enqueue(self, record: Resident, blob: bytes, reply: Reply | None) -> Group:
         seq = self._seq
         self._seq = seq + 1
         group = self._group
@@ -266,6 +270,25 @@ class Runtime:
         if not record.scheduled and record.parked_on is None:
             self._schedule(record)
         return group
+
+    def _deliver(self, eco: bytes, address: Entity[Any, Any], blob: bytes) -> Group:
+        """Accept a message from outside, activating it at once if its entity is idle.
+
+        An idle entity (nothing in its inbox, not queued, not parked) would run
+        this message next anyway; running it here, in the sender's step, skips
+        the inbox and the run queue: accepted and consumed in the same group,
+        the message is never written, only its effects are.
+        """
+        record = self._resident.get((eco, address.entity_name, address._id))
+        if record is None or record.address is None:
+            record = self._record_for(eco, address)
+        if not (record.inbox or record.scheduled or record.parked_on or self._paused):
+            group = self._group
+            seq = self._seq
+            self._seq = seq + 1
+            if self._activate(record, seq, blob, None):
+                return group
+        return self._enqueue(record, blob, None)
 
     def _schedule(self, record: Resident) -> None:
         if not record.scheduled:
@@ -290,7 +313,7 @@ class Runtime:
         if not isinstance(address, Entity):
             raise _not_an_address(address)
         blob = encode_message(message, self.max_message_bytes)
-        group = self._accept(eco, address, blob, None)
+        group = self._deliver(eco, address, blob)
         self._dirty.set()
         if not group.finished:  # wait_durable, inlined: this is the hottest await
             await sleep_until_finished(group.tasks)
@@ -443,9 +466,26 @@ class Runtime:
 
     def _run_next(self, record: Resident) -> None:
         """Run one activation of ``record`` on the first message of its inbox."""
+        envelope = record.inbox[0]
+        if not self._activate(record, envelope.seq, envelope.blob, envelope.reply):
+            return  # parked: the message stays first in the inbox
+        record.inbox.popleft()
+        group = self._group
+        if envelope.group_number == self._group_number:
+            group.operations[envelope.put_index] = None  # never written, so nothing to delete
+            group.cancelled += 1
+        else:
+            group.operations.append((record.inbox_prefix + _encode_seq(envelope.seq), None))
+
+    def _activate(self, record: Resident, seq: int, blob: bytes, reply: Reply | None) -> bool:
+        """Run one activation of ``record`` on a message; its effects join the open group.
+
+        Returns False, having changed nothing, when the state or the message
+        names a class this process has not registered: the entity is parked.
+        Removing the message from the inbox is the caller's business.
+        """
         address = record.address
         assert address is not None
-        envelope = record.inbox[0]
         self._resident.move_to_end(record.ident)
         message: Any = None
         try:
@@ -453,45 +493,46 @@ class Runtime:
                 record.durable_blob = record.state_blob = self.store.get(record.state_key)
                 record.state = load_state(address, record.state_blob)
                 record.loaded = True
-            message = decode(envelope.blob)
+            message = decode(blob)
         except UnregisteredNameError as missing:
             self._park(record, missing.name)
-            return
+            return False
         except Exception as error:
             outcome: Any = Failure(error, "".join(traceback.format_exception(error)))
         else:
             outcome = activate(address, record.state, message, self.max_message_bytes)
-        record.inbox.popleft()
         recent = record.recent
-        recent.append(envelope.blob)
+        recent.append(blob)
         if len(recent) > RECENT_MESSAGES:
             del recent[0]
         group = self._group
-        if envelope.group_number == self._group_number:
-            group.operations[envelope.put_index] = None  # never written, so nothing to delete
-            group.cancelled += 1
-        else:
-            group.operations.append((record.inbox_prefix + _encode_seq(envelope.seq), None))
         record.uncommitted += 1
         self.statistics["activations"] += 1
         if type(outcome) is Failure:
             group.activations.append((record, None))
-            self._dead_letter(record, envelope, message, outcome, group)
-            return
+            self._dead_letter(record, blob, reply, message, outcome, group)
+            return True
         record.state = outcome.state
         record.state_blob = state_blob = outcome.state_blob
         group.operations.append((record.state_key, state_blob))
         group.activations.append((record, state_blob))
         outbox = outcome.outbox
-        for recipient, blob in outbox:
-            self._accept(record.eco, recipient, blob, None)
-        if envelope.reply is not None:
-            group.replies.append((envelope.reply, state_blob, None))
+        for recipient, sent in outbox:
+            self._accept(record.eco, recipient, sent, None)
+        if reply is not None:
+            group.replies.append((reply, state_blob, None))
         if logging_enabled():
-            log("activation", level="debug", address=address, seq=envelope.seq, sent=len(outbox))
+            log("activation", level="debug", address=address, seq=seq, sent=len(outbox))
+        return True
 
     def _dead_letter(
-        self, record: Resident, envelope: Envelope, message: Any, failure: Failure, group: Group
+        self,
+        record: Resident,
+        blob: bytes,
+        reply: Reply | None,
+        message: Any,
+        failure: Failure,
+        group: Group,
     ) -> None:
         address = record.address
         assert address is not None
@@ -511,7 +552,7 @@ class Runtime:
                 layout.dead_letter_key(record.eco, dead_letter_id),
                 encode_dead_letter(
                     address,
-                    envelope.blob,
+                    blob,
                     error_text,
                     failure.traceback,
                     list(record.recent),
@@ -527,15 +568,15 @@ class Runtime:
             error=error_text,
             dead_letter_id=dead_letter_id,
         )
-        if envelope.reply is not None:
+        if reply is not None:
             recent = []
-            for blob in record.recent:
+            for earlier in record.recent:
                 try:
-                    recent.append(decode(blob))
+                    recent.append(decode(earlier))
                 except PachydermError:
-                    recent.append(blob)
+                    recent.append(earlier)
             error = ActivationError(address, message, failure.error, recent, dead_letter_id)
-            group.replies.append((envelope.reply, None, error))
+            group.replies.append((reply, None, error))
 
     # -- parking: messages for classes this process has not registered -------
 

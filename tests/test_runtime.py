@@ -409,3 +409,36 @@ async def test_paused_runtime_accepts_and_resumes(open_ecosystem: OpenEcosystem)
         eco.runtime.resume()
         await eco.settle()
         assert await eco.state_of(Recorder("r")) == [0, 1, 2]
+
+
+async def test_message_for_idle_entity_naming_unknown_class_waits(
+    open_ecosystem: OpenEcosystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send to an idle entity whose message names an unregistered class waits, then runs.
+
+    Sends to idle entities activate in the sender's step; this one cannot be
+    decoded, so it must land in the inbox (not be lost, not dead-lettered),
+    keep its place ahead of later messages, and run once the class registers.
+    """
+    from pachyderm import Entity
+    from pachyderm._entity import entity_classes
+
+    class Vanishing(Entity[Any, Any]):
+        entity_name = "tests.Vanishing"
+
+    address = Vanishing("x")
+    monkeypatch.delitem(entity_classes._by_name, "tests.Vanishing")
+    with trio.fail_after(10):
+        async with open_ecosystem() as eco:
+            await eco.send(Recorder("r"), address)
+            await eco.send(Recorder("r"), "after")
+            await eco.settle()
+            assert await eco.state_of(Recorder("r")) == []
+            assert await eco.dead_letters() == []
+
+            class Vanishing(Entity[Any, Any]):  # type: ignore[no-redef]  # registers it again
+                entity_name = "tests.Vanishing"
+
+            async with eco.follow(Recorder("r")) as updates:
+                while updates.state != [Vanishing("x"), "after"]:
+                    await updates.__anext__()
