@@ -78,11 +78,12 @@ class LevelDBStore:
 
     def write(self, operations: Sequence[Operation], *, sync: bool) -> None:
         batch = self._open_db().write_batch(sync=sync)
+        put, delete = batch.put, batch.delete  # one lookup per batch, not per operation
         for key, value in operations:
             if value is None:
-                batch.delete(key)
+                delete(key)
             else:
-                batch.put(key, value)
+                put(key, value)
         batch.write()
 
     def close(self) -> None:
