@@ -442,3 +442,23 @@ async def test_message_for_idle_entity_naming_unknown_class_waits(
             async with eco.follow(Recorder("r")) as updates:
                 while updates.state != [Vanishing("x"), "after"]:
                     await updates.__anext__()
+
+
+async def test_cancelled_send_keeps_its_message(open_ecosystem: OpenEcosystem) -> None:
+    """A send cancelled while it waits for durability: the message stays accepted, once.
+
+    Cancellation can only stop the wait: the message is in the open group by
+    then, so it is written and processed exactly once, and the group's other
+    waiters are still woken.
+    """
+    async with open_ecosystem() as eco:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(eco.send, Counter("c"), "inc")  # shares the group
+            with trio.CancelScope() as scope:
+                scope.cancel()  # delivered at the send's first checkpoint: its sleep
+                await eco.send(Counter("c"), "inc")
+            assert scope.cancelled_caught
+        await eco.send(Counter("c"), "inc")
+        await eco.settle()
+        assert await eco.state_of(Counter("c")) == 3
+        assert eco.runtime.statistics["activations"] == 3
