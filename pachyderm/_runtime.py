@@ -11,8 +11,12 @@ ecosystem in it. It runs two trio tasks:
   fsync for all of it: group commit. Only then are callers answered and
   followers told.
 
-Activations are pipelined: the dispatcher goes on with the next messages
-while a group is being written. That is safe because groups are written in
+A message sent through the trio face to an idle entity skips the queue: its
+activation runs in the sender's step, as the dispatcher would have run it next.
+
+A write goes to a worker thread, or runs inline when it is quick and no
+other task could use the time (see ``_commit_open_group``). While a worker
+thread writes, activations go on: they are pipelined. That is safe because groups are written in
 order: a later activation's effects can only become durable together with, or
 after, the effects it saw.
 """
