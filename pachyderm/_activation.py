@@ -115,7 +115,7 @@ def activate(
             )
         outbox, new_state = result
         try:
-            state_blob = encoder([address.version, new_state])  # encode_state, inlined: hot
+            state_blob = encode_state(address, new_state, encoder)
         except PachydermError as error:
             raise InvalidActivationError(
                 f"{type(address).__qualname__}.activate returned a new state that cannot "

@@ -16,9 +16,9 @@ activation runs in the sender's step, as the dispatcher would have run it next.
 
 A write goes to a worker thread, or runs inline when it is quick and no
 other task could use the time (see ``_commit_open_group``). While a worker
-thread writes, activations go on: they are pipelined. That is safe because groups are written in
-order: a later activation's effects can only become durable together with, or
-after, the effects it saw.
+thread writes, activations go on: they are pipelined. That is safe because
+groups are written in order: a later activation's effects can only become
+durable together with, or after, the effects it saw.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from pachyderm._resident import (
     ThreadReply,
     TrioReply,
 )
-from pachyderm._store import Store
+from pachyderm._store import Operation, Store
 from pachyderm._values import value_types
 from pachyderm.errors import (
     ActivationError,
@@ -258,11 +258,7 @@ class Runtime:
         self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: Reply | None
     ) -> Group:
         """Put a message in its recipient's inbox, in the open group; schedule the recipient."""
-        # _record_for, inlined for the common case: this runs for every message.
-        record = self._resident.get((eco, address.entity_name, address._id))
-        if record is None or record.address is None:
-            record = self._record_for(eco, address)
-        return self._enqueue(record, blob, reply)
+        return self._enqueue(self._record_for(eco, address), blob, reply)
 
     def _enqueue(self, record: Resident, blob: bytes, reply: Reply | None) -> Group:
         seq = self._seq
@@ -283,9 +279,7 @@ class Runtime:
         the inbox and the run queue: accepted and consumed in the same group,
         the message is never written, only its effects are.
         """
-        record = self._resident.get((eco, address.entity_name, address._id))
-        if record is None or record.address is None:
-            record = self._record_for(eco, address)
+        record = self._record_for(eco, address)
         if not (record.inbox or record.scheduled or record.parked_on or self._paused):
             group = self._group
             seq = self._seq
@@ -635,27 +629,30 @@ class Runtime:
 
     async def _commit_open_group(self) -> None:
         # Inline only when no other task of this trio run could use the time:
-        # a quick write then delays nothing but I/O readiness, and by less
-        # than INLINE_WRITE.
+        # a quick write then delays nothing but I/O readiness.
         if self._write_inline() and trio.lowlevel.current_statistics().tasks_runnable == 0:
             self._commit_now()
             return
         group = self._seal()
-        seconds = await trio.to_thread.run_sync(
-            _timed, self.store.write, operations(group), self.sync
-        )
+        seconds = await trio.to_thread.run_sync(self._write, operations(group))
         self._committed(group, seconds)
 
     def _commit_now(self) -> None:
         group = self._seal()
         try:
-            seconds = _timed(self.store.write, operations(group), self.sync)
+            seconds = self._write(operations(group))
         except BaseException as error:
             # Memory is now ahead of the store: stop, as a failed commit task would.
             self.failure = error
             self._wake(self._stop.set)
             raise
         self._committed(group, seconds)
+
+    def _write(self, batch: list[Operation]) -> float:
+        """Write one batch to the store; return how long that took, thread hops excluded."""
+        started = time.perf_counter()
+        self.store.write(batch, sync=self.sync)
+        return time.perf_counter() - started
 
     def _seal(self) -> Group:
         group = self._group
@@ -675,13 +672,11 @@ class Runtime:
         followers = self._followers
         for record, blob in group.activations:
             record.uncommitted -= 1
-            if blob is not None:
-                record.durable_blob = blob
-                if followers:
-                    subscriptions = followers.get(record.ident)
-                    if subscriptions:
-                        for subscription in subscriptions:
-                            subscription.push(blob, self._wake)
+            if blob is None:  # a failed activation: the state did not change
+                continue
+            record.durable_blob = blob
+            for subscription in followers.get(record.ident, ()) if followers else ():
+                subscription.push(blob, self._wake)
         finish(group, wake=self._wake)
         if len(self._resident) > self.max_resident:
             self._passivate()
@@ -804,13 +799,6 @@ class Runtime:
         group.operations.append((key, None))
         self._dirty.set()
         await wait_durable(group)
-
-
-def _timed(write: Callable[..., None], operations: list[Any], sync: bool) -> float:
-    """Run a store write; return its duration in seconds, thread hops excluded."""
-    started = time.perf_counter()
-    write(operations, sync=sync)
-    return time.perf_counter() - started
 
 
 def _run_all(callbacks: list[Callable[[], object]]) -> None:
