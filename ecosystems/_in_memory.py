@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from ecosystems._memory import MemoryStore
 from pachyderm._kind import EcosystemKind
-from pachyderm._store import Store
-from pachyderm.errors import PachydermError, describe
+from pachyderm._kv import KeyValueStorage
+from pachyderm._storage import Storage
+from pachyderm.errors import InvalidArgumentError, describe
 
 __all__ = ["InMemory"]
 
 
-def _open(location: str | None) -> tuple[Store, str]:
+def _open(location: str | None) -> Storage:
     if location is not None:
-        raise PachydermError(
+        raise InvalidArgumentError(
             f"InMemory keeps no files, so it takes no location; got {describe(location)}. "
             f"Use InMemory.open() for a fresh store, or LocalDisk to persist."
         )
-    return MemoryStore(), "InMemory"
+    return KeyValueStorage(MemoryStore(), "InMemory")
 
 
 InMemory = EcosystemKind("InMemory", _open, lambda: None)

@@ -19,6 +19,7 @@ class LevelDBStore:
     """A LevelDB directory; one process (and one open store in it) owns it at a time."""
 
     blocking = True  # writes fsync: the runtime runs them in a worker thread
+    volatile = False
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
@@ -72,8 +73,12 @@ class LevelDBStore:
         value: bytes | None = self._open_db().get(key)
         return value
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        with self._open_db().iterator(prefix=prefix) as items:
+    def scan(self, prefix: bytes, *, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        if start is None:
+            items = self._open_db().iterator(prefix=prefix)
+        else:
+            items = self._open_db().iterator(start=max(start, prefix), stop=_end_of(prefix))
+        with items:
             yield from items
 
     def write(self, operations: Sequence[Operation], *, sync: bool) -> None:
@@ -90,6 +95,14 @@ class LevelDBStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _end_of(prefix: bytes) -> bytes | None:
+    """The first key after every key that starts with ``prefix`` (None: no such key)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 def repair(path: str) -> None:

@@ -6,7 +6,8 @@ import os
 
 from ecosystems._leveldb import LevelDBStore, repair
 from pachyderm._kind import EcosystemKind
-from pachyderm._store import Store
+from pachyderm._kv import KeyValueStorage
+from pachyderm._storage import Storage
 
 __all__ = ["LocalDisk", "LocalDiskKind", "default_directory"]
 
@@ -16,9 +17,9 @@ def default_directory() -> str:
     return os.path.abspath(os.environ.get("PACHYDERM_HOME") or "pachyderm-data")
 
 
-def _open(location: str | None) -> tuple[Store, str]:
+def _open(location: str | None) -> Storage:
     store = LevelDBStore(location if location is not None else default_directory())
-    return store, f"LocalDisk({store.path!r})"
+    return KeyValueStorage(store, f"LocalDisk({store.path!r})")
 
 
 class LocalDiskKind(EcosystemKind):

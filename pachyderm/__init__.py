@@ -8,9 +8,11 @@ swappable ecosystems (``ecosystems.LocalDisk``, ``ecosystems.InMemory``,
 
 from typing import TYPE_CHECKING, Any
 
+from pachyderm._clock import ManualClock
 from pachyderm._codec import decode, encode, encode_canonical
+from pachyderm._commands import After, Cancel, Outbox, after, cancel
 from pachyderm._dead_letters import DeadLetter
-from pachyderm._entity import Entity, EntityId, Outbox
+from pachyderm._entity import Entity, EntityId
 from pachyderm._values import register_value
 from pachyderm.errors import (
     ActivationError,
@@ -19,6 +21,7 @@ from pachyderm.errors import (
     ExplorationError,
     InvalidActivationError,
     InvalidAddressError,
+    InvalidArgumentError,
     InvalidIdError,
     MessageTooLargeError,
     PachydermError,
@@ -32,6 +35,8 @@ from pachyderm.errors import (
 
 __all__ = [
     "ActivationError",
+    "After",
+    "Cancel",
     "CodecError",
     "DeadLetter",
     "Ecosystem",
@@ -43,7 +48,9 @@ __all__ = [
     "Follower",
     "InvalidActivationError",
     "InvalidAddressError",
+    "InvalidArgumentError",
     "InvalidIdError",
+    "ManualClock",
     "MessageTooLargeError",
     "Outbox",
     "PachydermError",
@@ -55,6 +62,8 @@ __all__ = [
     "UnknownDeadLetterError",
     "UnregisteredNameError",
     "UpgradeError",
+    "after",
+    "cancel",
     "decode",
     "encode",
     "encode_canonical",
@@ -63,7 +72,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from pachyderm._ecosystem import Ecosystem
-    from pachyderm._follower import Follower, ShellFollower
+    from pachyderm._followers import Follower, ShellFollower
     from pachyderm._kind import EcosystemKind
     from pachyderm._shell import ShellEcosystem
 
@@ -72,9 +81,9 @@ if TYPE_CHECKING:
 _LIVE = {
     "Ecosystem": "pachyderm._ecosystem",
     "EcosystemKind": "pachyderm._kind",
-    "Follower": "pachyderm._follower",
+    "Follower": "pachyderm._followers",
     "ShellEcosystem": "pachyderm._shell",
-    "ShellFollower": "pachyderm._follower",
+    "ShellFollower": "pachyderm._followers",
 }
 
 

@@ -7,23 +7,23 @@ from typing import Any, TypeVar
 
 import trio
 
-from pachyderm import _layout as layout
 from pachyderm._dead_letters import DeadLetter
 from pachyderm._entity import Entity
-from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, Follower
+from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Follower
 from pachyderm._runtime import Runtime
-from pachyderm.errors import PachydermError, describe
+from pachyderm.errors import InvalidArgumentError, describe
 
 __all__ = ["DEFAULT_ECOSYSTEM", "Ecosystem", "check_ecosystem_id"]
 
 DEFAULT_ECOSYSTEM = "default"
 
+MessageT = TypeVar("MessageT")
 StateT = TypeVar("StateT")
 
 
 def check_ecosystem_id(ecosystem_id: object) -> str:
     if type(ecosystem_id) is not str or not ecosystem_id:
-        raise PachydermError(
+        raise InvalidArgumentError(
             f"ecosystem ids are non-empty str, got {describe(ecosystem_id)}; e.g. "
             f"participate('test-42')"
         )
@@ -41,7 +41,6 @@ class Ecosystem:
     def __init__(self, runtime: Runtime, ecosystem_id: str) -> None:
         self._runtime = runtime
         self._id = check_ecosystem_id(ecosystem_id)
-        self._key = layout.ecosystem_key(ecosystem_id)
 
     @property
     def id(self) -> str:
@@ -53,11 +52,6 @@ class Ecosystem:
         """The runtime hosting this ecosystem's store."""
         return self._runtime
 
-    @property
-    def key(self) -> bytes:
-        """This ecosystem's id as stored keys begin with it."""
-        return self._key
-
     def __repr__(self) -> str:
         return f"<Ecosystem {self._id!r} in {self._runtime.name}>"
 
@@ -65,7 +59,7 @@ class Ecosystem:
         """Another ecosystem in the same store, isolated from this one."""
         return Ecosystem(self._runtime, ecosystem_id)
 
-    def send(self, address: Entity[Any, Any], message: Any) -> Coroutine[Any, Any, None]:
+    def send(self, address: Entity[MessageT, Any], message: MessageT) -> Coroutine[Any, Any, None]:
         """Send ``message``; returns once it is in the recipient's durable inbox.
 
         Raises:
@@ -74,9 +68,9 @@ class Ecosystem:
         """
         # The runtime's coroutine itself, not one wrapping it: every suspension
         # and resumption of a send would pass through the extra frame.
-        return self._runtime.send(self._key, address, message)
+        return self._runtime.send(self._id, address, message)
 
-    async def send_sync(self, address: Entity[StateT, Any], message: Any) -> Any:
+    async def send_sync(self, address: Entity[MessageT, StateT], message: MessageT) -> StateT:
         """Send ``message`` and return the entity's state once its activation is durable.
 
         Raises:
@@ -84,11 +78,12 @@ class Ecosystem:
                 the message became a dead letter.
             CodecError: the message cannot be stored (nothing is stored).
         """
-        return await self._runtime.send_sync(self._key, address, message)
+        state: StateT = await self._runtime.send_sync(self._id, address, message)
+        return state
 
     def follow(
-        self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
-    ) -> Follower:
+        self, address: Entity[Any, StateT], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
+    ) -> Follower[StateT]:
         """Follow ``address``: use as ``async with eco.follow(address) as updates``.
 
         ``updates.state`` is its committed state now; iterating yields
@@ -96,26 +91,30 @@ class Ecosystem:
         most ``buffer`` unread updates are kept: when full, the oldest is
         dropped (counted in ``updates.dropped``), never the newest.
         """
-        return Follower(self._runtime.subscribe(self._key, address, buffer))
+        return Follower(self._runtime.subscribe(self._id, address, buffer))
 
-    async def state_of(self, address: Entity[Any, Any]) -> Any:
+    async def state_of(self, address: Entity[Any, StateT]) -> StateT:
         """The latest committed state of ``address``, without activating it."""
         await trio.lowlevel.checkpoint()
-        return self._runtime.state_of(self._key, address)
+        state: StateT = self._runtime.state_of(self._id, address)
+        return state
 
     async def dead_letters(self) -> list[DeadLetter]:
         """The messages whose activation failed, oldest first."""
         await trio.lowlevel.checkpoint()
-        return self._runtime.dead_letters(self._key)
+        return self._runtime.dead_letters(self._id)
 
     async def redeliver(self, dead_letter: DeadLetter | int) -> None:
         """Move a dead letter back into its entity's inbox, to be processed again."""
-        await self._runtime.redeliver(self._key, dead_letter)
+        await self._runtime.redeliver(self._id, dead_letter)
 
     async def discard(self, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
-        await self._runtime.discard(self._key, dead_letter)
+        await self._runtime.discard(self._id, dead_letter)
 
     async def settle(self) -> None:
-        """Wait until every accepted message has been processed and committed."""
+        """Wait until every accepted message has been processed and committed.
+
+        Timers due by now count as accepted messages; later ones do not.
+        """
         await self._runtime.settle()

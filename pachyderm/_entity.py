@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
 from pachyderm._registry import Registry
 from pachyderm.errors import InvalidIdError, RegistrationError, UpgradeError, describe
 
-__all__ = ["Entity", "EntityId", "Outbox", "entity_classes", "validate_id"]
+if TYPE_CHECKING:
+    from pachyderm._commands import Outbox
+
+__all__ = ["Entity", "EntityId", "entity_classes", "validate_id"]
 
 MessageT = TypeVar("MessageT")
 StateT = TypeVar("StateT")
 
 EntityId = str | int | bytes | tuple[Any, ...]
 """What an entity id may be: str, int, bytes, or a tuple of those (nested freely)."""
-
-Outbox = Iterable[tuple["Entity[Any, Any]", Any]]
-"""What ``activate`` returns first: ``(address, message)`` pairs to send."""
 
 entity_classes: Registry[Entity[Any, Any]] = Registry("entity class")
 

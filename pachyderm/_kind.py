@@ -1,9 +1,9 @@
 """``EcosystemKind``: what ``LocalDisk`` and ``InMemory`` are, a way of hosting ecosystems.
 
-A kind opens stores. Its trio face, :meth:`EcosystemKind.open`, runs one in the
-caller's ``trio.run``; its shell face (``send_sync``, ``send``, ``follow``,
-``participate``, ...) runs one per location in a background thread, shared by
-the whole process, so a Python shell can use it with no setup.
+A kind opens storages. Its trio face, :meth:`EcosystemKind.open`, runs one in
+the caller's ``trio.run``; its shell face (``send_sync``, ``send``,
+``follow``, ``participate``, ...) runs one per location in a background
+thread, shared by the whole process, so a Python shell can use it with no setup.
 """
 
 from __future__ import annotations
@@ -12,34 +12,47 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
-from pachyderm._activation import DEFAULT_MAX_MESSAGE_BYTES
+from pachyderm._clock import Clock
 from pachyderm._dead_letters import DeadLetter
 from pachyderm._ecosystem import DEFAULT_ECOSYSTEM, Ecosystem, check_ecosystem_id
 from pachyderm._entity import Entity
-from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, ShellFollower
+from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower
 from pachyderm._runtime import DEFAULT_MAX_RESIDENT, Runtime
 from pachyderm._shell import Portal, ShellEcosystem
-from pachyderm._store import Store
-from pachyderm.errors import PachydermError, describe
+from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES
+from pachyderm._storage import Storage
+from pachyderm.errors import InvalidArgumentError, describe
 
-__all__ = ["EcosystemKind"]
+__all__ = ["EcosystemKind", "StorageOpener"]
 
-StoreOpener = Callable[[str | None], tuple[Store, str]]
-"""Opens the store at a location (None: the kind's default); returns it and a display name."""
+StorageOpener = Callable[[str | None], Storage]
+"""Opens the storage at a location (None: the kind's default location)."""
+
+MessageT = TypeVar("MessageT")
+StateT = TypeVar("StateT")
 
 
 class EcosystemKind:
-    """A kind of ecosystem (``LocalDisk``, ``InMemory``): opens stores, and has a shell face."""
+    """A kind of ecosystem (``LocalDisk``, ``InMemory``): opens stores, and has a shell face.
+
+    Args:
+        name: how the kind is called in messages (``"LocalDisk"``).
+        open_storage: opens the storage at a location.
+        default_location: the shell face's location when none is given.
+    """
 
     def __init__(
-        self, name: str, open_store: StoreOpener, default_location: Callable[[], str | None]
+        self,
+        name: str,
+        open_storage: StorageOpener,
+        default_location: Callable[[], str | None],
     ) -> None:
         self._name = name
-        self._open_store = open_store
+        self._open_storage = open_storage
         self._default_location = default_location
         self._shell: dict[str | None, ShellEcosystem] = {}
         self._lock = threading.Lock()
@@ -58,12 +71,14 @@ class EcosystemKind:
         durability: str = "fsync",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_resident: int = DEFAULT_MAX_RESIDENT,
+        clock: Clock | None = None,
     ) -> AsyncIterator[Ecosystem]:
         """Open a store in this ``trio.run``: ``async with LocalDisk.open("data/") as eco``.
 
-        Pending messages found in the store are processed. On exit, what is
-        done is committed and the store is closed; accepted messages not yet
-        processed stay in their durable inboxes for next time.
+        Pending messages found in the store are processed, and overdue timers
+        fire. On exit, what is done is committed and the store is closed;
+        accepted messages not yet processed stay in their durable inboxes for
+        next time.
 
         Args:
             location: where the store lives (LocalDisk: a directory).
@@ -73,22 +88,17 @@ class EcosystemKind:
             max_message_bytes: the largest encoded message accepted.
             max_resident: how many entities stay in memory; idle ones beyond
                 it are passivated (their state stays stored).
+            clock: what timers are timed by: the wall clock unless given
+                (a :class:`~pachyderm.ManualClock` in tests).
         """
         check_ecosystem_id(ecosystem)
-        store, name = self._open_store(location)
-        runtime = Runtime(
-            store,
-            name=name,
-            durability=durability,
-            max_message_bytes=max_message_bytes,
-            max_resident=max_resident,
-        )
+        runtime = self._runtime(location, durability, max_message_bytes, max_resident, clock)
         try:
             async with trio.open_nursery() as nursery:
                 try:
                     await nursery.start(runtime.run)
                 except BaseException:
-                    store.close()
+                    runtime.storage.close()
                     raise
                 try:
                     yield Ecosystem(runtime, ecosystem)
@@ -102,9 +112,40 @@ class EcosystemKind:
                 raise group.exceptions[0] from None
             raise
 
+    def _runtime(
+        self,
+        location: str | None,
+        durability: str,
+        max_message_bytes: int,
+        max_resident: int,
+        clock: Clock | None,
+    ) -> Runtime:
+        """A runtime on the storage at ``location``, options checked before it is opened."""
+        Runtime.check_options(durability, max_message_bytes, max_resident, clock)
+        storage = self._open_storage(location)
+        try:
+            return Runtime(
+                storage,
+                durability=durability,
+                max_message_bytes=max_message_bytes,
+                max_resident=max_resident,
+                clock=clock,
+            )
+        except BaseException:
+            storage.close()
+            raise
+
     # -- shell face ----------------------------------------------------------
 
-    def connect(self, location: str | None = None, **options: Any) -> ShellEcosystem:
+    def connect(
+        self,
+        location: str | None = None,
+        *,
+        durability: str = "fsync",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_resident: int = DEFAULT_MAX_RESIDENT,
+        clock: Clock | None = None,
+    ) -> ShellEcosystem:
         """The shell face of the default ecosystem at ``location``, opened on first use.
 
         Options are those of :meth:`open`; they apply when this call opens the store.
@@ -115,14 +156,15 @@ class EcosystemKind:
             location = os.path.abspath(location)
         with self._lock:
             shell = self._shell.get(location)
-            if shell is None or shell._ecosystem.runtime.closed:
-                store, name = self._open_store(location)
+            if shell is None or shell.runtime.closed:
+                runtime = self._runtime(
+                    location, durability, max_message_bytes, max_resident, clock
+                )
                 try:
-                    runtime = Runtime(store, name=name, **options)
                     portal = Portal.get()
                     portal.start(runtime)
                 except BaseException:
-                    store.close()
+                    runtime.storage.close()
                     raise
                 shell = ShellEcosystem(portal, Ecosystem(runtime, DEFAULT_ECOSYSTEM))
                 self._shell[location] = shell
@@ -136,35 +178,43 @@ class EcosystemKind:
         if ecosystem is None:
             return self.connect()
         if not isinstance(ecosystem, ShellEcosystem):
-            raise PachydermError(
+            raise InvalidArgumentError(
                 f"the ecosystem argument must come from {self._name}.participate(...), "
                 f"got {describe(ecosystem)}"
             )
         return ecosystem
 
     def send_sync(
-        self, address: Entity[Any, Any], message: Any, ecosystem: ShellEcosystem | None = None
-    ) -> Any:
+        self,
+        address: Entity[MessageT, StateT],
+        message: MessageT,
+        ecosystem: ShellEcosystem | None = None,
+    ) -> StateT:
         """Send and return the entity's new state once durable (default ecosystem unless given)."""
         return self._pick(ecosystem).send_sync(address, message)
 
     def send(
-        self, address: Entity[Any, Any], message: Any, ecosystem: ShellEcosystem | None = None
+        self,
+        address: Entity[MessageT, Any],
+        message: MessageT,
+        ecosystem: ShellEcosystem | None = None,
     ) -> None:
         """Send; returns once the message is in the recipient's durable inbox."""
         self._pick(ecosystem).send(address, message)
 
     def follow(
         self,
-        address: Entity[Any, Any],
+        address: Entity[Any, StateT],
         ecosystem: ShellEcosystem | None = None,
         *,
         buffer: int = DEFAULT_FOLLOWER_BUFFER,
-    ) -> ShellFollower:
+    ) -> ShellFollower[StateT]:
         """Follow an entity: ``.state`` now, then ``.flush()``, ``.get()`` or iteration."""
         return self._pick(ecosystem).follow(address, buffer=buffer)
 
-    def state_of(self, address: Entity[Any, Any], ecosystem: ShellEcosystem | None = None) -> Any:
+    def state_of(
+        self, address: Entity[Any, StateT], ecosystem: ShellEcosystem | None = None
+    ) -> StateT:
         """The latest committed state of an entity, without activating it."""
         return self._pick(ecosystem).state_of(address)
 

@@ -1,16 +1,21 @@
-"""Where things live in an ordered key-value store: the storage format, version 1.
+"""Where things live in an ordered key-value store: the storage format, version 2.
 
-Every key starts with a one-byte table tag. Ecosystem ids and addresses are
-length-prefixed so that a prefix scan of one never reaches into another.
+The only module that knows keys. Every key starts with a one-byte table tag;
+ecosystem ids and addresses are length-prefixed so that a prefix scan of one
+never reaches into another.
 
-    M<name>                           meta: format version, next sequence number
-    S<eco><address>                   state blob: encode([version, state])
-    I<eco><address><seq>              inbox: one accepted, unprocessed message
-    D<eco><seq>                       dead letter: a message whose activation failed
+    M<name>                          meta: format version, next sequence number
+    S<eco><address>                  entity record: encode([version, state])
+    I<eco><address><seq>             inbox: one accepted, unprocessed message
+    D<eco><seq>                      dead letter: a message whose activation failed
+    T<due><seq>                      timer, in due order: owner, name, recipient, message
+    N<eco><owner><name>              named timer: the <due><seq> of its T key
 
 Sequence numbers are 8 bytes big-endian, one counter for the whole store, so
-inbox keys sort in acceptance order. Tags T (timers) and J (journal) are kept
-free for durable time and activation journals.
+inbox keys sort in acceptance order. Due times are microseconds since the
+epoch, 8 bytes big-endian. An address is ``encode([entity name, id])``: it
+needs no registered class. Tag J (journal) is kept free. Format 1 (no timers)
+is read as format 2 with no timer pending.
 """
 
 from __future__ import annotations
@@ -19,32 +24,53 @@ import struct
 from typing import Any
 
 from pachyderm._codec import decode, encode
-from pachyderm._entity import Entity
-from pachyderm._store import Store
-from pachyderm.errors import PachydermError, StoreCorruptedError
+from pachyderm._storage import Ident, Timer
+from pachyderm.errors import CodecError, StoreCorruptedError, describe
 
 __all__ = [
+    "DEAD_LETTER",
     "FORMAT",
     "FORMAT_VERSION",
+    "INBOX",
     "NEXT_SEQ",
+    "TIMER",
     "address_key",
     "dead_letter_key",
     "dead_letter_prefix",
+    "decode_seq",
+    "decode_timer",
+    "ecosystem_key",
+    "encode_seq",
+    "encode_timer",
     "inbox_prefix",
-    "parse_address_key",
-    "parse_dead_letter_key",
+    "named_timer_key",
+    "named_timer_prefix",
     "parse_inbox_key",
-    "prepare",
+    "parse_named_timer",
     "state_key",
+    "timer_key",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 FORMAT = b"Mformat"
 NEXT_SEQ = b"Mnext_seq"
 INBOX = b"I"
+TIMER = b"T"
+DEAD_LETTER = b"D"
+NAMED_TIMER = b"N"
 _SEQ = struct.Struct(">Q")
+_DUE_SEQ = struct.Struct(">QQ")
 _LEN2 = struct.Struct(">H")
 _LEN4 = struct.Struct(">I")
+_MICROSECONDS = 1_000_000
+
+encode_seq = _SEQ.pack
+"""The 8 bytes of a sequence number (a bound method: it is called for every message)."""
+
+
+def decode_seq(raw: bytes) -> int:
+    return int(_SEQ.unpack(raw)[0])
 
 
 def ecosystem_key(ecosystem_id: str) -> bytes:
@@ -52,17 +78,18 @@ def ecosystem_key(ecosystem_id: str) -> bytes:
     return _LEN2.pack(len(raw)) + raw
 
 
-def address_key(address: Entity[Any, Any]) -> bytes:
+def address_key(name: str, entity_id: Any) -> bytes:
     """The stored form of an address: its class's stable name and id, length-prefixed."""
-    raw = encode([address.entity_name, address.id])
+    raw = encode([name, entity_id])
     return _LEN4.pack(len(raw)) + raw
 
 
-def parse_address_key(key: bytes) -> tuple[str, Any]:
-    """``(entity_name, id)`` from an address key; needs no registered class."""
-    (length,) = _LEN4.unpack_from(key)
-    name, entity_id = decode(key[4 : 4 + length])
-    return name, entity_id
+def _parse_address(key: bytes, start: int) -> tuple[str, Any, int]:
+    """``(name, id, end)`` of the address key starting at ``start``."""
+    (length,) = _LEN4.unpack_from(key, start)
+    end = start + 4 + length
+    name, entity_id = decode(key[start + 4 : end])
+    return name, entity_id, end
 
 
 def state_key(eco: bytes, address: bytes) -> bytes:
@@ -73,22 +100,21 @@ def inbox_prefix(eco: bytes = b"", address: bytes = b"") -> bytes:
     return INBOX + eco + address
 
 
-def parse_inbox_key(key: bytes) -> tuple[bytes, bytes, int]:
-    """``(ecosystem key, address key, seq)`` of an inbox key."""
+def parse_inbox_key(key: bytes) -> tuple[Ident, int]:
+    """``((ecosystem, name, id), seq)`` of an inbox key."""
     (eco_length,) = _LEN2.unpack_from(key, 1)
     eco_end = 3 + eco_length
-    (address_length,) = _LEN4.unpack_from(key, eco_end)
-    address_end = eco_end + 4 + address_length
+    name, entity_id, address_end = _parse_address(key, eco_end)
     (seq,) = _SEQ.unpack_from(key, address_end)
-    return key[1:eco_end], key[eco_end:address_end], seq
+    return (key[3:eco_end].decode(), name, entity_id), seq
 
 
 def dead_letter_prefix(eco: bytes) -> bytes:
-    return b"D" + eco
+    return DEAD_LETTER + eco
 
 
 def dead_letter_key(eco: bytes, seq: int) -> bytes:
-    return b"D" + eco + _SEQ.pack(seq)
+    return DEAD_LETTER + eco + _SEQ.pack(seq)
 
 
 def parse_dead_letter_key(key: bytes) -> int:
@@ -96,38 +122,43 @@ def parse_dead_letter_key(key: bytes) -> int:
     return int(seq)
 
 
-encode_seq = _SEQ.pack
-"""The 8 bytes of a sequence number (a bound method: it is called for every message)."""
+def due_and_seq(due: float, seq: int) -> bytes:
+    """The 16 bytes that order timers: due (microseconds), then sequence number."""
+    return _DUE_SEQ.pack(max(0, round(due * _MICROSECONDS)), seq)
 
 
-def decode_seq(raw: bytes) -> int:
-    return int(_SEQ.unpack(raw)[0])
+def timer_key(due: float, seq: int) -> bytes:
+    return TIMER + due_and_seq(due, seq)
 
 
-def prepare(store: Store, name: str, *, sync: bool) -> int:
-    """Check (or, in an empty store, write) the format marker; return the next sequence number.
+def named_timer_prefix(eco: bytes, owner: bytes) -> bytes:
+    return NAMED_TIMER + eco + owner
 
-    Raises:
-        StoreCorruptedError: the store holds data that Pachyderm did not write,
-            or data of another storage format.
-    """
-    stored = store.get(FORMAT)
-    if stored is None:
-        if next(iter(store.scan(b"")), None) is not None:
-            raise StoreCorruptedError(
-                f"{name} holds data but no Pachyderm format marker: it is not a Pachyderm "
-                f"store, or it is damaged. Open an empty directory instead."
-            )
-        store.write([(FORMAT, encode(FORMAT_VERSION))], sync=sync)
-        return 0
+
+def named_timer_key(eco: bytes, owner: bytes, name: str) -> bytes:
+    return NAMED_TIMER + eco + owner + name.encode()
+
+
+def parse_named_timer(prefix: bytes, key: bytes, value: bytes) -> tuple[str, tuple[float, int]]:
+    """``(name, (due, seq))`` of a named-timer entry found under ``prefix``."""
+    due, seq = _DUE_SEQ.unpack(value)
+    return key[len(prefix) :].decode(), (due / _MICROSECONDS, seq)
+
+
+def encode_timer(timer: Timer) -> bytes:
+    """A timer's T value: everything but its due time and seq, which its key holds."""
+    eco, recipient_name, recipient_id = timer.recipient
+    owner = None if timer.owner is None else list(timer.owner[1:])
+    return encode([eco, owner, timer.name, recipient_name, recipient_id, timer.message])
+
+
+def decode_timer(key: bytes, value: bytes) -> Timer:
+    """The timer stored under ``key`` (a T key) with ``value``."""
+    due, seq = _DUE_SEQ.unpack_from(key, 1)
     try:
-        version = decode(stored)
-    except PachydermError:
-        version = stored
-    if version != FORMAT_VERSION:
-        raise StoreCorruptedError(
-            f"{name} has storage format {version!r}, but this Pachyderm reads format "
-            f"{FORMAT_VERSION}; open it with the version that wrote it"
-        )
-    next_seq = store.get(NEXT_SEQ)
-    return decode_seq(next_seq) if next_seq is not None else 0
+        eco, owner, name, recipient_name, recipient_id, message = decode(value)
+    except (CodecError, ValueError, TypeError) as error:
+        raise StoreCorruptedError(f"a stored timer is damaged: {describe(value)}") from error
+    owner_ident = None if owner is None else (eco, owner[0], owner[1])
+    recipient: Ident = (eco, recipient_name, recipient_id)
+    return Timer(due / _MICROSECONDS, seq, owner_ident, name, recipient, message)

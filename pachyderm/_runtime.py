@@ -1,160 +1,200 @@
-"""The live runtime: serial activations, durable group commit, followers, passivation.
+"""The live runtime: hosts every ecosystem of one storage.
 
-One runtime serves one store (a LevelDB directory, or a set of dicts) and every
-ecosystem in it. It runs two trio tasks:
+It composes the parts, each with one job: resident entities (``_residents``),
+dispatch (``_dispatch``: activations and what their transitions become),
+group commit (``_commit``), followers (``_followers``) and timers
+(``_timers``). One lock guards them all; it is only ever held for short work
+that never waits, and never while writing. Three trio tasks drive them:
 
-- the *dispatcher* takes entities from a FIFO run queue and runs one
-  activation at a time: an entity is in the queue at most once, so it never
-  has two activations running, and its inbox is consumed in acceptance order;
-- the *committer* takes everything the dispatcher and senders produced since
-  its last write (the open group) and writes it as one atomic batch, with one
-  fsync for all of it: group commit. Only then are callers answered and
-  followers told.
+- the *dispatcher* runs activations from the FIFO run queue;
+- the *committer* writes the open group (everything produced since the last
+  write) as one atomic batch, with one fsync for all of it, then answers the
+  callers and tells the followers;
+- the *timekeeper* fires timers when they are due.
 
-A message sent through the trio face to an idle entity skips the queue: its
-activation runs in the sender's step, as the dispatcher would have run it next.
-
-A write goes to a worker thread, or runs inline when it is quick and no
-other task could use the time (see ``_commit_open_group``). While a worker
-thread writes, activations go on: they are pipelined. That is safe because
-groups are written in order: a later activation's effects can only become
-durable together with, or after, the effects it saw.
+Callers drive them too. A message sent to an idle entity is activated in the
+sender's own step (the dispatcher would run it next anyway). A caller in
+another thread (the shell face) does that under the lock, and if nobody is
+writing, writes the open group itself and completes it: group commit with no
+hop to the runtime's thread, which is woken only when work is left for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-import traceback
-from collections import OrderedDict, deque
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import trio
 
-from pachyderm import _layout as layout
-from pachyderm._activation import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    Failure,
-    activate,
-    encode_message,
-    load_state,
-)
-from pachyderm._codec import decode
-from pachyderm._dead_letters import (
-    DeadLetter,
-    dead_letter_message_blob,
-    decode_dead_letter,
-    encode_dead_letter,
-)
-from pachyderm._entity import Entity, entity_classes
-from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, Subscription
-from pachyderm._group import Group, finish, operations, sleep_until_finished, wait_durable
-from pachyderm._log import log, logging_enabled
-from pachyderm._resident import (
-    RECENT_MESSAGES,
-    Envelope,
-    Ident,
-    Reply,
-    Resident,
+from pachyderm._clock import Clock, WallClock, check_clock
+from pachyderm._combining import CombiningLock
+from pachyderm._commit import (
+    Group,
+    GroupCommit,
     ThreadReply,
     TrioReply,
+    Wake,
+    call_now,
+    sleep_until_finished,
 )
-from pachyderm._store import Operation, Store
+from pachyderm._dead_letters import DeadLetter, dead_letter_message_blob, decode_dead_letter
+from pachyderm._dispatch import Dispatcher
+from pachyderm._entity import Entity, entity_classes
+from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription
+from pachyderm._log import log
+from pachyderm._residents import Residents
+from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, encode_message, load_state
+from pachyderm._storage import Ident, Storage
+from pachyderm._timers import Timers
 from pachyderm._values import value_types
 from pachyderm.errors import (
-    ActivationError,
     EcosystemClosedError,
     InvalidAddressError,
+    InvalidArgumentError,
     PachydermError,
     UnknownDeadLetterError,
-    UnregisteredNameError,
     describe,
 )
 
 __all__ = ["DEFAULT_MAX_RESIDENT", "Runtime"]
 
 DEFAULT_MAX_RESIDENT = 10_000
-_encode_seq = layout.encode_seq
 _DISPATCH_BATCH = 256
+_FIRE_BATCH = 256
 _JOIN_ROUNDS = 4
+_LEAD_ROUNDS = 4  # groups a caller's thread writes in a row before leaving them to the committer
+_WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
 other task is runnable and no activation waits; slower ones go to a worker thread."""
 
+protect = trio.lowlevel.enable_ki_protection
+
+_Request = tuple[Ident, Entity[Any, Any], bytes, ThreadReply, bool, int]
+"""A message sent from another thread: (entity, address, message, reply, sync, thread)."""
+
 
 class Runtime:
-    """Hosts every ecosystem of one store. Start with ``await nursery.start(runtime.run)``."""
+    """Hosts every ecosystem of one storage. Start with ``await nursery.start(runtime.run)``."""
 
     def __init__(
         self,
-        store: Store,
+        storage: Storage,
         *,
-        name: str,
         durability: str = "fsync",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_resident: int = DEFAULT_MAX_RESIDENT,
+        clock: Clock | None = None,
     ) -> None:
+        self.check_options(durability, max_message_bytes, max_resident, clock)
+        self.name = storage.name
+        self.storage = storage
+        self.clock: Clock = WallClock() if clock is None else clock
+        self.max_message_bytes = max_message_bytes
+        self.lock: CombiningLock[_Request] = CombiningLock(self._accept_request)
+        self._forming = False  # a caller's thread is about to write the open group
+        self._woken = 0  # callers the last completed group woke
+        self.residents = Residents(storage, max_resident)
+        self.commit = GroupCommit(storage, sync=durability == "fsync")
+        self.timers = Timers(storage)
+        self.followers = Followers()
+        self.dispatcher = Dispatcher(
+            storage,
+            self.residents,
+            self.commit,
+            self.timers,
+            self.clock,
+            max_message_bytes=max_message_bytes,
+            on_work=self._signal_work,
+            on_timer=self._signal_timer,
+        )
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.started = False
+        self.closed = False
+        self.failure: BaseException | None = None
+        self._thread: int | None = None  # the ident of the thread running our trio tasks
+        self._work = trio.Event()
+        self._dirty = trio.Event()
+        self._timers_changed = trio.Event()
+        self._timer_target: float | None = None
+        self._progress = trio.Event()
+        self._settling = 0  # tasks in settle(), waiting for progress
+        self._posted: set[str] = set()  # wake-ups posted from other threads, not yet run
+        self._writing_elsewhere = 0  # groups being written by callers' threads
+        self._taken: dict[tuple[str, int], int] = {}  # dead letters taken, by group number
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Runtime of {self.name}>"
+
+    @staticmethod
+    def check_options(
+        durability: object, max_message_bytes: object, max_resident: object, clock: object
+    ) -> None:
+        """Refuse bad options before anything is opened.
+
+        Raises:
+            InvalidArgumentError: naming the option, the value and what it must be.
+        """
         if durability not in ("fsync", "flush"):
-            raise ValueError(f"durability must be 'fsync' or 'flush', got {durability!r}")
+            raise InvalidArgumentError(
+                f"durability must be 'fsync' or 'flush', got {describe(durability)}"
+            )
         for option, value in (
             ("max_message_bytes", max_message_bytes),
             ("max_resident", max_resident),
         ):
             if type(value) is not int or value < 1:
-                raise ValueError(f"{option} must be an int >= 1, got {describe(value)}")
-        self.name = name
-        self.store = store
-        self.sync = durability == "fsync"
-        self.max_message_bytes = max_message_bytes
-        self.max_resident = max_resident
-        self.token: trio.lowlevel.TrioToken | None = None
-        self.started = False
-        self.closed = False
-        self.failure: BaseException | None = None
-        self.statistics = {"activations": 0, "failures": 0, "commits": 0, "passivated": 0}
-        self._resident: OrderedDict[Ident, Resident] = OrderedDict()
-        self._run_queue: deque[Resident] = deque()
-        self._parked: dict[str, list[Resident]] = {}
-        self._followers: dict[Ident, list[Subscription]] = {}
-        self._group = Group()
-        self._group_number = 0  # which group is open: envelopes remember where their put is
-        self._seq = 0
-        self._committing: Group | None = None  # the group being written
-        self._write_seconds = 0.0  # moving average of how long a write takes
-        self._posts: list[Callable[[], object]] | None = None  # see send_here
-        self._paused = False
-        self._work = trio.Event()
-        self._dirty = trio.Event()
-        self._progress = trio.Event()
-        self._settling = 0  # tasks in settle(), waiting for progress
-        self._stop = trio.Event()
-        self._stopped = trio.Event()
+                raise InvalidArgumentError(f"{option} must be an int >= 1, got {describe(value)}")
+        if clock is not None:
+            check_clock(clock)
+
+    @property
+    def statistics(self) -> dict[str, int]:
+        """Counters since the store opened: activations, failures, commits, passivated, timers."""
+        dispatcher = self.dispatcher
+        return {
+            "activations": dispatcher.activations,
+            "failures": dispatcher.failures,
+            "commits": self.commit.commits,
+            "passivated": self.residents.passivated,
+            "timers_fired": dispatcher.timers_fired,
+        }
 
     # -- lifecycle ---------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover, then dispatch and commit until :meth:`aclose`."""
+        """Recover, then dispatch, commit and keep time until :meth:`aclose`."""
         self.token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
         unsubscribes = []
         try:
-            self._seq = layout.prepare(self.store, self.name, sync=self.sync)
-            self._recover()
+            with self.lock:
+                self.dispatcher.seq = self.storage.open()
+                self._recover()
             for registry in (entity_classes, value_types):
                 unsubscribes.append(registry.subscribe(self._on_registered))
+            unsubscribes.append(self.clock.subscribe(self._on_clock))
             try:
                 async with trio.open_nursery() as nursery:
                     dispatching = trio.CancelScope()
+                    timekeeping = trio.CancelScope()
                     nursery.start_soon(self._dispatch_loop, dispatching)
                     nursery.start_soon(self._commit_loop)
+                    nursery.start_soon(self._timekeeper, timekeeping)
                     self.started = True
                     task_status.started()
                     await self._stop.wait()
                     # Refuse new work, stop activating, let the committer write
                     # what is done; it returns once the open group is empty.
-                    self.closed = True
+                    with self.lock:
+                        self.closed = True
                     dispatching.cancel()
+                    timekeeping.cancel()
                     self._dirty.set()
             except BaseExceptionGroup as group:
                 _, errors = group.split(trio.Cancelled)
@@ -171,11 +211,15 @@ class Runtime:
                 self.failure = error
             raise
         finally:
-            self.closed = True
+            with self.lock:
+                self.closed = True
+                self._fail_waiters()
             for unsubscribe in unsubscribes:
                 unsubscribe()
-            self._fail_waiters()
-            self.store.close()
+            with trio.CancelScope(shield=True):
+                while self._writing_elsewhere:  # a caller's thread is still writing
+                    await trio.sleep(0.001)
+            self.storage.close()
             self._stopped.set()
             log("runtime.closed", store=self.name)
 
@@ -187,29 +231,21 @@ class Runtime:
     def _recover(self) -> None:
         started = time.perf_counter()
         count = 0
-        record: Resident | None = None
-        for key, blob in self.store.scan(layout.INBOX):
-            eco, address_key, seq = layout.parse_inbox_key(key)
-            if record is None or record.key != address_key or record.eco != eco:
-                # Keys sort by ecosystem and address: one entity's messages are adjacent.
-                name, entity_id = layout.parse_address_key(address_key)
-                record = self._new_record((eco, name, entity_id), address_key, None)
-            record.inbox.append(Envelope(seq, blob, None))
-            self._seq = max(self._seq, seq + 1)
+        recovered = {}
+        for pending in self.storage.pending():
+            record = self.dispatcher.recover(pending)
+            recovered[record.ident] = record
             count += 1
-        for record in list(self._resident.values()):
-            _, name, entity_id = record.ident
-            if name in entity_classes:
-                record.address = _make_address(name, entity_id)
-                self._schedule(record)
-            else:
-                self._park(record, name)
+        for record in recovered.values():
+            self.dispatcher.start(record)
+        next_due = self.timers.next_due()  # loads the first window of timers
         log(
             "store.opened",
             store=self.name,
             pending_messages=count,
-            pending_entities=len(self._resident),
-            waiting_for_classes=sorted(self._parked),
+            pending_entities=len(recovered),
+            waiting_for_classes=sorted(self.residents.parked),
+            next_timer_due=next_due,
             seconds=round(time.perf_counter() - started, 3),
         )
 
@@ -218,17 +254,17 @@ class Runtime:
             f"the ecosystem store {self.name} closed before this completed"
             + (f": {type(self.failure).__name__}: {self.failure}" if self.failure else "")
         )
-        for record in self._resident.values():
+        wake = self._post_wake
+        for record in self.residents.table.values():
             for envelope in record.inbox:
                 if envelope.reply is not None:
-                    envelope.reply.resolve(None, error)
-        if self._committing is not None:
-            finish(self._committing, error)
-        finish(self._group, error)
-        for subscriptions in self._followers.values():
-            for subscription in subscriptions:
-                subscription.end()
-        self._progress.set()
+                    envelope.reply.resolve(None, error, wake)
+        writing = self.commit.writing
+        if writing is not None and not self._writing_elsewhere:
+            writing.finish(error, wake)
+        self.commit.open.finish(error, wake)
+        self.followers.end_all(wake)
+        wake(self._pulse)
 
     def check_open(self) -> None:
         if self.closed:
@@ -236,67 +272,64 @@ class Runtime:
                 f"the ecosystem store {self.name} is closed; open it again to use it"
             )
 
-    # -- accepting messages ------------------------------------------------
+    # -- wake-ups across threads ----------------------------------------------
 
-    def _new_record(self, ident: Ident, key: bytes, address: Entity[Any, Any] | None) -> Resident:
-        record = Resident(ident, key, address)
-        self._resident[ident] = record
-        return record
+    def _on_trio_thread(self) -> bool:
+        return threading.get_ident() == self._thread
 
-    def _record_for(self, eco: bytes, address: Entity[Any, Any]) -> Resident:
-        ident = (eco, address.entity_name, address._id)
-        record = self._resident.get(ident)
-        if record is None:
-            return self._new_record(ident, layout.address_key(address), address)
-        if record.address is None:  # recovered while its class was unregistered
-            record.address = address
-            if record.parked_on == address.entity_name:
-                self._unpark(record.parked_on)
-        return record
+    def _post_wake(self, wake_up: Callable[[], object]) -> None:
+        """A :data:`Wake` for any thread: at once on the runtime's, else posted to it."""
+        if self._on_trio_thread():
+            wake_up()
+        else:
+            self._post(wake_up)
 
-    def _accept(
-        self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: Reply | None
-    ) -> Group:
-        """Put a message in its recipient's inbox, in the open group; schedule the recipient."""
-        return self._enqueue(self._record_for(eco, address), blob, reply)
+    def _post(self, function: Callable[..., object], *arguments: Any) -> None:
+        token = self.token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(function, *arguments)
 
-    def _enqueue(self, record: Resident, blob: bytes, reply: Reply | None) -> Group:
-        seq = self._seq
-        self._seq = seq + 1
-        group = self._group
-        operations = group.operations
-        record.inbox.append(Envelope(seq, blob, reply, self._group_number, len(operations)))
-        operations.append((record.inbox_prefix + _encode_seq(seq), blob))
-        if not record.scheduled and record.parked_on is None:
-            self._schedule(record)
-        return group
+    def _signal(self, name: str, event_name: str) -> None:
+        """Set the trio event called ``event_name``; from another thread, once until it runs."""
+        if self._on_trio_thread():
+            getattr(self, event_name).set()
+        elif name not in self._posted:
+            self._posted.add(name)
+            self._post(self._set_posted, name, event_name)
 
-    def _deliver(self, eco: bytes, address: Entity[Any, Any], blob: bytes) -> Group:
-        """Accept a message from outside, activating it at once if its entity is idle.
+    def _set_posted(self, name: str, event_name: str) -> None:
+        self._posted.discard(name)
+        getattr(self, event_name).set()
 
-        An idle entity (nothing in its inbox, not queued, not parked) would run
-        this message next anyway; running it here, in the sender's step, skips
-        the inbox and the run queue: accepted and consumed in the same group,
-        the message is never written, only its effects are.
-        """
-        record = self._record_for(eco, address)
-        if not (record.inbox or record.scheduled or record.parked_on or self._paused):
-            group = self._group
-            seq = self._seq
-            self._seq = seq + 1
-            if self._activate(record, seq, blob, None):
-                return group
-        return self._enqueue(record, blob, None)
+    def _signal_work(self) -> None:
+        self._signal("work", "_work")
 
-    def _schedule(self, record: Resident) -> None:
-        if not record.scheduled:
-            record.scheduled = True
-            run_queue = self._run_queue
-            run_queue.append(record)
-            # Only a queue that was empty can have the dispatcher waiting on it;
-            # off the runtime's thread, send_here posts one wake-up at its end.
-            if len(run_queue) == 1 and self._posts is None:
-                self._work.set()
+    def _signal_commit(self) -> None:
+        self._signal("commit", "_dirty")
+
+    def _signal_timer(self, due: float) -> None:
+        target = self._timer_target
+        if target is None or due < target:
+            self._timer_target = due
+            self._signal("timers", "_timers_changed")
+
+    def _on_clock(self) -> None:
+        """The clock jumped (a ManualClock advanced): look at the timers again."""
+        self._post(self._timers_changed_now)
+
+    def _timers_changed_now(self) -> None:
+        self._timers_changed.set()
+
+    def _on_registered(self, name: str) -> None:
+        if not self.closed:
+            self._post(self._unpark, name)
+
+    def _unpark(self, name: str) -> None:
+        with self.lock:
+            self.dispatcher.unpark(name)
+
+    # -- accepting messages --------------------------------------------------
 
     def encode_message(self, address: object, message: Any) -> bytes:
         """Check an address and encode a message for it, before anything is stored."""
@@ -304,317 +337,214 @@ class Runtime:
             raise _not_an_address(address)
         return encode_message(message, self.max_message_bytes)
 
-    async def send(self, eco: bytes, address: Entity[Any, Any], message: Any) -> None:
+    @protect
+    async def send(self, eco: str, address: Entity[Any, Any], message: Any) -> None:
         """Accept a message durably; returns once it is in the recipient's durable inbox."""
-        if self.closed:
-            self.check_open()
-        if not isinstance(address, Entity):
-            raise _not_an_address(address)
-        blob = encode_message(message, self.max_message_bytes)
-        group = self._deliver(eco, address, blob)
+        blob = self.encode_message(address, message)
+        with self.lock:
+            if self.closed:
+                self.check_open()
+            group = self.commit.open
+            self.dispatcher.deliver((eco, address.entity_name, address._id), address, blob, None)
+            sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()
-        if not group.finished:  # wait_durable, inlined: this is the hottest await
-            await sleep_until_finished(group.tasks)
+        await sleeper
         if group.error is not None:
             raise group.error
 
-    async def send_sync(self, eco: bytes, address: Entity[Any, Any], message: Any) -> Any:
+    @protect
+    async def send_sync(self, eco: str, address: Entity[Any, Any], message: Any) -> Any:
         """Deliver a message and return the state after its activation is durable."""
-        self.check_open()
         blob = self.encode_message(address, message)
         reply = TrioReply()
-        # No commit is asked for here: the activation's own batch carries the
-        # acceptance, so a send_sync costs one fsync, not two.
-        self._accept_and_run(eco, address, blob, reply, sync=True)
+        with self.lock:
+            if self.closed:
+                self.check_open()
+            self.dispatcher.deliver((eco, address.entity_name, address._id), address, blob, reply)
+        self._dirty.set()
         return load_state(address, await reply.wait())
 
-    def _accept_and_run(
-        self, eco: bytes, address: Entity[Any, Any], blob: bytes, reply: Reply, *, sync: bool
-    ) -> None:
-        """Accept a message someone waits on; when the runtime is idle, process it right here.
-
-        Idle means nothing else to run and nothing being written: then running
-        the activation and committing in this call gives the same order and
-        the same batches as the dispatcher and committer would, minus the
-        task switches, which are most of a sequential send_sync's cost. With
-        ``sync`` the reply carries the state after the activation; otherwise it
-        resolves once the message is durably accepted.
-        """
-        group = self._accept(eco, address, blob, reply if sync else None)
-        if not sync:
-            group.waiters.append(reply)
-        run_queue = self._run_queue
-        if len(run_queue) == 1 and self._committing is None and not self._paused:
-            record = run_queue.popleft()
-            record.scheduled = False
-            self._run_next(record)
-            if record.inbox and record.parked_on is None:
-                self._schedule(record)
-            if self._write_inline():
-                self._commit_now()
-                return
-        self._wake(self._signal_dirty)
-
-    def send_here(
-        self, eco: bytes, address: Entity[Any, Any], blob: bytes, *, sync: bool
-    ) -> ThreadReply | None:
-        """Process a message in the calling (non-trio) thread, if the runtime is idle.
-
-        The caller must hold the lock the runtime's thread gives up while it
-        sleeps (see the shell face's portal): then no task of the runtime is
-        running, and this thread may work on its state. Trio wake-ups are
-        collected and posted to the runtime's thread at the end. Returns None,
-        having done nothing, if the runtime is not idle.
-        """
-        if (
-            self.closed
-            or self._paused
-            or self._run_queue
-            or self._committing is not None
-            or not self._write_inline()
-        ):
-            return None
-        reply = ThreadReply()
-        posts: list[Callable[[], object]] = []
-        self._posts = posts
-        try:
-            self._accept_and_run(eco, address, blob, reply, sync=sync)
-        finally:
-            self._posts = None
-            if self._run_queue:
-                posts.append(self._signal_work)
-            if posts and self.token is not None:
-                with contextlib.suppress(trio.RunFinishedError):
-                    self.token.run_sync_soon(_run_all, posts)
-        return reply
-
-    def _wake(self, wake_up: Callable[[], object]) -> None:
-        """Run a trio wake-up now, or post it if another thread is working (:meth:`send_here`)."""
-        if self._posts is None:
-            wake_up()
-        else:
-            self._posts.append(wake_up)
-
-    def _signal_work(self) -> None:
-        self._work.set()
-
-    def _signal_dirty(self) -> None:
-        self._dirty.set()
-
-    def send_threadsafe(
-        self, eco: bytes, address: Entity[Any, Any], blob: bytes, *, wait_for_activation: bool
+    def send_from_thread(
+        self, eco: str, address: Entity[Any, Any], blob: bytes, *, sync: bool
     ) -> ThreadReply:
-        """Accept an encoded message from another thread; the reply resolves when durable.
+        """Accept an encoded message from a thread other than the runtime's.
 
-        Cheaper than entering trio (no task is started): the shell face's path.
-        With ``wait_for_activation``, the reply carries the state after the
-        message's activation; otherwise it resolves once the message is accepted.
+        The reply resolves once the message is durably accepted, or with
+        ``sync`` once its activation is durable, carrying the new record. The
+        request is processed by whichever thread holds the runtime's lock
+        (this one, if it is free); then, if nobody is writing, this thread
+        writes and completes the open group. Must not be interrupted halfway:
+        the shell face defers Ctrl-C around it.
         """
         reply = ThreadReply()
-
-        def accept() -> None:
-            # A run_sync_soon callback must not raise: errors go to the caller.
-            if self.closed:
-                reply.resolve(None, EcosystemClosedError(f"{self.name} is closed"))
-                return
-            try:
-                self._accept_and_run(eco, address, blob, reply, sync=wait_for_activation)
-            except BaseException as error:  # a failed write; the runtime is stopping
-                reply.resolve(None, error)
-
-        if self.token is None:
-            raise EcosystemClosedError(f"the ecosystem store {self.name} is not running")
-        try:
-            self.token.run_sync_soon(accept)
-        except trio.RunFinishedError:
-            raise EcosystemClosedError(f"the ecosystem store {self.name} is closed") from None
+        thread = threading.get_ident()
+        self.lock.submit(
+            ((eco, address.entity_name, address._id), address, blob, reply, sync, thread)
+        )
+        if reply.lead:
+            self._lead()
         return reply
+
+    def _accept_request(self, request: _Request) -> None:
+        """Process a thread's :meth:`send_from_thread` (with the lock held; never raises).
+
+        If the group then needs writing and nobody is writing: a request
+        processed by its own caller's thread is written by that thread (it
+        leads); one processed by another thread goes to the committer.
+        """
+        ident, address, blob, reply, sync, thread = request
+        try:
+            if self.closed:
+                self.check_open()
+            group = self.commit.open
+            ran = self.dispatcher.deliver(ident, address, blob, reply if sync else None)
+        except BaseException as error:
+            reply.resolve(None, error, call_now)
+            return
+        if not sync:
+            if self.storage.volatile:
+                # Accepted in memory: as durable as it gets. The next writer writes it.
+                reply.resolve(None, None, call_now)
+                self._signal_commit()
+                return
+            group.waiters.append(reply)
+        elif not ran:
+            return  # queued: the dispatcher runs it, then the committer writes it
+        if self.commit.writing is not None or self._forming:
+            return  # the writer, or a leader about to write, writes this group
+        # A lone caller writes its own group: no thread hop at all. Under
+        # contention the committer writes: a caller that leads makes every
+        # other caller wait for it to win the GIL back after the write.
+        if threading.get_ident() == thread and self._woken <= 1:
+            reply.lead = True
+            self._forming = True
+        else:
+            self._signal_commit()
+
+    def _lead(self) -> None:
+        """Write the open group in this (non-trio) thread, if nobody else is writing it."""
+        with self.lock:
+            self._forming = False
+            if self.commit.writing is not None or not len(self.commit.open.batch):
+                return
+            self._writing_elsewhere += 1
+            group = self._seal()
+        self._write_here(group)
+
+    def _write_here(self, group: Group) -> None:
+        """Write and complete groups in this (non-trio) thread, a few while more are ready.
+
+        Callers whose work joined the open group while this one was written
+        are waiting on it: writing it next is cheaper than waking the
+        committer. A bound returns this thread to its caller under endless load.
+        """
+        for round_number in range(_LEAD_ROUNDS):
+            try:
+                seconds = self.commit.write(group)
+            except BaseException as error:
+                with self.lock:
+                    self._writing_elsewhere -= 1
+                    self._fail(error)
+                    group.finish(
+                        EcosystemClosedError(
+                            f"{self.name} stopped: writing to the store failed: {error}"
+                        ),
+                        self._post_wake,
+                    )
+                return
+            with self.lock:
+                self._complete(group, seconds)
+                more = len(self.commit.open.batch) > 0
+                if more and not self.closed and round_number + 1 < _LEAD_ROUNDS:
+                    group = self._seal()
+                    continue
+                self._writing_elsewhere -= 1
+                if more or self.closed:
+                    self._signal_commit()
+                return
+
+    def _fail(self, error: BaseException) -> None:
+        """A write failed: memory is ahead of the store, so stop, saying why."""
+        if self.failure is None:
+            self.failure = error
+        log("runtime.failed", level="error", store=self.name, error=repr(error))
+        self.closed = True
+        self._post(self._stop.set)
 
     # -- dispatching ---------------------------------------------------------
 
-    async def _dispatch_loop(self, scope: trio.CancelScope) -> None:
-        with scope:
-            await self._dispatch(self._run_queue)
-
     def pause(self) -> None:
         """Stop running activations; messages are still accepted (for maintenance and tests)."""
-        self._paused = True
+        with self.lock:
+            self.dispatcher.paused = True
 
     def resume(self) -> None:
         """Run activations again after :meth:`pause`."""
-        self._paused = False
-        self._work.set()
+        with self.lock:
+            self.dispatcher.paused = False
+            if self.dispatcher.run_queue:
+                self._signal_work()
 
-    async def _dispatch(self, run_queue: deque[Resident]) -> None:
-        while True:
-            while not run_queue or self._paused:
-                self._work = trio.Event()
-                await self._work.wait()
-            for _ in range(min(len(run_queue), _DISPATCH_BATCH)):
-                record = run_queue.popleft()
-                record.scheduled = False
-                self._run_next(record)
-                if record.inbox and record.parked_on is None:
-                    self._schedule(record)
-            self._dirty.set()
-            if self._settling:
-                self._pulse()
-            if run_queue:  # else waiting for work is the checkpoint, and leaves nothing runnable
-                await trio.lowlevel.checkpoint()
-
-    def _run_next(self, record: Resident) -> None:
-        """Run one activation of ``record`` on the first message of its inbox."""
-        envelope = record.inbox[0]
-        if not self._activate(record, envelope.seq, envelope.blob, envelope.reply):
-            return  # parked: the message stays first in the inbox
-        record.inbox.popleft()
-        group = self._group
-        if envelope.group_number == self._group_number:
-            group.operations[envelope.put_index] = None  # never written, so nothing to delete
-            group.cancelled += 1
-        else:
-            group.operations.append((record.inbox_prefix + _encode_seq(envelope.seq), None))
-
-    def _activate(self, record: Resident, seq: int, blob: bytes, reply: Reply | None) -> bool:
-        """Run one activation of ``record`` on a message; its effects join the open group.
-
-        Returns False, having changed nothing, when the state or the message
-        names a class this process has not registered: the entity is parked.
-        Removing the message from the inbox is the caller's business.
-        """
-        address = record.address
-        assert address is not None
-        self._resident.move_to_end(record.ident)
-        message: Any = None
-        try:
-            if not record.loaded:
-                record.durable_blob = record.state_blob = self.store.get(record.state_key)
-                record.state = load_state(address, record.state_blob)
-                record.loaded = True
-            message = decode(blob)
-        except UnregisteredNameError as missing:
-            self._park(record, missing.name)
-            return False
-        except Exception as error:
-            outcome: Any = Failure(error, "".join(traceback.format_exception(error)))
-        else:
-            outcome = activate(address, record.state, message, self.max_message_bytes)
-        recent = record.recent
-        recent.append(blob)
-        if len(recent) > RECENT_MESSAGES:
-            del recent[0]
-        group = self._group
-        record.uncommitted += 1
-        self.statistics["activations"] += 1
-        if type(outcome) is Failure:
-            group.activations.append((record, None))
-            self._dead_letter(record, blob, reply, message, outcome, group)
-            return True
-        record.state = outcome.state
-        record.state_blob = state_blob = outcome.state_blob
-        group.operations.append((record.state_key, state_blob))
-        group.activations.append((record, state_blob))
-        outbox = outcome.outbox
-        for recipient, sent in outbox:
-            self._accept(record.eco, recipient, sent, None)
-        if reply is not None:
-            group.replies.append((reply, state_blob, None))
-        if logging_enabled():
-            log("activation", level="debug", address=address, seq=seq, sent=len(outbox))
-        return True
-
-    def _dead_letter(
-        self,
-        record: Resident,
-        blob: bytes,
-        reply: Reply | None,
-        message: Any,
-        failure: Failure,
-        group: Group,
-    ) -> None:
-        address = record.address
-        assert address is not None
-        self.statistics["failures"] += 1
-        if record.loaded:
-            # activate() may have changed the state in place before raising:
-            # go back to the last state it returned, from its stored form.
-            try:
-                record.state = load_state(address, record.state_blob)
-            except Exception:
-                record.loaded = False
-        dead_letter_id = self._seq
-        self._seq += 1
-        error_text = f"{type(failure.error).__name__}: {failure.error}"
-        group.operations.append(
-            (
-                layout.dead_letter_key(record.eco, dead_letter_id),
-                encode_dead_letter(
-                    address,
-                    blob,
-                    error_text,
-                    failure.traceback,
-                    list(record.recent),
-                    time.time(),
-                ),
-            )
-        )
-        log(
-            "activation.failed",
-            level="warning",
-            address=address,
-            message=message,
-            error=error_text,
-            dead_letter_id=dead_letter_id,
-        )
-        if reply is not None:
-            recent = []
-            for earlier in record.recent:
-                try:
-                    recent.append(decode(earlier))
-                except PachydermError:
-                    recent.append(earlier)
-            error = ActivationError(address, message, failure.error, recent, dead_letter_id)
-            group.replies.append((reply, None, error))
-
-    # -- parking: messages for classes this process has not registered -------
-
-    def _park(self, record: Resident, name: str) -> None:
-        if record.parked_on is None:
-            record.parked_on = name
-            self._parked.setdefault(name, []).append(record)
-            log("entity.waiting_for_class", store=self.name, name=name, pending=len(record.inbox))
-
-    def _on_registered(self, name: str) -> None:
-        token = self.token
-        if token is not None and not self.closed:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._unpark, name)
-
-    def _unpark(self, name: str) -> None:
-        for record in self._parked.pop(name, []):
-            record.parked_on = None
-            if record.address is None:
-                record.address = _make_address(*layout.parse_address_key(record.key))
-            if record.inbox:
-                self._schedule(record)
+    @protect
+    async def _dispatch_loop(self, scope: trio.CancelScope) -> None:
+        dispatcher = self.dispatcher
+        run_queue = dispatcher.run_queue
+        with scope:
+            while True:
+                while not run_queue or dispatcher.paused:
+                    self._work = trio.Event()
+                    if run_queue and not dispatcher.paused:
+                        break  # filled by another thread while we made the event
+                    await self._work.wait()
+                with self.lock:
+                    dispatcher.run_ready(_DISPATCH_BATCH)
+                self._dirty.set()
+                if self._settling:
+                    self._pulse()
+                if run_queue:  # else waiting for work is the checkpoint
+                    await trio.lowlevel.checkpoint()
 
     # -- committing ----------------------------------------------------------
 
+    def _seal(self) -> Group:
+        return self.commit.seal(self.dispatcher.seq)
+
+    @protect
     async def _commit_loop(self) -> None:
-        while self.failure is None:
-            while not self._group.operations:
-                if self.closed:
+        commit = self.commit
+        run_queue = self.dispatcher.run_queue
+        while True:
+            with self.lock:
+                if self.failure is not None:
                     return
-                self._dirty = trio.Event()
+                ready = commit.writing is None and len(commit.open.batch) > 0
+                if not ready:
+                    if self.closed and commit.writing is None:
+                        return
+                    self._dirty = trio.Event()
+            if not ready:
                 await self._dirty.wait()
+                continue
             # Let activations that are ready join this group first: a message
             # accepted and consumed in one group is never written at all. A
             # bound keeps an endless stream of work from holding commits back.
             for _ in range(_JOIN_ROUNDS):
-                if not self._run_queue or self._paused or self.closed:
+                if not run_queue or self.dispatcher.paused or self.closed:
                     break
                 await trio.lowlevel.checkpoint()
-            await self._commit_open_group()
+            with self.lock:
+                if commit.writing is not None or not len(commit.open.batch):
+                    continue
+                inline = self._write_inline()
+                group = self._seal()
+            # Inline only when no other task of this trio run could use the time:
+            # a quick write then delays nothing but I/O readiness.
+            if inline and trio.lowlevel.current_statistics().tasks_runnable == 0:
+                seconds = commit.write(group)
+            else:
+                seconds = await trio.to_thread.run_sync(commit.write, group)
+            with self.lock:
+                self._complete(group, seconds)
 
     def _write_inline(self) -> bool:
         """Whether to write in this thread: nothing to overlap with, and writes are quick.
@@ -623,78 +553,35 @@ class Runtime:
         0.25 ms of this thread's time on the machines measured), and with every
         sender waiting on the write there is nothing to do meanwhile.
         """
-        return not self.store.blocking or (
-            not self._run_queue and self._write_seconds < INLINE_WRITE
+        return not self.storage.blocking or (
+            not self.dispatcher.run_queue and self.commit.seconds < INLINE_WRITE
         )
 
-    async def _commit_open_group(self) -> None:
-        # Inline only when no other task of this trio run could use the time:
-        # a quick write then delays nothing but I/O readiness.
-        if self._write_inline() and trio.lowlevel.current_statistics().tasks_runnable == 0:
-            self._commit_now()
-            return
-        group = self._seal()
-        seconds = await trio.to_thread.run_sync(self._write, operations(group))
-        self._committed(group, seconds)
-
-    def _commit_now(self) -> None:
-        group = self._seal()
-        try:
-            seconds = self._write(operations(group))
-        except BaseException as error:
-            # Memory is now ahead of the store: stop, as a failed commit task would.
-            self.failure = error
-            self._wake(self._stop.set)
-            raise
-        self._committed(group, seconds)
-
-    def _write(self, batch: list[Operation]) -> float:
-        """Write one batch to the store; return how long that took, thread hops excluded."""
-        started = time.perf_counter()
-        self.store.write(batch, sync=self.sync)
-        return time.perf_counter() - started
-
-    def _seal(self) -> Group:
-        group = self._group
-        self._group = Group()
-        self._group_number += 1
-        group.operations.append((layout.NEXT_SEQ, layout.encode_seq(self._seq)))
-        self._committing = group  # stays set if the write raises: _fail_waiters answers it
-        return group
-
-    def _committed(self, group: Group, seconds: float) -> None:
-        self._committing = None
-        self._write_seconds = 0.8 * self._write_seconds + 0.2 * seconds
-        self.statistics["commits"] += 1
-        self._complete(group)
-
-    def _complete(self, group: Group) -> None:
-        followers = self._followers
-        for record, blob in group.activations:
+    def _complete(self, group: Group, seconds: float) -> None:
+        """``group`` is durable: tell the followers, answer the callers, forget the idle."""
+        self.commit.written(seconds)
+        posts: list[Callable[[], object]] = []
+        wake: Wake = call_now if threading.get_ident() == self._thread else posts.append
+        followers = self.followers
+        for record, stored in group.activations:
             record.uncommitted -= 1
-            if blob is None:  # a failed activation: the state did not change
+            if stored is None:  # a failed activation: the state did not change
                 continue
-            record.durable_blob = blob
-            for subscription in followers.get(record.ident, ()) if followers else ():
-                subscription.push(blob, self._wake)
-        finish(group, wake=self._wake)
-        if len(self._resident) > self.max_resident:
-            self._passivate()
+            record.durable = stored
+            if followers:
+                followers.push(record.ident, stored, wake)
+        group.finish(None, wake)
+        self._woken = len(group.replies) + len(group.waiters)
+        self.timers.durable(group.number)
+        if self._taken:
+            number = group.number
+            for taken in [key for key, at in self._taken.items() if at == number]:
+                del self._taken[taken]
+        self.residents.passivate()
         if self._settling:
-            self._wake(self._pulse)
-
-    def _passivate(self) -> None:
-        """Forget idle entities beyond ``max_resident``, least recently used first."""
-        excess = len(self._resident) - self.max_resident
-        victims = []
-        for key, record in self._resident.items():
-            if record.idle and record.parked_on is None:
-                victims.append(key)
-                if len(victims) >= excess:
-                    break
-        for key in victims:
-            del self._resident[key]
-        self.statistics["passivated"] += len(victims)
+            wake(self._pulse)
+        if posts:
+            self._post(_run_all, posts)
 
     def _pulse(self) -> None:
         self._progress.set()
@@ -703,111 +590,153 @@ class Runtime:
     async def settle(self) -> None:
         """Wait until every accepted message has been processed and committed.
 
-        Messages waiting for an entity class this process has not registered
-        do not count: they wait until it is.
+        Timers due by now count as accepted messages. Messages waiting for an
+        entity class this process has not registered do not count: they wait
+        until it is.
         """
-        self.check_open()
-        while (
-            (self._run_queue and not self._paused)
-            or self._group.operations
-            or self._committing is not None
-        ):
-            self._settling += 1
+        while True:
+            with self.lock:
+                self.check_open()
+                dispatcher = self.dispatcher
+                if not (
+                    (dispatcher.run_queue and not dispatcher.paused)
+                    or len(self.commit.open.batch)
+                    or self.commit.writing is not None
+                    or self._timer_due()
+                ):
+                    return
+                self._settling += 1
+                progress = self._progress
             try:
-                await self._progress.wait()
+                await progress.wait()
             finally:
-                self._settling -= 1
-            self.check_open()
+                with self.lock:
+                    self._settling -= 1
+
+    # -- time ------------------------------------------------------------------
+
+    def _timer_due(self) -> bool:
+        due = self.timers.next_due()
+        return due is not None and due <= self.clock.now()
+
+    @protect
+    async def _timekeeper(self, scope: trio.CancelScope) -> None:
+        clock = self.clock
+        real_time = isinstance(clock, WallClock)
+        with scope:
+            while True:
+                with self.lock:
+                    fired = self.timers.pop_due(clock.now(), _FIRE_BATCH)
+                    if fired:
+                        self.dispatcher.fire(fired)
+                    next_due = self.timers.next_due()
+                    self._timer_target = next_due
+                    self._timers_changed = changed = trio.Event()
+                if fired:
+                    self._dirty.set()
+                    if self._settling:
+                        self._pulse()
+                    await trio.lowlevel.checkpoint()
+                    continue
+                if next_due is None or not real_time:
+                    await changed.wait()  # a new timer, or the manual clock moved
+                    continue
+                delay = next_due - clock.now()
+                if delay > 0:
+                    with trio.move_on_after(min(delay, _WALL_CLOCK_NAP)):
+                        await changed.wait()
 
     # -- reading -------------------------------------------------------------
 
-    def committed_state_blob(self, eco: bytes, address: Entity[Any, Any]) -> bytes | None:
-        record = self._resident.get((eco, address.entity_name, address._id))
-        if record is not None and record.loaded:
-            return record.durable_blob
-        return self.store.get(layout.state_key(eco, layout.address_key(address)))
+    def _committed_record(self, ident: Ident) -> bytes | None:
+        record = self.residents.get(ident)
+        if record is not None:
+            if record.loaded:
+                return record.durable
+            return self.storage.load(record.handle)
+        return self.storage.load(self.storage.handle(ident))
 
-    def state_of(self, eco: bytes, address: Entity[Any, Any]) -> Any:
+    def state_of(self, eco: str, address: Entity[Any, Any]) -> Any:
         """The latest committed state of ``address`` (``init()`` if it has none)."""
-        self.check_open()
         if not isinstance(address, Entity):
             raise _not_an_address(address)
-        return load_state(address, self.committed_state_blob(eco, address))
+        with self.lock:
+            self.check_open()
+            stored = self._committed_record((eco, address.entity_name, address._id))
+        return load_state(address, stored)
 
     def subscribe(
-        self, eco: bytes, address: Entity[Any, Any], buffer: int = DEFAULT_FOLLOWER_BUFFER
+        self, eco: str, address: Entity[Any, Any], buffer: int = DEFAULT_FOLLOWER_BUFFER
     ) -> Subscription:
         """Follow ``address``: its committed state now, and every change after."""
-        self.check_open()
         if not isinstance(address, Entity):
             raise _not_an_address(address)
         ident = (eco, address.entity_name, address._id)
-        subscription = Subscription(
-            address,
-            self.committed_state_blob(eco, address),
-            buffer,
-            partial(self._unsubscribe, ident),
-        )
-        self._followers.setdefault(ident, []).append(subscription)
+        with self.lock:
+            self.check_open()
+            subscription = Subscription(address, self._committed_record(ident), buffer)
+            self.followers.add(ident, subscription)
         return subscription
-
-    def _unsubscribe(self, ident: Ident, subscription: Subscription) -> None:
-        subscriptions = self._followers.get(ident, [])
-        if subscription in subscriptions:
-            subscriptions.remove(subscription)
-        if not subscriptions:
-            self._followers.pop(ident, None)
 
     # -- dead letters --------------------------------------------------------
 
-    def dead_letters(self, eco: bytes) -> list[DeadLetter]:
+    def dead_letters(self, eco: str) -> list[DeadLetter]:
         """Every dead letter of the ecosystem, oldest first."""
-        self.check_open()
-        return [
-            decode_dead_letter(layout.parse_dead_letter_key(key), blob)
-            for key, blob in self.store.scan(layout.dead_letter_prefix(eco))
-        ]
+        with self.lock:
+            self.check_open()
+            stored = list(self.storage.dead_letters(eco))
+        return [decode_dead_letter(dead_letter_id, blob) for dead_letter_id, blob in stored]
 
-    def _take_dead_letter(self, eco: bytes, dead_letter: DeadLetter | int) -> tuple[bytes, bytes]:
+    def _take_dead_letter(self, eco: str, dead_letter: DeadLetter | int) -> tuple[int, bytes]:
+        """Claim a dead letter for removal in the open group (with the lock held)."""
         self.check_open()
         dead_letter_id = dead_letter.id if isinstance(dead_letter, DeadLetter) else dead_letter
         if type(dead_letter_id) is not int:
             raise UnknownDeadLetterError(
                 f"dead letters are named by a DeadLetter or its int id, got {describe(dead_letter)}"
             )
-        key = layout.dead_letter_key(eco, dead_letter_id)
-        blob = self.store.get(key)
-        if blob is None or any(op is not None and op[0] == key for op in self._group.operations):
+        blob = self.storage.dead_letter(eco, dead_letter_id)
+        if blob is None or (eco, dead_letter_id) in self._taken:
             raise UnknownDeadLetterError(
                 f"no dead letter {dead_letter_id!r} in this ecosystem; dead_letters() lists them"
             )
-        return key, blob
+        group = self.commit.open
+        group.batch.remove_dead_letter(eco, dead_letter_id)
+        self._taken[(eco, dead_letter_id)] = group.number
+        return dead_letter_id, blob
 
-    async def redeliver(self, eco: bytes, dead_letter: DeadLetter | int) -> None:
+    @protect
+    async def redeliver(self, eco: str, dead_letter: DeadLetter | int) -> None:
         """Put a dead letter back in its entity's inbox, atomically, as a new message."""
-        key, blob = self._take_dead_letter(eco, dead_letter)
-        address, message_blob = dead_letter_message_blob(blob)
-        self._group.operations.append((key, None))
-        group = self._accept(eco, address, message_blob, None)
+        with self.lock:
+            _, blob = self._take_dead_letter(eco, dead_letter)
+            address, message_blob = dead_letter_message_blob(blob)
+            ident = (eco, address.entity_name, address._id)
+            dispatcher = self.dispatcher
+            group = self.commit.open
+            dispatcher.enqueue(dispatcher.record_for(ident, address), message_blob, None)
+            sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()
-        await wait_durable(group)
+        await sleeper
+        if group.error is not None:
+            raise group.error
 
-    async def discard(self, eco: bytes, dead_letter: DeadLetter | int) -> None:
+    @protect
+    async def discard(self, eco: str, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
-        key, _ = self._take_dead_letter(eco, dead_letter)
-        group = self._group
-        group.operations.append((key, None))
+        with self.lock:
+            self._take_dead_letter(eco, dead_letter)
+            group = self.commit.open
+            sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()
-        await wait_durable(group)
+        await sleeper
+        if group.error is not None:
+            raise group.error
 
 
 def _run_all(callbacks: list[Callable[[], object]]) -> None:
     for callback in callbacks:
         callback()
-
-
-def _make_address(name: str, entity_id: Any) -> Entity[Any, Any]:
-    return entity_classes.resolve(name)(entity_id)
 
 
 def _not_an_address(value: object) -> PachydermError:

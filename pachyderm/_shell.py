@@ -1,4 +1,14 @@
-"""The shell face: blocking verbs for a Python shell, backed by trio in a background thread."""
+"""The shell face: blocking verbs for a Python shell, a script or a web server's threads.
+
+Every runtime the shell face opens runs in one trio run in a background
+thread, the *portal*. A ``send`` or ``send_sync`` does its work in the
+caller's own thread, under the runtime's lock: it activates an idle entity
+there, and if nobody is writing, writes the open group and completes it
+there too, so one caller costs one write and many callers share one (group
+commit, whoever waits). The portal's tasks do what nobody waits for: queued
+activations, outbox deliveries, timers, and groups left open. That work is
+Ctrl-C safe: interrupts in the main thread are deferred until it is done.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +20,34 @@ from typing import Any, TypeVar
 
 import trio
 
-from pachyderm._activation import load_state, refuse_inside_activation
 from pachyderm._dead_letters import DeadLetter
 from pachyderm._ecosystem import Ecosystem
 from pachyderm._entity import Entity
-from pachyderm._follower import DEFAULT_FOLLOWER_BUFFER, ShellFollower
+from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower
+from pachyderm._interrupts import deferred_interrupts
 from pachyderm._log import log
-from pachyderm._resident import ThreadReply
 from pachyderm._runtime import Runtime
+from pachyderm._step import load_state, refuse_inside_activation
 from pachyderm.errors import EcosystemClosedError, PachydermError
 
 __all__ = ["Portal", "ShellEcosystem"]
 
 T = TypeVar("T")
+MessageT = TypeVar("MessageT")
+StateT = TypeVar("StateT")
 
 
 def check_blocking_caller() -> None:
     """The shell face blocks: refuse it inside activate() and inside trio, saying why."""
     refuse_inside_activation("the shell face (send_sync, send, follow, ...)")
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        return
-    raise PachydermError(
-        "the shell face (LocalDisk.send_sync, ...) blocks, so it cannot be used "
-        "inside trio; use the trio face instead: async with LocalDisk.open(path) as eco"
-    )
+    if _in_trio_run():
+        raise PachydermError(
+            "the shell face (LocalDisk.send_sync, ...) blocks, so it cannot be used "
+            "inside trio; use the trio face instead: async with LocalDisk.open(path) as eco"
+        )
+
+
+_in_trio_run = trio.lowlevel.in_trio_run
 
 
 class Portal:
@@ -55,10 +67,6 @@ class Portal:
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._runtimes: list[Runtime] = []
-        # The portal's thread holds this whenever it runs, and lends it out
-        # while it sleeps waiting for I/O: a caller that gets it may work on
-        # an idle runtime's state in its own thread (Runtime.send_here).
-        self.state_lock = threading.Lock()
         self._thread = threading.Thread(
             target=trio.run, args=(self._main,), name="pachyderm-shell", daemon=True
         )
@@ -67,8 +75,6 @@ class Portal:
         atexit.register(self.stop)
 
     async def _main(self) -> None:
-        self.state_lock.acquire()
-        trio.lowlevel.add_instrument(_LendWhileAsleep(self.state_lock))
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -83,11 +89,6 @@ class Portal:
         """Run an async function in the portal and wait for its result."""
         check_blocking_caller()
         return trio.from_thread.run(function, *args, trio_token=self._token)
-
-    def call_sync(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a sync function in the portal's thread and wait for its result."""
-        check_blocking_caller()
-        return trio.from_thread.run_sync(function, *args, trio_token=self._token)
 
     def start(self, runtime: Runtime) -> None:
         """Start ``runtime`` in the portal; errors while opening are raised here."""
@@ -118,19 +119,6 @@ class Portal:
             self._runtimes.remove(runtime)
 
 
-class _LendWhileAsleep(trio.abc.Instrument):
-    """Release the portal's state lock while trio waits for I/O; take it back on waking."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-
-    def before_io_wait(self, timeout: float) -> None:
-        self._lock.release()
-
-    def after_io_wait(self, timeout: float) -> None:
-        self._lock.acquire()
-
-
 class ShellEcosystem:
     """The shell face of one ecosystem: the trio face's verbs, blocking, from any thread."""
 
@@ -143,84 +131,72 @@ class ShellEcosystem:
         """This ecosystem's id."""
         return self._ecosystem.id
 
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime hosting this ecosystem's store."""
+        return self._ecosystem.runtime
+
     def __repr__(self) -> str:
         return f"<ShellEcosystem {self.id!r} in {self._ecosystem.runtime.name}>"
-
-    def _check_open(self) -> None:
-        self._ecosystem.runtime.check_open()
 
     def participate(self, ecosystem_id: str) -> ShellEcosystem:
         """Another ecosystem in the same store, isolated from this one."""
         return ShellEcosystem(self._portal, self._ecosystem.participate(ecosystem_id))
 
-    def send(self, address: Entity[Any, Any], message: Any) -> None:
+    def send(self, address: Entity[MessageT, Any], message: MessageT) -> None:
         """Send ``message``; returns once it is in the recipient's durable inbox."""
-        self._send(address, message, wait_for_activation=False).wait()
-
-    def send_sync(self, address: Entity[Any, Any], message: Any) -> Any:
-        """Send ``message`` and return the entity's state once its activation is durable."""
-        reply = self._send(address, message, wait_for_activation=True)
-        return load_state(address, reply.wait())
-
-    def _send(
-        self, address: Entity[Any, Any], message: Any, *, wait_for_activation: bool
-    ) -> ThreadReply:
         check_blocking_caller()
         runtime = self._ecosystem.runtime
-        runtime.check_open()
-        blob = runtime.encode_message(address, message)  # errors surface in this thread
-        key = self._ecosystem.key
-        lock = self._portal.state_lock
-        if lock.acquire(blocking=False):  # the portal sleeps: do the work in this thread
-            try:
-                reply = runtime.send_here(key, address, blob, sync=wait_for_activation)
-            finally:
-                lock.release()
-            if reply is not None:
-                return reply
-        return runtime.send_threadsafe(key, address, blob, wait_for_activation=wait_for_activation)
+        blob = runtime.encode_message(address, message)  # errors surface before anything is stored
+        with deferred_interrupts():
+            reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=False)
+        reply.wait()  # Ctrl-C may interrupt the wait: the message stays accepted
+
+    def send_sync(self, address: Entity[MessageT, StateT], message: MessageT) -> StateT:
+        """Send ``message`` and return the entity's state once its activation is durable."""
+        check_blocking_caller()
+        runtime = self._ecosystem.runtime
+        blob = runtime.encode_message(address, message)
+        with deferred_interrupts():
+            reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=True)
+        state: StateT = load_state(address, reply.wait())
+        return state
 
     def follow(
-        self, address: Entity[Any, Any], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
-    ) -> ShellFollower:
+        self, address: Entity[Any, StateT], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
+    ) -> ShellFollower[StateT]:
         """Follow ``address``: ``.state`` now, then every committed change."""
-        self._check_open()
+        check_blocking_caller()
         runtime = self._ecosystem.runtime
-        subscription = self._portal.call_sync(
-            runtime.subscribe, self._ecosystem.key, address, buffer
-        )
+        return ShellFollower(runtime.subscribe(self._ecosystem.id, address, buffer))
 
-        def close() -> None:
-            if runtime.closed:
-                subscription.end()
-            else:
-                self._portal.call_sync(subscription.close)
-
-        return ShellFollower(subscription, close)
-
-    def state_of(self, address: Entity[Any, Any]) -> Any:
+    def state_of(self, address: Entity[Any, StateT]) -> StateT:
         """The latest committed state of ``address``, without activating it."""
-        self._check_open()
-        return self._portal.call(self._ecosystem.state_of, address)
+        check_blocking_caller()
+        state: StateT = self._ecosystem.runtime.state_of(self._ecosystem.id, address)
+        return state
 
     def dead_letters(self) -> list[DeadLetter]:
         """The messages whose activation failed, oldest first."""
-        self._check_open()
-        return self._portal.call(self._ecosystem.dead_letters)
+        check_blocking_caller()
+        return self._ecosystem.runtime.dead_letters(self._ecosystem.id)
 
     def redeliver(self, dead_letter: DeadLetter | int) -> None:
         """Move a dead letter back into its entity's inbox, to be processed again."""
-        self._check_open()
+        self._ecosystem.runtime.check_open()
         self._portal.call(self._ecosystem.redeliver, dead_letter)
 
     def discard(self, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
-        self._check_open()
+        self._ecosystem.runtime.check_open()
         self._portal.call(self._ecosystem.discard, dead_letter)
 
     def settle(self) -> None:
-        """Wait until every accepted message has been processed and committed."""
-        self._check_open()
+        """Wait until every accepted message has been processed and committed.
+
+        Timers due by now count as accepted messages; later ones do not.
+        """
+        self._ecosystem.runtime.check_open()
         self._portal.call(self._ecosystem.settle)
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
-"""The storage boundary: an ordered key-value store with atomic batches.
+"""The key-value boundary: an ordered key-value store with atomic batches.
 
-LocalDisk (LevelDB) and InMemory (dicts) implement it; the runtime speaks
-only this, so the semantics cannot drift apart between them.
+LocalDisk (LevelDB) and InMemory (dicts) implement it;
+:class:`~pachyderm._kv.KeyValueStorage` lays the runtime's data out in it, so
+the semantics cannot drift apart between them.
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ Operation = tuple[bytes, bytes | None]
 
 
 class Store(Protocol):
-    """What an ecosystem needs from its storage."""
+    """What a key-value ecosystem needs from its storage."""
 
     #: True if ``write`` blocks on I/O and should run in a worker thread.
     blocking: bool
+    #: True if the data lives in this process's memory and dies with it.
+    volatile: bool
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key``, or None."""
         ...
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
+    def scan(self, prefix: bytes, *, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, value)`` whose key starts with ``prefix``, in key order.
+
+        With ``start``, only those from ``start`` on (keys ``>= start``).
+        """
         ...
 
     def write(self, operations: Sequence[Operation], *, sync: bool) -> None:

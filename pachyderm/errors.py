@@ -16,6 +16,7 @@ __all__ = [
     "ExplorationError",
     "InvalidActivationError",
     "InvalidAddressError",
+    "InvalidArgumentError",
     "InvalidIdError",
     "MessageTooLargeError",
     "PachydermError",
@@ -60,6 +61,10 @@ class UnregisteredNameError(CodecError):
             f"this process. Import the module that defines it, or register the type "
             f"under that name with @register_value(name={name!r})."
         )
+
+
+class InvalidArgumentError(PachydermError, ValueError):
+    """An argument to a Pachyderm function is not one it accepts; the message says which."""
 
 
 class InvalidIdError(PachydermError, TypeError):

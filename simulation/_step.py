@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pachyderm._activation import DEFAULT_MAX_MESSAGE_BYTES, Failure, activate, load_state
 from pachyderm._codec import decode, encode_canonical
+from pachyderm._step import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Failed,
+    Send,
+    activate,
+    load_state,
+    record_bytes,
+)
 from simulation._network import Network, arrange, deliverable
 from simulation._world import Envelope, States, World, make_envelope
 
@@ -105,9 +112,14 @@ def deliver(
     state = load_state(recipient, world.state_blob_at(key))
     message = decode(target.blob)
     outcome = activate(recipient, state, message, max_message_bytes, encode_canonical)
-    if isinstance(outcome, Failure):
-        raise StepFailure(outcome.error)
+    if isinstance(outcome, Failed):
+        raise StepFailure(outcome.error)  # type: ignore[arg-type]
     sent = [
-        make_envelope(to, encode_canonical(to), recipient, key, blob) for to, blob in outcome.outbox
+        make_envelope(
+            command.recipient, encode_canonical(command.recipient), recipient, key, command.message
+        )
+        for command in outcome.commands
+        if type(command) is Send
     ]
-    return world.states_with(key, recipient, outcome.state_blob), sent
+    stored = record_bytes(recipient.version, outcome.state_bytes)
+    return world.states_with(key, recipient, stored), sent

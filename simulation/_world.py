@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pachyderm._activation import encode_state, load_state
 from pachyderm._codec import decode, encode_canonical
 from pachyderm._entity import Entity
+from pachyderm._step import load_state, record_bytes
 from pachyderm.errors import InvalidAddressError, describe
 
 __all__ = ["Envelope", "States", "World", "envelope", "make_envelope"]
@@ -181,7 +181,7 @@ def world_from(
 ) -> World:
     """A world with these states and messages in flight (not yet in network order)."""
     entries = sorted(
-        (encode_canonical(address), address, encode_state(address, state, encode_canonical))
+        (encode_canonical(address), address, record_bytes(address.version, encode_canonical(state)))
         for address, state in (states or {}).items()
     )
     return World(tuple(entries), tuple(envelopes), drops, duplicates)

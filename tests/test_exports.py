@@ -16,6 +16,8 @@ def test_pachyderm_exports() -> None:
     assert pachyderm.__all__ == sorted(pachyderm.__all__)
     assert set(pachyderm.__all__) == {
         "ActivationError",
+        "After",
+        "Cancel",
         "CodecError",
         "DeadLetter",
         "Ecosystem",
@@ -27,7 +29,9 @@ def test_pachyderm_exports() -> None:
         "Follower",
         "InvalidActivationError",
         "InvalidAddressError",
+        "InvalidArgumentError",
         "InvalidIdError",
+        "ManualClock",
         "MessageTooLargeError",
         "Outbox",
         "PachydermError",
@@ -39,6 +43,8 @@ def test_pachyderm_exports() -> None:
         "UnknownDeadLetterError",
         "UnregisteredNameError",
         "UpgradeError",
+        "after",
+        "cancel",
         "decode",
         "encode",
         "encode_canonical",

@@ -89,7 +89,7 @@ async def test_message_naming_an_unregistered_class_waits(tmp_path: Path) -> Non
 
     async with LocalDisk.open(str(tmp_path)) as eco:
         await eco.settle()
-        assert set(eco.runtime._parked) == {"tests.Later"}
+        assert set(eco.runtime.residents.parked) == {"tests.Later"}
         assert await eco.state_of(Keeper("k")) is None
         assert await eco.dead_letters() == []
 
@@ -123,8 +123,8 @@ async def test_recovered_messages_for_unregistered_classes_wait(tmp_path: Path) 
     assert writer.returncode == 0, writer.stderr
     async with LocalDisk.open(str(tmp_path)) as eco:
         await eco.settle()
-        assert set(eco.runtime._parked) == {"tests.Ghost"}
-        [record] = eco.runtime._parked["tests.Ghost"]
+        assert set(eco.runtime.residents.parked) == {"tests.Ghost"}
+        [record] = eco.runtime.residents.parked["tests.Ghost"]
         assert len(record.inbox) == 3
 
     # A later process that has the class processes them, in order.

@@ -329,7 +329,7 @@ async def test_idle_entities_are_passivated_and_keep_their_state(
         for n in range(100):
             assert await eco.send_sync(Counter(n), "inc") == 2
         assert eco.runtime.statistics["passivated"] >= 90
-        assert len(eco.runtime._resident) <= 10 + 1
+        assert len(eco.runtime.residents) <= 10 + 1
 
 
 async def test_closed_ecosystem_refuses_work(open_ecosystem: OpenEcosystem) -> None:
@@ -375,7 +375,7 @@ async def test_a_failed_write_stops_the_ecosystem(open_ecosystem: OpenEcosystem)
     async def use_until_the_store_breaks() -> None:
         async with open_ecosystem() as eco:
             assert await eco.send_sync(Counter("c"), "inc") == 1
-            eco.runtime.store.close()  # the store goes away underneath the runtime
+            eco.runtime.storage.close()  # the store goes away underneath the runtime
             with pytest.raises(EcosystemClosedError, match="closed"):
                 await eco.send_sync(Counter("c"), "inc")
             with pytest.raises(EcosystemClosedError):

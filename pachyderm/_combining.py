@@ -1,0 +1,71 @@
+"""A lock for many threads: flat combining, so that callers do not queue up on it.
+
+When many threads each take a lock in turn for a short piece of work, every
+hand-over puts one thread to sleep and wakes another: a context switch per
+caller, which costs more than the work (about 50 us on the machines measured
+here). With flat combining a caller *submits* its request to a queue and only
+tries the lock; whoever holds the lock processes every submitted request
+before releasing it. A caller then sleeps at most once, waiting for its own
+result, however many threads compete.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Generic, TypeVar
+
+__all__ = ["CombiningLock"]
+
+RequestT = TypeVar("RequestT")
+
+
+class CombiningLock(Generic[RequestT]):
+    """A mutex (``with lock:``) that also processes submitted requests while held.
+
+    ``process`` is called with the lock held, once per request, in submission
+    order; it must not raise (it answers its request instead). It may be
+    called from whichever thread holds the lock when the request is there.
+    """
+
+    def __init__(self, process: Callable[[RequestT], None]) -> None:
+        self._lock = threading.Lock()
+        self._process = process
+        self._requests: deque[RequestT] = deque()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._drain_and_release()
+        self.combine()  # what was submitted just as we released, by a caller whose try failed
+
+    def _drain_and_release(self) -> None:
+        requests = self._requests
+        process = self._process
+        while requests:
+            process(requests.popleft())
+        self._lock.release()
+
+    def submit(self, request: RequestT) -> None:
+        """Queue a request and process the queue if the lock is free; never blocks on it."""
+        self._requests.append(request)
+        self.combine()
+
+    def combine(self) -> None:
+        """Process the queued requests if the lock can be had without waiting.
+
+        A request queued while another thread holds the lock is processed by
+        that thread before it releases it, or right after, by this check.
+        """
+        requests = self._requests
+        lock = self._lock
+        while requests and lock.acquire(blocking=False):
+            self._drain_and_release()

@@ -1,0 +1,338 @@
+"""Dispatch: one activation at a time per entity, and what its transition becomes.
+
+The dispatcher accepts messages into inboxes, runs activations in acceptance
+order (an entity is in the FIFO run queue at most once, so it never has two
+running), and interprets each transition into the open group's batch: the
+new record, the consumed message, sends accepted into their recipients'
+inboxes, timers set and cancelled, or a dead letter. It fires due timers the
+same way. Every method must be called with the runtime's lock held.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pachyderm._clock import Clock
+from pachyderm._codec import decode
+from pachyderm._commit import GroupCommit, Reply
+from pachyderm._dead_letters import encode_dead_letter
+from pachyderm._entity import Entity, entity_classes
+from pachyderm._log import log, logging_enabled
+from pachyderm._residents import Envelope, Resident, Residents
+from pachyderm._step import (
+    Activated,
+    CancelTimer,
+    Failed,
+    Send,
+    SetTimer,
+    activate,
+    load_state,
+    record_bytes,
+)
+from pachyderm._storage import Ident, PendingMessage, Storage, Timer
+from pachyderm._timers import Timers, due_at
+from pachyderm.errors import ActivationError, PachydermError, UnregisteredNameError
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """Runs the activations of one runtime and records their effects in the open group."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        residents: Residents,
+        commit: GroupCommit,
+        timers: Timers,
+        clock: Clock,
+        *,
+        max_message_bytes: int,
+        on_work: Callable[[], None],
+        on_timer: Callable[[float], None],
+    ) -> None:
+        self.storage = storage
+        self.residents = residents
+        self.commit = commit
+        self.timers = timers
+        self.clock = clock
+        self.max_message_bytes = max_message_bytes
+        self.run_queue: deque[Resident] = deque()
+        self.seq = 0
+        self.paused = False
+        self.activations = 0
+        self.failures = 0
+        self.timers_fired = 0
+        self._on_work = on_work  # the run queue was empty and is not
+        self._on_timer = on_timer  # a timer due at this time was set
+
+    # -- accepting -----------------------------------------------------------
+
+    def record_for(self, ident: Ident, address: Entity[Any, Any] | None) -> Resident:
+        """The resident record of an entity, made resident if it was not."""
+        record = self.residents.get(ident)
+        if record is None:
+            return self.residents.add(ident, address)
+        if record.address is None and address is not None:
+            record.address = address  # found while its class was not registered
+            if record.parked_on == address.entity_name:
+                self.unpark(record.parked_on)
+        return record
+
+    def deliver(
+        self, ident: Ident, address: Entity[Any, Any], blob: bytes, reply: Reply | None
+    ) -> bool:
+        """Accept a message from outside; activate it at once if its entity is idle.
+
+        An idle entity (nothing in its inbox, not queued, not parked) would run
+        this message next anyway; running it here, in the sender's step, skips
+        the inbox and the run queue: accepted and consumed in the same group,
+        the message is never written, only its effects are. Returns whether it ran.
+        """
+        record = self.record_for(ident, address)
+        if not (record.inbox or record.scheduled or record.parked_on or self.paused):
+            seq = self.seq
+            self.seq = seq + 1
+            if self._activate(record, seq, blob, reply):
+                return True
+        self.enqueue(record, blob, reply)
+        return False
+
+    def enqueue(self, record: Resident, blob: bytes, reply: Reply | None) -> None:
+        """Put a message in its recipient's inbox, in the open group; schedule the recipient."""
+        seq = self.seq
+        self.seq = seq + 1
+        group = self.commit.open
+        token = group.batch.accept(record.handle, seq, blob)
+        record.inbox.append(Envelope(seq, blob, reply, group, token))
+        if not record.scheduled and record.parked_on is None:
+            self.schedule(record)
+
+    def schedule(self, record: Resident) -> None:
+        if not record.scheduled:
+            record.scheduled = True
+            run_queue = self.run_queue
+            run_queue.append(record)
+            if len(run_queue) == 1:  # only an empty queue can have the dispatcher waiting
+                self._on_work()
+
+    def recover(self, pending: PendingMessage) -> Resident:
+        """A message found pending when the store opened: back into its inbox."""
+        ident, seq, blob = pending
+        record = self.residents.get(ident)
+        if record is None:
+            record = self.residents.add(ident, None)
+        record.inbox.append(Envelope(seq, blob, None, None, -1))
+        self.seq = max(self.seq, seq + 1)
+        return record
+
+    def start(self, record: Resident) -> None:
+        """Schedule a recovered record, or park it until its class is registered."""
+        if self._address_of(record) is not None:
+            self.schedule(record)
+
+    def _address_of(self, record: Resident) -> Entity[Any, Any] | None:
+        """The address of a record found by its stored name; None (parked) if unregistered."""
+        _, name, entity_id = record.ident
+        if name not in entity_classes:
+            self.park(record, name)
+            return None
+        record.address = address = entity_classes.resolve(name)(entity_id)
+        return address
+
+    # -- running -------------------------------------------------------------
+
+    def run_ready(self, limit: int) -> int:
+        """Run up to ``limit`` entities from the run queue, one message each."""
+        run_queue = self.run_queue
+        count = min(len(run_queue), limit)
+        for _ in range(count):
+            record = run_queue.popleft()
+            record.scheduled = False
+            self._run_next(record)
+            if record.inbox and record.parked_on is None:
+                self.schedule(record)
+        return count
+
+    def _run_next(self, record: Resident) -> None:
+        """Run one activation of ``record`` on the first message of its inbox."""
+        envelope = record.inbox[0]
+        if not self._activate(record, envelope.seq, envelope.blob, envelope.reply):
+            return  # parked: the message stays first in the inbox
+        record.inbox.popleft()
+        group = self.commit.open
+        if envelope.group is group:
+            group.batch.unaccept(envelope.token)  # never written: nothing to remove
+        else:
+            group.batch.consume(record.handle, envelope.seq)
+
+    def _activate(self, record: Resident, seq: int, blob: bytes, reply: Reply | None) -> bool:
+        """Run one activation of ``record`` on a message; its effects join the open group.
+
+        Returns False, having changed nothing, when the state or the message
+        names a class this process has not registered: the entity is parked.
+        Removing the message from the inbox is the caller's business.
+        """
+        address = record.address
+        if address is None:
+            address = self._address_of(record)
+            if address is None:
+                return False
+        self.residents.touch(record)
+        message: Any = None
+        try:
+            if not record.loaded:
+                record.durable = record.record = self.storage.load(record.handle)
+                record.state = load_state(address, record.record)
+                record.loaded = True
+            message = decode(blob)
+        except UnregisteredNameError as missing:
+            self.park(record, missing.name)
+            return False
+        except BaseException as error:  # init() and upgrade() are user code too
+            outcome: Activated | Failed = Failed(
+                message, error, "".join(traceback.format_exception(error))
+            )
+        else:
+            outcome = activate(address, record.state, message, self.max_message_bytes)
+        record.remember(blob)
+        group = self.commit.open
+        record.uncommitted += 1
+        self.activations += 1
+        if isinstance(outcome, Failed):
+            group.activations.append((record, None))
+            self._dead_letter(record, blob, reply, outcome)
+            return True
+        record.state = outcome.state
+        record.record = stored = record_bytes(address.version, outcome.state_bytes)
+        group.batch.set_record(record.handle, stored)
+        group.activations.append((record, stored))
+        commands = outcome.commands
+        if commands:
+            self._carry_out(record, commands)
+        if reply is not None:
+            group.replies.append((reply, stored, None))
+        if logging_enabled():
+            log("activation", level="debug", address=address, seq=seq, sent=len(commands))
+        return True
+
+    def _carry_out(self, record: Resident, commands: tuple[Any, ...]) -> None:
+        """Interpret an activation's commands: sends and timers."""
+        eco = record.ident[0]
+        for command in commands:
+            kind = type(command)
+            if kind is Send:
+                recipient, blob = command
+                ident = (eco, recipient.entity_name, recipient._id)
+                self.enqueue(self.record_for(ident, recipient), blob, None)
+            elif kind is SetTimer:
+                self._set_timer(record, command)
+            elif kind is CancelTimer:
+                self._cancel_timer(record, command.name)
+
+    # -- timers ---------------------------------------------------------------
+
+    def _named_timers(self, record: Resident) -> dict[str, tuple[float, int]]:
+        if record.timers is None:
+            record.timers = self.storage.named_timers(record.handle)
+        return record.timers
+
+    def _set_timer(self, record: Resident, command: SetTimer) -> None:
+        name, delay, recipient, blob = command
+        if name is not None:
+            self._cancel_timer(record, name)
+        seq = self.seq
+        self.seq = seq + 1
+        due = due_at(self.clock.now(), delay)
+        target = (record.ident[0], recipient.entity_name, recipient._id)
+        timer = Timer(due, seq, record.ident, name, target, blob)
+        group = self.commit.open
+        group.batch.set_timer(timer)
+        self.timers.add(timer, group.number)
+        if name is not None:
+            self._named_timers(record)[name] = timer.key
+        self._on_timer(due)
+
+    def _cancel_timer(self, record: Resident, name: str) -> None:
+        key = self._named_timers(record).pop(name, None)
+        if key is not None:
+            group = self.commit.open
+            group.batch.remove_timer(self.timers.stub(record.ident, name, key))
+            self.timers.remove(key, group.number)
+
+    def fire(self, timers: list[Timer]) -> None:
+        """Deliver due timers: each removed, and its message accepted, in the open group."""
+        batch = self.commit.open.batch
+        for timer in timers:
+            batch.remove_timer(timer)
+            self._forget_fired(timer)
+            self.enqueue(self.record_for(timer.recipient, None), timer.message, None)
+        self.timers_fired += len(timers)
+
+    def _forget_fired(self, timer: Timer) -> None:
+        """Take a fired named timer out of its owner's table, if the owner is resident."""
+        if timer.owner is None or timer.name is None:
+            return
+        owner = self.residents.get(timer.owner)
+        named = None if owner is None else owner.timers
+        if named is not None and named.get(timer.name) == timer.key:
+            del named[timer.name]
+
+    # -- failures ---------------------------------------------------------------
+
+    def _dead_letter(
+        self, record: Resident, blob: bytes, reply: Reply | None, failure: Failed
+    ) -> None:
+        address = record.address
+        assert address is not None
+        self.failures += 1
+        if record.loaded:
+            # activate() may have changed the state in place before raising:
+            # go back to the last state it returned, from its stored form.
+            try:
+                record.state = load_state(address, record.record)
+            except Exception:
+                record.loaded = False
+        dead_letter_id = self.seq
+        self.seq += 1
+        error = failure.error
+        error_text = f"{type(error).__name__}: {error}"
+        self.commit.open.batch.add_dead_letter(
+            record.ident[0],
+            dead_letter_id,
+            encode_dead_letter(
+                address, blob, error_text, failure.traceback, list(record.recent), time.time()
+            ),
+        )
+        log(
+            "activation.failed",
+            level="warning",
+            address=address,
+            message=failure.message,
+            error=error_text,
+            dead_letter_id=dead_letter_id,
+        )
+        if reply is not None:
+            recent = []
+            for earlier in record.recent:
+                try:
+                    recent.append(decode(earlier))
+                except PachydermError:
+                    recent.append(earlier)
+            problem = ActivationError(address, failure.message, error, recent, dead_letter_id)
+            self.commit.open.replies.append((reply, None, problem))
+
+    # -- parking: messages for classes this process has not registered -------
+
+    def park(self, record: Resident, name: str) -> None:
+        if self.residents.park(record, name):
+            log("entity.waiting_for_class", name=name, pending=len(record.inbox))
+
+    def unpark(self, name: str) -> None:
+        for record in self.residents.unpark(name):
+            if record.inbox:
+                self.schedule(record)

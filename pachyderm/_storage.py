@@ -1,0 +1,174 @@
+"""The host/store boundary: what the live runtime asks of whatever keeps its data.
+
+The runtime speaks of entities, inboxes, records, timers and dead letters,
+never of keys or tables. A :class:`Storage` reads them back and writes a
+:class:`Batch` of changes atomically. :class:`~pachyderm._kv.KeyValueStorage`
+implements it over any ordered key-value :class:`~pachyderm._store.Store`
+(LevelDB, dicts); a SQL database implements it with tables. Entities are
+named by :data:`Ident`; a storage may attach a *handle* of its own to each
+(precomputed keys, say), which the runtime keeps and passes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Protocol
+
+__all__ = ["Batch", "Ident", "PendingMessage", "Storage", "Timer"]
+
+Ident = tuple[str, str, Any]
+"""An entity as stored data names it: ``(ecosystem id, entity name, entity id)``.
+
+It needs no registered class, so data of classes this process has not
+imported can still be read, kept and written."""
+
+
+class PendingMessage(NamedTuple):
+    """An accepted, unprocessed message found when a store opens."""
+
+    entity: Ident
+    seq: int
+    message: bytes
+
+
+class Timer:
+    """A pending timer: deliver ``message`` to ``recipient`` at ``due``.
+
+    ``owner`` set it (and, with a ``name``, may cancel or replace it);
+    ``seq`` orders timers due at the same time and identifies this one.
+    """
+
+    __slots__ = ("cancelled", "due", "message", "name", "owner", "recipient", "seq")
+
+    def __init__(
+        self,
+        due: float,
+        seq: int,
+        owner: Ident | None,
+        name: str | None,
+        recipient: Ident,
+        message: bytes,
+    ) -> None:
+        self.due = due
+        self.seq = seq
+        self.owner = owner
+        self.name = name
+        self.recipient = recipient
+        self.message = message
+        self.cancelled = False  # the runtime's mark: replaced or cancelled before it fired
+
+    @property
+    def key(self) -> tuple[float, int]:
+        """Its place in due order."""
+        return self.due, self.seq
+
+    def __repr__(self) -> str:
+        return (
+            f"Timer(due={self.due!r}, seq={self.seq}, owner={self.owner!r}, "
+            f"name={self.name!r}, recipient={self.recipient!r})"
+        )
+
+
+class Batch(Protocol):
+    """Changes to write in one atomic transaction, in the order they were made."""
+
+    def accept(self, entity: Any, seq: int, message: bytes) -> int:
+        """Add ``message`` to the inbox of ``entity`` (a handle); returns a token for it."""
+        ...
+
+    def unaccept(self, token: int) -> None:
+        """Take back an :meth:`accept` of this batch: consumed before written, it never is."""
+        ...
+
+    def consume(self, entity: Any, seq: int) -> None:
+        """Remove message ``seq``, accepted by an earlier batch, from the inbox of ``entity``."""
+        ...
+
+    def set_record(self, entity: Any, record: bytes) -> None:
+        """Store the entity's new record (its versioned state)."""
+        ...
+
+    def set_timer(self, timer: Timer) -> None:
+        """Add a pending timer (a named one replaces its owner's timer of that name)."""
+        ...
+
+    def remove_timer(self, timer: Timer) -> None:
+        """Remove a pending timer: it fired, or was cancelled or replaced."""
+        ...
+
+    def add_dead_letter(self, ecosystem: str, dead_letter_id: int, record: bytes) -> None:
+        """Keep a failed message and why it failed."""
+        ...
+
+    def remove_dead_letter(self, ecosystem: str, dead_letter_id: int) -> None:
+        """Forget a dead letter (discarded, or redelivered in this same batch)."""
+        ...
+
+    def next_sequence(self, seq: int) -> None:
+        """Record the next unused sequence number, so a restart never reuses one."""
+        ...
+
+    def __len__(self) -> int:
+        """How many changes were recorded (taken-back ones included)."""
+        ...
+
+
+class Storage(Protocol):
+    """Where the live runtime keeps its entities, inboxes, timers and dead letters."""
+
+    #: How the store is named in messages and logs.
+    name: str
+    #: True if :meth:`write` blocks on I/O (the runtime may run it in a worker thread).
+    blocking: bool
+    #: True if a write adds no durability to what the runtime holds in memory (the
+    #: store lives in the same process): a message is then durably accepted as soon
+    #: as it is accepted, and a ``send`` need not wait for the write.
+    volatile: bool
+
+    def open(self) -> int:
+        """Check (or create) the storage's format; return the next unused sequence number.
+
+        Raises:
+            StoreCorruptedError: the data is not of a format this code reads.
+        """
+        ...
+
+    def handle(self, entity: Ident) -> Any:
+        """The storage's handle for an entity, which the runtime keeps and passes back."""
+        ...
+
+    def load(self, entity: Any) -> bytes | None:
+        """The entity's stored record (``None``: never stored)."""
+        ...
+
+    def pending(self) -> Iterator[PendingMessage]:
+        """Every accepted, unprocessed message: each entity's in acceptance order."""
+        ...
+
+    def timers(self, start: tuple[float, int] | None, limit: int) -> list[Timer]:
+        """Up to ``limit`` pending timers in due order: from ``start`` on, if given."""
+        ...
+
+    def named_timers(self, entity: Any) -> dict[str, tuple[float, int]]:
+        """The entity's pending named timers: ``{name: (due, seq)}``."""
+        ...
+
+    def dead_letters(self, ecosystem: str) -> Iterator[tuple[int, bytes]]:
+        """Every dead letter of an ecosystem as ``(id, record)``, oldest first."""
+        ...
+
+    def dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
+        """One dead letter's record, or ``None``."""
+        ...
+
+    def batch(self) -> Batch:
+        """A new, empty batch of changes."""
+        ...
+
+    def write(self, batch: Batch, *, sync: bool) -> None:
+        """Apply ``batch`` atomically; durably (fsync or the like) if ``sync``."""
+        ...
+
+    def close(self) -> None:
+        """Release the storage; later calls are errors."""
+        ...

@@ -1,0 +1,141 @@
+"""Pending timers: the earliest in memory, in due order; all of them stored.
+
+An app may have a timer per entity and millions of entities, so only a
+*window* of the earliest timers is kept in memory: every pending timer due
+before the window's *horizon* is in the heap, none after it is. Timers set or
+removed beyond the horizon go to storage only; until their group is durable,
+an *overlay* remembers them, so that loading the next window sees them too.
+A removed timer still in the heap is marked cancelled and skipped.
+
+Every method must be called with the runtime's lock held.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Any
+
+from pachyderm._storage import Ident, Storage, Timer
+
+__all__ = ["WINDOW", "Timers", "due_at"]
+
+WINDOW = 1024
+"""How many timers are loaded into memory at a time."""
+_EVERYTHING = (math.inf, 0)
+_MICROSECONDS = 1_000_000
+
+
+def due_at(now: float, delay: float) -> float:
+    """When a timer set at ``now`` for ``delay`` seconds is due, to the microsecond."""
+    return round((now + delay) * _MICROSECONDS) / _MICROSECONDS
+
+
+class Timers:
+    """The pending timers of one runtime."""
+
+    def __init__(self, storage: Storage, window: int = WINDOW) -> None:
+        self.storage = storage
+        self.window = window
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._loaded: dict[int, Timer] = {}  # seq -> timer, for those in the heap
+        self._horizon: tuple[float, int] = (-math.inf, 0)  # nothing loaded yet
+        # Changes beyond the horizon not yet durable: key -> (timer or None, group number).
+        self._overlay: dict[tuple[float, int], tuple[Timer | None, int]] = {}
+        self._by_group: dict[int, list[tuple[float, int]]] = {}
+
+    def __len__(self) -> int:
+        """How many timers are in memory (not how many are stored)."""
+        return len(self._loaded)
+
+    def add(self, timer: Timer, group: int) -> None:
+        """A new pending timer, stored by the batch of group number ``group``."""
+        key = timer.key
+        if key < self._horizon:
+            heapq.heappush(self._heap, (timer.due, timer.seq, timer))
+            self._loaded[timer.seq] = timer
+        else:
+            self._remember(key, timer, group)
+
+    def remove(self, key: tuple[float, int], group: int) -> None:
+        """A pending timer is gone (fired, cancelled, replaced) as of group ``group``."""
+        timer = self._loaded.pop(key[1], None)
+        if timer is not None:
+            timer.cancelled = True
+        elif key >= self._horizon:
+            self._remember(key, None, group)
+
+    def _remember(self, key: tuple[float, int], timer: Timer | None, group: int) -> None:
+        self._overlay[key] = (timer, group)
+        self._by_group.setdefault(group, []).append(key)
+
+    def durable(self, group: int) -> None:
+        """Group ``group`` is written: storage now has its timer changes."""
+        keys = self._by_group.pop(group, None)
+        if keys:
+            overlay = self._overlay
+            for key in keys:
+                entry = overlay.get(key)
+                if entry is not None and entry[1] == group:
+                    del overlay[key]
+
+    def next_due(self) -> float | None:
+        """When the earliest pending timer is due; None if none is pending."""
+        heap = self._heap
+        while True:
+            while heap and heap[0][2].cancelled:
+                heapq.heappop(heap)
+            if heap:
+                return heap[0][0]
+            if self._horizon == _EVERYTHING:
+                return None
+            self._load()
+
+    def pop_due(self, now: float, limit: int) -> list[Timer]:
+        """Up to ``limit`` timers due at ``now``, earliest first, taken out of memory.
+
+        The caller fires them: removes each from storage and accepts its
+        message, in one batch.
+        """
+        due: list[Timer] = []
+        heap = self._heap
+        while len(due) < limit:
+            next_due = self.next_due()
+            if next_due is None or next_due > now:
+                break
+            _, _, timer = heapq.heappop(heap)
+            del self._loaded[timer.seq]
+            due.append(timer)
+        return due
+
+    def _load(self) -> None:
+        """Load the next window of timers from the horizon on."""
+        start = None if self._horizon[0] == -math.inf else self._horizon
+        stored = self.storage.timers(start, self.window + 1)
+        horizon = _EVERYTHING
+        if len(stored) > self.window:
+            horizon = stored.pop().key
+        found = {timer.key: timer for timer in stored}
+        overlay = self._overlay
+        for key in [key for key in overlay if key < horizon]:
+            timer, _ = overlay.pop(key)
+            if timer is None:
+                found.pop(key, None)
+            else:
+                found[key] = timer
+        for timer in found.values():
+            self._heap.append((timer.due, timer.seq, timer))
+            self._loaded[timer.seq] = timer
+        heapq.heapify(self._heap)
+        self._horizon = horizon
+
+    def stub(self, owner: Ident, name: str, key: tuple[float, int]) -> Timer:
+        """Enough of a named timer known only by its key to remove it from storage."""
+        loaded = self._loaded.get(key[1])
+        if loaded is not None:
+            return loaded
+        return Timer(key[0], key[1], owner, name, owner, b"")
+
+    def describe(self) -> dict[str, Any]:
+        """Figures for logs and tests."""
+        return {"in_memory": len(self._loaded), "overlay": len(self._overlay)}
