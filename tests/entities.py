@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pachyderm import Entity, Outbox
+from pachyderm import Entity, Outbox, after, cancel
 
 
 class Counter(Entity[Any, int]):
@@ -98,3 +98,32 @@ class Scripted(Entity[Any, list[Any]]):
     def activate(self, message: Any, state: list[Any]) -> tuple[Outbox, list[Any]]:
         payload, sends = message
         return [(Scripted(target), sent) for target, sent in sends], [*state, payload]
+
+
+class Alarm(Entity[Any, list[Any]]):
+    """Sets, replaces and cancels timers on command; records what rings."""
+
+    entity_name = "tests.timers.Alarm"
+
+    def init(self) -> list[Any]:
+        return []
+
+    def activate(self, message: Any, state: list[Any]) -> tuple[Outbox, list[Any]]:
+        match message:
+            case ("set", delay, payload):
+                return [after(delay, self, ("ring", payload))], state
+            case ("set named", name, delay, payload):
+                return [after(delay, self, ("ring", payload), name=name)], state
+            case ("cancel", name):
+                return [cancel(name)], state
+            case ("set and cancel", name):
+                return [after(1, self, ("ring", "set"), name=name), cancel(name)], state
+            case ("cancel and set", name):
+                return [cancel(name), after(1, self, ("ring", "set"), name=name)], state
+            case ("set for", target, delay, payload):
+                return [after(delay, target, payload)], state
+            case ("ring", payload):
+                return [], [*state, payload]
+            case ("bad delay", delay):
+                return [after(delay, self, "never")], state
+        raise AssertionError(f"unknown command {message!r}")

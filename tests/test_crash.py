@@ -122,3 +122,59 @@ async def test_kill_9_loses_nothing_and_applies_nothing_twice(tmp_path: Path) ->
     print(f"kills={RUNS} acknowledged={acked} attempted={tried} recovered={recovered}")
     assert acked > 1000, "the workload hardly ran"
     assert recovered > 0, "no restart found accepted, unprocessed messages: recovery went untested"
+
+
+TIMER_WORKER = Path(__file__).with_name("timer_worker.py")
+TIMER_KILLS = 10
+
+
+def start_timer_worker(directory: Path, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(TIMER_WORKER), str(directory), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+async def test_kill_9_between_setting_and_firing_fires_each_timer_once(tmp_path: Path) -> None:
+    """Timers set, SIGKILL; then SIGKILL 10 times while they fire: each fires exactly once."""
+    from tests.timer_worker import ENTITIES, FIRED_AT, TIMERS, Clockwork
+
+    directory = tmp_path / "store"
+    rng = random.Random(20261129)
+    with start_timer_worker(directory, "set") as worker:
+        assert worker.stdout is not None
+        said = worker.stdout.readline().strip()
+        os.kill(worker.pid, signal.SIGKILL)
+        _, errors = worker.communicate(timeout=60)
+    assert said == "set", errors
+    interrupted = 0
+    for _ in range(TIMER_KILLS):
+        with start_timer_worker(directory, "fire") as worker:
+            assert worker.stdout is not None
+            said = worker.stdout.readline().strip()
+            time.sleep(rng.uniform(0, 0.1))
+            os.kill(worker.pid, signal.SIGKILL)
+            rest, errors = worker.communicate(timeout=60)
+        assert said == "opened", errors
+        interrupted += "settled" not in rest
+    assert interrupted >= TIMER_KILLS // 2, "the kills hardly ever landed while timers fired"
+
+    from pachyderm import ManualClock
+
+    async with LocalDisk.open(str(directory), clock=ManualClock(FIRED_AT)) as eco:
+        await eco.settle()
+        rang = []
+        for entity in range(ENTITIES):
+            numbers = await eco.state_of(Clockwork(entity))
+            assert all(number % ENTITIES == entity for number in numbers)
+            rang.extend(numbers)
+        left_to_fire = eco.runtime.statistics["timers_fired"]
+        assert len(eco.runtime.timers) == 0
+    assert sorted(rang) == list(range(TIMERS))  # each exactly once
+    print(
+        f"timer kills={TIMER_KILLS} interrupted while firing={interrupted} timers={TIMERS} "
+        f"fired by the last opening={left_to_fire}"
+    )

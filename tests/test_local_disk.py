@@ -15,12 +15,13 @@ import trio
 from ecosystems import LocalDisk
 from pachyderm import (
     Entity,
+    ManualClock,
     Outbox,
     StoreCorruptedError,
     StoreLockedError,
     UnregisteredNameError,
 )
-from tests.entities import Counter, Recorder, Relay
+from tests.entities import Alarm, Counter, Recorder, Relay
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -329,3 +330,18 @@ async def test_repair_recovers_a_damaged_directory(tmp_path: Path) -> None:
     LocalDisk.repair(str(tmp_path))
     async with LocalDisk.open(str(tmp_path)) as eco:
         assert await eco.state_of(Counter("c")) == 3
+
+
+async def test_timers_survive_closing_and_fire_when_due(tmp_path: Path) -> None:
+    """A pending timer is durable: after a reopen, an overdue one fires promptly, once."""
+    clock = ManualClock()
+    async with LocalDisk.open(str(tmp_path), clock=clock) as eco:
+        await eco.send_sync(Alarm("a"), ("set", 60, "late"))
+        await eco.send_sync(Alarm("a"), ("set named", "n", 30, "named"))
+    clock.advance(3600)
+    async with LocalDisk.open(str(tmp_path), clock=clock) as eco:
+        await eco.settle()
+        assert await eco.state_of(Alarm("a")) == ["named", "late"]
+    async with LocalDisk.open(str(tmp_path), clock=clock) as eco:
+        await eco.settle()
+        assert eco.runtime.statistics["timers_fired"] == 0  # fired once, in the last opening
