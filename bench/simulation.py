@@ -40,10 +40,10 @@ def naive_exhaust(envelopes: list[tuple[Any, Any]]) -> tuple[int, int, set[bytes
         visited += 1
         if world.quiescent:
             orders += 1
-            finals.add(world.canonical)
+            finals.add(world.outcome().canonical)
             return
         for item in world.envelopes:
-            branch(step(world, Action("deliver", item), "unordered"))
+            branch(step(world, Action("deliver", item), "unordered")[0])
 
     branch(initial_world(envelopes, None, "unordered", 0, 0))
     return orders, visited, finals

@@ -11,6 +11,15 @@ ecosystems run.
 from simulation._explore import Exploration, Violation
 from simulation._simulation import Simulation
 from simulation._step import Action
-from simulation._world import Envelope, World
+from simulation._world import DeadLetter, Envelope, PendingTimer, World
 
-__all__ = ["Action", "Envelope", "Exploration", "Simulation", "Violation", "World"]
+__all__ = [
+    "Action",
+    "DeadLetter",
+    "Envelope",
+    "Exploration",
+    "PendingTimer",
+    "Simulation",
+    "Violation",
+    "World",
+]

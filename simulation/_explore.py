@@ -3,7 +3,9 @@
 Depth-first (the default) prunes with sleep sets kept per stored world, so
 that they stay sound together with deduplication: a world reached again with
 a smaller sleep set explores exactly the actions it slept on before and no
-longer does. Breadth-first explores every transition of every new world and
+longer does. Two actions commute when they touch different entities; a timer
+firing moves virtual time, which every activation may read, so it commutes
+with nothing. Breadth-first explores every transition of every new world and
 so finds shortest counterexamples. Both take actions in a deterministic order,
 so the same input gives the same result, and every trace replays exactly.
 """
@@ -17,18 +19,52 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pachyderm.errors import ExplorationError, PachydermError, describe
+from pachyderm._step import Failed
+from pachyderm.errors import InvalidArgumentError, describe
 from simulation._network import Network
 from simulation._render import sequence_diagram, trace_text
-from simulation._step import Action, StepFailure, enabled, step
+from simulation._step import Action, enabled, step
 from simulation._world import World
 
-__all__ = ["Exploration", "Property", "Violation", "explore_from"]
+__all__ = [
+    "FAILURES",
+    "Exploration",
+    "Failures",
+    "Property",
+    "Violation",
+    "check_failures",
+    "explore_from",
+    "failure_report",
+]
 
 Property = Callable[[World], Any]
 """A check on a world: fails by returning False or raising AssertionError."""
 
 Search = Literal["depth", "breadth"]
+Failures = Literal["dead_letter", "violation"]
+FAILURES: tuple[str, ...] = ("dead_letter", "violation")
+
+
+def check_failures(failures: object) -> Failures:
+    if failures not in FAILURES:
+        raise InvalidArgumentError(
+            f"failures must be one of {FAILURES}, got {describe(failures)}: 'dead_letter' keeps "
+            f"a failed message in the world (as live), 'violation' reports it"
+        )
+    return failures  # type: ignore[return-value]
+
+
+def failure_report(failure: Failed, action: Action, trace: tuple[Action, ...]) -> str:
+    """What a failed activation says: the error, and every message the entity got on the path."""
+    recipient = action.recipient
+    received = [done.message for done in trace if done.activates and done.recipient == recipient]
+    lines = [
+        f"{recipient!r} raised on {action.message!r}: {type(failure.error).__name__}: "
+        f"{failure.error}",
+        f"messages {recipient!r} received on this path, in order:",
+        *(f"  {message!r}" for message in received),
+    ]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -100,6 +136,7 @@ class _Search:
     max_depth: int | None
     stop_at_first_violation: bool
     count_paths: bool = False
+    failures: Failures = "dead_letter"
     result: Exploration = field(default_factory=Exploration)
     edges: dict[bytes, list[bytes]] = field(default_factory=dict)
     finals: dict[bytes, World] = field(default_factory=dict)  # quiescent world -> its outcome
@@ -134,8 +171,7 @@ class _Search:
         self.result.unique_states += 1
         self.check(world, self.invariants, world.fingerprint)
         if world.quiescent:
-            # Fault budgets left over are the search's bookkeeping, not part of the outcome.
-            final = World(world.states)
+            final = world.outcome()
             self.finals[world.fingerprint] = final
             if final not in self.result.traces:
                 self.result.final_worlds.append(final)
@@ -144,21 +180,16 @@ class _Search:
 
     def transition(self, world: World, fingerprint: bytes, action: Action) -> World:
         self.result.transitions += 1
-        if action.kind == "deliver":
+        if action.activates:
             self.result.handler_calls += 1
-        try:
-            return step(world, action, self.network)
-        except StepFailure as failure:
+        child, failure = step(world, action, self.network)
+        if failure is not None and self.failures == "violation":
             trace = (*self.trace_to(fingerprint), action)
-            recipient = action.envelope.recipient
-            received = [
-                done.envelope.message
-                for done in trace
-                if done.kind == "deliver" and done.envelope.recipient == recipient
-            ]
-            raise ExplorationError(
-                recipient, action.envelope.message, failure.error, trace, received
-            ) from failure.error
+            detail = failure_report(failure, action, trace)
+            self.result.violations.append(Violation("activation failed", child, trace, detail))
+            if self.stop_at_first_violation:
+                raise _Stop
+        return child
 
     def depth_first(self, initial: World) -> None:
         stored: dict[bytes, tuple[frozenset[bytes], int]] = {}
@@ -166,7 +197,7 @@ class _Search:
         def enter(world: World, sleep: dict[bytes, Action], depth: int) -> _Frame | None:
             fingerprint = world.fingerprint
             before = stored.get(fingerprint)
-            actions = enabled(world, self.network) if world.envelopes else []
+            actions = [] if world.quiescent else enabled(world, self.network)
             if before is None or depth < before[1]:
                 stored[fingerprint] = (frozenset(sleep), depth)
                 if self.max_depth is not None and depth >= self.max_depth and actions:
@@ -197,15 +228,20 @@ class _Search:
             # Sleepers independent of this action stay asleep in the child.
             # Independent: they commute and neither disables the other, which
             # holds for deliveries to different entities; anything touching
-            # the same entity does not, nor do two faults (they share budgets).
-            target = action.envelope.recipient_key
-            delivering = action.kind == "deliver"
-            child_sleep = {
-                key: asleep
-                for key, asleep in frame.sleep.items()
-                if asleep.envelope.recipient_key != target
-                and (delivering or asleep.kind == "deliver")
-            }
+            # the same entity does not, nor do two faults (they share budgets),
+            # nor a timer firing (it moves the virtual time every activation reads).
+            if action.envelope is None:
+                child_sleep: dict[bytes, Action] = {}
+            else:
+                target = action.envelope.recipient_key
+                delivering = action.kind == "deliver"
+                child_sleep = {
+                    key: asleep
+                    for key, asleep in frame.sleep.items()
+                    if asleep.envelope is not None
+                    and asleep.envelope.recipient_key != target
+                    and (delivering or asleep.kind == "deliver")
+                }
             frame.sleep[action.key] = action
             if child.fingerprint not in self.parents:
                 self.discovered(child, frame.fingerprint, action)
@@ -246,7 +282,7 @@ class _Search:
         queue = deque([(initial, 0)])
         while queue:
             world, depth = queue.popleft()
-            if not world.envelopes:
+            if world.quiescent:
                 continue
             if self.max_depth is not None and depth >= self.max_depth:
                 self.result.truncated += 1
@@ -271,13 +307,24 @@ def explore_from(
     max_depth: int | None = None,
     stop_at_first_violation: bool = True,
     count_paths: bool = False,
+    failures: Failures = "dead_letter",
 ) -> Exploration:
     """Explore every world reachable from ``initial``; see :func:`Simulation.explore`."""
     if search not in ("depth", "breadth"):
-        raise PachydermError(f"search must be 'depth' or 'breadth', got {describe(search)}")
+        raise InvalidArgumentError(f"search must be 'depth' or 'breadth', got {describe(search)}")
     if max_depth is not None and (type(max_depth) is not int or max_depth < 0):
-        raise PachydermError(f"max_depth must be an int >= 0 or None, got {describe(max_depth)}")
-    searcher = _Search(network, invariants, final, max_depth, stop_at_first_violation, count_paths)
+        raise InvalidArgumentError(
+            f"max_depth must be an int >= 0 or None, got {describe(max_depth)}"
+        )
+    searcher = _Search(
+        network,
+        invariants,
+        final,
+        max_depth,
+        stop_at_first_violation,
+        count_paths,
+        failures=check_failures(failures),
+    )
     started = time.perf_counter()
     # A search makes millions of small containers and no reference cycles;
     # the cyclic collector would keep rescanning them for nothing.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pachyderm.errors import PachydermError, describe
+from pachyderm.errors import InvalidArgumentError, describe
 from simulation._world import Envelope, World, envelope
 
 __all__ = [
@@ -29,7 +29,7 @@ NETWORKS: tuple[str, ...] = ("unordered", "fifo")
 
 def check_network(network: object) -> Network:
     if network not in NETWORKS:
-        raise PachydermError(f"network must be one of {NETWORKS}, got {describe(network)}")
+        raise InvalidArgumentError(f"network must be one of {NETWORKS}, got {describe(network)}")
     return network  # type: ignore[return-value]
 
 
@@ -65,21 +65,22 @@ def deliverable(network: Network, envelopes: tuple[Envelope, ...]) -> list[int]:
     return indices
 
 
-def outside_envelopes(envelopes: Iterable[tuple[Any, Any]]) -> list[Envelope]:
-    items = []
+def outside_envelopes(envelopes: Iterable[tuple[Any, Any]], first: int = 0) -> list[Envelope]:
+    """Envelopes sent from outside, numbered in send order from ``first``."""
+    items: list[Envelope] = []
     for item in envelopes:
         if not isinstance(item, tuple) or len(item) != 2:
-            raise PachydermError(
+            raise InvalidArgumentError(
                 f"envelopes are (address, message) pairs, like (Counter('c'), 'inc'); "
                 f"got {describe(item)}"
             )
-        items.append(envelope(*item))
+        items.append(envelope(*item, order=first + len(items)))
     return items
 
 
 def _budget(name: str, value: object) -> int:
     if type(value) is not int or value < 0:
-        raise PachydermError(f"{name} must be an int >= 0, got {describe(value)}")
+        raise InvalidArgumentError(f"{name} must be an int >= 0, got {describe(value)}")
     return value
 
 
@@ -92,9 +93,10 @@ def initial_world(
 ) -> World:
     """``world`` (default: fresh) with ``envelopes`` added, in the network's order."""
     start = world or World()
-    return World(
-        start.states,
-        arrange(network, [*start.envelopes, *outside_envelopes(envelopes)]),
-        _budget("drops", drops),
-        _budget("duplicates", duplicates),
+    sent = outside_envelopes(envelopes, start.next_order)
+    return start.replace(
+        envelopes=arrange(network, [*start.envelopes, *sent]),
+        drops_left=_budget("drops", drops),
+        duplicates_left=_budget("duplicates", duplicates),
+        next_order=start.next_order + len(sent),
     )

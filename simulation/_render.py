@@ -25,10 +25,18 @@ def sequence_diagram(trace: Sequence[Action]) -> str:
     names: dict[str, str] = {}
     arrows = []
     for action in trace:
+        text = repr(action.message).replace(";", ",").replace("\n", " ")
+        timer = action.timer
+        if timer is not None:
+            owner = _participant(repr(timer.owner), names)
+            recipient = _participant(repr(timer.recipient), names)
+            name = "" if timer.name is None else f" {timer.name}"
+            arrows.append(f"    {owner}--){recipient}: {text} (timer{name} at {timer.due:g})")
+            continue
         item = action.envelope
+        assert item is not None
         sender = _participant("outside" if item.sender is None else repr(item.sender), names)
         recipient = _participant(repr(item.recipient), names)
-        text = repr(item.message).replace(";", ",").replace("\n", " ")
         if action.kind == "deliver":
             arrows.append(f"    {sender}->>{recipient}: {text}")
         elif action.kind == "drop":

@@ -14,7 +14,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from pachyderm.errors import PachydermError
+from pachyderm.errors import InvalidArgumentError, describe
 from simulation._network import Network, check_network, initial_world
 from simulation._render import sequence_diagram, trace_text
 from simulation._step import Action, enabled, step
@@ -59,10 +59,10 @@ def execute(
     worlds = [initial]
     trace: list[Action] = []
     current = initial
-    while current.envelopes and len(trace) < max_steps:
+    while not current.quiescent and len(trace) < max_steps:
         actions = enabled(current, network)
         action = actions[choose(len(actions))]
-        current = step(current, action, network)
+        current, _ = step(current, action, network)  # a failure is a dead letter in the world
         trace.append(action)
         worlds.append(current)
     return Execution(tuple(trace), tuple(worlds), seed)
@@ -80,7 +80,7 @@ def walk(
 ) -> Execution:
     """One random execution; the same seed replays it exactly."""
     if type(seed) is not int:
-        raise PachydermError(f"a walk's seed must be an int, got {seed!r}")
+        raise InvalidArgumentError(f"a walk's seed must be an int, got {describe(seed)}")
     network = check_network(network)
     rng = random.Random(seed)
     initial = initial_world(envelopes, world, network, drops, duplicates)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pachyderm.errors import ExplorationError, PachydermError
-from simulation._explore import Exploration, Property, Search, explore_from
-from simulation._network import Network, check_network, initial_world, outside_envelopes
+from simulation._explore import (
+    Exploration,
+    Failures,
+    Property,
+    Search,
+    check_failures,
+    explore_from,
+)
+from simulation._network import Network, check_network, initial_world
 from simulation._schedule import executions, walk
-from simulation._step import Action, StepFailure, deliver, step
+from simulation._step import Action, step
 from simulation._world import World
 
 __all__ = ["Simulation"]
@@ -36,37 +42,43 @@ class Simulation:
         world: World | None = None,
         *,
         max_steps: int = DEFAULT_MAX_STEPS,
+        failures: Failures = "dead_letter",
     ) -> World:
-        """Deliver every message, oldest first (global FIFO), until none is in flight.
+        """Deliver every message, oldest first, until nothing is in flight or pending.
+
+        When no message is in flight, virtual time moves on to the earliest
+        pending timer, which fires. It takes the same steps as exploration,
+        in send order: the order a live ecosystem with one sender gives.
+
+        Args:
+            failures: ``"dead_letter"`` (as live: the message is kept in the
+                world's dead letters, the entity keeps its state and goes on)
+                or ``"violation"`` (raise :class:`ExplorationError`).
 
         Raises:
-            ExplorationError: an activation raised; it shows the trace and every
-                message that entity received.
-            PachydermError: more than ``max_steps`` deliveries (a system that never
+            ExplorationError: with ``failures="violation"``, an activation
+                failed; it shows the trace and every message that entity received.
+            PachydermError: more than ``max_steps`` steps (a system that never
                 goes quiet).
         """
-        start = world or World()
-        queue = deque([*start.envelopes, *outside_envelopes(envelopes)])
-        current = World(start.states, (), start.drops_left, start.duplicates_left)
+        check_failures(failures)
+        current = initial_world(envelopes, world, "unordered", 0, 0)
         trace: list[Action] = []
-        while queue:
+        while not current.quiescent:
             if len(trace) >= max_steps:
                 raise PachydermError(
-                    f"the system was still busy after max_steps={max_steps:,} deliveries; "
-                    f"it may never go quiet. Raise max_steps, or look at the last deliveries."
+                    f"the system was still busy after max_steps={max_steps:,} steps; "
+                    f"it may never go quiet. Raise max_steps, or look at the last steps."
                 )
-            action = Action("deliver", queue.popleft())
+            action = _next_in_send_order(current)
             trace.append(action)
-            try:
-                states, sent = deliver(current, action.envelope)
-            except StepFailure as failure:
-                recipient = action.envelope.recipient
-                received = [a.envelope.message for a in trace if a.envelope.recipient == recipient]
+            current, failure = step(current, action, "unordered")
+            if failure is not None and failures == "violation":
+                recipient = action.recipient
+                received = [a.message for a in trace if a.activates and a.recipient == recipient]
                 raise ExplorationError(
-                    recipient, action.envelope.message, failure.error, trace, received
+                    recipient, action.message, failure.error, trace, received
                 ) from failure.error
-            queue.extend(sent)
-            current = World(states, (), start.drops_left, start.duplicates_left)
         return current
 
     @staticmethod
@@ -83,6 +95,7 @@ class Simulation:
         search: Search = "depth",
         stop_at_first_violation: bool = True,
         count_paths: bool = False,
+        failures: Failures = "dead_letter",
     ) -> Exploration:
         """Every world reachable under ``network``, each visited once.
 
@@ -100,9 +113,10 @@ class Simulation:
             count_paths: also count, for each final world, how many delivery
                 orders lead to it (``path_counts``), over the state graph. This
                 takes every transition: the search is breadth-first, unreduced.
-
-        Raises:
-            ExplorationError: an activation raised on some path.
+            failures: ``"dead_letter"`` (as live: a failed activation's message
+                joins the world's dead letters, the entity keeps its state and
+                goes on) or ``"violation"`` (each failure is a violation, with
+                the trace and every message that entity received on it).
         """
         network = check_network(network)
         initial = initial_world(envelopes, world, network, drops, duplicates)
@@ -115,6 +129,7 @@ class Simulation:
             max_depth=max_depth,
             stop_at_first_violation=stop_at_first_violation,
             count_paths=count_paths,
+            failures=failures,
         )
 
     @staticmethod
@@ -141,5 +156,14 @@ class Simulation:
         network = check_network(network)
         current = initial_world(envelopes, world, network, drops, duplicates)
         for action in trace:
-            current = step(current, action, network)
+            current, _ = step(current, action, network)
         return current
+
+
+def _next_in_send_order(world: World) -> Action:
+    """The oldest message in flight; with none, the timer due first."""
+    if world.envelopes:
+        index = min(range(len(world.envelopes)), key=lambda i: world.envelopes[i].order)
+        return Action("deliver", world.envelopes[index], index)
+    index = min(range(len(world.pending)), key=lambda i: world.pending[i].due)
+    return Action("fire", None, index, world.pending[index])

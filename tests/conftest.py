@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import shutil
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from functools import partial
@@ -55,6 +56,11 @@ class OpenEcosystem:
 
     def __call__(self, **options: Any) -> AbstractAsyncContextManager[Ecosystem]:
         return self.kind.open(self.location, **options)
+
+    def reset(self) -> None:
+        """Start from an empty store again (LocalDisk: the directory is removed)."""
+        if self.location is not None:
+            shutil.rmtree(self.location, ignore_errors=True)
 
 
 @pytest.fixture

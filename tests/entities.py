@@ -127,3 +127,72 @@ class Alarm(Entity[Any, list[Any]]):
             case ("bad delay", delay):
                 return [after(delay, self, "never")], state
         raise AssertionError(f"unknown command {message!r}")
+
+
+class Arrivals(Entity[Any, dict[str, int]]):
+    """Keeps a dict of what arrived, in arrival order: its key order is the history."""
+
+    entity_name = "tests.Arrivals"
+
+    def init(self) -> dict[str, int]:
+        return {}
+
+    def activate(self, message: Any, state: dict[str, int]) -> tuple[Outbox, dict[str, int]]:
+        return [], {**state, str(message): len(state)}
+
+
+class Timed(Entity[Any, list[Any]]):
+    """Like Scripted, with timers: a message is ``(payload, sends, timers, cancels)``.
+
+    ``sends``: ``((target_id, message), ...)``; ``timers``: ``((name, delay,
+    target_id, message), ...)`` (name may be None); ``cancels``: names. Small
+    systems with messages, timers and cancellations can be generated as data.
+    """
+
+    entity_name = "tests.Timed"
+
+    def init(self) -> list[Any]:
+        return []
+
+    def activate(self, message: Any, state: list[Any]) -> tuple[Outbox, list[Any]]:
+        payload, sends, timers, cancels = message
+        outbox: list[Any] = [(Timed(target), sent) for target, sent in sends]
+        outbox += [
+            after(delay, Timed(target), sent, name=name) for name, delay, target, sent in timers
+        ]
+        outbox += [cancel(name) for name in cancels]
+        return outbox, [*state, payload]
+
+
+class Server(Entity[Any, int]):
+    """Answers every request with a pong; counts requests."""
+
+    entity_name = "tests.Server"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+        _, client = message
+        return [(client, "pong")], state + 1
+
+
+class Client(Entity[Any, str]):
+    """Asks the server and gives up after a timeout: a reply racing a timer."""
+
+    entity_name = "tests.Client"
+
+    def init(self) -> str:
+        return "idle"
+
+    def activate(self, message: Any, state: str) -> tuple[Outbox, str]:
+        match message, state:
+            case ("ask", server), "idle":
+                return [(server, ("ping", self)), after(5, self, "timeout", name="t")], "waiting"
+            case "pong", "waiting":
+                return [cancel("t")], "answered"
+            case "timeout", "waiting":
+                return [], "timed out"
+            case "pong", "timed out":
+                return [], "timed out, late reply"
+        raise AssertionError(f"{state!r} cannot handle {message!r}")

@@ -69,8 +69,10 @@ def test_ecosystems_exports() -> None:
     assert isinstance(ecosystems.InMemory, pachyderm.EcosystemKind)
     assert simulation.__all__ == [
         "Action",
+        "DeadLetter",
         "Envelope",
         "Exploration",
+        "PendingTimer",
         "Simulation",
         "Violation",
         "World",

@@ -17,9 +17,19 @@ from ecosystems import InMemory
 from pachyderm import Entity, ExplorationError, Outbox
 from simulation import Simulation, World
 from simulation._network import arrange, deliverable
-from simulation._step import Action, StepFailure, step
+from simulation._step import Action, enabled, step
 from simulation._world import envelope
-from tests.entities import Counter, Fragile, Recorder, Relay, Scripted
+from tests.entities import (
+    Arrivals,
+    Client,
+    Counter,
+    Fragile,
+    Recorder,
+    Relay,
+    Scripted,
+    Server,
+    Timed,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,10 +82,32 @@ def test_run_stops_a_system_that_never_goes_quiet() -> None:
         Simulation.run([(Echo("e"), "ping")], max_steps=50)
 
 
-def test_failing_activation_shows_trace_and_received_messages() -> None:
-    """An activation that raises during exploration reports the path and what it received."""
+def test_a_failing_activation_is_a_dead_letter_in_the_world() -> None:
+    """As live: the entity keeps its state, the message joins the dead letters, it goes on."""
+    envelopes = [(Fragile("f"), "one"), (Fragile("f"), "boom"), (Fragile("f"), "two")]
+    world = Simulation.run(envelopes)
+    assert world.state_of(Fragile("f")) == {"count": 2}
+    [letter] = world.dead_letters
+    assert (letter.address, letter.message, letter.error) == (
+        Fragile("f"),
+        "boom",
+        "ValueError: boom",
+    )
+    finals = Simulation.exhaust(envelopes, network="fifo")
+    assert [(w.state_of(Fragile("f")), len(w.dead_letters)) for w in finals] == [({"count": 2}, 1)]
+
+
+def test_failures_as_violations_show_the_trace_and_received_messages() -> None:
+    """With failures='violation', a failing activation is reported with its path."""
+    envelopes = [(Fragile("f"), "one"), (Fragile("f"), "boom")]
+    result = Simulation.explore(envelopes, network="fifo", failures="violation")
+    [violation] = result.violations
+    assert violation.property_name == "activation failed"
+    assert [a.message for a in violation.trace] == ["one", "boom"]
+    assert "ValueError: boom" in violation.detail
+    assert "received on this path, in order:\n  'one'\n  'boom'" in violation.detail
     with pytest.raises(ExplorationError) as caught:
-        Simulation.explore([(Fragile("f"), "one"), (Fragile("f"), "boom")], network="fifo")
+        Simulation.run(envelopes, failures="violation")
     error = caught.value
     assert error.address == Fragile("f")
     assert isinstance(error.cause, ValueError)
@@ -157,17 +189,41 @@ def brute_force(
     def walk(world: World) -> None:
         reached.add(world.canonical)
         if world.quiescent:
-            finals.add(World(world.states).canonical)
+            finals.add(world.outcome().canonical)
             return
         heads = [world.envelopes[i] for i in deliverable(net, world.envelopes)]
         choices = [Action("deliver", h) for h in heads]
         choices += [Action("drop", h) for h in heads] if world.drops_left else []
         choices += [Action("duplicate", h) for h in heads] if world.duplicates_left else []
         for action in choices:
-            try:
-                walk(step(world, action, net))
-            except StepFailure:
-                raise AssertionError("generated systems do not fail") from None
+            child, failure = step(world, action, net)
+            assert failure is None, "generated systems do not fail"
+            walk(child)
+
+    walk(start)
+    return finals, reached
+
+
+def brute_force_with_timers(
+    envelopes: list[tuple[Any, Any]], network: str
+) -> tuple[set[bytes], set[bytes]]:
+    """The same oracle, taking every enabled action (timers firing included), unreduced."""
+    net: Any = network
+    start = World((), arrange(net, [envelope(*e) for e in envelopes]))
+    finals: set[bytes] = set()
+    reached: set[bytes] = set()
+
+    def walk(world: World) -> None:
+        if world.canonical in reached:
+            return
+        reached.add(world.canonical)
+        if world.quiescent:
+            finals.add(world.outcome().canonical)
+            return
+        for action in enabled(world, net):
+            child, failure = step(world, action, net)
+            assert failure is None, "generated systems do not fail"
+            walk(child)
 
     walk(start)
     return finals, reached
@@ -196,6 +252,39 @@ def test_search_agrees_with_brute_force(
     options: dict[str, Any] = {"network": network, "drops": drops, "duplicates": duplicates}
     for search in ("depth", "breadth"):
         result = Simulation.explore(envelopes, search=search, **options)  # type: ignore[arg-type]
+        assert {w.canonical for w in result.final_worlds} == finals
+        assert result.unique_states == len(reached)
+
+
+timed_message = st.recursive(
+    st.tuples(st.integers(0, 3), st.just(()), st.just(()), st.just(())),
+    lambda inner: st.tuples(
+        st.integers(0, 3),
+        st.lists(st.tuples(st.integers(0, 2), inner), max_size=2).map(tuple),
+        st.lists(
+            st.tuples(
+                st.sampled_from([None, "a", "b"]), st.integers(0, 3), st.integers(0, 2), inner
+            ),
+            max_size=2,
+        ).map(tuple),
+        st.lists(st.sampled_from(["a", "b"]), max_size=1).map(tuple),
+    ),
+    max_leaves=3,
+)
+timed_systems = st.lists(st.tuples(st.integers(0, 2), timed_message), min_size=1, max_size=2).map(
+    lambda items: [(Timed(target), message) for target, message in items]
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(timed_systems, st.sampled_from(["unordered", "fifo"]))
+def test_search_with_timers_agrees_with_brute_force(
+    envelopes: list[tuple[Any, Any]], network: str
+) -> None:
+    """With timers set, replaced and cancelled, the searches find the oracle's worlds exactly."""
+    finals, reached = brute_force_with_timers(envelopes, network)
+    for search in ("depth", "breadth"):
+        result = Simulation.explore(envelopes, search=search, network=network)  # type: ignore[arg-type]
         assert {w.canonical for w in result.final_worlds} == finals
         assert result.unique_states == len(reached)
 
@@ -305,6 +394,55 @@ def test_final_checks_with_faults_report_their_trace() -> None:
     [violation] = result.violations
     assert [action.kind for action in violation.trace] == ["deliver", "drop"]
     assert violation.world.entities == {Counter("c"): 1}
+
+
+def test_handlers_get_values_as_stored() -> None:
+    """A state's dict keeps its insertion order, as live; only fingerprints are canonical."""
+    world = Simulation.run([(Arrivals("a"), "zebra"), (Arrivals("a"), "aardvark")])
+    assert list(world.state_of(Arrivals("a"))) == ["zebra", "aardvark"]
+    other = Simulation.run([(Arrivals("a"), "aardvark"), (Arrivals("a"), "zebra")])
+    assert list(other.state_of(Arrivals("a"))) == ["aardvark", "zebra"]
+    assert world != other  # the values differ: {"zebra": 0, ...} vs {"aardvark": 0, ...}
+
+
+def test_run_fires_timers_in_virtual_time() -> None:
+    """With nothing in flight, run moves virtual time to the next timer and fires it."""
+    answered = Simulation.run([(Client("c"), ("ask", Server("s")))])
+    assert answered.state_of(Client("c")) == "answered"  # the pong was sent before time passed
+    assert (answered.timers, answered.now) == ([], 0)  # the timeout was cancelled
+    ring = ("ring", (), (), ())
+    timed = Simulation.run([(Timed("t"), ("go", (), ((None, 7, 1, ring), (None, 3, 2, ring)), ()))])
+    assert (timed.state_of(Timed(1)), timed.state_of(Timed(2))) == (["ring"], ["ring"])
+    assert timed.now == 7
+
+
+def test_a_reply_racing_a_timeout_has_exactly_two_outcomes() -> None:
+    """Exploration lets the timer fire at any point after it was set: both outcomes show."""
+    result = Simulation.explore([(Client("c"), ("ask", Server("s")))])
+    outcomes = sorted(world.state_of(Client("c")) for world in result.final_worlds)
+    assert outcomes == ["answered", "timed out, late reply"]
+    assert result.unique_states == 7
+    fifo = Simulation.exhaust([(Client("c"), ("ask", Server("s")))], network="fifo")
+    assert sorted(world.state_of(Client("c")) for world in fifo) == outcomes
+
+
+def test_an_entitys_timers_fire_in_due_order() -> None:
+    """Timers of one entity keep their due order in every execution; ties, their set order."""
+    timers = ((None, 10, 1, ("late", (), (), ())), (None, 5, 1, ("early", (), (), ())))
+    ties = ((None, 5, 2, ("first", (), (), ())), (None, 5, 2, ("second", (), (), ())))
+    finals = Simulation.exhaust([(Timed("t"), ("go", (), timers + ties, ()))])
+    assert {tuple(world.state_of(Timed(1))) for world in finals} == {("early", "late")}
+    assert {tuple(world.state_of(Timed(2))) for world in finals} == {("first", "second")}
+
+
+def test_named_timers_replace_and_cancel_in_the_simulation() -> None:
+    """A name set again replaces the pending timer; cancel removes it; as live."""
+    ring = ("ring", (), (), ())
+    replaced = (("n", 5, 1, ring), ("n", 9, 1, ("again", (), (), ())))
+    [world] = Simulation.exhaust([(Timed("t"), ("go", (), replaced, ()))])
+    assert world.state_of(Timed(1)) == ["again"]
+    [world] = Simulation.exhaust([(Timed("t"), ("go", (), (("n", 5, 1, ring),), ("n",)))])
+    assert world.state_of(Timed(1)) == []
 
 
 def test_a_world_cannot_be_changed() -> None:
