@@ -10,9 +10,12 @@ import pytest
 
 from examples.bank import Transfer
 from examples.calm import SetUnion, Tally, finals
+from examples.orders import PAYMENT_WINDOW, Order, Paid
 from examples.rock_paper_scissors import Game, Lobby, Player
 from examples.transfer import ALICE, BOB, DEPOSIT, HastyTransfer, check, scenario
+from pachyderm import ManualClock
 from simulation import Simulation
+from tests.conftest import OpenEcosystem
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +66,34 @@ def test_set_union_is_confluent_and_a_counter_is_not() -> None:
     assert counts == [3, 4, 5]
 
 
-@pytest.mark.parametrize("module", ["rock_paper_scissors", "transfer", "calm"])
+async def test_an_order_expires_unless_paid_in_time(open_ecosystem: OpenEcosystem) -> None:
+    """Paid within the window, an order is paid; paid after it expired, a refund is due."""
+    clock = ManualClock()
+    async with open_ecosystem(clock=clock) as shop:
+        for order in (Order("prompt"), Order("late"), Order("never")):
+            await shop.send_sync(order, ("place", 30))
+        await shop.send_sync(Order("prompt"), Paid(30))
+        clock.advance(PAYMENT_WINDOW - 1)
+        await shop.settle()
+        assert (await shop.state_of(Order("late"))).stage == "awaiting payment"
+        clock.advance(1)
+        await shop.settle()
+        await shop.send_sync(Order("late"), Paid(30))
+        stages = [(await shop.state_of(Order(n))).stage for n in ("prompt", "late", "never")]
+        assert stages == ["paid", "refund due", "expired"]
+        assert shop.runtime.statistics["timers_fired"] == 2  # the paid order's was cancelled
+
+
+def test_a_payment_racing_the_expiry_ends_one_of_two_ways() -> None:
+    """Explored, a payment sent right after the order meets the timer in both orders."""
+    envelopes = [(Order("o"), ("place", 30)), (Order("o"), Paid(30))]
+    result = Simulation.explore(envelopes, network="fifo")
+    outcomes = sorted(world.state_of(Order("o")).stage for world in result.final_worlds)
+    assert outcomes == ["paid", "refund due"]
+    assert result.unique_states == 5
+
+
+@pytest.mark.parametrize("module", ["rock_paper_scissors", "transfer", "calm", "orders"])
 def test_examples_run_as_scripts(module: str) -> None:
     """python -m examples.<name> runs to the end."""
     result = subprocess.run(
