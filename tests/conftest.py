@@ -1,8 +1,15 @@
-"""Fixtures shared by the suite: every behaviour test runs on every live ecosystem."""
+"""Fixtures shared by the suite: every behaviour test runs on every live ecosystem.
+
+Beside InMemory and LocalDisk, the behaviour tests run on ``examples.sqlite_kind``:
+an ecosystem kind built from outside the core, on the public seam
+(``pachyderm.hosting``), which must keep the same guarantees.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
@@ -15,9 +22,11 @@ import structlog
 import trio
 
 from ecosystems import InMemory, LocalDisk
+from examples.sqlite_kind import SQLite
 from pachyderm import Ecosystem, EcosystemKind
 
-KINDS = {"InMemory": InMemory, "LocalDisk": LocalDisk}
+KINDS = {"InMemory": InMemory, "LocalDisk": LocalDisk, "SQLite": SQLite}
+LOCATIONS = {"InMemory": None, "LocalDisk": "store", "SQLite": "store.db"}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -58,15 +67,22 @@ class OpenEcosystem:
         return self.kind.open(self.location, **options)
 
     def reset(self) -> None:
-        """Start from an empty store again (LocalDisk: the directory is removed)."""
-        if self.location is not None:
-            shutil.rmtree(self.location, ignore_errors=True)
+        """Start from an empty store again (its files are removed)."""
+        if self.location is None:
+            return
+        if os.path.isdir(self.location):
+            shutil.rmtree(self.location)
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.location + suffix)
 
 
 @pytest.fixture
 def open_ecosystem(kind: EcosystemKind, tmp_path: Path) -> OpenEcosystem:
-    """Open a fresh store of the current kind (the same LevelDB directory on each call)."""
-    return OpenEcosystem(kind, None if kind is InMemory else str(tmp_path / "store"))
+    """Open a fresh store of the current kind (the same location on each call)."""
+    name = next(name for name, value in KINDS.items() if value is kind)
+    location = LOCATIONS[name]
+    return OpenEcosystem(kind, None if location is None else str(tmp_path / location))
 
 
 @pytest.fixture
@@ -74,8 +90,8 @@ def pachyderm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """A fresh ``$PACHYDERM_HOME`` for the shell face, closed again after the test."""
     home = tmp_path / "home"
     monkeypatch.setenv("PACHYDERM_HOME", str(home))
-    LocalDisk.close()
-    InMemory.close()
+    for kind in KINDS.values():
+        kind.close()
     yield home
-    LocalDisk.close()
-    InMemory.close()
+    for kind in KINDS.values():
+        kind.close()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import ecosystems
 import pachyderm
 import pachyderm.errors
 import simulation
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_pachyderm_exports() -> None:
@@ -90,3 +93,44 @@ def test_core_imports_no_store_and_no_scheduler() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_hosting_exports() -> None:
+    """pachyderm.hosting exports exactly the seam for ecosystem authors, sorted."""
+    import pachyderm.hosting as hosting
+
+    assert hosting.__all__ == sorted(hosting.__all__)
+    assert set(hosting.__all__) == {
+        "Activated",
+        "Batch",
+        "CancelTimer",
+        "Clock",
+        "Command",
+        "EcosystemKind",
+        "Failed",
+        "Ident",
+        "KeyValueStorage",
+        "Operation",
+        "PendingMessage",
+        "Send",
+        "SetTimer",
+        "Storage",
+        "StorageOpener",
+        "Store",
+        "Timer",
+        "Transition",
+        "WallClock",
+        "activate",
+        "encode_message",
+        "load_state",
+        "record_bytes",
+    }
+    for name in hosting.__all__:
+        assert getattr(hosting, name) is not None
+
+
+def test_the_core_runs_on_a_store_written_outside_it() -> None:
+    """examples.sqlite_kind builds an ecosystem kind from pachyderm.hosting alone."""
+    source = (ROOT / "examples" / "sqlite_kind.py").read_text()
+    imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
+    assert not [line for line in imports if "pachyderm._" in line or "ecosystems" in line]
