@@ -17,6 +17,10 @@ class Order(Entity[str, str]):
                 return [after(timedelta(hours=1), self, "expire", name="expiry")], "placed"
             case "pay":
                 return [cancel("expiry")], "paid"
+            case "wrong message":
+                return [after(60, self, 3600)], state  # E: misc
+            case "wrong address":
+                return [after(60, Clock("c"), "expire")], state  # E: misc
             case "bad delay":
                 return [after("1h", self, "expire")], state  # E: arg-type
             case "bad name":
