@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from pachyderm import Entity, Outbox
 
 
@@ -37,3 +40,24 @@ class Mismatched(Entity[str, int]):
 
     def activate(self, message: str, state: str) -> tuple[Outbox, str]:  # E: override, override
         return [], state
+
+
+class Inbox(Entity[str | None, int]):
+    def activate(self, message: str | None, state: int) -> tuple[Outbox, int]:
+        return [], state + 1
+
+
+@dataclass(frozen=True)
+class Reply:
+    to: Entity[str, Any]
+
+
+def addresses() -> None:
+    """An address typed by its messages: Entity[M, S] is invariant in M."""
+    Reply(to=Greeter("g"))
+    wider: Entity[str | int, Any] = Greeter("g")  # E: assignment
+    Reply(to=Sender)  # E: arg-type
+    # Inbox could take a str too, but its message type is not exactly str. (A contravariant M
+    # would allow this, and keep send_sync from inferring Literal message types.)
+    Reply(to=Inbox("i"))  # E: arg-type
+    print(wider)
