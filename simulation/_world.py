@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pachyderm._codec import decode, encode_canonical
 from pachyderm._entity import Entity
@@ -20,6 +20,8 @@ from pachyderm._step import load_state, record_bytes
 from pachyderm.errors import InvalidAddressError, describe
 
 __all__ = ["Envelope", "States", "World", "envelope", "make_envelope"]
+
+StateT = TypeVar("StateT")
 
 States = tuple[tuple[bytes, Entity[Any, Any], bytes], ...]
 """``(canonical address, address, stored state)`` for each activated entity, sorted."""
@@ -145,9 +147,10 @@ class World:
         """No message in flight: nothing more can happen."""
         return not self.envelopes
 
-    def state_of(self, address: Entity[Any, Any]) -> Any:
+    def state_of(self, address: Entity[Any, StateT]) -> StateT:
         """The state of ``address`` (its ``init()`` if it was never activated)."""
-        return load_state(address, self.state_blob_at(encode_canonical(address)))
+        state: StateT = load_state(address, self.state_blob_at(encode_canonical(address)))
+        return state
 
     def state_blob_at(self, key: bytes) -> bytes | None:
         """The canonical state of the entity whose canonical encoding is ``key``, if any."""
