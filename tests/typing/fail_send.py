@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ecosystems import InMemory, LocalDisk
 from pachyderm import Entity, Outbox
@@ -26,14 +27,24 @@ class Account(Entity[Deposit, int]):
         return [], state + message.amount
 
 
+class Switch(Entity[Literal["on", "off"], bool]):
+    def init(self) -> bool:
+        return False
+
+    def activate(self, message: Literal["on", "off"], state: bool) -> tuple[Outbox, bool]:
+        return [], message == "on"
+
+
 account = Account("alice")
 
 
 def shell_face() -> None:
-    # A message the entity does not take: mypy cannot solve the message type.
+    # A message the entity does not take. mypy says: Cannot infer value of type
+    # parameter "MessageT" [misc]: the address and the message disagree on it.
     LocalDisk.send_sync(account, Withdraw(1))  # E: misc
     LocalDisk.send(account, "deposit 1")  # E: misc
     InMemory.send_sync(account, None)  # E: misc
+    LocalDisk.send_sync(Switch("s"), "of")  # E: misc
     # The state is an int, not a str.
     text: str = LocalDisk.send_sync(account, Deposit(1))  # E: assignment
     also: str = InMemory.state_of(account)  # E: assignment
@@ -59,6 +70,6 @@ async def trio_face() -> None:
         # Forgetting await: the message is never sent.
         eco.send(account, Deposit(1))  # E: unused-coroutine
         eco.send_sync(account, Deposit(1))  # E: unused-coroutine
-        # The blocking face's keyword does not exist on the trio face.
+        # The trio face takes no ecosystem argument: the ecosystem is eco itself.
         await eco.send_sync(account, Deposit(1), eco)  # E: call-arg
         print(text, also)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import trio
 
 from ecosystems import InMemory, LocalDisk
-from pachyderm import Ecosystem, Entity, Outbox, ShellEcosystem
+from pachyderm import DeadLetter, Ecosystem, Entity, Outbox, ShellEcosystem
 
 
 class Counter(Entity[Literal["inc", "dec"], int]):
@@ -64,6 +64,10 @@ def shell_face() -> None:
     LocalDisk.send(counter, "dec")
     current: int = LocalDisk.state_of(counter)
     history: tuple[int, ...] = InMemory.state_of(account).history
+    LocalDisk.settle()
+    letters: list[DeadLetter] = LocalDisk.dead_letters()
+    LocalDisk.redeliver(letters[0])
+    LocalDisk.discard(letters[-1].id)
     print(count, balance, total, nothing, current, history)
 
 
@@ -105,6 +109,9 @@ async def trio_face(location: str) -> None:
             async for address, state in updates:
                 later: int = state
                 print(address, now, later)
+        await eco.settle()
+        for letter in await eco.dead_letters():
+            await eco.redeliver(letter)
         print(count, balance, total)
 
 
