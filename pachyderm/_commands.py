@@ -21,8 +21,19 @@ __all__ = ["After", "Cancel", "Outbox", "after", "cancel", "check_timer_name"]
 MessageT = TypeVar("MessageT")
 
 
+class TimerCommand:
+    """What :func:`after` and :func:`cancel` return: an outbox command that is not a send.
+
+    ``Outbox`` names this base rather than ``After[Any]``: mypy would take
+    ``After[Any]`` as the context of an ``after(...)`` in an outbox and stop
+    checking its message against its address.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
-class After(Generic[MessageT]):
+class After(TimerCommand, Generic[MessageT]):
     """An outbox command: deliver ``message`` to ``address`` once ``delay`` seconds passed.
 
     Made by :func:`after`; ``name`` (if any) makes it replace the pending
@@ -36,13 +47,13 @@ class After(Generic[MessageT]):
 
 
 @dataclass(frozen=True, slots=True)
-class Cancel:
+class Cancel(TimerCommand):
     """An outbox command: remove the entity's pending timer called ``name``, if any."""
 
     name: str
 
 
-Outbox = Iterable[tuple[Entity[Any, Any], Any] | After[Any] | Cancel]
+Outbox = Iterable[tuple[Entity[Any, Any], Any] | TimerCommand]
 """What ``activate`` returns first: ``(address, message)`` pairs to send, and timer commands."""
 
 

@@ -13,7 +13,10 @@ if TYPE_CHECKING:
 __all__ = ["Entity", "EntityId", "entity_classes", "validate_id"]
 
 MessageT = TypeVar("MessageT")
-StateT = TypeVar("StateT")
+# Covariant: callers of the verbs only ever receive states, so an Entity[M, list[int]]
+# may stand where an Entity[M, Sequence[int]] is expected (mypy would otherwise solve
+# S from the surrounding call, as in sorted(send_sync(...)), and reject the address).
+StateT = TypeVar("StateT", covariant=True)
 
 EntityId = str | int | bytes | tuple[Any, ...]
 """What an entity id may be: str, int, bytes, or a tuple of those (nested freely)."""
@@ -105,7 +108,8 @@ class Entity(Generic[MessageT, StateT]):
         """The state of an entity that has never been activated (default ``None``)."""
         return None  # type: ignore[return-value]
 
-    def activate(self, message: MessageT, state: StateT) -> tuple[Outbox, StateT]:
+    # The framework alone calls activate, with the state this very entity returned.
+    def activate(self, message: MessageT, state: StateT) -> tuple[Outbox, StateT]:  # type: ignore[misc]
         """Handle one message: return ``(outbox, new_state)``. Must be pure."""
         raise NotImplementedError(f"{type(self).__qualname__} must define activate()")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pachyderm._codec import decode, encode, encode_canonical
 from pachyderm._entity import Entity
@@ -35,6 +35,8 @@ __all__ = [
     "state_entry",
     "world_from",
 ]
+
+StateT = TypeVar("StateT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,9 +310,10 @@ class World:
         """No message in flight and no timer pending: nothing more can happen."""
         return not self.envelopes and not self.pending
 
-    def state_of(self, address: Entity[Any, Any]) -> Any:
+    def state_of(self, address: Entity[Any, StateT]) -> StateT:
         """The state of ``address`` (its ``init()`` if it was never activated)."""
-        return load_state(address, self.record_at(encode_canonical(address)))
+        state: StateT = load_state(address, self.record_at(encode_canonical(address)))
+        return state
 
     def record_at(self, key: bytes) -> bytes | None:
         """The stored record of the entity whose canonical encoding is ``key``, if any."""

@@ -45,7 +45,7 @@ def test_follower_get_times_out_and_iteration_ends_on_close(shell: EcosystemKind
     with shell.follow(Recorder("r")) as follower:
         with pytest.raises(TimeoutError, match="no update"):
             follower.get(timeout=0.05)
-        received = []
+        received: list[tuple[Entity[Any, list[Any]], list[Any]]] = []
 
         def consume() -> None:
             received.extend(follower)

@@ -251,7 +251,7 @@ def test_search_agrees_with_brute_force(
     finals, reached = brute_force(envelopes, network, drops, duplicates)
     options: dict[str, Any] = {"network": network, "drops": drops, "duplicates": duplicates}
     for search in ("depth", "breadth"):
-        result = Simulation.explore(envelopes, search=search, **options)  # type: ignore[arg-type]
+        result = Simulation.explore(envelopes, search=search, **options)
         assert {w.canonical for w in result.final_worlds} == finals
         assert result.unique_states == len(reached)
 
@@ -449,4 +449,4 @@ def test_a_world_cannot_be_changed() -> None:
     """Setting an attribute of a world is refused: worlds are values."""
     world = Simulation.run([(Counter("c"), "inc")])
     with pytest.raises(AttributeError, match="immutable"):
-        world.states = ()  # type: ignore[misc]
+        world.states = ()

@@ -120,7 +120,7 @@ async def test_bad_delays_fail_the_activation(open_ecosystem: OpenEcosystem) -> 
 def test_after_and_cancel_check_their_arguments() -> None:
     """after() wants an entity address and a str name; cancel() a non-empty str."""
     with pytest.raises(InvalidArgumentError, match="entity address"):
-        after(1, "alarm", "ring")  # type: ignore[call-overload]
+        after(1, "alarm", "ring")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="non-empty str"):
         after(1, Alarm("a"), "ring", name="")
     with pytest.raises(InvalidArgumentError, match="non-empty str"):
