@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import gil, recovery, scale, simulation, throughput
+from bench import gil, peers, recovery, scale, simulation, throughput
 from bench._measure import RUNS, machine, progress, table
 
 
@@ -26,6 +26,7 @@ def main() -> None:
         flush=True,
     )
     rows = throughput.rows(quick)
+    rows += peers.rows(quick)
     rows += gil.rows(quick)
     rows += scale.rows(quick)
     rows += recovery.rows(quick)

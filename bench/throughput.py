@@ -1,9 +1,15 @@
-"""Durable and in-memory throughput against raw plyvel and bare trio channels."""
+"""Durable and in-memory throughput against raw plyvel and bare trio channels.
+
+Every way users call: trio tasks awaiting ``send`` and ``send_sync``, one
+thread calling the shell face's ``send_sync`` in a loop, and 32 threads doing
+so at once (a web server's request threads).
+"""
 
 from __future__ import annotations
 
 import math
 import tempfile
+import threading
 import time
 
 import plyvel
@@ -16,6 +22,7 @@ from pachyderm import Ecosystem
 
 ENTITIES = 1_000
 SENDERS = 200
+THREADS = 32
 
 
 def raw_fsync_puts(count: int) -> float:
@@ -30,15 +37,19 @@ def raw_fsync_puts(count: int) -> float:
     return count / elapsed
 
 
-async def send_concurrently(eco: Ecosystem, count: int, senders: int = SENDERS) -> float:
+async def send_concurrently(
+    eco: Ecosystem, count: int, senders: int = SENDERS, verb: str = "send"
+) -> float:
     """Messages per second: ``senders`` tasks share ``count`` sends to 1,000 entities.
 
-    The clock stops once every message is processed and committed (``settle``).
+    ``verb`` is ``"send"`` or ``"send_sync"``. The clock stops once every
+    message is processed and committed (``settle``).
     """
+    send = getattr(eco, verb)
 
     async def sender(first: int) -> None:
         for number in range(first, count, senders):
-            await eco.send(Tally(number % ENTITIES), PAYLOAD)
+            await send(Tally(number % ENTITIES), PAYLOAD)
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -48,13 +59,13 @@ async def send_concurrently(eco: Ecosystem, count: int, senders: int = SENDERS) 
     return count / (time.perf_counter() - started)
 
 
-def local_disk_concurrent(count: int) -> float:
+def local_disk_concurrent(count: int, verb: str = "send") -> float:
     """LocalDisk, durable (fsync), trio face, many concurrent senders, a fresh directory."""
 
     async def run() -> float:
         with tempfile.TemporaryDirectory() as directory:
             async with LocalDisk.open(directory, durability="fsync") as eco:
-                rate = await send_concurrently(eco, count)
+                rate = await send_concurrently(eco, count, verb=verb)
                 if eco.runtime.statistics["activations"] != count:
                     raise AssertionError(f"expected {count} activations: {eco.runtime.statistics}")
                 return rate
@@ -114,22 +125,54 @@ def shell_send_sync(count: int) -> float:
     return count / elapsed
 
 
+def shell_threads_send_sync(per_thread: int, threads: int = THREADS) -> float:
+    """Round trips per second of shell send_sync from many threads, each to its own entities."""
+    with tempfile.TemporaryDirectory() as directory:
+        eco = LocalDisk.connect(directory)
+        try:
+            eco.send_sync(Tally("warm-up"), PAYLOAD)
+            start = threading.Barrier(threads + 1)
+
+            def caller(number: int) -> None:
+                start.wait()
+                for message in range(per_thread):
+                    eco.send_sync(Tally((number, message % 10)), PAYLOAD)
+
+            callers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+            for thread in callers:
+                thread.start()
+            start.wait()
+            started = time.perf_counter()
+            for thread in callers:
+                thread.join()
+            elapsed = time.perf_counter() - started
+            if eco.state_of(Tally((0, 0))) != per_thread // 10:
+                raise AssertionError("a caller's messages were not all applied")
+        finally:
+            eco.close()
+    return threads * per_thread / elapsed
+
+
 def rows(quick: bool) -> list[Row]:
     runs = 3 if quick else RUNS
     messages = 20_000 if quick else 100_000
     puts = 1_000 if quick else 3_000
     round_trips = 1_000 if quick else 3_000
+    per_thread = 100 if quick else 400
 
     progress(
-        f"durable: raw put(sync=True) x {puts:,}, LocalDisk {SENDERS} senders x {messages:,} "
-        f"messages, shell send_sync x {round_trips:,}; {runs} rounds, interleaved"
+        f"durable: raw put(sync=True) x {puts:,}; LocalDisk {SENDERS} trio senders x "
+        f"{messages:,} send and send_sync; shell send_sync x {round_trips:,} in one thread, "
+        f"x {per_thread:,} in each of {THREADS}; {runs} rounds, interleaved"
     )
     durable = interleaved(
         runs,
         {
             "raw": lambda: raw_fsync_puts(puts),
             "concurrent": lambda: local_disk_concurrent(messages),
+            "concurrent sync": lambda: local_disk_concurrent(messages, "send_sync"),
             "sequential": lambda: shell_send_sync(round_trips),
+            "threads": lambda: shell_threads_send_sync(per_thread),
         },
     )
     progress(
@@ -145,12 +188,28 @@ def rows(quick: bool) -> list[Row]:
     raw_name = "raw plyvel put(sync=True), 1 by 1"
     return [
         Row(
-            f"LocalDisk fsync, {SENDERS} trio senders -> 1,000 entities",
+            f"LocalDisk fsync, {SENDERS} trio send senders -> 1,000 entities",
             durable["concurrent"],
             raw_name,
             durable["raw"],
             "msg/s",
             8.0,
+        ),
+        Row(
+            f"LocalDisk fsync, {SENDERS} trio send_sync senders -> 1,000 entities",
+            durable["concurrent sync"],
+            raw_name,
+            durable["raw"],
+            "msg/s",
+            8.0,
+        ),
+        Row(
+            f"LocalDisk fsync, {THREADS} threads calling shell send_sync",
+            durable["threads"],
+            raw_name,
+            durable["raw"],
+            "msg/s",
+            3.0,
         ),
         Row(
             "LocalDisk fsync, sequential shell send_sync",

@@ -54,6 +54,20 @@ class CombiningLock(Generic[RequestT]):
             process(requests.popleft())
         self._lock.release()
 
+    @property
+    def queued(self) -> int:
+        """How many requests wait to be processed."""
+        return len(self._requests)
+
+    def post(self, request: RequestT) -> int:
+        """Queue a request without trying the lock; returns how many now wait.
+
+        Someone must :meth:`combine` (or take the lock) for it to be processed.
+        """
+        requests = self._requests
+        requests.append(request)
+        return len(requests)
+
     def submit(self, request: RequestT) -> None:
         """Queue a request and process the queue if the lock is free; never blocks on it."""
         self._requests.append(request)

@@ -33,13 +33,18 @@ class KeyValueEntity:
 
 
 class KeyValueBatch:
-    """A batch as a list of key-value operations; taken-back puts become ``None``."""
+    """A batch as a list of key-value operations; taken-back puts become ``None``.
 
-    __slots__ = ("cancelled", "operations")
+    An entity activated many times in one batch has its record written once:
+    each new record replaces the previous one's operation in place.
+    """
+
+    __slots__ = ("cancelled", "operations", "records")
 
     def __init__(self) -> None:
         self.operations: list[Operation | None] = []
         self.cancelled = 0
+        self.records: dict[bytes, int] = {}  # state key -> its operation's index
 
     def __len__(self) -> int:
         return len(self.operations)
@@ -57,7 +62,14 @@ class KeyValueBatch:
         self.operations.append((entity.inbox_prefix + _encode_seq(seq), None))
 
     def set_record(self, entity: KeyValueEntity, record: bytes) -> None:
-        self.operations.append((entity.state_key, record))
+        key = entity.state_key
+        operations = self.operations
+        index = self.records.get(key)
+        if index is None:
+            self.records[key] = len(operations)
+            operations.append((key, record))
+        else:
+            operations[index] = (key, record)
 
     def set_timer(self, timer: Timer) -> None:
         position = layout.due_and_seq(timer.due, timer.seq)

@@ -65,6 +65,7 @@ DEFAULT_MAX_RESIDENT = 10_000
 _DISPATCH_BATCH = 256
 _FIRE_BATCH = 256
 _JOIN_ROUNDS = 4
+_QUEUE_BOUND = 256  # messages queued for a volatile store before their sender processes them
 _LEAD_ROUNDS = 4  # groups a caller's thread writes in a row before leaving them to the committer
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 INLINE_WRITE = 0.002
@@ -73,8 +74,10 @@ other task is runnable and no activation waits; slower ones go to a worker threa
 
 protect = trio.lowlevel.enable_ki_protection
 
-_Request = tuple[Ident, Entity[Any, Any], bytes, ThreadReply, bool, int]
-"""A message sent from another thread: (entity, address, message, reply, sync, thread)."""
+_Request = tuple[Ident, Entity[Any, Any], bytes, ThreadReply | None, bool, int]
+"""A message sent from another thread: (entity, address, message, reply, sync, thread).
+
+Without a reply: queued for a volatile store, accepted once queued."""
 
 
 class Runtime:
@@ -385,14 +388,37 @@ class Runtime:
             self._lead()
         return reply
 
+    def queue_from_thread(self, eco: str, address: Entity[Any, Any], blob: bytes) -> bool:
+        """Accept an encoded message for a volatile store, from another thread: queue it.
+
+        Queued in the runtime's memory, it is as durable as a volatile store
+        makes anything; whoever next holds the lock processes it (the
+        committer is told). Returns True when so many wait that the caller
+        should process them itself (``lock.combine()``, Ctrl-C deferred):
+        that bounds the queue however fast a sender sends.
+        """
+        if self.closed:
+            self.check_open()
+        ident = (eco, address.entity_name, address._id)
+        if self.lock.post((ident, address, blob, None, False, 0)) >= _QUEUE_BOUND:
+            return True
+        if "commit" not in self._posted:  # (this is never the runtime's thread)
+            self._signal_commit()
+        return False
+
     def _accept_request(self, request: _Request) -> None:
-        """Process a thread's :meth:`send_from_thread` (with the lock held; never raises).
+        """Process a thread's message (with the lock held; never raises).
 
         If the group then needs writing and nobody is writing: a request
         processed by its own caller's thread is written by that thread (it
         leads); one processed by another thread goes to the committer.
         """
         ident, address, blob, reply, sync, thread = request
+        if reply is None:  # queued for a volatile store: accepted already
+            if not self.closed:  # (closed, a volatile store's data is gone anyway)
+                self.dispatcher.deliver(ident, address, blob, None)
+                self._signal_commit()
+            return
         try:
             if self.closed:
                 self.check_open()
@@ -402,11 +428,6 @@ class Runtime:
             reply.resolve(None, error, call_now)
             return
         if not sync:
-            if self.storage.volatile:
-                # Accepted in memory: as durable as it gets. The next writer writes it.
-                reply.resolve(None, None, call_now)
-                self._signal_commit()
-                return
             group.waiters.append(reply)
         elif not ran:
             return  # queued: the dispatcher runs it, then the committer writes it
@@ -600,6 +621,7 @@ class Runtime:
                 dispatcher = self.dispatcher
                 if not (
                     (dispatcher.run_queue and not dispatcher.paused)
+                    or self.lock.queued
                     or len(self.commit.open.batch)
                     or self.commit.writing is not None
                     or self._timer_due()

@@ -148,6 +148,11 @@ class ShellEcosystem:
         check_blocking_caller()
         runtime = self._ecosystem.runtime
         blob = runtime.encode_message(address, message)  # errors surface before anything is stored
+        if runtime.storage.volatile:  # accepted once queued in memory (InMemory)
+            if runtime.queue_from_thread(self._ecosystem.id, address, blob):
+                with deferred_interrupts():
+                    runtime.lock.combine()
+            return
         with deferred_interrupts():
             reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=False)
         reply.wait()  # Ctrl-C may interrupt the wait: the message stays accepted

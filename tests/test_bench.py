@@ -25,7 +25,11 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("CPU: ")
     for row in (
-        "LocalDisk fsync, 200 trio senders",
+        "LocalDisk fsync, 200 trio send senders",
+        "LocalDisk fsync, 200 trio send_sync senders",
+        "32 threads calling shell send_sync",
+        "InMemory shell send, one thread",
+        "Pykka 4 ask",
         "sequential shell send_sync",
         "InMemory, 200 trio senders",
         "working set of 1,000 among 100,000 stored",
