@@ -44,7 +44,7 @@ class _Deferral:
             _signal.signal(_SIGINT, self._defer)
 
     def _defer(self, signum: int, frame: FrameType | None) -> None:
-        if not inside_user_code():
+        if not inside_user_code(frame):
             self.pending = frame if frame is not None else True
             return
         try:

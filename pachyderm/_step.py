@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, NamedTuple
 
 from pachyderm._codec import decode, encode
@@ -165,8 +166,9 @@ def activate(
     dict order, unless a host asks otherwise). Whatever the handler raises,
     BaseExceptions included, is a :class:`Failed` transition.
     """
-    _inside.active = True
     try:
+        # Set inside the try: a Ctrl-C landing just after it must not leave it set.
+        _inside.active = True
         result = address.activate(message, state)
         if type(result) is not tuple or len(result) != 2:
             raise InvalidActivationError(
@@ -206,16 +208,25 @@ _inside = _Inside()
 
 def _user_code(function: Callable[..., Any], *arguments: Any) -> Any:
     """Call ``init`` or ``upgrade``: user code, as pure as ``activate``."""
-    _inside.active = True
     try:
+        _inside.active = True
         return function(*arguments)
     finally:
         _inside.active = False
 
 
-def inside_user_code() -> bool:
-    """Whether this thread is running a handler (``activate``, ``init`` or ``upgrade``)."""
-    return _inside.active
+def inside_user_code(frame: FrameType | None) -> bool:
+    """Whether ``frame``, running in this thread, is a handler's (or below one).
+
+    True inside ``activate``, ``init``, ``upgrade``, an outbox being iterated,
+    and what they call: everything the step runs inside its ``try``, where an
+    exception only fails the activation. False in the step's own frame, which
+    sets and clears the mark.
+    """
+    return _inside.active and frame is not None and frame.f_code not in _STEP_CODES
+
+
+_STEP_CODES = frozenset({activate.__code__, _user_code.__code__})
 
 
 def refuse_inside_activation(verb: str) -> None:

@@ -1,0 +1,237 @@
+"""Ctrl-C at every instant of a shell-face call, run as a process of its own.
+
+    python tests/interrupt_worker.py KIND PATH LOCATION
+
+For N = 0, 1, 2, ... one call of PATH is made with SIGINT raised in the main
+thread at the N-th line it executes in Pachyderm's code or in a handler, until
+a call ends before its N-th line. After every call, interrupted or not, the
+runtime must still work: ``settle()`` returns, and the ledger entity holds
+every number whose call returned, exactly once, and the number of an
+interrupted call at most once. Prints one JSON line of counts; exits non-zero
+(with the reason on stderr) if a check fails. The paths:
+
+- ``send_sync``: to an idle entity: activated and written in the caller's thread;
+- ``send``: acceptance only, written (LocalDisk) or queued (InMemory) here;
+- ``send_sync_queued``: to an entity with messages waiting: the caller's message
+  joins its inbox and waits for the runtime's own thread;
+- ``handler``: the interrupt lands in a handler's own code too: that message
+  becomes a dead letter, and the entity keeps its state.
+- ``trio``: ``await eco.send_sync`` on the trio face in the main thread's
+  ``trio.run``, where trio's own handler decides (LocalDisk only: the store is
+  reopened in a new ``trio.run`` to be checked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import trio  # noqa: E402
+
+from ecosystems import InMemory, LocalDisk  # noqa: E402
+from pachyderm import ActivationError, Entity, Outbox  # noqa: E402
+
+PACKAGE = str(ROOT / "pachyderm")
+THIS = str(Path(__file__).resolve())
+SETTLE_TIMEOUT = 30.0
+
+
+class Ledger(Entity[Any, list[int]]):
+    """Keeps the numbers it is sent; a ``("slow", n)`` message runs a few lines first."""
+
+    entity_name = "tests.interrupts.Ledger"
+
+    def init(self) -> list[int]:
+        return []
+
+    def activate(self, message: Any, state: list[int]) -> tuple[Outbox, list[int]]:
+        if isinstance(message, tuple):
+            _, number = message
+            total = 0
+            for step in range(20):  # a handler's own lines, for the interrupt to land in
+                total += step
+            return [], [*state, number]
+        return [], [*state, message]
+
+
+class Injector:
+    """Delivers SIGINT at the N-th line executed in Pachyderm or in a handler.
+
+    Delivered as CPython delivers a signal between two bytecodes: the
+    installed handler is called with the running frame, and what it raises
+    is raised there.
+    """
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.lines = 0
+        self.fired = False
+        self.in_handler = False
+
+    def __call__(self, frame: FrameType, event: str, argument: Any) -> Any:
+        filename = frame.f_code.co_filename
+        if not (
+            filename.startswith(PACKAGE)
+            or (filename == THIS and frame.f_code.co_name == "activate")
+        ):
+            return None
+        return self.line
+
+    def line(self, frame: FrameType, event: str, argument: Any) -> Any:
+        if event == "line" and not self.fired:
+            if self.lines == self.at:
+                self.fired = True
+                self.in_handler = frame.f_code.co_filename == THIS
+                handler = signal.getsignal(signal.SIGINT)
+                assert callable(handler)
+                handler(signal.SIGINT, frame)
+            self.lines += 1
+        return self.line
+
+
+def fail(reason: str) -> None:
+    print(reason, file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def settle(eco: Any, what: str) -> None:
+    """settle() must return; a hang is the bug this looks for."""
+    watchdog = threading.Timer(SETTLE_TIMEOUT, fail, [f"settle() hung after {what}"])
+    watchdog.start()
+    try:
+        eco.settle()
+    finally:
+        watchdog.cancel()
+
+
+def main_trio(location: str) -> None:
+    """The trio face: interrupt one send_sync at every instant, check in a new trio.run."""
+    interrupted = returned = at = 0
+
+    async def send(number: int, injector: Injector) -> None:
+        async with LocalDisk.open(location) as eco:
+            sys.settrace(injector)
+            try:
+                await eco.send_sync(Ledger(number), number)
+            finally:
+                sys.settrace(None)
+
+    async def check(number: int) -> list[int]:
+        async with LocalDisk.open(location) as eco:
+            with trio.fail_after(SETTLE_TIMEOUT):
+                await eco.settle()
+            return await eco.state_of(Ledger(number))
+
+    while True:
+        injector = Injector(at)
+        try:
+            trio.run(send, at, injector)
+        except KeyboardInterrupt:
+            done = False
+        else:
+            done = True
+        numbers = trio.run(check, at)
+        if numbers not in ([], [at]) or (done and not numbers):
+            fail(f"trio face, interrupt at line {at}: the ledger holds {numbers}, done={done}")
+        if not injector.fired:
+            break
+        interrupted += not done
+        returned += done
+        at += 1
+    print(
+        json.dumps(
+            {
+                "kind": "LocalDisk",
+                "path": "trio",
+                "lines": at,
+                "interrupted": interrupted,
+                "returned": returned,
+            }
+        ),
+        flush=True,
+    )
+
+
+def main(kind_name: str, path: str, location: str) -> None:
+    if path == "trio":
+        main_trio(location)
+        return
+    kind = {"InMemory": InMemory, "LocalDisk": LocalDisk}[kind_name]
+    eco = kind.connect(location) if kind is LocalDisk else kind.participate(f"ki-{path}")
+    interrupted = returned = dead = 0
+    at = 0
+    while True:
+        # A ledger per call: small, so the call's length does not grow with the test.
+        ledger = Ledger(at)
+        if path == "send_sync_queued":
+            eco.runtime.pause()  # a message waits in the inbox...
+            eco.send(ledger, -1)
+            eco.runtime.resume()  # ...for the runtime's own thread
+        injector = Injector(at)
+        message: Any = ("slow", at) if path == "handler" else at
+        sys.settrace(injector)
+        try:
+            if path == "send":
+                eco.send(ledger, message)
+            else:
+                eco.send_sync(ledger, message)
+        except KeyboardInterrupt:
+            sys.settrace(None)
+            done = False
+        except ActivationError as error:
+            sys.settrace(None)
+            fail(f"an activation failed without an interrupt: {error}")
+        else:
+            sys.settrace(None)
+            done = True
+        settle(eco, f"line {at} of {path}")
+        numbers = [n for n in eco.state_of(ledger) if n >= 0]
+        if numbers not in ([], [at]):
+            fail(f"after an interrupt at line {at}, the ledger holds {numbers}")
+        if done and not numbers:
+            fail(f"the call returned but its message was lost (line {at})")
+        if injector.in_handler:
+            letters = [d for d in eco.dead_letters() if d.message == message]
+            if numbers or len(letters) != 1 or "KeyboardInterrupt" not in letters[0].error:
+                fail(f"an interrupted handler left no dead letter: {numbers}, {letters}")
+            dead += 1
+        if not injector.fired:
+            break  # the call ended before its at-th line: every instant was tried
+        interrupted += not done
+        returned += done
+        at += 1
+    # The runtime still works, and (LocalDisk) what it holds survives a reopen.
+    if eco.send_sync(Ledger("last"), 1) != [1]:
+        fail("send_sync after the interrupts did not apply once")
+    if kind is LocalDisk:
+        before = [eco.state_of(Ledger(n)) for n in range(at + 1)]
+        eco.close()
+        again = LocalDisk.connect(location)
+        if [again.state_of(Ledger(n)) for n in range(at + 1)] != before:
+            fail("the store read back differs after reopening")
+    print(
+        json.dumps(
+            {
+                "kind": kind_name,
+                "path": path,
+                "lines": at,
+                "interrupted": interrupted,
+                "returned": returned,
+                "dead_letters": dead,
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
