@@ -92,25 +92,36 @@ class TrioReply(Reply):
 class ThreadReply(Reply):
     """A reply waited for by another thread (the shell face), without entering trio.
 
-    ``lead`` tells the waiting thread to write the group its work is in.
+    Its thread may be woken before it is resolved, to write the group its work
+    is in: then ``lead`` is set. Each wake-up releases the lock once, and a
+    thread asked to lead is resolved only by its own write, after it woke.
     """
 
-    __slots__ = ("_lock", "lead")
+    __slots__ = ("_lock", "lead", "thread")
 
     def __init__(self) -> None:
         super().__init__()
         self.lead = False
+        self.thread = threading.get_ident()
         self._lock = threading.Lock()
         self._lock.acquire()  # released when resolved, from whichever thread resolves it
 
     def _wake(self, wake: Wake) -> None:
         self._lock.release()  # thread-safe: no need to go through the runtime's thread
 
-    def wait(self) -> bytes | None:
-        """Block until resolved (interruptible: the outcome then stays unknown to the caller)."""
+    def hand_over(self) -> None:
+        """Wake the waiting thread to lead (call with the runtime's lock held)."""
+        self.lead = True
+        self._lock.release()
+
+    def wait_signal(self) -> None:
+        """Block until resolved or asked to lead (interruptible: the outcome stays unknown)."""
         if not self.resolved:
             self._lock.acquire()
-            self._lock.release()
+
+    def wait(self) -> bytes | None:
+        """Block until resolved; the record, or raise the error."""
+        self.wait_signal()
         return self.result()
 
 

@@ -66,7 +66,7 @@ _DISPATCH_BATCH = 256
 _FIRE_BATCH = 256
 _JOIN_ROUNDS = 4
 _QUEUE_BOUND = 256  # messages queued for a volatile store before their sender processes them
-_LEAD_ROUNDS = 4  # groups a caller's thread writes in a row before leaving them to the committer
+_MAIN_THREAD = threading.main_thread().ident
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
@@ -99,7 +99,6 @@ class Runtime:
         self.max_message_bytes = max_message_bytes
         self.lock: CombiningLock[_Request] = CombiningLock(self._accept_request)
         self._forming = False  # a caller's thread is about to write the open group
-        self._woken = 0  # callers the last completed group woke
         self.residents = Residents(storage, max_resident)
         self.commit = GroupCommit(storage, sync=durability == "fsync")
         self.timers = Timers(storage)
@@ -380,13 +379,22 @@ class Runtime:
         the shell face defers Ctrl-C around it.
         """
         reply = ThreadReply()
-        thread = threading.get_ident()
         self.lock.submit(
-            ((eco, address.entity_name, address._id), address, blob, reply, sync, thread)
+            ((eco, address.entity_name, address._id), address, blob, reply, sync, reply.thread)
         )
         if reply.lead:
+            reply.lead = False
             self._lead()
         return reply
+
+    def wait_from_thread(self, reply: ThreadReply) -> bytes | None:
+        """Wait for a :meth:`send_from_thread` reply, writing a group if asked to lead."""
+        while True:
+            reply.wait_signal()
+            if reply.resolved:
+                return reply.result()
+            reply.lead = False
+            self._lead()  # woken to write the group its work is in
 
     def queue_from_thread(self, eco: str, address: Entity[Any, Any], blob: bytes) -> bool:
         """Accept an encoded message for a volatile store, from another thread: queue it.
@@ -433,11 +441,8 @@ class Runtime:
             return  # queued: the dispatcher runs it, then the committer writes it
         if self.commit.writing is not None or self._forming:
             return  # the writer, or a leader about to write, writes this group
-        # A lone caller writes its own group: no thread hop at all. Under
-        # contention the committer writes: a caller that leads makes every
-        # other caller wait for it to win the GIL back after the write.
-        if threading.get_ident() == thread and self._woken <= 1:
-            reply.lead = True
+        if threading.get_ident() == thread:
+            reply.lead = True  # nobody writes: the caller itself will, no thread hop at all
             self._forming = True
         else:
             self._signal_commit()
@@ -453,36 +458,51 @@ class Runtime:
         self._write_here(group)
 
     def _write_here(self, group: Group) -> None:
-        """Write and complete groups in this (non-trio) thread, a few while more are ready.
+        """Write and complete a group in this (non-trio) thread, then pass the lead on.
 
         Callers whose work joined the open group while this one was written
-        are waiting on it: writing it next is cheaper than waking the
-        committer. A bound returns this thread to its caller under endless load.
+        are waiting on it. One of them is woken to write it next (leadership
+        handed over, as LevelDB's own writers do): this thread returns to its
+        caller, and the open group goes on filling while the next leader
+        wakes. Never the main thread, whose wait Ctrl-C may cut short; with
+        no one to hand it to, the committer writes it.
         """
-        for round_number in range(_LEAD_ROUNDS):
-            try:
-                seconds = self.commit.write(group)
-            except BaseException as error:
-                with self.lock:
-                    self._writing_elsewhere -= 1
-                    self._fail(error)
-                    group.finish(
-                        EcosystemClosedError(
-                            f"{self.name} stopped: writing to the store failed: {error}"
-                        ),
-                        self._post_wake,
-                    )
-                return
+        try:
+            seconds = self.commit.write(group)
+        except BaseException as error:
             with self.lock:
-                self._complete(group, seconds)
-                more = len(self.commit.open.batch) > 0
-                if more and not self.closed and round_number + 1 < _LEAD_ROUNDS:
-                    group = self._seal()
-                    continue
                 self._writing_elsewhere -= 1
-                if more or self.closed:
+                self._fail(error)
+                group.finish(
+                    EcosystemClosedError(
+                        f"{self.name} stopped: writing to the store failed: {error}"
+                    ),
+                    self._post_wake,
+                )
+            return
+        with self.lock:
+            self._complete(group, seconds)
+            self._writing_elsewhere -= 1
+            if self.closed:
+                self._signal_commit()
+            elif len(self.commit.open.batch) and not self._forming:
+                successor = self._successor()
+                if successor is None:
                     self._signal_commit()
-                return
+                else:
+                    self._forming = True
+                    successor.hand_over()
+
+    def _successor(self) -> ThreadReply | None:
+        """A caller's thread waiting on the open group that may lead its write."""
+        group = self.commit.open
+        for reply in group.waiters:
+            if isinstance(reply, ThreadReply) and reply.thread != _MAIN_THREAD:
+                return reply
+        for reply, _, _ in group.replies:
+            if isinstance(reply, ThreadReply) and reply.thread != _MAIN_THREAD:
+                return reply
+        return None
 
     def _fail(self, error: BaseException) -> None:
         """A write failed: memory is ahead of the store, so stop, saying why."""
@@ -538,7 +558,7 @@ class Runtime:
             with self.lock:
                 if self.failure is not None:
                     return
-                ready = commit.writing is None and len(commit.open.batch) > 0
+                ready = commit.writing is None and not self._forming and len(commit.open.batch) > 0
                 if not ready:
                     if self.closed and commit.writing is None:
                         return
@@ -554,7 +574,7 @@ class Runtime:
                     break
                 await trio.lowlevel.checkpoint()
             with self.lock:
-                if commit.writing is not None or not len(commit.open.batch):
+                if commit.writing is not None or self._forming or not len(commit.open.batch):
                     continue
                 inline = self._write_inline()
                 group = self._seal()
@@ -592,7 +612,6 @@ class Runtime:
             if followers:
                 followers.push(record.ident, stored, wake)
         group.finish(None, wake)
-        self._woken = len(group.replies) + len(group.waiters)
         self.timers.durable(group.number)
         if self._taken:
             number = group.number

@@ -155,7 +155,7 @@ class ShellEcosystem:
             return
         with deferred_interrupts():
             reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=False)
-        reply.wait()  # Ctrl-C may interrupt the wait: the message stays accepted
+        runtime.wait_from_thread(reply)  # Ctrl-C may interrupt the wait: the message stays accepted
 
     def send_sync(self, address: Entity[MessageT, StateT], message: MessageT) -> StateT:
         """Send ``message`` and return the entity's state once its activation is durable."""
@@ -164,7 +164,7 @@ class ShellEcosystem:
         blob = runtime.encode_message(address, message)
         with deferred_interrupts():
             reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=True)
-        state: StateT = load_state(address, reply.wait())
+        state: StateT = load_state(address, runtime.wait_from_thread(reply))
         return state
 
     def follow(

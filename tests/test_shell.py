@@ -148,3 +148,28 @@ def test_sending_from_inside_activate_is_refused(shell: EcosystemKind) -> None:
     assert "handlers must be pure" in str(caught.value.cause)
     assert "outbox" in str(caught.value.cause)
     assert shell.send_sync(Counter("c"), "inc") == 1  # nothing was sent, nothing hangs
+
+
+def test_many_threads_share_writes_and_lose_no_wake_up(shell: EcosystemKind) -> None:
+    """16 threads mixing send and send_sync: all applied once, in order, none left waiting."""
+    threads, per_thread = 16, 150
+
+    def caller(number: int) -> None:
+        for message in range(per_thread):
+            if message % 3:
+                shell.send_sync(Recorder(number % 4), (number, message))
+            else:
+                shell.send(Recorder(number % 4), (number, message))
+
+    callers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in callers), "a caller was never answered"
+    shell.settle()
+    for entity in range(4):
+        received = shell.state_of(Recorder(entity))
+        for number in range(entity, threads, 4):
+            mine = [message for sender, message in received if sender == number]
+            assert mine == list(range(per_thread))  # each once, in send order
