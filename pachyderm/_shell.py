@@ -2,12 +2,14 @@
 
 Every runtime the shell face opens runs in one trio run in a background
 thread, the *portal*. A ``send`` or ``send_sync`` does its work in the
-caller's own thread, under the runtime's lock: it activates an idle entity
-there, and if nobody is writing, writes the open group and completes it
-there too, so one caller costs one write and many callers share one (group
-commit, whoever waits). The portal's tasks do what nobody waits for: queued
-activations, outbox deliveries, timers, and groups left open. That work is
-Ctrl-C safe: interrupts in the main thread are deferred until it is done.
+caller's own thread: it hands its message to the runtime's combining lock
+(whoever holds it processes every queued message: an idle entity is
+activated at once), and if nobody is writing, writes the open group and
+completes it there too. So one caller costs one write, and many callers
+share one: the caller that finishes a write wakes one whose work is in the
+next group to write it. The portal's tasks do what nobody waits for: queued
+activations, outbox deliveries, timers, groups left open. The work done in
+the caller's main thread is Ctrl-C safe: interrupts are deferred until it is done.
 """
 
 from __future__ import annotations
