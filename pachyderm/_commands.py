@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from pachyderm._entity import Entity
 from pachyderm.errors import InvalidArgumentError, describe
 
-__all__ = ["After", "Cancel", "Outbox", "after", "cancel", "check_timer_name"]
+__all__ = ["MAX_DELAY", "After", "Cancel", "Outbox", "after", "cancel", "check_timer_name"]
 
 MessageT = TypeVar("MessageT")
 
@@ -57,6 +57,10 @@ Outbox = Iterable[tuple[Entity[Any, Any], Any] | TimerCommand]
 """What ``activate`` returns first: ``(address, message)`` pairs to send, and timer commands."""
 
 
+MAX_DELAY = 1_000 * 365 * 86_400
+"""The longest a timer may wait, in seconds: 1,000 years. Longer is a mistake, not a plan."""
+
+
 def check_timer_name(name: object) -> str:
     if type(name) is not str or not name:
         raise InvalidArgumentError(
@@ -75,9 +79,10 @@ def _seconds(delay: object) -> float:
             f"a timer's delay is seconds (int or float) or a datetime.timedelta, got "
             f"{describe(delay)}"
         )
-    if not math.isfinite(seconds) or seconds < 0:
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DELAY:
         raise InvalidArgumentError(
-            f"a timer's delay must be finite and >= 0 seconds, got {describe(delay)}"
+            f"a timer's delay must be between 0 and {MAX_DELAY:,} seconds (1,000 years), got "
+            f"{describe(delay)}"
         )
     return seconds
 

@@ -64,6 +64,7 @@ _DUE_SEQ = struct.Struct(">QQ")
 _LEN2 = struct.Struct(">H")
 _LEN4 = struct.Struct(">I")
 _MICROSECONDS = 1_000_000
+_LAST_DUE = 2**64 - 1
 
 encode_seq = _SEQ.pack
 """The 8 bytes of a sequence number (a bound method: it is called for every message)."""
@@ -123,8 +124,11 @@ def parse_dead_letter_key(key: bytes) -> int:
 
 
 def due_and_seq(due: float, seq: int) -> bytes:
-    """The 16 bytes that order timers: due (microseconds), then sequence number."""
-    return _DUE_SEQ.pack(max(0, round(due * _MICROSECONDS)), seq)
+    """The 16 bytes that order timers: due (microseconds), then sequence number.
+
+    Clamped to what 8 bytes hold (about 584,000 years): a key must never fail to encode.
+    """
+    return _DUE_SEQ.pack(min(max(0, round(due * _MICROSECONDS)), _LAST_DUE), seq)
 
 
 def timer_key(due: float, seq: int) -> bytes:

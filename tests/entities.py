@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from pachyderm import Entity, Outbox, after, cancel
@@ -126,6 +127,8 @@ class Alarm(Entity[Any, list[Any]]):
                 return [], [*state, payload]
             case ("bad delay", delay):
                 return [after(delay, self, "never")], state
+            case ("longest delay",):
+                return [after(timedelta.max, self, "never")], state
         raise AssertionError(f"unknown command {message!r}")
 
 
