@@ -173,9 +173,15 @@ class Dispatcher:
     def _activate(self, record: Resident, seq: int, blob: bytes, reply: Reply | None) -> bool:
         """Run one activation of ``record`` on a message; its effects join the open group.
 
-        Returns False, having changed nothing, when the state or the message
-        names a class this process has not registered: the entity is parked.
-        Removing the message from the inbox is the caller's business.
+        All or nothing: the activation runs and everything it needs from
+        storage is read before the open group changes. Returns False, having
+        changed nothing, when the state or the message names a class this
+        process has not registered: the entity is parked. Removing the
+        message from the inbox is the caller's business.
+
+        Raises:
+            Exception: reading the storage failed (nothing changed); the
+                runtime cannot go on without its data.
         """
         address = record.address
         if address is None:
@@ -183,22 +189,18 @@ class Dispatcher:
             if address is None:
                 return False
         self.residents.touch(record)
-        message: Any = None
         try:
-            if not record.loaded:
-                record.durable = record.record = self.storage.load(record.handle)
-                record.state = load_state(address, record.record)
-                record.loaded = True
             message = decode(blob)
         except UnregisteredNameError as missing:
             self.park(record, missing.name)
             return False
-        except BaseException as error:  # init() and upgrade() are user code too
-            outcome: Activated | Failed = Failed(
-                message, error, "".join(traceback.format_exception(error))
-            )
+        except Exception as error:  # damaged bytes: the message cannot be read
+            outcome: Activated | Failed = _failed(None, error)
         else:
-            outcome = activate(address, record.state, message, self.max_message_bytes)
+            transition = self._run(record, address, message)
+            if transition is None:
+                return False
+            outcome = transition
         record.remember(blob)
         group = self.commit.open
         record.uncommitted += 1
@@ -220,6 +222,34 @@ class Dispatcher:
             log("activation", level="debug", address=address, seq=seq, sent=len(commands))
         return True
 
+    def _run(
+        self, record: Resident, address: Entity[Any, Any], message: Any
+    ) -> Activated | Failed | None:
+        """The transition of ``record`` on ``message``, with what it needs read from storage.
+
+        None (the entity parked) if its stored state names an unregistered class.
+        """
+        if not record.loaded:
+            stored = self.storage.load(record.handle)  # a failure here is the runtime's
+            try:
+                state = load_state(address, stored)
+            except UnregisteredNameError as missing:
+                self.park(record, missing.name)
+                return None
+            except BaseException as error:  # init() and upgrade() are user code too
+                return _failed(message, error)
+            record.durable = record.record = stored
+            record.state = state
+            record.loaded = True
+        outcome = activate(address, record.state, message, self.max_message_bytes)
+        if (
+            isinstance(outcome, Activated)
+            and record.timers is None
+            and any(_names_a_timer(command) for command in outcome.commands)
+        ):
+            record.timers = self.storage.named_timers(record.handle)
+        return outcome
+
     def _carry_out(self, record: Resident, commands: tuple[Any, ...]) -> None:
         """Interpret an activation's commands: sends and timers."""
         eco = record.ident[0]
@@ -237,8 +267,7 @@ class Dispatcher:
     # -- timers ---------------------------------------------------------------
 
     def _named_timers(self, record: Resident) -> dict[str, tuple[float, int]]:
-        if record.timers is None:
-            record.timers = self.storage.named_timers(record.handle)
+        assert record.timers is not None, "loaded before the activation was carried out"
         return record.timers
 
     def _set_timer(self, record: Resident, command: SetTimer) -> None:
@@ -336,3 +365,12 @@ class Dispatcher:
         for record in self.residents.unpark(name):
             if record.inbox:
                 self.schedule(record)
+
+
+def _failed(message: Any, error: BaseException) -> Failed:
+    return Failed(message, error, "".join(traceback.format_exception(error)))
+
+
+def _names_a_timer(command: Any) -> bool:
+    kind = type(command)
+    return kind is CancelTimer or (kind is SetTimer and command.name is not None)

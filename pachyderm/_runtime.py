@@ -117,6 +117,7 @@ class Runtime:
         self.started = False
         self.closed = False
         self.failure: BaseException | None = None
+        self._failure_text = ""
         self._thread: int | None = None  # the ident of the thread running our trio tasks
         self._work = trio.Event()
         self._dirty = trio.Event()
@@ -202,12 +203,10 @@ class Runtime:
                 _, errors = group.split(trio.Cancelled)
                 if errors is None:
                     raise
-                if self.failure is None:
-                    self.failure = errors.exceptions[0]
+                with self.lock:
+                    self._fail(errors.exceptions[0], "running")
             if self.failure is not None:
-                raise EcosystemClosedError(
-                    f"{self.name} stopped: writing to the store failed"
-                ) from self.failure
+                raise self._stopped_error() from self.failure
         except BaseException as error:
             if self.failure is None:
                 self.failure = error
@@ -270,9 +269,14 @@ class Runtime:
 
     def check_open(self) -> None:
         if self.closed:
-            raise EcosystemClosedError(
-                f"the ecosystem store {self.name} is closed; open it again to use it"
-            )
+            raise self._closed_error()
+
+    def _closed_error(self) -> EcosystemClosedError:
+        if self.failure is not None:
+            return self._stopped_error()
+        return EcosystemClosedError(
+            f"the ecosystem store {self.name} is closed; open it again to use it"
+        )
 
     # -- wake-ups across threads ----------------------------------------------
 
@@ -347,7 +351,11 @@ class Runtime:
             if self.closed:
                 self.check_open()
             group = self.commit.open
-            self.dispatcher.deliver((eco, address.entity_name, address._id), address, blob, None)
+            ident = (eco, address.entity_name, address._id)
+            try:
+                self.dispatcher.deliver(ident, address, blob, None)
+            except BaseException as error:
+                raise self._fail(error, "carrying out a transition") from error
             sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()
         await sleeper
@@ -362,7 +370,11 @@ class Runtime:
         with self.lock:
             if self.closed:
                 self.check_open()
-            self.dispatcher.deliver((eco, address.entity_name, address._id), address, blob, reply)
+            ident = (eco, address.entity_name, address._id)
+            try:
+                self.dispatcher.deliver(ident, address, blob, reply)
+            except BaseException as error:
+                raise self._fail(error, "carrying out a transition") from error
         self._dirty.set()
         return load_state(address, await reply.wait())
 
@@ -422,18 +434,20 @@ class Runtime:
         leads); one processed by another thread goes to the committer.
         """
         ident, address, blob, reply, sync, thread = request
-        if reply is None:  # queued for a volatile store: accepted already
-            if not self.closed:  # (closed, a volatile store's data is gone anyway)
-                self.dispatcher.deliver(ident, address, blob, None)
-                self._signal_commit()
+        if self.closed:  # (a volatile store's queued messages are gone with it anyway)
+            if reply is not None:
+                reply.resolve(None, self._closed_error(), call_now)
             return
+        group = self.commit.open
         try:
-            if self.closed:
-                self.check_open()
-            group = self.commit.open
             ran = self.dispatcher.deliver(ident, address, blob, reply if sync else None)
         except BaseException as error:
-            reply.resolve(None, error, call_now)
+            problem = self._fail(error, "carrying out a transition")
+            if reply is not None:
+                reply.resolve(None, problem, call_now)
+            return
+        if reply is None:  # queued for a volatile store: accepted already
+            self._signal_commit()
             return
         if not sync:
             group.waiters.append(reply)
@@ -451,7 +465,7 @@ class Runtime:
         """Write the open group in this (non-trio) thread, if nobody else is writing it."""
         with self.lock:
             self._forming = False
-            if self.commit.writing is not None or not len(self.commit.open.batch):
+            if self.failure or self.commit.writing is not None or not len(self.commit.open.batch):
                 return
             self._writing_elsewhere += 1
             group = self._seal()
@@ -472,13 +486,7 @@ class Runtime:
         except BaseException as error:
             with self.lock:
                 self._writing_elsewhere -= 1
-                self._fail(error)
-                group.finish(
-                    EcosystemClosedError(
-                        f"{self.name} stopped: writing to the store failed: {error}"
-                    ),
-                    self._post_wake,
-                )
+                group.finish(self._fail(error, "writing to the store"), self._post_wake)
             return
         with self.lock:
             self._complete(group, seconds)
@@ -504,13 +512,23 @@ class Runtime:
                 return reply
         return None
 
-    def _fail(self, error: BaseException) -> None:
-        """A write failed: memory is ahead of the store, so stop, saying why."""
+    def _fail(self, error: BaseException, doing: str) -> EcosystemClosedError:
+        """Stop, saying why: ``doing`` failed with ``error`` (call with the lock held).
+
+        A failed write leaves memory ahead of the store; a failed read, or a
+        fault while carrying out a transition, leaves the open group
+        incomplete: it is never written. Returns the error to give callers.
+        """
         if self.failure is None:
             self.failure = error
-        log("runtime.failed", level="error", store=self.name, error=repr(error))
+            self._failure_text = f"{doing} failed: {type(error).__name__}: {error}"
+            log("runtime.failed", level="error", store=self.name, error=self._failure_text)
         self.closed = True
         self._post(self._stop.set)
+        return self._stopped_error()
+
+    def _stopped_error(self) -> EcosystemClosedError:
+        return EcosystemClosedError(f"{self.name} stopped: {self._failure_text}")
 
     # -- dispatching ---------------------------------------------------------
 
@@ -580,10 +598,15 @@ class Runtime:
                 group = self._seal()
             # Inline only when no other task of this trio run could use the time:
             # a quick write then delays nothing but I/O readiness.
-            if inline and trio.lowlevel.current_statistics().tasks_runnable == 0:
-                seconds = commit.write(group)
-            else:
-                seconds = await trio.to_thread.run_sync(commit.write, group)
+            try:
+                if inline and trio.lowlevel.current_statistics().tasks_runnable == 0:
+                    seconds = commit.write(group)
+                else:
+                    seconds = await trio.to_thread.run_sync(commit.write, group)
+            except Exception as error:
+                with self.lock:
+                    self._fail(error, "writing to the store")
+                raise
             with self.lock:
                 self._complete(group, seconds)
 

@@ -13,6 +13,7 @@ from pachyderm import (
     CodecError,
     DeadLetter,
     EcosystemClosedError,
+    Entity,
     InvalidActivationError,
     InvalidAddressError,
     MessageTooLargeError,
@@ -462,3 +463,47 @@ async def test_cancelled_send_keeps_its_message(open_ecosystem: OpenEcosystem) -
         await eco.settle()
         assert await eco.state_of(Counter("c")) == 3
         assert eco.runtime.statistics["activations"] == 3
+
+
+class BadInit(Entity[Any, Any]):
+    """Its init() raises."""
+
+    entity_name = "tests.runtime.BadInit"
+
+    def init(self) -> Any:
+        raise ValueError("no initial state")
+
+
+async def test_a_failing_init_is_a_failed_activation_naming_the_message(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """init() raising fails that activation like activate() would, naming the message."""
+    async with open_ecosystem() as eco:
+        with pytest.raises(ActivationError) as caught:
+            await eco.send_sync(BadInit("b"), "hello")
+        assert caught.value.message == "hello"
+        assert "failed on 'hello': ValueError: no initial state" in str(caught.value)
+        [letter] = await eco.dead_letters()
+        assert letter.message == "hello"
+        assert await eco.send_sync(Counter("c"), "inc") == 1  # the ecosystem goes on
+
+
+async def test_a_store_that_cannot_be_read_stops_the_runtime_not_the_message(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A failed read stops the runtime: no dead letter, nothing half written, the cause named."""
+
+    async def read_from_a_closed_store() -> None:
+        async with open_ecosystem() as eco:
+            assert await eco.send_sync(Counter("c"), "inc") == 1
+            eco.runtime.storage.close()  # reads fail from now on
+            with pytest.raises(EcosystemClosedError, match="carrying out a transition failed"):
+                await eco.send_sync(Counter("never loaded"), "inc")
+
+    with pytest.raises(EcosystemClosedError, match="stopped: carrying out a transition failed"):
+        await read_from_a_closed_store()
+    if open_ecosystem.persistent:
+        async with open_ecosystem() as eco:
+            assert await eco.dead_letters() == []
+            assert await eco.state_of(Counter("never loaded")) == 0
+            assert await eco.state_of(Counter("c")) == 1
