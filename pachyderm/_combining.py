@@ -50,9 +50,11 @@ class CombiningLock(Generic[RequestT]):
     def _drain_and_release(self) -> None:
         requests = self._requests
         process = self._process
-        while requests:
-            process(requests.popleft())
-        self._lock.release()
+        try:
+            while requests:
+                process(requests.popleft())
+        finally:  # whatever happens (a signal's handler raising, say), the lock is free after
+            self._lock.release()
 
     @property
     def queued(self) -> int:

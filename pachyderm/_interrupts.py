@@ -1,15 +1,19 @@
-"""Ctrl-C safety for runtime work done in a caller's own thread.
+"""Signal safety for runtime work done in a caller's own thread.
 
-The shell face does an activation and a commit in the caller's thread. Python
-raises KeyboardInterrupt only in the main thread, but there at any bytecode:
-halfway through, it would leave a message accepted and never scheduled. As in
-trio's ``_core/_ki.py``, the interrupt is *deferred* instead: inside
-``with deferred_interrupts():`` a SIGINT is recorded and handed to the
-previous handler (which raises KeyboardInterrupt) once the block is done and
-the runtime consistent. Inside a handler (``activate``, ``init``,
-``upgrade``: user code, which may loop forever) it is delivered at once; the
-activation then fails like any other, its message becomes a dead letter, and
-the caller still gets its KeyboardInterrupt at the end of the block.
+The shell face does runtime work in the caller's thread: activations, its own
+and (through the combining lock) other threads', and commits. Python runs a
+signal's handler only in the main thread, but there at any bytecode, and
+Ctrl-C's handler raises KeyboardInterrupt (a server's SIGTERM handler often
+raises SystemExit): halfway through, that would leave a message accepted and
+never scheduled. As in trio's ``_core/_ki.py``, signals are *deferred*
+instead: inside ``with deferred_interrupts():`` a signal whose handler is a
+Python function is recorded and handed to that handler once the block is done
+and the runtime consistent. Inside the caller's own handler (``activate``,
+``init``, ``upgrade``: user code, which may loop forever) it is delivered at
+once; that activation then fails like any other, its message becomes a dead
+letter, and the caller still gets the exception at the end of the block.
+Never inside a handler this thread runs for another thread's call: that
+caller did not press Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,34 +25,53 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-from pachyderm._step import inside_user_code
+from pachyderm._step import inside_own_handler
 
-__all__ = ["deferred_interrupts"]
+__all__ = ["DEFERRED_SIGNALS", "deferred_interrupts"]
 
 _MAIN_THREAD = threading.main_thread().ident
-_SIGINT = signal.SIGINT
-_OTHER_THREADS = contextlib.nullcontext()  # only the main thread ever gets KeyboardInterrupt
+_OTHER_THREADS = contextlib.nullcontext()  # signal handlers only ever run in the main thread
+
+DEFERRED_SIGNALS = tuple(
+    number
+    for number in (
+        signal.SIGINT,
+        getattr(signal, "SIGTERM", None),
+        getattr(signal, "SIGHUP", None),
+        getattr(signal, "SIGQUIT", None),
+        getattr(signal, "SIGUSR1", None),
+        getattr(signal, "SIGUSR2", None),
+        getattr(signal, "SIGALRM", None),
+    )
+    if number is not None
+)
+"""The signals held back while the runtime works, when their handler is Python code."""
 
 
 class _Deferral:
-    """Swaps in a deferring SIGINT handler for the block, then delivers what it held back."""
+    """Swaps in a deferring handler for each signal handled in Python; delivers after."""
 
     __slots__ = ("pending", "previous", "raised")
 
     def __enter__(self) -> None:
-        self.previous: Any = _signal.getsignal(_SIGINT)
-        self.pending: FrameType | bool | None = False
+        previous: dict[int, Any] = {}
+        for number in DEFERRED_SIGNALS:
+            handler = _signal.getsignal(number)
+            # SIG_IGN, or SIG_DFL (the process dies at once, like kill -9): nothing to defer.
+            if callable(handler):
+                previous[number] = handler
+        self.previous = previous
+        self.pending: list[tuple[int, FrameType | None]] = []
         self.raised: BaseException | None = None
-        # SIG_IGN, or SIG_DFL (the process dies at once, like kill -9): nothing to defer.
-        if callable(self.previous):
-            _signal.signal(_SIGINT, self._defer)
+        for number in previous:
+            _signal.signal(number, self._defer)
 
     def _defer(self, signum: int, frame: FrameType | None) -> None:
-        if not inside_user_code(frame):
-            self.pending = frame if frame is not None else True
+        if not inside_own_handler(frame):
+            self.pending.append((signum, frame))
             return
         try:
-            self.previous(signum, frame)  # a looping handler must stay interruptible
+            self.previous[signum](signum, frame)  # a looping handler must stay interruptible
         except BaseException as error:
             self.raised = error  # the activation fails with it; the caller gets it after
             raise
@@ -60,18 +83,16 @@ class _Deferral:
         traceback: TracebackType | None,
     ) -> None:
         previous = self.previous
-        if not callable(previous):
-            return
-        _signal.signal(_SIGINT, previous)
-        if self.pending is not False:
-            frame = self.pending if isinstance(self.pending, FrameType) else None
-            previous(_SIGINT, frame)
-        elif self.raised is not None:
+        for number, handler in previous.items():
+            _signal.signal(number, handler)
+        for signum, frame in self.pending:
+            previous[signum](signum, frame)  # what Ctrl-C (or the like) would have done
+        if self.raised is not None:
             raise self.raised
 
 
 def deferred_interrupts() -> contextlib.AbstractContextManager[None]:
-    """Hold back Ctrl-C until the block is done (main thread only; free elsewhere)."""
+    """Hold back signals handled in Python until the block is done (main thread only)."""
     if threading.get_ident() != _MAIN_THREAD:
         return _OTHER_THREADS
     return _Deferral()

@@ -46,7 +46,7 @@ from pachyderm._entity import Entity, entity_classes
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription
 from pachyderm._log import log
 from pachyderm._residents import Residents
-from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, encode_message, load_state
+from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, encode_message, load_state, own_call
 from pachyderm._storage import Ident, Storage
 from pachyderm._timers import Timers
 from pachyderm._values import value_types
@@ -170,6 +170,7 @@ class Runtime:
 
     # -- lifecycle ---------------------------------------------------------
 
+    @protect
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, then dispatch, commit and keep time until :meth:`aclose`."""
         self.token = trio.lowlevel.current_trio_token()
@@ -439,6 +440,9 @@ class Runtime:
                 reply.resolve(None, self._closed_error(), call_now)
             return
         group = self.commit.open
+        mine = thread == threading.get_ident()  # else an interrupt here is not this caller's
+        if mine:
+            own_call(True)
         try:
             ran = self.dispatcher.deliver(ident, address, blob, reply if sync else None)
         except BaseException as error:
@@ -446,6 +450,9 @@ class Runtime:
             if reply is not None:
                 reply.resolve(None, problem, call_now)
             return
+        finally:
+            if mine:
+                own_call(False)
         if reply is None:  # queued for a volatile store: accepted already
             self._signal_commit()
             return
@@ -532,11 +539,13 @@ class Runtime:
 
     # -- dispatching ---------------------------------------------------------
 
+    @protect
     def pause(self) -> None:
         """Stop running activations; messages are still accepted (for maintenance and tests)."""
         with self.lock:
             self.dispatcher.paused = True
 
+    @protect
     def resume(self) -> None:
         """Run activations again after :meth:`pause`."""
         with self.lock:
@@ -650,6 +659,7 @@ class Runtime:
         self._progress.set()
         self._progress = trio.Event()
 
+    @protect
     async def settle(self) -> None:
         """Wait until every accepted message has been processed and committed.
 
@@ -720,6 +730,7 @@ class Runtime:
             return self.storage.load(record.handle)
         return self.storage.load(self.storage.handle(ident))
 
+    @protect
     def state_of(self, eco: str, address: Entity[Any, Any]) -> Any:
         """The latest committed state of ``address`` (``init()`` if it has none)."""
         if not isinstance(address, Entity):
@@ -729,6 +740,7 @@ class Runtime:
             stored = self._committed_record((eco, address.entity_name, address._id))
         return load_state(address, stored)
 
+    @protect
     def subscribe(
         self, eco: str, address: Entity[Any, Any], buffer: int = DEFAULT_FOLLOWER_BUFFER
     ) -> Subscription:
@@ -744,6 +756,7 @@ class Runtime:
 
     # -- dead letters --------------------------------------------------------
 
+    @protect
     def dead_letters(self, eco: str) -> list[DeadLetter]:
         """Every dead letter of the ecosystem, oldest first."""
         with self.lock:

@@ -175,18 +175,22 @@ class ShellEcosystem:
         """Follow ``address``: ``.state`` now, then every committed change."""
         check_blocking_caller()
         runtime = self._ecosystem.runtime
-        return ShellFollower(runtime.subscribe(self._ecosystem.id, address, buffer))
+        with deferred_interrupts():  # the runtime's lock, and the requests it processes
+            subscription = runtime.subscribe(self._ecosystem.id, address, buffer)
+        return ShellFollower(subscription)
 
     def state_of(self, address: Entity[Any, StateT]) -> StateT:
         """The latest committed state of ``address``, without activating it."""
         check_blocking_caller()
-        state: StateT = self._ecosystem.runtime.state_of(self._ecosystem.id, address)
+        with deferred_interrupts():
+            state: StateT = self._ecosystem.runtime.state_of(self._ecosystem.id, address)
         return state
 
     def dead_letters(self) -> list[DeadLetter]:
         """The messages whose activation failed, oldest first."""
         check_blocking_caller()
-        return self._ecosystem.runtime.dead_letters(self._ecosystem.id)
+        with deferred_interrupts():
+            return self._ecosystem.runtime.dead_letters(self._ecosystem.id)
 
     def redeliver(self, dead_letter: DeadLetter | int) -> None:
         """Move a dead letter back into its entity's inbox, to be processed again."""

@@ -39,8 +39,9 @@ __all__ = [
     "Transition",
     "activate",
     "encode_message",
-    "inside_user_code",
+    "inside_own_handler",
     "load_state",
+    "own_call",
     "record_bytes",
     "refuse_inside_activation",
 ]
@@ -198,9 +199,10 @@ _new_activated = tuple.__new__  # Activated(...) without its Python-level __new_
 
 
 class _Inside(threading.local):
-    """Per thread: is a handler running? (A class default: no thread starts inside one.)"""
+    """Per thread: is a handler running, and is it the caller's own? (Class defaults: no.)"""
 
     active = False
+    own = False  # the handler runs for this thread's own call: interrupting it is the caller's
 
 
 _inside = _Inside()
@@ -215,15 +217,24 @@ def _user_code(function: Callable[..., Any], *arguments: Any) -> Any:
         _inside.active = False
 
 
-def inside_user_code(frame: FrameType | None) -> bool:
-    """Whether ``frame``, running in this thread, is a handler's (or below one).
+def inside_own_handler(frame: FrameType | None) -> bool:
+    """Whether ``frame`` is in a handler run for this thread's own call (or below one).
 
     True inside ``activate``, ``init``, ``upgrade``, an outbox being iterated,
     and what they call: everything the step runs inside its ``try``, where an
-    exception only fails the activation. False in the step's own frame, which
-    sets and clears the mark.
+    exception only fails the activation; and only while the activation is
+    this thread's own (see :func:`own_call`), not one it runs for another
+    thread. False in the step's own frame, which sets and clears the mark.
     """
-    return _inside.active and frame is not None and frame.f_code not in _STEP_CODES
+    inside = _inside
+    return inside.active and inside.own and frame is not None and frame.f_code not in _STEP_CODES
+
+
+def own_call(own: bool) -> bool:
+    """Mark whether what this thread runs now is its own call; returns the previous mark."""
+    previous = _inside.own
+    _inside.own = own
+    return previous
 
 
 _STEP_CODES = frozenset({activate.__code__, _user_code.__code__})

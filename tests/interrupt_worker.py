@@ -16,9 +16,17 @@ interrupted call at most once. Prints one JSON line of counts; exits non-zero
   joins its inbox and waits for the runtime's own thread;
 - ``handler``: the interrupt lands in a handler's own code too: that message
   becomes a dead letter, and the entity keeps its state.
-- ``trio``: ``await eco.send_sync`` on the trio face in the main thread's
-  ``trio.run``, where trio's own handler decides (LocalDisk only: the store is
-  reopened in a new ``trio.run`` to be checked).
+- ``combined``: the main thread's ``state_of`` holds the runtime's lock while
+  another thread's ``send_sync`` is queued; the main thread then runs that
+  thread's activation, and is interrupted at every line of it: the other
+  thread's message must be applied once, not dead-lettered for a Ctrl-C that
+  was not its caller's, and the main thread gets its KeyboardInterrupt after.
+- ``sigterm``: like ``send_sync``, the signal being SIGTERM with a handler
+  raising SystemExit, as servers install.
+- ``trio`` and ``trio_state_of``: ``await eco.send_sync`` / ``eco.state_of`` on
+  the trio face in the main thread's ``trio.run``, where trio's own handler
+  decides (LocalDisk only: the store is reopened in a new ``trio.run`` to be
+  checked).
 """
 
 from __future__ import annotations
@@ -64,15 +72,18 @@ class Ledger(Entity[Any, list[int]]):
 
 
 class Injector:
-    """Delivers SIGINT at the N-th line executed in Pachyderm or in a handler.
+    """Delivers a signal at the N-th line executed in Pachyderm or in a handler.
 
     Delivered as CPython delivers a signal between two bytecodes: the
     installed handler is called with the running frame, and what it raises
-    is raised there.
+    is raised there. With ``arm``, counting starts only once ``arm`` (called
+    at every line until then) returns True.
     """
 
-    def __init__(self, at: int) -> None:
+    def __init__(self, at: int, number: int = signal.SIGINT, arm: Any = None) -> None:
         self.at = at
+        self.signal = number
+        self.arm = arm
         self.lines = 0
         self.fired = False
         self.in_handler = False
@@ -88,14 +99,22 @@ class Injector:
 
     def line(self, frame: FrameType, event: str, argument: Any) -> Any:
         if event == "line" and not self.fired:
+            if self.arm is not None:
+                if not self.arm(frame):
+                    return self.line
+                self.arm = None
             if self.lines == self.at:
                 self.fired = True
                 self.in_handler = frame.f_code.co_filename == THIS
-                handler = signal.getsignal(signal.SIGINT)
+                handler = signal.getsignal(self.signal)
                 assert callable(handler)
-                handler(signal.SIGINT, frame)
+                handler(self.signal, frame)
             self.lines += 1
         return self.line
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 def fail(reason: str) -> None:
@@ -113,15 +132,19 @@ def settle(eco: Any, what: str) -> None:
         watchdog.cancel()
 
 
-def main_trio(location: str) -> None:
-    """The trio face: interrupt one send_sync at every instant, check in a new trio.run."""
+def main_trio(location: str, verb: str) -> None:
+    """The trio face: interrupt one call at every instant, check in a new trio.run."""
     interrupted = returned = at = 0
 
     async def send(number: int, injector: Injector) -> None:
         async with LocalDisk.open(location) as eco:
             sys.settrace(injector)
             try:
-                await eco.send_sync(Ledger(number), number)
+                if verb == "state_of":
+                    await eco.state_of(Ledger(number))
+                    await eco.send_sync(Ledger(number), number)
+                else:
+                    await eco.send_sync(Ledger(number), number)
             finally:
                 sys.settrace(None)
 
@@ -151,7 +174,7 @@ def main_trio(location: str) -> None:
         json.dumps(
             {
                 "kind": "LocalDisk",
-                "path": "trio",
+                "path": f"trio {verb}",
                 "lines": at,
                 "interrupted": interrupted,
                 "returned": returned,
@@ -161,12 +184,84 @@ def main_trio(location: str) -> None:
     )
 
 
+def combined_call(eco: Any, at: int) -> tuple[bool, bool]:
+    """One main-thread state_of, interrupted at line ``at`` of another thread's activation.
+
+    Returns (interrupted, fired). Once the main thread holds the runtime's
+    lock, another thread's send_sync is started and waited for until queued:
+    the main thread processes it, while counting lines towards ``at``.
+    """
+    other: dict[str, Any] = {}
+    queued = threading.Event()
+
+    def other_thread() -> None:
+        try:
+            other["state"] = eco.send_sync(Ledger(("other", at)), ("slow", at))
+        except BaseException as error:
+            other["error"] = error
+
+    def arm(frame: FrameType) -> bool:
+        if queued.is_set():
+            return True
+        if frame.f_code.co_name != "_committed_record":
+            return False
+        thread = threading.Thread(target=other_thread)
+        other["thread"] = thread
+        thread.start()
+        while not eco.runtime.lock.queued:
+            thread.join(0.001)
+        queued.set()
+        return True
+
+    injector = Injector(at, arm=arm)
+    sys.settrace(injector)
+    try:
+        eco.state_of(Ledger("main"))
+    except KeyboardInterrupt:
+        interrupted = True
+    else:
+        interrupted = False
+    finally:
+        sys.settrace(None)
+    other["thread"].join(SETTLE_TIMEOUT)
+    if other["thread"].is_alive():
+        fail(f"another thread's send_sync never returned (interrupt at line {at})")
+    if "error" in other:
+        fail(f"another thread's send_sync failed for the main thread's interrupt: {other}")
+    if other["state"] != [at]:
+        fail(f"another thread's message applied {other['state']} (line {at})")
+    return interrupted, injector.fired
+
+
+def main_combined(eco: Any, kind_name: str) -> None:
+    """Interrupt the main thread while it runs another thread's activation for it."""
+    interrupted = at = 0
+    while True:
+        was_interrupted, fired = combined_call(eco, at)
+        settle(eco, f"line {at} of combined")
+        if eco.dead_letters():
+            fail(f"another thread's message was dead-lettered: {eco.dead_letters()}")
+        if not fired:
+            break
+        interrupted += was_interrupted
+        at += 1
+    counts = {"kind": kind_name, "path": "combined", "lines": at, "interrupted": interrupted}
+    print(json.dumps(counts), flush=True)
+
+
 def main(kind_name: str, path: str, location: str) -> None:
-    if path == "trio":
-        main_trio(location)
+    if path in ("trio", "trio_state_of"):
+        main_trio(location, "state_of" if path == "trio_state_of" else "send_sync")
         return
     kind = {"InMemory": InMemory, "LocalDisk": LocalDisk}[kind_name]
     eco = kind.connect(location) if kind is LocalDisk else kind.participate(f"ki-{path}")
+    if path == "combined":
+        main_combined(eco, kind_name)
+        return
+    number = signal.SIGINT
+    if path == "sigterm":
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        number = signal.SIGTERM
     interrupted = returned = dead = 0
     at = 0
     while True:
@@ -176,7 +271,7 @@ def main(kind_name: str, path: str, location: str) -> None:
             eco.runtime.pause()  # a message waits in the inbox...
             eco.send(ledger, -1)
             eco.runtime.resume()  # ...for the runtime's own thread
-        injector = Injector(at)
+        injector = Injector(at, number)
         message: Any = ("slow", at) if path == "handler" else at
         sys.settrace(injector)
         try:
@@ -184,7 +279,7 @@ def main(kind_name: str, path: str, location: str) -> None:
                 eco.send(ledger, message)
             else:
                 eco.send_sync(ledger, message)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             sys.settrace(None)
             done = False
         except ActivationError as error:
@@ -201,7 +296,11 @@ def main(kind_name: str, path: str, location: str) -> None:
             fail(f"the call returned but its message was lost (line {at})")
         if injector.in_handler:
             letters = [d for d in eco.dead_letters() if d.message == message]
-            if numbers or len(letters) != 1 or "KeyboardInterrupt" not in letters[0].error:
+            if (
+                numbers
+                or len(letters) != 1
+                or not letters[0].error.startswith(("KeyboardInterrupt", "SystemExit"))
+            ):
                 fail(f"an interrupted handler left no dead letter: {numbers}, {letters}")
             dead += 1
         if not injector.fired:

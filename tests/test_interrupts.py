@@ -28,7 +28,12 @@ WORKER = Path(__file__).with_name("interrupt_worker.py")
         ("LocalDisk", "send_sync_queued"),
         ("InMemory", "handler"),
         ("LocalDisk", "handler"),
+        ("InMemory", "combined"),
+        ("LocalDisk", "combined"),
+        ("InMemory", "sigterm"),
+        ("LocalDisk", "sigterm"),
         ("LocalDisk", "trio"),
+        ("LocalDisk", "trio_state_of"),
     ],
 )
 def test_an_interrupt_at_any_line_loses_nothing_and_applies_nothing_twice(
