@@ -5,7 +5,9 @@ An app may have a timer per entity and millions of entities, so only a
 before the window's *horizon* is in the heap, none after it is. Timers set or
 removed beyond the horizon go to storage only; until their group is durable,
 an *overlay* remembers them, so that loading the next window sees them too.
-A removed timer still in the heap is marked cancelled and skipped.
+A removed timer still in the heap is marked cancelled and skipped. When the
+heap grows past two windows, its latest timers are evicted back to storage:
+the horizon comes down to the first of them.
 
 Every method must be called with the runtime's lock held.
 """
@@ -43,6 +45,9 @@ class Timers:
         # Changes beyond the horizon not yet durable: key -> (timer or None, group number).
         self._overlay: dict[tuple[float, int], tuple[Timer | None, int]] = {}
         self._by_group: dict[int, list[tuple[float, int]]] = {}
+        # Changes to timers in the heap not yet durable, should they be evicted:
+        self._unwritten: dict[int, int] = {}  # seq -> group that sets it
+        self._removals: dict[int, tuple[tuple[float, int], int]] = {}  # seq -> (key, group)
 
     def __len__(self) -> int:
         """How many timers are in memory (not how many are stored)."""
@@ -54,6 +59,9 @@ class Timers:
         if key < self._horizon:
             heapq.heappush(self._heap, (timer.due, timer.seq, timer))
             self._loaded[timer.seq] = timer
+            self._unwritten[timer.seq] = group
+            if len(self._loaded) > 2 * self.window:
+                self._evict()
         else:
             self._remember(key, timer, group)
 
@@ -62,6 +70,7 @@ class Timers:
         timer = self._loaded.pop(key[1], None)
         if timer is not None:
             timer.cancelled = True
+            self._removals[timer.seq] = (key, group)
         elif key >= self._horizon:
             self._remember(key, None, group)
 
@@ -71,6 +80,12 @@ class Timers:
 
     def durable(self, group: int) -> None:
         """Group ``group`` is written: storage now has its timer changes."""
+        if self._unwritten:
+            for seq in [seq for seq, at in self._unwritten.items() if at == group]:
+                del self._unwritten[seq]
+        if self._removals:
+            for seq in [seq for seq, (_, at) in self._removals.items() if at == group]:
+                del self._removals[seq]
         keys = self._by_group.pop(group, None)
         if keys:
             overlay = self._overlay
@@ -108,6 +123,28 @@ class Timers:
             due.append(timer)
         return due
 
+    def _evict(self) -> None:
+        """Keep the earliest ``window`` timers in memory; the rest go back to storage.
+
+        Those whose setting or removal is not yet written go to the overlay,
+        so a later load from storage still sees them as they are.
+        """
+        live = sorted(self._loaded.values(), key=lambda timer: timer.key)
+        kept, evicted = live[: self.window], live[self.window :]
+        horizon = evicted[0].key
+        for timer in evicted:
+            del self._loaded[timer.seq]
+            group = self._unwritten.pop(timer.seq, None)
+            if group is not None:
+                self._remember(timer.key, timer, group)
+        for seq, (key, group) in list(self._removals.items()):
+            if key >= horizon:
+                del self._removals[seq]
+                self._remember(key, None, group)
+        self._heap[:] = [(timer.due, timer.seq, timer) for timer in kept]  # in place: it is shared
+        heapq.heapify(self._heap)
+        self._horizon = horizon
+
     def _load(self) -> None:
         """Load the next window of timers from the horizon on."""
         start = None if self._horizon[0] == -math.inf else self._horizon
@@ -117,15 +154,19 @@ class Timers:
             horizon = stored.pop().key
         found = {timer.key: timer for timer in stored}
         overlay = self._overlay
+        unwritten: dict[tuple[float, int], int] = {}
         for key in [key for key in overlay if key < horizon]:
-            timer, _ = overlay.pop(key)
+            timer, group = overlay.pop(key)
             if timer is None:
                 found.pop(key, None)
             else:
                 found[key] = timer
+                unwritten[key] = group
         for timer in found.values():
             self._heap.append((timer.due, timer.seq, timer))
             self._loaded[timer.seq] = timer
+            if timer.key in unwritten:
+                self._unwritten[timer.seq] = unwritten[timer.key]
         heapq.heapify(self._heap)
         self._horizon = horizon
 
