@@ -72,8 +72,11 @@ class CombiningLock(Generic[RequestT]):
 
     def submit(self, request: RequestT) -> None:
         """Queue a request and process the queue if the lock is free; never blocks on it."""
-        self._requests.append(request)
-        self.combine()
+        requests = self._requests
+        requests.append(request)
+        lock = self._lock
+        while requests and lock.acquire(blocking=False):  # combine(), inlined: every call
+            self._drain_and_release()
 
     def combine(self) -> None:
         """Process the queued requests if the lock can be had without waiting.

@@ -73,20 +73,42 @@ class Reply:
 
 
 class TrioReply(Reply):
-    """A reply awaited by a task in the runtime's own trio run."""
+    """A reply awaited by a task in the runtime's own trio run.
 
-    __slots__ = ("_event",)
+    The task sleeps and is rescheduled directly, as a group's waiters are
+    (no trio.Event: a send_sync waits once, so this is a hot wait too). The
+    wake-up runs on the runtime's thread, so it and :meth:`wait` never race.
+    """
+
+    __slots__ = ("_task",)
 
     def __init__(self) -> None:
-        super().__init__()
-        self._event = trio.Event()
+        self.record = self.error = None
+        self.resolved = False
+        self._task: trio.lowlevel.Task | None = None
 
     def _wake(self, wake: Wake) -> None:
-        wake(self._event.set)
+        wake(self._reschedule)
+
+    def _reschedule(self) -> None:
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._task = None  # cancelled: the message stays accepted; nobody waits for it
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def wait(self) -> bytes | None:
-        await self._event.wait()
+        if not self.resolved:
+            self._task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
         return self.result()
+
+
+_get_ident = threading.get_ident
+_new_lock = threading.Lock
 
 
 class ThreadReply(Reply):
@@ -100,11 +122,11 @@ class ThreadReply(Reply):
     __slots__ = ("_lock", "lead", "thread")
 
     def __init__(self) -> None:
-        super().__init__()
-        self.lead = False
-        self.thread = threading.get_ident()
-        self._lock = threading.Lock()
-        self._lock.acquire()  # released when resolved, from whichever thread resolves it
+        self.record = self.error = None
+        self.resolved = self.lead = False
+        self.thread = _get_ident()
+        self._lock = lock = _new_lock()
+        lock.acquire()  # released when resolved, from whichever thread resolves it
 
     def _wake(self, wake: Wake) -> None:
         self._lock.release()  # thread-safe: no need to go through the runtime's thread

@@ -635,13 +635,13 @@ class Runtime:
         self.commit.written(seconds)
         posts: list[Callable[[], object]] = []
         wake: Wake = call_now if threading.get_ident() == self._thread else posts.append
-        followers = self.followers
+        followers = self.followers if self.followers else None
         for record, stored in group.activations:
             record.uncommitted -= 1
             if stored is None:  # a failed activation: the state did not change
                 continue
             record.durable = stored
-            if followers:
+            if followers is not None:
                 followers.push(record.ident, stored, wake)
         group.finish(None, wake)
         self.timers.durable(group.number)

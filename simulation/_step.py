@@ -9,9 +9,10 @@ what the simulation proves about a handler holds for them.
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+import re
+from typing import Any, Literal
 
-from pachyderm._codec import decode, encode, encode_canonical
+from pachyderm._codec import decode, encode_canonical
 from pachyderm._entity import Entity
 from pachyderm._step import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -35,6 +36,8 @@ from simulation._world import (
 )
 
 __all__ = ["Action", "enabled", "step"]
+
+_NOTHING: Any = object()
 
 Kind = Literal["deliver", "drop", "duplicate", "fire"]
 _PREFIX = {"deliver": b"de", "drop": b"dr", "duplicate": b"du", "fire": b"fi"}
@@ -196,21 +199,18 @@ def _fire(
     )
 
 
-class _Stored(bytes):
-    """A value's stored form (plain encoding) that also carries its canonical encoding."""
-
-    canonical: bytes
-
-
-def _canonical(stored: bytes) -> bytes:
-    return cast(_Stored, stored).canonical
+# msgpack's map headers and extension headers: a dict, or a set, tuple, address or
+# registered value whose contents may need ordering. Without any of these bytes (a
+# byte inside a string or binary only sends a value down the slow path), the plain
+# encoding is already the canonical one.
+_MAY_NEED_ORDER = re.compile(rb"[\x80-\x8f\xc7-\xc9\xd4-\xd8\xde\xdf]")
 
 
-def _both(value: Any) -> bytes:
-    """The encoder the simulation activates with: plain bytes, canonical ones alongside."""
-    stored = _Stored(encode(value))
-    stored.canonical = encode_canonical(value)
-    return stored
+def _canonical(plain: bytes, value: Any = _NOTHING) -> bytes:
+    """The canonical encoding of what ``plain`` encodes (``value``, when at hand)."""
+    if _MAY_NEED_ORDER.search(plain) is None:
+        return plain
+    return encode_canonical(decode(plain) if value is _NOTHING else value)
 
 
 def _activate(
@@ -236,7 +236,7 @@ def _activate(
     except Exception as problem:  # init(), upgrade() and undecodable bytes fail like activate()
         outcome = Failed(None, problem, "")
     else:
-        outcome = activate(recipient, state, message, max_message_bytes, _both)
+        outcome = activate(recipient, state, message, max_message_bytes)
     if isinstance(outcome, Failed):
         error = outcome.error
         letter = dead_letter(
@@ -246,7 +246,7 @@ def _activate(
         return world.replace(envelopes=envelopes, pending=pending, dead=dead, now=now), outcome
     state_bytes = outcome.state_bytes
     states = world.states_with(
-        state_entry(recipient, recipient_key, state_bytes, _canonical(state_bytes))
+        state_entry(recipient, recipient_key, state_bytes, _canonical(state_bytes, outcome.state))
     )
     order = world.next_order
     sent: list[Envelope] = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pachyderm._codec import decode, encode, encode_canonical
 from pachyderm._entity import Entity
@@ -39,19 +39,21 @@ __all__ = [
 StateT = TypeVar("StateT")
 
 
-@dataclass(frozen=True, slots=True)
-class State:
+class State(NamedTuple):
     """An entity's state in a world: as stored, and canonically for the fingerprint."""
 
     key: bytes  # the address, canonically encoded: orders the states
     address: Entity[Any, Any]
     record: bytes  # the stored record, encode([version, state]): what handlers get
-    canonical: bytes  # the same record encoded canonically: what the fingerprint sees
+    canonical: bytes  # key + the record encoded canonically: what the fingerprint sees
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A message in flight: from ``sender`` (None: from outside) to ``recipient``."""
+class Envelope(NamedTuple):
+    """A message in flight: from ``sender`` (None: from outside) to ``recipient``.
+
+    (Tuples: searches make millions, and a frozen dataclass is several times
+    slower to create.)
+    """
 
     recipient: Entity[Any, Any]
     sender: Entity[Any, Any] | None
@@ -171,9 +173,13 @@ def make_envelope(
     """An envelope from parts already encoded (msgpack items delimit themselves)."""
     key = recipient_key + sender_key + canonical
     channel = sender_key + recipient_key
-    return Envelope(
-        recipient, sender, blob, canonical, key, recipient_key, channel, b"de" + key, order
+    return _new(
+        Envelope,
+        (recipient, sender, blob, canonical, key, recipient_key, channel, b"de" + key, order),
     )
+
+
+_new = tuple.__new__  # a NamedTuple without its Python-level __new__
 
 
 class World:
@@ -224,20 +230,22 @@ class World:
         next_order: int = 0,
     ) -> None:
         # msgpack items delimit themselves: counts up front are all the framing needed.
-        head = b"%d:%d:%d:%d:%d:%r;" % (
-            drops_left,
-            duplicates_left,
-            len(states),
-            len(pending),
-            len(dead),
-            now,
+        if pending or dead or now:
+            head = b"%d:%d:%d:%d:%d:%r;" % (
+                drops_left,
+                duplicates_left,
+                len(states),
+                len(pending),
+                len(dead),
+                now,
+            )
+            tail = b"".join([timer.key for timer in pending] + [letter.key for letter in dead])
+        else:
+            head = b"%d:%d:%d;" % (drops_left, duplicates_left, len(states))
+            tail = b""
+        canonical = b"".join(
+            [head, *[state.canonical for state in states], *[item.key for item in envelopes], tail]
         )
-        parts = [head]
-        parts.extend([state.key + state.canonical for state in states])
-        parts.extend([item.key for item in envelopes])
-        parts.extend([timer.key for timer in pending])
-        parts.extend([letter.key for letter in dead])
-        canonical = b"".join(parts)
         setter = object.__setattr__
         setter(self, "states", states)  # sorted by key
         setter(self, "envelopes", envelopes)  # in the network's canonical order
@@ -354,7 +362,9 @@ def state_entry(
 ) -> State:
     """A world's entry for ``address``, from its state's plain and canonical encodings."""
     version = address.version
-    return State(key, address, record_bytes(version, state_bytes), record_bytes(version, canonical))
+    record = record_bytes(version, state_bytes)
+    fingerprinted = record if canonical is state_bytes else record_bytes(version, canonical)
+    return _new(State, (key, address, record, key + fingerprinted))
 
 
 def world_from(
