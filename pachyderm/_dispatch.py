@@ -74,7 +74,7 @@ class Dispatcher:
 
     def record_for(self, ident: Ident, address: Entity[Any, Any] | None) -> Resident:
         """The resident record of an entity, made resident if it was not."""
-        record = self.residents.get(ident)
+        record = self.residents.table.get(ident)
         if record is None:
             return self.residents.add(ident, address)
         if record.address is None and address is not None:
@@ -188,7 +188,7 @@ class Dispatcher:
             address = self._address_of(record)
             if address is None:
                 return False
-        self.residents.touch(record)
+        self.residents.table.move_to_end(record.ident)  # most recently used: passivated last
         try:
             message = decode(blob)
         except UnregisteredNameError as missing:
@@ -243,7 +243,8 @@ class Dispatcher:
             record.loaded = True
         outcome = activate(address, record.state, message, self.max_message_bytes)
         if (
-            isinstance(outcome, Activated)
+            type(outcome) is Activated
+            and outcome.commands
             and record.timers is None
             and any(_names_a_timer(command) for command in outcome.commands)
         ):

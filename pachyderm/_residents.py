@@ -116,10 +116,6 @@ class Residents:
         self.table[ident] = record
         return record
 
-    def touch(self, record: Resident) -> None:
-        """Mark ``record`` as just used: the last to be passivated."""
-        self.table.move_to_end(record.ident)
-
     def park(self, record: Resident, name: str) -> bool:
         """Set ``record`` aside until ``name`` is registered; False if it already was."""
         if record.parked_on is not None:

@@ -440,7 +440,9 @@ class Runtime:
                 reply.resolve(None, self._closed_error(), call_now)
             return
         group = self.commit.open
-        mine = thread == threading.get_ident()  # else an interrupt here is not this caller's
+        # Signals run in the main thread only: there, mark whether this is the caller's own
+        # activation (an interrupt may then stop it) or another thread's (it may not).
+        mine = thread == _MAIN_THREAD and threading.get_ident() == thread
         if mine:
             own_call(True)
         try:

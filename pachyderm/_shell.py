@@ -50,6 +50,8 @@ def check_blocking_caller() -> None:
 
 
 _in_trio_run = trio.lowlevel.in_trio_run
+_get_ident = threading.get_ident
+_MAIN_THREAD = threading.main_thread().ident
 
 
 class Portal:
@@ -164,7 +166,10 @@ class ShellEcosystem:
         check_blocking_caller()
         runtime = self._ecosystem.runtime
         blob = runtime.encode_message(address, message)
-        with deferred_interrupts():
+        if _get_ident() == _MAIN_THREAD:  # signals run there: hold them back meanwhile
+            with deferred_interrupts():
+                reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=True)
+        else:
             reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=True)
         state: StateT = load_state(address, runtime.wait_from_thread(reply))
         return state
