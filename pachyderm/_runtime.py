@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from pachyderm._clock import Clock, WallClock, check_clock
+from pachyderm._codec import encode
 from pachyderm._combining import CombiningLock
 from pachyderm._commit import (
     Group,
@@ -46,7 +47,7 @@ from pachyderm._entity import Entity, entity_classes
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription
 from pachyderm._log import log
 from pachyderm._residents import Residents
-from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, encode_message, load_state, own_call
+from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, load_state, own_call
 from pachyderm._storage import Ident, Storage
 from pachyderm._timers import Timers
 from pachyderm._values import value_types
@@ -54,6 +55,7 @@ from pachyderm.errors import (
     EcosystemClosedError,
     InvalidAddressError,
     InvalidArgumentError,
+    MessageTooLargeError,
     PachydermError,
     UnknownDeadLetterError,
     describe,
@@ -342,7 +344,10 @@ class Runtime:
         """Check an address and encode a message for it, before anything is stored."""
         if not isinstance(address, Entity):
             raise _not_an_address(address)
-        return encode_message(message, self.max_message_bytes)
+        blob = encode(message)
+        if len(blob) > self.max_message_bytes:
+            raise MessageTooLargeError(len(blob), self.max_message_bytes)
+        return blob
 
     @protect
     async def send(self, eco: str, address: Entity[Any, Any], message: Any) -> None:
@@ -405,7 +410,9 @@ class Runtime:
         while True:
             reply.wait_signal()
             if reply.resolved:
-                return reply.result()
+                if reply.error is not None:
+                    raise reply.error
+                return reply.record
             reply.lead = False
             self._lead()  # woken to write the group its work is in
 
@@ -511,12 +518,15 @@ class Runtime:
                     successor.hand_over()
 
     def _successor(self) -> ThreadReply | None:
-        """A caller's thread waiting on the open group that may lead its write."""
+        """A caller's thread waiting on the open group that may lead its write.
+
+        The newest: it may not be asleep yet, and then leads without a wake-up.
+        """
         group = self.commit.open
-        for reply in group.waiters:
+        for reply, _, _ in reversed(group.replies):
             if isinstance(reply, ThreadReply) and reply.thread != _MAIN_THREAD:
                 return reply
-        for reply, _, _ in group.replies:
+        for reply in reversed(group.waiters):
             if isinstance(reply, ThreadReply) and reply.thread != _MAIN_THREAD:
                 return reply
         return None

@@ -129,6 +129,9 @@ class ShellEcosystem:
     def __init__(self, portal: Portal, ecosystem: Ecosystem) -> None:
         self._portal = portal
         self._ecosystem = ecosystem
+        # Looked up on every call: kept as plain attributes rather than properties.
+        self._runtime = ecosystem.runtime
+        self._id = ecosystem.id
 
     @property
     def id(self) -> str:
@@ -141,7 +144,7 @@ class ShellEcosystem:
         return self._ecosystem.runtime
 
     def __repr__(self) -> str:
-        return f"<ShellEcosystem {self.id!r} in {self._ecosystem.runtime.name}>"
+        return f"<ShellEcosystem {self.id!r} in {self._runtime.name}>"
 
     def participate(self, ecosystem_id: str) -> ShellEcosystem:
         """Another ecosystem in the same store, isolated from this one."""
@@ -150,27 +153,27 @@ class ShellEcosystem:
     def send(self, address: Entity[MessageT, Any], message: MessageT) -> None:
         """Send ``message``; returns once it is in the recipient's durable inbox."""
         check_blocking_caller()
-        runtime = self._ecosystem.runtime
+        runtime = self._runtime
         blob = runtime.encode_message(address, message)  # errors surface before anything is stored
         if runtime.storage.volatile:  # accepted once queued in memory (InMemory)
-            if runtime.queue_from_thread(self._ecosystem.id, address, blob):
+            if runtime.queue_from_thread(self._id, address, blob):
                 with deferred_interrupts():
                     runtime.lock.combine()
             return
         with deferred_interrupts():
-            reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=False)
+            reply = runtime.send_from_thread(self._id, address, blob, sync=False)
         runtime.wait_from_thread(reply)  # Ctrl-C may interrupt the wait: the message stays accepted
 
     def send_sync(self, address: Entity[MessageT, StateT], message: MessageT) -> StateT:
         """Send ``message`` and return the entity's state once its activation is durable."""
         check_blocking_caller()
-        runtime = self._ecosystem.runtime
+        runtime = self._runtime
         blob = runtime.encode_message(address, message)
         if _get_ident() == _MAIN_THREAD:  # signals run there: hold them back meanwhile
             with deferred_interrupts():
-                reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=True)
+                reply = runtime.send_from_thread(self._id, address, blob, sync=True)
         else:
-            reply = runtime.send_from_thread(self._ecosystem.id, address, blob, sync=True)
+            reply = runtime.send_from_thread(self._id, address, blob, sync=True)
         state: StateT = load_state(address, runtime.wait_from_thread(reply))
         return state
 
@@ -179,32 +182,32 @@ class ShellEcosystem:
     ) -> ShellFollower[StateT]:
         """Follow ``address``: ``.state`` now, then every committed change."""
         check_blocking_caller()
-        runtime = self._ecosystem.runtime
+        runtime = self._runtime
         with deferred_interrupts():  # the runtime's lock, and the requests it processes
-            subscription = runtime.subscribe(self._ecosystem.id, address, buffer)
+            subscription = runtime.subscribe(self._id, address, buffer)
         return ShellFollower(subscription)
 
     def state_of(self, address: Entity[Any, StateT]) -> StateT:
         """The latest committed state of ``address``, without activating it."""
         check_blocking_caller()
         with deferred_interrupts():
-            state: StateT = self._ecosystem.runtime.state_of(self._ecosystem.id, address)
+            state: StateT = self._runtime.state_of(self._id, address)
         return state
 
     def dead_letters(self) -> list[DeadLetter]:
         """The messages whose activation failed, oldest first."""
         check_blocking_caller()
         with deferred_interrupts():
-            return self._ecosystem.runtime.dead_letters(self._ecosystem.id)
+            return self._runtime.dead_letters(self._id)
 
     def redeliver(self, dead_letter: DeadLetter | int) -> None:
         """Move a dead letter back into its entity's inbox, to be processed again."""
-        self._ecosystem.runtime.check_open()
+        self._runtime.check_open()
         self._portal.call(self._ecosystem.redeliver, dead_letter)
 
     def discard(self, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
-        self._ecosystem.runtime.check_open()
+        self._runtime.check_open()
         self._portal.call(self._ecosystem.discard, dead_letter)
 
     def settle(self) -> None:
@@ -212,12 +215,12 @@ class ShellEcosystem:
 
         Timers due by now count as accepted messages; later ones do not.
         """
-        self._ecosystem.runtime.check_open()
+        self._runtime.check_open()
         self._portal.call(self._ecosystem.settle)
 
     def close(self) -> None:
         """Close the store this ecosystem lives in (every ecosystem of it)."""
-        runtime = self._ecosystem.runtime
+        runtime = self._runtime
         if runtime.closed:
             return
         with contextlib.suppress(EcosystemClosedError):
