@@ -53,10 +53,9 @@ class _Encoder:
             packer = free.pop()
         else:
             packer = msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
-        try:
-            return packer.pack(value)  # type: ignore[no-any-return]
-        finally:
-            free.append(packer)
+        data: bytes = packer.pack(value)
+        free.append(packer)  # (one whose pack raised is simply dropped: no try/finally per call)
+        return data
 
     def default(self, value: Any) -> msgpack.ExtType:
         kind = type(value)

@@ -93,7 +93,9 @@ class Dispatcher:
         the inbox and the run queue: accepted and consumed in the same group,
         the message is never written, only its effects are. Returns whether it ran.
         """
-        record = self.record_for(ident, address)
+        record = self.residents.table.get(ident)
+        if record is None or record.address is None:
+            record = self.record_for(ident, address)
         if not (record.inbox or record.scheduled or record.parked_on or self.paused):
             seq = self.seq
             self.seq = seq + 1

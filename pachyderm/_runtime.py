@@ -97,6 +97,7 @@ class Runtime:
         self.check_options(durability, max_message_bytes, max_resident, clock)
         self.name = storage.name
         self.storage = storage
+        self.volatile = storage.volatile  # (read on every shell send)
         self.clock: Clock = WallClock() if clock is None else clock
         self.max_message_bytes = max_message_bytes
         self.lock: CombiningLock[_Request] = CombiningLock(self._accept_request)
@@ -442,9 +443,11 @@ class Runtime:
         leads); one processed by another thread goes to the committer.
         """
         ident, address, blob, reply, sync, thread = request
-        if self.closed:  # (a volatile store's queued messages are gone with it anyway)
-            if reply is not None:
-                reply.resolve(None, self._closed_error(), call_now)
+        if reply is None:  # queued for a volatile store: accepted already
+            self._accept_queued(ident, address, blob)
+            return
+        if self.closed:
+            reply.resolve(None, self._closed_error(), call_now)
             return
         group = self.commit.open
         # Signals run in the main thread only: there, mark whether this is the caller's own
@@ -462,9 +465,6 @@ class Runtime:
         finally:
             if mine:
                 own_call(False)
-        if reply is None:  # queued for a volatile store: accepted already
-            self._signal_commit()
-            return
         if not sync:
             group.waiters.append(reply)
         elif not ran:
@@ -475,6 +475,18 @@ class Runtime:
             reply.lead = True  # nobody writes: the caller itself will, no thread hop at all
             self._forming = True
         else:
+            self._signal_commit()
+
+    def _accept_queued(self, ident: Ident, address: Entity[Any, Any], blob: bytes) -> None:
+        """Process a message queued for a volatile store (the lock held; never raises)."""
+        if self.closed:  # its queued messages are gone with the store anyway
+            return
+        try:
+            self.dispatcher.deliver(ident, address, blob, None)
+        except BaseException as error:
+            self._fail(error, "carrying out a transition")
+            return
+        if not self._dirty.is_set():  # (set: the committer looks again, under this lock)
             self._signal_commit()
 
     def _lead(self) -> None:

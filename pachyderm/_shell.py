@@ -49,7 +49,28 @@ def check_blocking_caller() -> None:
         )
 
 
-_in_trio_run = trio.lowlevel.in_trio_run
+def _cheap_in_trio_run() -> Callable[[], bool]:
+    """``trio.lowlevel.in_trio_run``, without its cost on every shell call.
+
+    Outside a run, trio's check raises and catches an AttributeError: about
+    0.9 us, a tenth of a fire-and-forget ``send``. The same fact is whether
+    trio's per-thread run context holds a runner, read without raising. If
+    trio's internals move, trio's own check it is (tests compare the two).
+    """
+    try:
+        from trio._core._run import GLOBAL_RUN_CONTEXT
+    except ImportError:
+        return trio.lowlevel.in_trio_run
+    if not isinstance(GLOBAL_RUN_CONTEXT, threading.local):
+        return trio.lowlevel.in_trio_run
+
+    def in_trio_run() -> bool:
+        return "runner" in GLOBAL_RUN_CONTEXT.__dict__
+
+    return in_trio_run
+
+
+_in_trio_run = _cheap_in_trio_run()
 _get_ident = threading.get_ident
 _MAIN_THREAD = threading.main_thread().ident
 
@@ -155,8 +176,9 @@ class ShellEcosystem:
         check_blocking_caller()
         runtime = self._runtime
         blob = runtime.encode_message(address, message)  # errors surface before anything is stored
-        if runtime.storage.volatile:  # accepted once queued in memory (InMemory)
-            if runtime.queue_from_thread(self._id, address, blob):
+        if runtime.volatile:  # accepted once queued in memory (InMemory)
+            # With the lock busy its holder processes the queue: no need to defer signals.
+            if runtime.queue_from_thread(self._id, address, blob) and not runtime.lock.busy:
                 with deferred_interrupts():
                     runtime.lock.combine()
             return

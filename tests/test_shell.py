@@ -114,6 +114,25 @@ def test_shell_face_inside_trio_points_to_the_trio_face(shell: EcosystemKind) ->
     trio.run(main)
 
 
+def test_cheap_trio_check_agrees_with_trio() -> None:
+    """The shell face's own in-a-trio-run check says what trio's does, in and out of runs."""
+    from pachyderm._shell import _in_trio_run
+
+    seen: list[tuple[bool, bool]] = []
+
+    def look() -> None:
+        seen.append((_in_trio_run(), trio.lowlevel.in_trio_run()))
+
+    async def main() -> None:
+        look()  # inside this thread's run
+        await trio.to_thread.run_sync(look)  # a worker thread of the run: outside it
+
+    look()
+    trio.run(main)
+    look()
+    assert seen == [(False, False), (True, True), (False, False), (False, False)]
+
+
 def test_default_directory_is_pachyderm_home(pachyderm_home: Path) -> None:
     """The shell face's LocalDisk lives in $PACHYDERM_HOME."""
     LocalDisk.send_sync(Counter("c"), "inc")
