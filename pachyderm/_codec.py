@@ -138,7 +138,7 @@ def _canonical_order(value: Any) -> Any:
     return value  # tuples, sets and values are ordered by the encoder's hook
 
 
-_PLAIN_SCALARS = frozenset({str, bytes, float, bool, type(None)})
+_PLAIN_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})  # nothing to walk
 _LOSSY = frozenset({bytearray, memoryview})
 _CONTAINERS = frozenset({list, dict, tuple, set, frozenset})
 
