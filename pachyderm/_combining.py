@@ -57,11 +57,6 @@ class CombiningLock(Generic[RequestT]):
             self._lock.release()
 
     @property
-    def busy(self) -> bool:
-        """Whether some thread holds the lock (and so processes what is submitted)."""
-        return self._lock.locked()
-
-    @property
     def queued(self) -> int:
         """How many requests wait to be processed."""
         return len(self._requests)

@@ -423,8 +423,8 @@ class Runtime:
         Queued in the runtime's memory, it is as durable as a volatile store
         makes anything; whoever next holds the lock processes it (the
         committer is told). Returns True when so many wait that the caller
-        should process them itself (``lock.combine()``, Ctrl-C deferred):
-        that bounds the queue however fast a sender sends.
+        should take the lock itself (Ctrl-C deferred), waiting for it if
+        busy: that bounds the queue however fast a sender sends.
         """
         if self.closed:
             self.check_open()

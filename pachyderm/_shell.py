@@ -177,10 +177,12 @@ class ShellEcosystem:
         runtime = self._runtime
         blob = runtime.encode_message(address, message)  # errors surface before anything is stored
         if runtime.volatile:  # accepted once queued in memory (InMemory)
-            # With the lock busy its holder processes the queue: no need to defer signals.
-            if runtime.queue_from_thread(self._id, address, blob) and not runtime.lock.busy:
-                with deferred_interrupts():
-                    runtime.lock.combine()
+            if runtime.queue_from_thread(self._id, address, blob):
+                # At the bound: wait for the lock (its holder drains the queue meanwhile),
+                # then process what is left. The queue stays bounded, and the committer,
+                # which needs the lock too, gets its turn.
+                with deferred_interrupts(), runtime.lock:
+                    pass
             return
         with deferred_interrupts():
             reply = runtime.send_from_thread(self._id, address, blob, sync=False)

@@ -12,6 +12,11 @@ interrupted call at most once. Prints one JSON line of counts; exits non-zero
 
 - ``send_sync``: to an idle entity: activated and written in the caller's thread;
 - ``send``: acceptance only, written (LocalDisk) or queued (InMemory) here;
+- ``send_at_bound`` (InMemory): the queue of accepted messages is full, so the
+  call takes the runtime's lock and processes it, queued messages of the same
+  ledger (negative numbers) included: those were accepted, and must each be
+  applied once, in order, however the call was interrupted, none of them
+  dead-lettered for an interrupt that came while this thread ran them;
 - ``send_sync_queued``: to an entity with messages waiting: the caller's message
   joins its inbox and waits for the runtime's own thread;
 - ``handler``: the interrupt lands in a handler's own code too: that message
@@ -46,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import trio  # noqa: E402
 
 from ecosystems import InMemory, LocalDisk  # noqa: E402
-from pachyderm import ActivationError, Entity, Outbox  # noqa: E402
+from pachyderm import ActivationError, Entity, Outbox, _runtime  # noqa: E402
 
 PACKAGE = str(ROOT / "pachyderm")
 THIS = str(Path(__file__).resolve())
@@ -249,6 +254,14 @@ def main_combined(eco: Any, kind_name: str) -> None:
     print(json.dumps(counts), flush=True)
 
 
+def queued_request(eco: Any, address: Ledger, message: int) -> Any:
+    """A message accepted for a volatile store and queued, as ``send`` queues it,
+    without telling the runtime (so that it waits until the call under test)."""
+    runtime = eco.runtime
+    blob = runtime.encode_message(address, message)
+    return ((eco._id, address.entity_name, address._id), address, blob, None, False, 0)
+
+
 def main(kind_name: str, path: str, location: str) -> None:
     if path in ("trio", "trio_state_of"):
         main_trio(location, "state_of" if path == "trio_state_of" else "send_sync")
@@ -258,6 +271,8 @@ def main(kind_name: str, path: str, location: str) -> None:
     if path == "combined":
         main_combined(eco, kind_name)
         return
+    if path == "send_at_bound":
+        _runtime._QUEUE_BOUND = 4  # a short drain, so that the walk through it is short too
     number = signal.SIGINT
     if path == "sigterm":
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -267,6 +282,12 @@ def main(kind_name: str, path: str, location: str) -> None:
     while True:
         # A ledger per call: small, so the call's length does not grow with the test.
         ledger = Ledger(at)
+        fillers: list[int] = []
+        if path == "send_at_bound":
+            fillers = [-1 - n for n in range(_runtime._QUEUE_BOUND - 1)]
+            for filler in fillers:
+                if eco.runtime.lock.post(queued_request(eco, ledger, filler)) >= len(fillers) + 1:
+                    fail("the queue was full before the call")
         if path == "send_sync_queued":
             eco.runtime.pause()  # a message waits in the inbox...
             eco.send(ledger, -1)
@@ -275,7 +296,7 @@ def main(kind_name: str, path: str, location: str) -> None:
         message: Any = ("slow", at) if path == "handler" else at
         sys.settrace(injector)
         try:
-            if path == "send":
+            if path in ("send", "send_at_bound"):
                 eco.send(ledger, message)
             else:
                 eco.send_sync(ledger, message)
@@ -289,12 +310,19 @@ def main(kind_name: str, path: str, location: str) -> None:
             sys.settrace(None)
             done = True
         settle(eco, f"line {at} of {path}")
-        numbers = [n for n in eco.state_of(ledger) if n >= 0]
+        state = eco.state_of(ledger)
+        numbers = [n for n in state if n >= 0]
+        if fillers and [n for n in state if n < 0] != fillers:
+            fail(f"after an interrupt at line {at}, queued messages were applied as {state}")
         if numbers not in ([], [at]):
             fail(f"after an interrupt at line {at}, the ledger holds {numbers}")
         if done and not numbers:
             fail(f"the call returned but its message was lost (line {at})")
-        if injector.in_handler:
+        if path == "send_at_bound":
+            # Accepted messages run with the interrupt deferred: none is a dead letter.
+            if eco.dead_letters():
+                fail(f"an accepted message was dead-lettered: {eco.dead_letters()}")
+        elif injector.in_handler:
             letters = [d for d in eco.dead_letters() if d.message == message]
             if (
                 numbers

@@ -152,6 +152,26 @@ def test_in_memory_takes_no_location() -> None:
         InMemory.connect("somewhere")
 
 
+def test_fire_and_forget_sender_stays_within_the_queue_bound(pachyderm_home: Path) -> None:
+    """One thread sending as fast as it can to InMemory: the queue stays bounded, and
+    groups commit while it sends, not all at once at the end (memory stays flat)."""
+    from pachyderm._runtime import _QUEUE_BOUND
+
+    eco = InMemory.participate("flood")
+    runtime = eco.runtime
+    eco.send_sync(Counter("c"), "warm up")
+    commits_before = runtime.commit.commits
+    most_queued = 0
+    for _ in range(30_000):
+        eco.send(Counter("c"), "inc")
+        most_queued = max(most_queued, runtime.lock.queued)
+    commits_while_sending = runtime.commit.commits - commits_before
+    eco.settle()
+    assert eco.state_of(Counter("c")) == 30_001
+    assert most_queued <= _QUEUE_BOUND
+    assert commits_while_sending >= 3, commits_while_sending
+
+
 def test_sending_from_inside_activate_is_refused(shell: EcosystemKind) -> None:
     """A handler that calls the shell face gets a clear error (it must use its outbox)."""
 
