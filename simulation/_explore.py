@@ -13,12 +13,15 @@ so the same input gives the same result, and every trace replays exactly.
 from __future__ import annotations
 
 import gc
+import math
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pachyderm._log import log
 from pachyderm._step import Failed
 from pachyderm.errors import InvalidArgumentError, describe
 from simulation._network import Network
@@ -31,6 +34,7 @@ __all__ = [
     "Exploration",
     "Failures",
     "Property",
+    "Stopped",
     "Violation",
     "check_failures",
     "explore_from",
@@ -43,6 +47,11 @@ Property = Callable[[World], Any]
 Search = Literal["depth", "breadth"]
 Failures = Literal["dead_letter", "violation"]
 FAILURES: tuple[str, ...] = ("dead_letter", "violation")
+Stopped = Literal["violation", "max_worlds", "timeout"]
+
+_TICK = 1024  # transitions between looks at the clock: cheap, and well under a second
+_PROGRESS_EVERY = 1.0  # seconds between progress reports
+_QUIET_FOR = 2.0  # a search shorter than this prints nothing on its own
 
 
 def check_failures(failures: object) -> Failures:
@@ -80,15 +89,23 @@ class Violation:
         heading = f"{self.property_name} fails after {len(self.trace)} steps: {self.detail}"
         return f"{heading.rstrip()}\n{trace_text(self.trace)}\nworld: {self.world!r}"
 
+    def __repr__(self) -> str:
+        return f"<Violation of {self.property_name} after {len(self.trace)} steps>"
+
     @property
     def diagram(self) -> str:
         """The trace as a Mermaid sequence diagram."""
         return sequence_diagram(self.trace)
 
 
-@dataclass
+@dataclass(repr=False)
 class Exploration:
-    """What a search found, and what it cost."""
+    """What a search found, and what it cost.
+
+    ``complete`` says whether every reachable world was visited: False when
+    a budget (``max_worlds``, ``timeout``) or the first violation stopped the
+    search (``stopped`` says which), or ``max_depth`` cut paths short.
+    """
 
     final_worlds: list[World] = field(default_factory=list)
     traces: dict[World, tuple[Action, ...]] = field(default_factory=dict)
@@ -99,6 +116,12 @@ class Exploration:
     truncated: int = 0  # worlds at max_depth with messages still in flight
     seconds: float = 0.0
     path_counts: dict[World, int] | None = None  # with count_paths: orders leading to each final
+    stopped: Stopped | None = None  # what ended the search early, if anything did
+
+    @property
+    def complete(self) -> bool:
+        """Every reachable world was visited: no budget, violation or max_depth cut it short."""
+        return self.stopped is None and not self.truncated
 
     @property
     def deterministic(self) -> bool:
@@ -109,9 +132,85 @@ class Exploration:
     def ok(self) -> bool:
         return not self.violations
 
+    def __repr__(self) -> str:
+        return (
+            f"<Exploration {'complete' if self.complete else 'incomplete'}: "
+            f"{self.unique_states:,} worlds, {len(self.final_worlds):,} final, "
+            f"{len(self.violations):,} violations, {self.seconds:.3g} s>"
+        )
+
+    def __str__(self) -> str:
+        if self.stopped is not None:
+            how = f"stopped early ({self.stopped})"
+        elif self.truncated:
+            how = f"incomplete: {self.truncated:,} paths cut at max_depth"
+        else:
+            how = "complete"
+        lines = [
+            f"exploration {how}: {self.unique_states:,} worlds, "
+            f"{self.transitions:,} transitions, {len(self.final_worlds):,} final worlds, "
+            f"{self.seconds:.3g} s"
+        ]
+        if self.violations:
+            first = self.violations[0]
+            more = len(self.violations) - 1
+            lines.append(
+                f"{len(self.violations):,} violations; the first:" if more else "violation:"
+            )
+            lines.append(str(first))
+        return "\n".join(lines)
+
 
 class _Stop(Exception):
-    pass
+    def __init__(self, reason: Stopped) -> None:
+        super().__init__(reason)
+        self.reason: Stopped = reason
+
+
+class _Budget:
+    """Looks at the clock every few transitions: the timeout, and progress reports."""
+
+    __slots__ = ("deadline", "last_report", "printing", "progress", "started", "worlds_then")
+
+    def __init__(self, timeout: float | None, progress: bool | None) -> None:
+        self.started = self.last_report = time.perf_counter()
+        self.deadline = math.inf if timeout is None else self.started + timeout
+        self.progress = progress  # None: print on a terminal, once the search runs long
+        self.printing = False
+        self.worlds_then = 0
+
+    def tick(self, result: Exploration, frontier: int, depth: int) -> None:
+        now = time.perf_counter()
+        if now >= self.deadline:
+            raise _Stop("timeout")
+        if now - self.last_report < _PROGRESS_EVERY:
+            return
+        rate = (result.unique_states - self.worlds_then) / (now - self.last_report)
+        self.last_report, self.worlds_then = now, result.unique_states
+        worlds = result.unique_states
+        log(
+            "exploring",
+            worlds=worlds,
+            worlds_per_second=round(rate),
+            frontier=frontier,
+            depth=depth,
+        )
+        if self.progress is None:
+            self.printing = now - self.started >= _QUIET_FOR and sys.stderr.isatty()
+        elif self.progress:
+            self.printing = True
+        if self.printing:
+            end = "\r" if sys.stderr.isatty() else "\n"
+            sys.stderr.write(
+                f"exploring: {result.unique_states:,} worlds, {rate:,.0f} worlds/s, "
+                f"frontier {frontier:,}, depth {depth:,}   {end}"
+            )
+            sys.stderr.flush()
+
+    def finish(self, result: Exploration) -> None:
+        if self.printing:
+            sys.stderr.write(f"explored: {result!r}\n")
+            sys.stderr.flush()
 
 
 class _Frame:
@@ -137,6 +236,8 @@ class _Search:
     stop_at_first_violation: bool
     count_paths: bool = False
     failures: Failures = "dead_letter"
+    max_worlds: float = math.inf
+    budget: _Budget = field(default_factory=lambda: _Budget(None, False))
     result: Exploration = field(default_factory=Exploration)
     edges: dict[bytes, list[bytes]] = field(default_factory=dict)
     finals: dict[bytes, World] = field(default_factory=dict)  # quiescent world -> its outcome
@@ -163,13 +264,19 @@ class _Search:
                 trace = self.trace_to(reached)
                 self.result.violations.append(Violation(name, world, trace, detail))
                 if self.stop_at_first_violation:
-                    raise _Stop
+                    raise _Stop("violation")
 
     def discovered(self, world: World, parent: bytes | None, action: Action | None) -> None:
         """A world seen for the first time: record it, check it, note it if final."""
+        if self.result.unique_states >= self.max_worlds:
+            raise _Stop("max_worlds")  # only when there is one more: a space of N is complete
         self.parents[world.fingerprint] = (parent, action)
         self.result.unique_states += 1
         self.check(world, self.invariants, world.fingerprint)
+        self.note_final(world)
+
+    def note_final(self, world: World) -> None:
+        """Record ``world``'s outcome if nothing is in flight, and check it."""
         if world.quiescent:
             final = world.outcome()
             self.finals[world.fingerprint] = final
@@ -188,7 +295,7 @@ class _Search:
             detail = failure_report(failure, action, trace)
             self.result.violations.append(Violation("activation failed", child, trace, detail))
             if self.stop_at_first_violation:
-                raise _Stop
+                raise _Stop("violation")
         return child
 
     def depth_first(self, initial: World) -> None:
@@ -248,6 +355,8 @@ class _Search:
             entered = enter(child, child_sleep, frame.depth + 1)
             if entered is not None:
                 stack.append(entered)
+            if not self.result.transitions % _TICK:
+                self.budget.tick(self.result, len(stack), frame.depth)
 
     def paths(self, initial: World) -> dict[World, int] | None:
         """How many delivery orders reach each final world, over the state graph.
@@ -295,6 +404,8 @@ class _Search:
                 if child.fingerprint not in self.parents:
                     self.discovered(child, world.fingerprint, action)
                     queue.append((child, depth + 1))
+                if not self.result.transitions % _TICK:
+                    self.budget.tick(self.result, len(queue), depth)
 
 
 def explore_from(
@@ -308,6 +419,9 @@ def explore_from(
     stop_at_first_violation: bool = True,
     count_paths: bool = False,
     failures: Failures = "dead_letter",
+    max_worlds: int | None = None,
+    timeout: float | None = None,
+    progress: bool | None = None,
 ) -> Exploration:
     """Explore every world reachable from ``initial``; see :func:`Simulation.explore`."""
     if search not in ("depth", "breadth"):
@@ -315,6 +429,19 @@ def explore_from(
     if max_depth is not None and (type(max_depth) is not int or max_depth < 0):
         raise InvalidArgumentError(
             f"max_depth must be an int >= 0 or None, got {describe(max_depth)}"
+        )
+    if max_worlds is not None and (type(max_worlds) is not int or max_worlds < 1):
+        raise InvalidArgumentError(
+            f"max_worlds must be an int >= 1 or None (no limit), got {describe(max_worlds)}"
+        )
+    if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout < math.inf):
+        raise InvalidArgumentError(
+            f"timeout must be a number of seconds > 0 or None (no limit), got {describe(timeout)}"
+        )
+    if progress not in (None, True, False):
+        raise InvalidArgumentError(
+            f"progress must be True, False or None (on a terminal, for long searches), "
+            f"got {describe(progress)}"
         )
     searcher = _Search(
         network,
@@ -324,6 +451,8 @@ def explore_from(
         stop_at_first_violation,
         count_paths,
         failures=check_failures(failures),
+        max_worlds=math.inf if max_worlds is None else max_worlds,
+        budget=_Budget(timeout, progress),
     )
     started = time.perf_counter()
     # A search makes millions of small containers and no reference cycles;
@@ -335,8 +464,8 @@ def explore_from(
             searcher.depth_first(initial)
         else:
             searcher.breadth_first(initial)
-    except _Stop:
-        pass
+    except _Stop as stop:
+        searcher.result.stopped = stop.reason
     else:
         if count_paths:
             searcher.result.path_counts = searcher.paths(initial)
@@ -344,4 +473,5 @@ def explore_from(
         if collecting:
             gc.enable()
     searcher.result.seconds = time.perf_counter() - started
+    searcher.budget.finish(searcher.result)
     return searcher.result

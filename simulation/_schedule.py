@@ -25,9 +25,13 @@ __all__ = ["Execution", "executions", "walk"]
 DEFAULT_MAX_STEPS = 1_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Execution:
-    """One path: the actions taken and every world along the way (first: the start)."""
+    """One path: the actions taken and every world along the way (first: the start).
+
+    ``str`` is the numbered trace; so is what Hypothesis prints for a failing
+    example (through ``_repr_pretty_``, which its printer and IPython use).
+    """
 
     trace: tuple[Action, ...]
     worlds: tuple[World, ...]
@@ -41,6 +45,13 @@ class Execution:
     def __str__(self) -> str:
         origin = f" (seed {self.seed})" if self.seed is not None else ""
         return f"execution of {len(self.trace)} steps{origin}:\n{trace_text(self.trace)}"
+
+    def __repr__(self) -> str:
+        origin = f", seed {self.seed}" if self.seed is not None else ""
+        return f"<Execution of {len(self.trace)} steps{origin}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
 
     @property
     def diagram(self) -> str:

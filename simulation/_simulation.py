@@ -96,8 +96,14 @@ class Simulation:
         stop_at_first_violation: bool = True,
         count_paths: bool = False,
         failures: Failures = "dead_letter",
+        max_worlds: int | None = None,
+        timeout: float | None = None,
+        progress: bool | None = None,
     ) -> Exploration:
         """Every world reachable under ``network``, each visited once.
+
+        The result says whether the search was ``complete``; budgets stop it
+        early (``stopped`` says which), keeping what was found so far.
 
         Args:
             invariants: checks on every reachable world (return False or raise
@@ -117,6 +123,13 @@ class Simulation:
                 joins the world's dead letters, the entity keeps its state and
                 goes on) or ``"violation"`` (each failure is a violation, with
                 the trace and every message that entity received on it).
+            max_worlds: stop after visiting this many distinct worlds (the
+                same worlds every time: the search order is deterministic).
+            timeout: stop after about this many seconds.
+            progress: report worlds, worlds/s, frontier and depth every
+                second on stderr. ``None`` (default): only on a terminal, once
+                the search has run for two seconds. Every second's figures
+                are also a structlog ``exploring`` event, when logging is configured.
         """
         network = check_network(network)
         initial = initial_world(envelopes, world, network, drops, duplicates)
@@ -130,6 +143,9 @@ class Simulation:
             stop_at_first_violation=stop_at_first_violation,
             count_paths=count_paths,
             failures=failures,
+            max_worlds=max_worlds,
+            timeout=timeout,
+            progress=progress,
         )
 
     @staticmethod

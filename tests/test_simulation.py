@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecosystems import InMemory
-from pachyderm import Entity, ExplorationError, Outbox
-from simulation import Simulation, World
+from pachyderm import Entity, ExplorationError, InvalidArgumentError, Outbox
+from simulation import Simulation, World, _explore
 from simulation._network import arrange, deliverable
 from simulation._step import Action, enabled, step
 from simulation._world import envelope
@@ -450,3 +452,113 @@ def test_a_world_cannot_be_changed() -> None:
     world = Simulation.run([(Counter("c"), "inc")])
     with pytest.raises(AttributeError, match="immutable"):
         world.states = ()
+
+
+@pytest.mark.parametrize("search", ["depth", "breadth"])
+def test_max_worlds_stops_at_the_same_worlds_every_time(search: str) -> None:
+    """A search stopped by max_worlds visits exactly that many, the same ones each time,
+    and says it is incomplete; a budget as large as the space leaves it complete."""
+    envelopes = [(Counter(k), "inc") for k in range(3) for _ in range(3)]  # 4**3 worlds
+    first = Simulation.explore(envelopes, max_worlds=10, search=search)  # type: ignore[arg-type]
+    again = Simulation.explore(envelopes, max_worlds=10, search=search)  # type: ignore[arg-type]
+    assert first.unique_states == again.unique_states == 10
+    assert not first.complete
+    assert first.stopped == "max_worlds"
+    assert set(first.traces.values()) == set(again.traces.values())
+    whole = Simulation.explore(envelopes, max_worlds=4**3, search=search)  # type: ignore[arg-type]
+    assert (whole.complete, whole.stopped, whole.unique_states) == (True, None, 4**3)
+
+
+def test_timeout_stops_a_search_too_big_to_finish() -> None:
+    """A search of billions of worlds given 0.3 s stops, incomplete, with what it found."""
+    envelopes = [(Recorder(k), n) for k in range(6) for n in range(6)]
+    result = Simulation.explore(envelopes, timeout=0.3)
+    assert result.stopped == "timeout"
+    assert not result.complete
+    assert result.unique_states > 0
+    assert result.seconds < 30  # it stopped: not a speed target, the search is astronomical
+
+
+def test_complete_is_false_when_a_violation_or_max_depth_cut_the_search() -> None:
+    """Stopping at the first violation, or at max_depth, leaves the result incomplete."""
+    envelopes = [(Recorder("r"), n) for n in range(3)]
+    stopped = Simulation.explore(envelopes, invariants=[lambda w: False])
+    assert (stopped.stopped, stopped.complete) == ("violation", False)
+    everything = Simulation.explore(
+        envelopes, invariants=[lambda w: False], stop_at_first_violation=False
+    )
+    assert (everything.stopped, everything.complete) == (None, True)
+    assert not Simulation.explore(envelopes, max_depth=1).complete
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_worlds", 0),
+        ("max_worlds", 2.5),
+        ("max_worlds", True),
+        ("timeout", 0),
+        ("timeout", -1),
+        ("timeout", float("nan")),
+        ("timeout", "5"),
+        ("progress", "yes"),
+    ],
+)
+def test_budgets_refuse_bad_values(option: str, value: Any) -> None:
+    """A bad budget is an InvalidArgumentError naming the option and the value."""
+    with pytest.raises(InvalidArgumentError, match=option):
+        Simulation.explore([(Counter("c"), "inc")], **{option: value})
+
+
+def test_progress_reports_worlds_rate_frontier_and_depth(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With progress=True a search reports on stderr and as a structlog event; with
+    progress=False it prints nothing."""
+    monkeypatch.setattr(_explore, "_PROGRESS_EVERY", 0.0)  # report at every look at the clock,
+    monkeypatch.setattr(_explore, "_TICK", 16)  # and look often
+    envelopes = [(Counter(k), "inc") for k in range(4) for _ in range(4)]  # 5**4 worlds
+    with structlog.testing.capture_logs() as events:
+        result = Simulation.explore(envelopes, progress=True)
+    printed = capsys.readouterr().err
+    assert re.search(r"exploring: [\d,]+ worlds, [\d,]+ worlds/s, frontier \d+, depth \d+", printed)
+    assert f"explored: <Exploration complete: {result.unique_states:,} worlds" in printed
+    reports = [event for event in events if event["event"] == "exploring"]
+    assert reports
+    assert {"worlds", "worlds_per_second", "frontier", "depth"} <= set(reports[0])
+    Simulation.explore(envelopes, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_results_have_short_reprs_and_readable_strs() -> None:
+    """A large result's repr is one short line; str shows the first violation's numbered trace."""
+    envelopes = [(Recorder(k), n) for k in range(2) for n in range(4)]
+    big = Simulation.explore(envelopes)
+    assert big.unique_states > 500
+    assert len(repr(big)) < 120, repr(big)
+    assert repr(big).startswith("<Exploration complete: ")
+    failing = Simulation.explore(envelopes, invariants=[lambda w: len(w.in_flight) > 6])
+    text = str(failing)
+    assert text.startswith("exploration stopped early (violation): ")
+    assert "\n1. deliver outside -> Recorder(" in text
+    assert len(repr(failing.violations[0])) < 80
+    execution = Simulation.walk(envelopes, seed=3)
+    assert repr(execution) == f"<Execution of {len(execution.trace)} steps, seed 3>"
+    assert str(execution).splitlines()[1].startswith("1. deliver outside -> Recorder(")
+
+
+def test_hypothesis_prints_a_failing_execution_as_its_numbered_trace() -> None:
+    """Hypothesis's falsifying example shows the execution as numbered steps, not a dump."""
+    envelopes = [(Recorder("r"), n) for n in range(3)]
+
+    @settings(database=None, derandomize=True, max_examples=100)
+    @given(Simulation.executions(envelopes))
+    def check(execution: Any) -> None:
+        assert execution.world.state_of(Recorder("r"))[:1] != [2]
+
+    with pytest.raises(AssertionError) as failure:
+        check()
+    notes = "\n".join(getattr(failure.value, "__notes__", []))
+    assert "execution of 3 steps:" in notes, notes
+    assert "1. deliver outside -> Recorder('r'): 2" in notes, notes
+    assert "World(" not in notes  # no dump of every intermediate world
