@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from examples.calm import SetUnion, Tally, finals
 from examples.orders import PAYMENT_WINDOW, Order, Paid
 from examples.rock_paper_scissors import Game, Lobby, Player
 from examples.transfer import ALICE, BOB, DEPOSIT, HastyTransfer, check, scenario
+from examples.two_phase_commit import TransactionManager, consistent, envelopes, spec_states
 from pachyderm import ManualClock
 from simulation import Simulation
 from tests.conftest import OpenEcosystem
@@ -93,7 +95,81 @@ def test_a_payment_racing_the_expiry_ends_one_of_two_ways() -> None:
     assert result.unique_states == 5
 
 
-@pytest.mark.parametrize("module", ["rock_paper_scissors", "transfer", "calm", "orders"])
+def two_phase_spec(rms: int) -> set[tuple[Any, ...]]:
+    """Every reachable state of Gray and Lamport's TwoPhase spec, by brute force.
+
+    Written from the spec's next-state relation, independently of the entities:
+    (rmState, tmState, tmPrepared, msgs) with msgs a set that only grows.
+    """
+    start: tuple[tuple[str, ...], str, frozenset[int], frozenset[Any]]
+    start = (("working",) * rms, "init", frozenset(), frozenset())
+    seen = {start}
+    todo = [start]
+    while todo:
+        rm_state, tm_state, prepared, msgs = todo.pop()
+        after = []
+        if tm_state == "init" and len(prepared) == rms:
+            after.append((rm_state, "committed", prepared, msgs | {"Commit"}))
+        if tm_state == "init":
+            after.append((rm_state, "aborted", prepared, msgs | {"Abort"}))
+        for rm in range(rms):
+
+            def now(phase: str, rm: int = rm, rms: tuple[str, ...] = rm_state) -> tuple[str, ...]:
+                return (*rms[:rm], phase, *rms[rm + 1 :])
+
+            if tm_state == "init" and ("Prepared", rm) in msgs:
+                after.append((rm_state, tm_state, prepared | {rm}, msgs))
+            if rm_state[rm] == "working":
+                after.append((now("prepared"), tm_state, prepared, msgs | {("Prepared", rm)}))
+                after.append((now("aborted"), tm_state, prepared, msgs))
+            if "Commit" in msgs:
+                after.append((now("committed"), tm_state, prepared, msgs))
+            if "Abort" in msgs:
+                after.append((now("aborted"), tm_state, prepared, msgs))
+        for state in after:
+            if state not in seen:
+                seen.add(state)
+                todo.append(state)
+    return seen
+
+
+@pytest.mark.parametrize(("rms", "published"), [(1, None), (2, None), (3, 288)])
+def test_two_phase_commit_visits_exactly_the_states_of_the_spec(
+    rms: int, published: int | None
+) -> None:
+    """Entities exploring every order reach exactly the spec's states (288 for 3 RMs, the
+    count TLC and Stateright publish), and no world has one RM committed, one aborted."""
+    states, result = spec_states(rms)
+    assert result.complete
+    assert result.ok
+    assert states == two_phase_spec(rms)
+    if published is not None:
+        assert len(states) == published
+
+
+def test_two_phase_commit_finds_a_manager_that_commits_too_early() -> None:
+    """A TM that commits on the first Prepared is caught, with a replayable trace."""
+
+    class HastyManager(TransactionManager):
+        entity_name = "tests.examples.HastyManager"
+
+        def activate(self, message: Any, state: Any) -> Any:
+            if isinstance(message, tuple) and state[0] == "init":
+                state = (state[0], state[1] | {message[1]} | set(range(self.participants)))
+            return super().activate(message, state)
+
+    choices = envelopes(3, HastyManager)
+    result = Simulation.explore(choices, invariants=[consistent], search="breadth")
+    assert not result.ok
+    violation = result.violations[0]
+    assert not consistent(Simulation.replay(choices, violation.trace))
+    decisions = [str(action) for action in violation.trace if "HastyManager" in str(action)]
+    assert any(text.endswith("'commit'") for text in decisions), violation
+
+
+@pytest.mark.parametrize(
+    "module", ["rock_paper_scissors", "transfer", "calm", "orders", "two_phase_commit"]
+)
 def test_examples_run_as_scripts(module: str) -> None:
     """python -m examples.<name> runs to the end."""
     result = subprocess.run(
