@@ -27,25 +27,43 @@ class Registry(Generic[T]):
     def add(self, cls: type[T], name: str, former_names: tuple[str, ...] = ()) -> None:
         """Register ``cls`` under ``name`` and its former names.
 
-        Defining a class again under the same name (a REPL, a reloaded module)
-        replaces the old definition; a *different* class claiming a name
-        already taken by a class of another name is refused.
+        Defining a class again (same module and qualname: a REPL, a reloaded
+        module) replaces the old definition, and the names only the old one
+        had are dropped; any *other* class claiming a name already taken is
+        refused, naming both classes.
+
+        Raises:
+            RegistrationError: a name is not a non-empty str, or is taken.
         """
         for candidate in (name, *former_names):
             if not isinstance(candidate, str) or not candidate:
                 raise RegistrationError(
                     f"{self.kind} names must be non-empty str, got {candidate!r} "
-                    f"(a {type(candidate).__name__}) on {cls.__qualname__}"
+                    f"(a {type(candidate).__name__}) on {_full_name(cls)}"
                 )
         with self._lock:
+            replaced: set[type[T]] = set()
             for candidate in (name, *former_names):
                 existing = self._by_name.get(candidate)
-                if existing is not None and _stable_name(existing) != name:
+                if existing is None or existing is cls:
+                    continue
+                if _full_name(existing) != _full_name(cls):
                     raise RegistrationError(
                         f"{self.kind} name {candidate!r} is already used by "
-                        f"{existing.__module__}.{existing.__qualname__}; give "
-                        f"{cls.__module__}.{cls.__qualname__} another name"
+                        f"{_full_name(existing)}, so {_full_name(cls)} cannot use it too: "
+                        f"stored data would run one class's code for the other's. "
+                        f"Give {_full_name(cls)} its own name ("
+                        + (
+                            "entity_name = '...' in its class body"
+                            if self.kind == "entity class"
+                            else "@register_value(name='...')"
+                        )
+                        + "), or rename one of them."
                     )
+                replaced.add(existing)
+            if replaced:  # a redefinition: forget the names only the old definition had
+                for stale in [n for n, c in self._by_name.items() if c in replaced]:
+                    del self._by_name[stale]
             for candidate in (name, *former_names):
                 self._by_name[candidate] = cls
             listeners = list(self._listeners)
@@ -76,5 +94,5 @@ class Registry(Generic[T]):
         return unsubscribe
 
 
-def _stable_name(cls: type) -> str | None:
-    return getattr(cls, "_pachyderm_name", None)
+def _full_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from pachyderm import Entity, InvalidIdError, Outbox, RegistrationError
+from pachyderm import Entity, InvalidIdError, Outbox, RegistrationError, register_value
 from pachyderm._entity import entity_classes
+from pachyderm._values import value_types
 from tests.entities import Counter, Keeper
 
 
@@ -128,3 +130,85 @@ def test_handlers_type_check_with_generics() -> None:
             return [], [*state, message]
 
     assert Typed("t").activate(3, [1]) == ([], [1, 3])
+
+
+def test_two_classes_cannot_share_an_entity_name() -> None:
+    """Another class (other module or qualname) with a taken entity_name is refused, naming both."""
+
+    class Counting(Entity[Any, Any]):
+        entity_name = "tests.entity.Shared"
+
+    with pytest.raises(RegistrationError) as caught:
+
+        class Basket(Entity[Any, Any]):
+            entity_name = "tests.entity.Shared"
+
+    text = str(caught.value)
+    assert "'tests.entity.Shared'" in text
+    assert "Counting" in text
+    assert "Basket" in text
+    assert "entity_name = '...'" in text
+    assert entity_classes.resolve("tests.entity.Shared") is Counting  # still the first
+
+
+def test_former_names_cannot_take_another_class_name() -> None:
+    """former_names naming another class's entity_name is refused; so is the reverse."""
+
+    class Owner(Entity[Any, Any]):
+        entity_name = "tests.entity.Owner"
+        former_names = ("tests.entity.OwnerBefore",)
+
+    with pytest.raises(RegistrationError, match=r"'tests\.entity\.Owner' is already used by"):
+
+        class Squatter(Entity[Any, Any]):
+            entity_name = "tests.entity.Squatter"
+            former_names = ("tests.entity.Owner",)
+
+    with pytest.raises(RegistrationError, match=r"'tests\.entity\.OwnerBefore' is already used"):
+
+        class Claimant(Entity[Any, Any]):
+            entity_name = "tests.entity.OwnerBefore"
+
+    assert "tests.entity.Squatter" not in entity_classes  # refused whole, nothing half-added
+
+
+def test_a_redefinition_drops_the_names_only_the_old_one_had() -> None:
+    """Redefining a class without one of its former names frees that name for another class."""
+
+    class Moving(Entity[Any, Any]):
+        entity_name = "tests.entity.Moving"
+        former_names = ("tests.entity.Parked",)
+
+    class Moving(Entity[Any, Any]):  # type: ignore[no-redef]  # noqa: F811  # the REPL case
+        entity_name = "tests.entity.Moving"
+
+    assert "tests.entity.Parked" not in entity_classes
+
+    class Parked(Entity[Any, Any]):
+        entity_name = "tests.entity.Parked"
+
+    assert entity_classes.resolve("tests.entity.Moving") is Moving
+
+
+def test_two_value_types_cannot_share_a_name() -> None:
+    """Value types follow the same rule: another type under a taken name is refused."""
+
+    @register_value(name="tests.entity.Point")
+    @dataclass(frozen=True)
+    class Point:
+        x: int
+
+    with pytest.raises(RegistrationError, match=r"@register_value\(name='\.\.\.'\)"):
+
+        @register_value(name="tests.entity.Point")
+        @dataclass(frozen=True)
+        class Place:
+            name: str
+
+    @register_value(name="tests.entity.Point")  # defined again: replaces
+    @dataclass(frozen=True)
+    class Point:  # type: ignore[no-redef]  # noqa: F811  # defined again
+        x: int
+        y: int = 0
+
+    assert value_types.resolve("tests.entity.Point") is Point
