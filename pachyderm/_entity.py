@@ -10,7 +10,7 @@ from pachyderm.errors import InvalidIdError, RegistrationError, UpgradeError, de
 if TYPE_CHECKING:
     from pachyderm._commands import Outbox
 
-__all__ = ["Entity", "EntityId", "entity_classes", "validate_id"]
+__all__ = ["Entity", "EntityId", "entity_classes", "newest_address", "validate_id"]
 
 MessageT = TypeVar("MessageT")
 # Covariant: callers of the verbs only ever receive states, so an Entity[M, list[int]]
@@ -123,3 +123,15 @@ class Entity(Generic[MessageT, StateT]):
 
 
 _set_id = Entity.__dict__["_id"].__set__
+
+
+def newest_address(address: Entity[Any, Any]) -> Entity[Any, Any]:
+    """``address`` as an instance of the class now registered under its name.
+
+    The same address unless its class was defined again since (a REPL, a
+    reload): then the newest definition is the one that must run.
+    """
+    newest = entity_classes.get(address.entity_name)
+    if newest is None or newest is type(address):
+        return address
+    return newest(address._id)

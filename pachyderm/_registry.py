@@ -22,7 +22,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._by_name: dict[str, type[T]] = {}
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[tuple[str, ...], bool], None]] = []
 
     def add(self, cls: type[T], name: str, former_names: tuple[str, ...] = ()) -> None:
         """Register ``cls`` under ``name`` and its former names.
@@ -68,8 +68,7 @@ class Registry(Generic[T]):
                 self._by_name[candidate] = cls
             listeners = list(self._listeners)
         for listener in listeners:
-            for candidate in (name, *former_names):
-                listener(candidate)
+            listener((name, *former_names), bool(replaced))
 
     def resolve(self, name: str) -> type[T]:
         """The class registered under ``name``; :class:`UnregisteredNameError` if none."""
@@ -78,11 +77,19 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnregisteredNameError(name, self.kind) from None
 
+    def get(self, name: str) -> type[T] | None:
+        """The class registered under ``name``, or None."""
+        return self._by_name.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
-    def subscribe(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``listener(name)`` after each registration; returns an unsubscribe function."""
+    def subscribe(self, listener: Callable[[tuple[str, ...], bool], None]) -> Callable[[], None]:
+        """Call ``listener(names, replaced)`` after each registration.
+
+        ``names``: the class's name and former names; ``replaced``: whether it
+        replaced an earlier definition. Returns an unsubscribe function.
+        """
         with self._lock:
             self._listeners.append(listener)
 

@@ -47,7 +47,7 @@ from pachyderm._entity import Entity, entity_classes
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription
 from pachyderm._log import log
 from pachyderm._residents import Residents
-from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, load_state, own_call
+from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, inside_handler, load_state, own_call
 from pachyderm._storage import Ident, Storage
 from pachyderm._timers import Timers
 from pachyderm._values import value_types
@@ -69,6 +69,7 @@ _FIRE_BATCH = 256
 _JOIN_ROUNDS = 4
 _QUEUE_BOUND = 256  # messages queued for a volatile store before their sender processes them
 _MAIN_THREAD = threading.main_thread().ident
+_REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
@@ -331,9 +332,32 @@ class Runtime:
     def _timers_changed_now(self) -> None:
         self._timers_changed.set()
 
-    def _on_registered(self, name: str) -> None:
-        if not self.closed:
+    def _on_registered(self, names: tuple[str, ...], replaced: bool) -> None:
+        """A class was registered (in any thread): wake what waited for it.
+
+        A class defined again (a REPL, a reload) must be the one that runs
+        from now on, for resident entities too: they take it up at once when
+        the lock can be had, so a send right after the new definition runs
+        it. Inside a handler this thread may hold the lock already; and
+        another thread holding it might wait on this one (an import lock),
+        so the wait is bounded: then the runtime's thread does it soon after.
+        """
+        if self.closed:
+            return
+        if replaced:
+            if not inside_handler() and self.lock.acquire(timeout=_REFRESH_WAIT):
+                try:
+                    self.dispatcher.refresh()
+                finally:
+                    self.lock.__exit__(None, None, None)
+            else:
+                self._post(self._refresh)
+        for name in names:
             self._post(self._unpark, name)
+
+    def _refresh(self) -> None:
+        with self.lock:
+            self.dispatcher.refresh()
 
     def _unpark(self, name: str) -> None:
         with self.lock:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from pachyderm._codec import decode, encode
 from pachyderm._commands import After, Cancel
-from pachyderm._entity import Entity
+from pachyderm._entity import Entity, newest_address
 from pachyderm.errors import (
     InvalidActivationError,
     MessageTooLargeError,
@@ -39,6 +39,7 @@ __all__ = [
     "Transition",
     "activate",
     "encode_message",
+    "inside_handler",
     "inside_own_handler",
     "load_state",
     "own_call",
@@ -138,6 +139,7 @@ def load_state(address: Entity[Any, Any], record: bytes | None) -> Any:
             ``upgrade()`` failed; the message says which.
     """
     if record is None:
+        address = newest_address(address)  # a class defined again runs its own init()
         return _user_code(address.init)
     stored = decode(record)
     if type(stored) is not list or len(stored) != 2 or type(stored[0]) is not int:
@@ -145,6 +147,9 @@ def load_state(address: Entity[Any, Any], record: bytes | None) -> Any:
     version, state = stored
     if version == address.version:
         return state
+    newest = newest_address(address)
+    if newest is not address:  # defined again since: the newest version and upgrade() apply
+        return load_state(newest, record)
     if version > address.version:
         raise UpgradeError(
             f"the state of {address!r} was stored by version {version} of "
@@ -215,6 +220,11 @@ def _user_code(function: Callable[..., Any], *arguments: Any) -> Any:
         return function(*arguments)
     finally:
         _inside.active = False
+
+
+def inside_handler() -> bool:
+    """Whether this thread is running a handler (``activate``, ``init``, ``upgrade``) now."""
+    return _inside.active
 
 
 def inside_own_handler(frame: FrameType | None) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from structlog.testing import capture_logs
 
+from ecosystems import InMemory, LocalDisk
 from pachyderm import (
     ActivationError,
     CodecError,
@@ -17,6 +19,7 @@ from pachyderm import (
     InvalidActivationError,
     InvalidAddressError,
     MessageTooLargeError,
+    Outbox,
     UnknownDeadLetterError,
 )
 from tests.conftest import OpenEcosystem
@@ -507,3 +510,73 @@ async def test_a_store_that_cannot_be_read_stops_the_runtime_not_the_message(
             assert await eco.dead_letters() == []
             assert await eco.state_of(Counter("never loaded")) == 0
             assert await eco.state_of(Counter("c")) == 1
+
+
+async def test_a_redefined_class_runs_for_resident_entities(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """Redefining a class (same module and qualname: a REPL) runs the new activate, state kept."""
+
+    class Tally(Entity[Any, int]):
+        entity_name = "tests.runtime.Tally"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+            return [], state + 1
+
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Tally("t"), "add") == 1  # resident now
+
+        class Tally(Entity[Any, int]):  # type: ignore[no-redef]  # the REPL case
+            entity_name = "tests.runtime.Tally"
+
+            def init(self) -> int:
+                return 0
+
+            def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+                return [], state + 100
+
+        assert await eco.send_sync(Tally("t"), "add") == 101
+        assert await eco.send_sync(Tally("u"), "add") == 100
+
+
+def test_a_redefined_class_runs_on_the_shell_face(pachyderm_home: Path) -> None:
+    """The shell face (a REPL's) runs a redefined class at once, for resident entities too.
+
+    The version goes up with an upgrade(): the resident's state is read again
+    through the new class, so the upgrade runs before the new activate.
+    """
+
+    class Note(Entity[Any, Any]):
+        entity_name = "tests.runtime.Note"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            return [], state + 1
+
+    for kind in (InMemory, LocalDisk):
+        assert kind.send_sync(Note("n"), "add") == 1
+        assert kind.send_sync(Note("n"), "add") == 2
+    old_address = Note("n")
+
+    class Note(Entity[Any, Any]):  # type: ignore[no-redef]
+        entity_name = "tests.runtime.Note"
+        version = 2
+
+        def init(self) -> dict[str, int]:
+            return {"count": 0}
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            return [], {"count": state["count"] + 10}
+
+        def upgrade(self, state: Any, from_version: int) -> dict[str, int]:
+            return {"count": state}
+
+    for kind in (InMemory, LocalDisk):
+        assert kind.send_sync(Note("n"), "add") == {"count": 12}
+        # An address made before the redefinition runs the newest class too.
+        assert kind.send_sync(old_address, "add") == {"count": 22}
