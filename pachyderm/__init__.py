@@ -30,6 +30,7 @@ from pachyderm.errors import (
     StoreLockedError,
     UnknownDeadLetterError,
     UnregisteredNameError,
+    UnstableNameWarning,
     UpgradeError,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "StoreLockedError",
     "UnknownDeadLetterError",
     "UnregisteredNameError",
+    "UnstableNameWarning",
     "UpgradeError",
     "after",
     "cancel",

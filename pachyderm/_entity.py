@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
-from pachyderm._registry import Registry
+from pachyderm._registry import Registry, warn_if_unstable
 from pachyderm.errors import InvalidIdError, RegistrationError, UpgradeError, describe
 
 if TYPE_CHECKING:
@@ -63,7 +63,10 @@ class Entity(Generic[MessageT, StateT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        name = cls.__dict__.get("entity_name") or f"{cls.__module__}.{cls.__qualname__}"
+        name = cls.__dict__.get("entity_name")
+        if not name:
+            name = f"{cls.__module__}.{cls.__qualname__}"
+            warn_if_unstable(cls, name, "entity_name = 'yourapp.{qualname}' in the class body")
         version = cls.version
         if type(version) is not int or version < 1:
             raise RegistrationError(

@@ -6,11 +6,14 @@ an import path to follow: decoding only ever looks names up here.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from pachyderm.errors import RegistrationError, UnregisteredNameError
+from pachyderm.errors import RegistrationError, UnregisteredNameError, UnstableNameWarning
 
 T = TypeVar("T")
 
@@ -103,3 +106,29 @@ class Registry(Generic[T]):
 
 def _full_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_PACKAGE = os.path.dirname(__file__) + os.sep
+
+
+def warn_if_unstable(cls: type, name: str, how: str) -> None:
+    """Warn when ``cls`` gets a default name from ``__main__``: another run names it otherwise.
+
+    ``how``: the way to give it a stable name, shown in the warning.
+    """
+    if not name.startswith("__main__."):
+        return
+    # Point at the user's class statement or decorator, past this package's frames.
+    frame = sys._getframe(0)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(
+        f"{cls.__qualname__} is defined in __main__ (a script run directly, or a REPL), "
+        f"so stored data names it {name!r}; imported from its module in another run it "
+        f"is another name, and what it stored seems gone. Give it a stable name: "
+        f"{how.format(qualname=cls.__qualname__)}",
+        UnstableNameWarning,
+        stacklevel=level,
+    )

@@ -25,6 +25,7 @@ __all__ = [
     "StoreLockedError",
     "UnknownDeadLetterError",
     "UnregisteredNameError",
+    "UnstableNameWarning",
     "UpgradeError",
 ]
 
@@ -195,3 +196,12 @@ class ExplorationError(PachydermError):
             *(f"  {message!r}" for message in self.received),
         ]
         return "\n".join(lines)
+
+
+class UnstableNameWarning(UserWarning):
+    """A class registered under a name that will not be the same in another run.
+
+    Classes defined in a script run as ``__main__`` (or typed into a REPL)
+    get a default name starting ``__main__.``; imported from their module
+    later, they are another name, and their stored data seems gone.
+    """

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pachyderm import Entity, InvalidIdError, Outbox, RegistrationError, register_value
+from pachyderm import (
+    Entity,
+    InvalidIdError,
+    Outbox,
+    RegistrationError,
+    UnstableNameWarning,
+    register_value,
+)
 from pachyderm._entity import entity_classes
 from pachyderm._values import value_types
 from tests.entities import Counter, Keeper
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_an_instance_is_its_address() -> None:
@@ -212,3 +225,64 @@ def test_two_value_types_cannot_share_a_name() -> None:
         y: int = 0
 
     assert value_types.resolve("tests.entity.Point") is Point
+
+
+SCRIPT = """
+import warnings
+from dataclasses import dataclass
+from pachyderm import Entity, register_value
+
+class Loose(Entity):
+    pass
+
+class Pinned(Entity):
+    entity_name = "tests.script.Pinned"
+
+@register_value
+@dataclass(frozen=True)
+class LooseValue:
+    x: int
+
+@register_value(name="tests.script.PinnedValue")
+@dataclass(frozen=True)
+class PinnedValue:
+    x: int
+"""
+
+
+def run_script(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "app.py"
+    script.write_text(SCRIPT)
+    return subprocess.run(
+        [sys.executable, "-W", "default", str(script)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_class_in_a_script_run_as_main_warns_to_set_a_stable_name(tmp_path: Path) -> None:
+    """Default names from __main__ warn (UnstableNameWarning), naming the class and the fix.
+
+    Classes with an explicit entity_name, or value types with a name, do not.
+    """
+    result = run_script(tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "UnstableNameWarning" in line]
+    assert len(warnings) == 2, result.stderr
+    entity, value = warnings
+    assert "app.py:6: UnstableNameWarning: Loose is defined in __main__" in entity
+    assert "'__main__.Loose'" in entity
+    assert "entity_name = 'yourapp.Loose'" in entity
+    assert "app.py:12: UnstableNameWarning: LooseValue is defined in __main__" in value
+    assert "@register_value(name='yourapp.LooseValue')" in value
+    assert "Pinned" not in result.stderr
+
+
+def test_the_warning_is_a_user_warning_that_can_be_silenced() -> None:
+    """UnstableNameWarning is a UserWarning, so warnings filters can turn it off or to errors."""
+    assert issubclass(UnstableNameWarning, UserWarning)
+    with pytest.warns(UnstableNameWarning, match="Give it a stable name"):
+        type("Scratch", (Entity,), {"__module__": "__main__"})

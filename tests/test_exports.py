@@ -45,6 +45,7 @@ def test_pachyderm_exports() -> None:
         "StoreLockedError",
         "UnknownDeadLetterError",
         "UnregisteredNameError",
+        "UnstableNameWarning",
         "UpgradeError",
         "after",
         "cancel",
@@ -58,10 +59,10 @@ def test_pachyderm_exports() -> None:
 
 
 def test_every_error_is_a_pachyderm_error() -> None:
-    """Every exception in errors.py derives from PachydermError and is exported."""
+    """Every exception in errors.py derives from PachydermError (or is a warning), exported."""
     for name in pachyderm.errors.__all__:
         error = getattr(pachyderm.errors, name)
-        assert issubclass(error, pachyderm.PachydermError)
+        assert issubclass(error, pachyderm.PachydermError) or issubclass(error, UserWarning)
         assert getattr(pachyderm, name) is error
 
 
