@@ -20,6 +20,7 @@ from pachyderm._codec import decode, encode
 from pachyderm._commands import After, Cancel
 from pachyderm._entity import Entity, newest_address
 from pachyderm.errors import (
+    InitError,
     InvalidActivationError,
     MessageTooLargeError,
     PachydermError,
@@ -132,15 +133,25 @@ def record_bytes(version: int, state_bytes: bytes) -> bytes:
 def load_state(address: Entity[Any, Any], record: bytes | None) -> Any:
     """The state of ``address`` from its stored record, upgraded to the current version.
 
-    ``None`` (never stored) gives ``address.init()``.
+    ``None`` (never stored) gives ``address.init()``. What ``init()`` and
+    ``upgrade()`` return is copied through the codec, so an entity never
+    shares a mutable object (a module-level list, say) with another.
 
     Raises:
+        InitError: ``init()`` raised, or returned a state that cannot be stored.
         UpgradeError: the record is malformed, newer than this code, or
             ``upgrade()`` failed; the message says which.
     """
     if record is None:
         address = newest_address(address)  # a class defined again runs its own init()
-        return _user_code(address.init)
+        try:
+            return decode(encode(_user_code(address.init)))
+        except Exception as error:
+            raise InitError(
+                f"{address!r}: {type(address).__qualname__}.init() failed, so the entity "
+                f"has no initial state: {type(error).__name__}: {error}. Fix init(); it "
+                f"must return a storable value."
+            ) from error
     stored = decode(record)
     if type(stored) is not list or len(stored) != 2 or type(stored[0]) is not int:
         raise UpgradeError(f"stored state of {address!r} is malformed: {describe(stored)}")
@@ -156,7 +167,17 @@ def load_state(address: Entity[Any, Any], record: bytes | None) -> Any:
             f"{type(address).__qualname__}, newer than this code's version "
             f"{address.version}; run the newer code, or raise version to {version}"
         )
-    return _user_code(address.upgrade, state, version)
+    try:
+        return decode(encode(_user_code(address.upgrade, state, version)))
+    except UpgradeError:
+        raise  # the default upgrade(), or the user's own account of the problem
+    except Exception as error:
+        raise UpgradeError(
+            f"{address!r}: {type(address).__qualname__}.upgrade(state, from_version="
+            f"{version}) failed, upgrading the state stored by version {version} to "
+            f"version {address.version}: {type(error).__name__}: {error}. The stored "
+            f"state is kept as it was; fix upgrade() (it must return a storable value)."
+        ) from error
 
 
 def activate(

@@ -14,6 +14,7 @@ __all__ = [
     "CodecError",
     "EcosystemClosedError",
     "ExplorationError",
+    "InitError",
     "InvalidActivationError",
     "InvalidAddressError",
     "InvalidArgumentError",
@@ -196,6 +197,10 @@ class ExplorationError(PachydermError):
             *(f"  {message!r}" for message in self.received),
         ]
         return "\n".join(lines)
+
+
+class InitError(PachydermError):
+    """An entity's ``init()`` raised, or returned a state that cannot be stored."""
 
 
 class UnstableNameWarning(UserWarning):

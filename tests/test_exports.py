@@ -27,6 +27,7 @@ def test_pachyderm_exports() -> None:
         "EcosystemClosedError",
         "EcosystemKind",
         "ExplorationError",
+        "InitError",
         "Entity",
         "EntityId",
         "Follower",

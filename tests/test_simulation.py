@@ -450,3 +450,21 @@ def test_a_world_cannot_be_changed() -> None:
     world = Simulation.run([(Counter("c"), "inc")])
     with pytest.raises(AttributeError, match="immutable"):
         world.states = ()
+
+
+def test_a_failing_init_names_the_message_entity_and_hook() -> None:
+    """A failing init() in the simulation names the message, the entity, the hook and the cause."""
+
+    class NoStart(Entity[Any, Any]):
+        entity_name = "tests.simulation.NoStart"
+
+        def init(self) -> Any:
+            raise ValueError("no initial state")
+
+    expected = (
+        r"raised on 'hello': InitError: \S*NoStart\('n'\): \S*NoStart.init\(\) failed, so "
+        r"the entity has no initial state: ValueError: no initial state"
+    )
+    with pytest.raises(ExplorationError, match=expected) as caught:
+        Simulation.run([(NoStart("n"), "hello")], failures="violation")
+    assert caught.value.message == "hello"
