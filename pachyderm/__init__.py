@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pachyderm._clock import ManualClock
 from pachyderm._codec import decode, encode, encode_canonical
 from pachyderm._commands import After, Cancel, Outbox, after, cancel
-from pachyderm._dead_letters import DeadLetter
+from pachyderm._dead_letters import DeadLetter, Unreadable
 from pachyderm._entity import Entity, EntityId
 from pachyderm._values import register_value
 from pachyderm.errors import (
@@ -63,6 +63,7 @@ __all__ = [
     "StoreCorruptedError",
     "StoreLockedError",
     "UnknownDeadLetterError",
+    "Unreadable",
     "UnregisteredNameError",
     "UnstableNameWarning",
     "UpgradeError",

@@ -812,8 +812,8 @@ class Runtime:
             stored = list(self.storage.dead_letters(eco))
         return [decode_dead_letter(dead_letter_id, blob) for dead_letter_id, blob in stored]
 
-    def _take_dead_letter(self, eco: str, dead_letter: DeadLetter | int) -> tuple[int, bytes]:
-        """Claim a dead letter for removal in the open group (with the lock held)."""
+    def _find_dead_letter(self, eco: str, dead_letter: DeadLetter | int) -> tuple[int, bytes]:
+        """A dead letter's id and stored record, if not claimed already (with the lock held)."""
         self.check_open()
         dead_letter_id = dead_letter.id if isinstance(dead_letter, DeadLetter) else dead_letter
         if type(dead_letter_id) is not int:
@@ -825,17 +825,27 @@ class Runtime:
             raise UnknownDeadLetterError(
                 f"no dead letter {dead_letter_id!r} in this ecosystem; dead_letters() lists them"
             )
+        return dead_letter_id, blob
+
+    def _claim_dead_letter(self, eco: str, dead_letter_id: int) -> None:
+        """Remove a found dead letter in the open group (with the lock held)."""
         group = self.commit.open
         group.batch.remove_dead_letter(eco, dead_letter_id)
         self._taken[(eco, dead_letter_id)] = group.number
-        return dead_letter_id, blob
 
     @protect
     async def redeliver(self, eco: str, dead_letter: DeadLetter | int) -> None:
-        """Put a dead letter back in its entity's inbox, atomically, as a new message."""
+        """Put a dead letter back in its entity's inbox, atomically, as a new message.
+
+        Raises:
+            UnregisteredNameError: its address or message names a class not
+                registered here; the letter stays as it is.
+        """
         with self.lock:
-            _, blob = self._take_dead_letter(eco, dead_letter)
-            address, message_blob = dead_letter_message_blob(blob)
+            dead_letter_id, blob = self._find_dead_letter(eco, dead_letter)
+            # Read before it is claimed: a letter that cannot be read here stays as it is.
+            address, message_blob = dead_letter_message_blob(dead_letter_id, blob)
+            self._claim_dead_letter(eco, dead_letter_id)
             ident = (eco, address.entity_name, address._id)
             dispatcher = self.dispatcher
             group = self.commit.open
@@ -850,7 +860,8 @@ class Runtime:
     async def discard(self, eco: str, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
         with self.lock:
-            self._take_dead_letter(eco, dead_letter)
+            dead_letter_id, _ = self._find_dead_letter(eco, dead_letter)
+            self._claim_dead_letter(eco, dead_letter_id)
             group = self.commit.open
             sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()

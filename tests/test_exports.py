@@ -45,6 +45,7 @@ def test_pachyderm_exports() -> None:
         "StoreCorruptedError",
         "StoreLockedError",
         "UnknownDeadLetterError",
+        "Unreadable",
         "UnregisteredNameError",
         "UnstableNameWarning",
         "UpgradeError",
