@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
+from pachyderm._arguments import storable_text
 from pachyderm._registry import Registry, warn_if_unstable
-from pachyderm.errors import InvalidIdError, RegistrationError, UpgradeError, describe
+from pachyderm.errors import (
+    InvalidAddressError,
+    InvalidIdError,
+    RegistrationError,
+    UpgradeError,
+    describe,
+)
 
 if TYPE_CHECKING:
     from pachyderm._commands import Outbox
@@ -27,7 +34,11 @@ entity_classes: Registry[Entity[Any, Any]] = Registry("entity class")
 def validate_id(entity_id: object) -> None:
     """Raise :class:`InvalidIdError` unless ``entity_id`` is a valid entity id."""
     kind = type(entity_id)
-    if kind is str or kind is int or kind is bytes:
+    if kind is str:
+        if not storable_text(entity_id):  # type: ignore[arg-type]
+            raise _unstorable_id(entity_id)
+        return
+    if kind is int or kind is bytes:
         return
     if kind is tuple:
         for part in entity_id:  # type: ignore[attr-defined]
@@ -36,6 +47,14 @@ def validate_id(entity_id: object) -> None:
     raise InvalidIdError(
         f"entity ids must be str, int, bytes, or tuples of those; got "
         f"{describe(entity_id)}. Convert it first, e.g. str(value) or a tuple of its parts."
+    )
+
+
+def _unstorable_id(entity_id: object) -> InvalidIdError:
+    return InvalidIdError(
+        f"entity ids must be text that can be stored (UTF-8), got {describe(entity_id)}, "
+        f"which holds a lone surrogate; decode the text it came from properly, or use "
+        f"bytes as the id"
     )
 
 
@@ -78,10 +97,15 @@ class Entity(Generic[MessageT, StateT]):
 
     def __init__(self, id: EntityId) -> None:  # noqa: A002 - "id" is the documented name
         kind = type(id)
-        if kind is not str and kind is not int and kind is not bytes:
+        if kind is str:
+            if not id.isascii() and not storable_text(id):  # type: ignore[union-attr, arg-type]
+                raise _unstorable_id(id)
+        elif kind is not int and kind is not bytes:
             validate_id(id)
         if type(self) is Entity:
-            raise TypeError("Entity is abstract: subclass it and address the subclass")
+            raise InvalidAddressError(
+                "Entity is abstract: subclass it and address the subclass, like Counter('c')"
+            )
         _set_id(self, id)  # addresses refuse __setattr__; the slot's own setter is the way in
 
     @property

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from pachyderm._arguments import storable_text
 from pachyderm.errors import RegistrationError, UnregisteredNameError, UnstableNameWarning
 
 T = TypeVar("T")
@@ -39,10 +40,10 @@ class Registry(Generic[T]):
             RegistrationError: a name is not a non-empty str, or is taken.
         """
         for candidate in (name, *former_names):
-            if not isinstance(candidate, str) or not candidate:
+            if not isinstance(candidate, str) or not candidate or not storable_text(candidate):
                 raise RegistrationError(
-                    f"{self.kind} names must be non-empty str, got {candidate!r} "
-                    f"(a {type(candidate).__name__}) on {_full_name(cls)}"
+                    f"{self.kind} names must be non-empty str that can be stored (UTF-8), "
+                    f"got {candidate!r} (a {type(candidate).__name__}) on {_full_name(cls)}"
                 )
         with self._lock:
             replaced: set[type[T]] = set()

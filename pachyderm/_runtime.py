@@ -69,6 +69,7 @@ _FIRE_BATCH = 256
 _JOIN_ROUNDS = 4
 _QUEUE_BOUND = 256  # messages queued for a volatile store before their sender processes them
 _MAIN_THREAD = threading.main_thread().ident
+_MAX_DEAD_LETTER_ID = 1 << 63  # ids are sequence numbers: no stored key holds a larger one
 _REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 INLINE_WRITE = 0.002
@@ -817,11 +818,15 @@ class Runtime:
         self.check_open()
         dead_letter_id = dead_letter.id if isinstance(dead_letter, DeadLetter) else dead_letter
         if type(dead_letter_id) is not int:
-            raise UnknownDeadLetterError(
-                f"dead letters are named by a DeadLetter or its int id, got {describe(dead_letter)}"
+            raise InvalidArgumentError(
+                f"dead letters are named by a DeadLetter or its int id, got "
+                f"{describe(dead_letter)}; dead_letters() lists them"
             )
-        blob = self.storage.dead_letter(eco, dead_letter_id)
-        if blob is None or (eco, dead_letter_id) in self._taken:
+        if (
+            not 0 <= dead_letter_id < _MAX_DEAD_LETTER_ID  # (ids are sequence numbers)
+            or (eco, dead_letter_id) in self._taken
+            or (blob := self.storage.dead_letter(eco, dead_letter_id)) is None
+        ):
             raise UnknownDeadLetterError(
                 f"no dead letter {dead_letter_id!r} in this ecosystem; dead_letters() lists them"
             )

@@ -70,7 +70,7 @@ class InvalidArgumentError(PachydermError, ValueError):
 
 
 class InvalidIdError(PachydermError, TypeError):
-    """An entity id is not a str, int, bytes, or a tuple of those."""
+    """An entity id is not a str, int, bytes, or a tuple of those, or holds unstorable text."""
 
 
 class RegistrationError(PachydermError):

@@ -286,3 +286,12 @@ def test_the_warning_is_a_user_warning_that_can_be_silenced() -> None:
     assert issubclass(UnstableNameWarning, UserWarning)
     with pytest.warns(UnstableNameWarning, match="Give it a stable name"):
         type("Scratch", (Entity,), {"__module__": "__main__"})
+
+
+def test_a_name_that_cannot_be_stored_is_refused() -> None:
+    """An entity_name holding a lone surrogate is refused at registration, naming it."""
+    refused = r"can be stored \(UTF-8\), got 'tests\.\\ud800' \(a str\)"
+    with pytest.raises(RegistrationError, match=refused):
+
+        class Garbled(Entity[Any, Any]):
+            entity_name = "tests.\ud800"
