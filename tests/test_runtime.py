@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from pachyderm import (
     Outbox,
     UnknownDeadLetterError,
     UpgradeError,
+    register_value,
 )
 from simulation import Simulation
 from tests.conftest import OpenEcosystem
@@ -680,3 +682,36 @@ def test_init_returning_a_shared_object_does_not_leak_in_the_simulation() -> Non
     world = Simulation.run([(Sharer("a"), "a1"), (Sharer("b"), "b1"), (Sharer("a"), "a2")])
     assert world.entities == {Sharer("a"): ["a1", "a2"], Sharer("b"): ["b1"]}
     assert SHARED_START == []
+
+
+async def test_a_redefined_value_type_reaches_resident_states(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A value type defined again: a resident entity's state holds the new class's instances."""
+
+    @register_value(name="tests.runtime.Spot")
+    @dataclass(frozen=True)
+    class Spot:
+        x: int
+
+    newest: list[type] = [Spot]  # which class the handler is to find in its state
+
+    class Holder(Entity[Any, Any]):
+        entity_name = "tests.runtime.Holder"
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            if message == "look":
+                return [], (type(state) is newest[0], state)
+            return [], message
+
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Holder("h"), Spot(1)) == Spot(1)  # resident, holding it
+
+        @register_value(name="tests.runtime.Spot")  # the REPL case: defined again
+        @dataclass(frozen=True)
+        class Spot:  # type: ignore[no-redef]
+            x: int
+
+        newest[0] = Spot
+        found_newest, _ = await eco.send_sync(Holder("h"), "look")
+        assert found_newest
