@@ -21,6 +21,7 @@ from pachyderm import (
     after,
     cancel,
 )
+from simulation import Simulation
 from tests.conftest import OpenEcosystem
 from tests.entities import Counter
 
@@ -148,3 +149,23 @@ def test_bad_ids_names_and_delays(
     with pytest.raises(PachydermError) as caught:
         make()
     check(caught.value, expected, shown)
+
+
+SIMULATION_CASES: list[tuple[str, Callable[[], object], str]] = [
+    ("envelopes not iterable", lambda: Simulation.run(5), "got 5 (a builtins.int)"),  # type: ignore[arg-type]
+    ("envelopes a str", lambda: Simulation.exhaust("inc"), "got 'inc' (a builtins.str)"),  # type: ignore[arg-type]
+    ("world not a World", lambda: Simulation.run([], world=5), "got 5 (a builtins.int)"),  # type: ignore[arg-type]
+    (
+        "max_steps 0",
+        lambda: Simulation.run([(Counter("c"), "inc")], max_steps=0),
+        "max_steps must be an int >= 1, got 0 (a builtins.int)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "make", "shown"), SIMULATION_CASES)
+def test_bad_simulation_arguments(label: str, make: Callable[[], object], shown: str) -> None:
+    """The simulation's verbs refuse bad arguments with InvalidArgumentError, showing them."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        make()
+    assert shown in str(caught.value)
