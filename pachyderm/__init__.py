@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pachyderm._clock import ManualClock
 from pachyderm._codec import decode, encode, encode_canonical
 from pachyderm._commands import After, Cancel, Outbox, after, cancel
-from pachyderm._dead_letters import DeadLetter
+from pachyderm._dead_letters import DeadLetter, Unreadable
 from pachyderm._entity import Entity, EntityId
 from pachyderm._values import register_value
 from pachyderm.errors import (
@@ -19,6 +19,7 @@ from pachyderm.errors import (
     CodecError,
     EcosystemClosedError,
     ExplorationError,
+    InitError,
     InvalidActivationError,
     InvalidAddressError,
     InvalidArgumentError,
@@ -30,6 +31,7 @@ from pachyderm.errors import (
     StoreLockedError,
     UnknownDeadLetterError,
     UnregisteredNameError,
+    UnstableNameWarning,
     UpgradeError,
 )
 
@@ -46,6 +48,7 @@ __all__ = [
     "EntityId",
     "ExplorationError",
     "Follower",
+    "InitError",
     "InvalidActivationError",
     "InvalidAddressError",
     "InvalidArgumentError",
@@ -60,7 +63,9 @@ __all__ = [
     "StoreCorruptedError",
     "StoreLockedError",
     "UnknownDeadLetterError",
+    "Unreadable",
     "UnregisteredNameError",
+    "UnstableNameWarning",
     "UpgradeError",
     "after",
     "cancel",

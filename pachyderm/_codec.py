@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 from pachyderm._entity import Entity, entity_classes, validate_id
 from pachyderm._values import ValueKind, value_types
-from pachyderm.errors import CodecError, PachydermError, describe
+from pachyderm.errors import CodecError, PachydermError, UnregisteredNameError, describe
 
 __all__ = ["decode", "encode", "encode_canonical"]
 
@@ -254,4 +255,27 @@ def decode(data: bytes) -> Any:
         raise CodecError(
             f"cannot decode {describe(data)}: {type(error).__name__}: {error}. "
             f"The bytes were not written by this codec, or are damaged."
+        ) from error
+
+
+def decode_marking(data: bytes, mark: Callable[[UnregisteredNameError], Any]) -> Any:
+    """Decode like :func:`decode`, but a part naming an unregistered class becomes ``mark(error)``.
+
+    For showing stored data this process can only partly read (a dead letter
+    of a class not imported here); never for data that is then stored or run.
+    """
+
+    def ext_hook(code: int, payload: bytes) -> Any:
+        try:
+            return _ext_hook(code, payload)
+        except UnregisteredNameError as missing:
+            return mark(missing)
+
+    try:
+        return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
+    except PachydermError:
+        raise
+    except Exception as error:
+        raise CodecError(
+            f"cannot decode {describe(data)}: {type(error).__name__}: {error}"
         ) from error

@@ -61,6 +61,10 @@ class CombiningLock(Generic[RequestT]):
         """How many requests wait to be processed."""
         return len(self._requests)
 
+    def acquire(self, timeout: float) -> bool:
+        """Take the lock if it can be had within ``timeout`` seconds; release with ``__exit__``."""
+        return self._lock.acquire(timeout=timeout)
+
     def post(self, request: RequestT) -> int:
         """Queue a request without trying the lock; returns how many now wait.
 

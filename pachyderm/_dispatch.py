@@ -20,7 +20,7 @@ from pachyderm._clock import Clock
 from pachyderm._codec import decode
 from pachyderm._commit import GroupCommit, Reply
 from pachyderm._dead_letters import encode_dead_letter
-from pachyderm._entity import Entity, entity_classes
+from pachyderm._entity import Entity, entity_classes, newest_address
 from pachyderm._log import log, logging_enabled
 from pachyderm._residents import Envelope, Resident, Residents
 from pachyderm._step import (
@@ -76,9 +76,9 @@ class Dispatcher:
         """The resident record of an entity, made resident if it was not."""
         record = self.residents.table.get(ident)
         if record is None:
-            return self.residents.add(ident, address)
+            return self.residents.add(ident, None if address is None else newest_address(address))
         if record.address is None and address is not None:
-            record.address = address  # found while its class was not registered
+            record.address = newest_address(address)  # found while its class was not registered
             if record.parked_on == address.entity_name:
                 self.unpark(record.parked_on)
         return record
@@ -232,7 +232,9 @@ class Dispatcher:
         None (the entity parked) if its stored state names an unregistered class.
         """
         if not record.loaded:
-            stored = self.storage.load(record.handle)  # a failure here is the runtime's
+            stored = record.record  # newest, if loaded before (see refresh)
+            if stored is None:
+                stored = self.storage.load(record.handle)  # a failure here is the runtime's
             try:
                 state = load_state(address, stored)
             except UnregisteredNameError as missing:
@@ -357,6 +359,18 @@ class Dispatcher:
                     recent.append(earlier)
             problem = ActivationError(address, failure.message, error, recent, dead_letter_id)
             self.commit.open.replies.append((reply, None, problem))
+
+    def refresh(self) -> None:
+        """A class was defined again: resident entities take up the newest definitions.
+
+        Addresses are resolved again by name, and states are read again from
+        their newest stored form at their next activation, through the new
+        classes (``upgrade()`` included). Only on redefinition: a REPL, a reload.
+        """
+        for record in self.residents.table.values():
+            if record.address is not None:
+                record.address = newest_address(record.address)
+            record.loaded = False
 
     # -- parking: messages for classes this process has not registered -------
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
-from pachyderm._registry import Registry
-from pachyderm.errors import InvalidIdError, RegistrationError, UpgradeError, describe
+from pachyderm._arguments import storable_text
+from pachyderm._registry import Registry, warn_if_unstable
+from pachyderm.errors import (
+    InvalidAddressError,
+    InvalidIdError,
+    RegistrationError,
+    UpgradeError,
+    describe,
+)
 
 if TYPE_CHECKING:
     from pachyderm._commands import Outbox
 
-__all__ = ["Entity", "EntityId", "entity_classes", "validate_id"]
+__all__ = ["Entity", "EntityId", "entity_classes", "newest_address", "validate_id"]
 
 MessageT = TypeVar("MessageT")
 # Covariant: callers of the verbs only ever receive states, so an Entity[M, list[int]]
@@ -27,7 +34,11 @@ entity_classes: Registry[Entity[Any, Any]] = Registry("entity class")
 def validate_id(entity_id: object) -> None:
     """Raise :class:`InvalidIdError` unless ``entity_id`` is a valid entity id."""
     kind = type(entity_id)
-    if kind is str or kind is int or kind is bytes:
+    if kind is str:
+        if not storable_text(entity_id):  # type: ignore[arg-type]
+            raise _unstorable_id(entity_id)
+        return
+    if kind is int or kind is bytes:
         return
     if kind is tuple:
         for part in entity_id:  # type: ignore[attr-defined]
@@ -36,6 +47,14 @@ def validate_id(entity_id: object) -> None:
     raise InvalidIdError(
         f"entity ids must be str, int, bytes, or tuples of those; got "
         f"{describe(entity_id)}. Convert it first, e.g. str(value) or a tuple of its parts."
+    )
+
+
+def _unstorable_id(entity_id: object) -> InvalidIdError:
+    return InvalidIdError(
+        f"entity ids must be text that can be stored (UTF-8), got {describe(entity_id)}, "
+        f"which holds a lone surrogate; decode the text it came from properly, or use "
+        f"bytes as the id"
     )
 
 
@@ -63,7 +82,10 @@ class Entity(Generic[MessageT, StateT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        name = cls.__dict__.get("entity_name") or f"{cls.__module__}.{cls.__qualname__}"
+        name = cls.__dict__.get("entity_name")
+        if not name:
+            name = f"{cls.__module__}.{cls.__qualname__}"
+            warn_if_unstable(cls, name, "entity_name = 'yourapp.{qualname}' in the class body")
         version = cls.version
         if type(version) is not int or version < 1:
             raise RegistrationError(
@@ -75,10 +97,15 @@ class Entity(Generic[MessageT, StateT]):
 
     def __init__(self, id: EntityId) -> None:  # noqa: A002 - "id" is the documented name
         kind = type(id)
-        if kind is not str and kind is not int and kind is not bytes:
+        if kind is str:
+            if not id.isascii() and not storable_text(id):  # type: ignore[union-attr, arg-type]
+                raise _unstorable_id(id)
+        elif kind is not int and kind is not bytes:
             validate_id(id)
         if type(self) is Entity:
-            raise TypeError("Entity is abstract: subclass it and address the subclass")
+            raise InvalidAddressError(
+                "Entity is abstract: subclass it and address the subclass, like Counter('c')"
+            )
         _set_id(self, id)  # addresses refuse __setattr__; the slot's own setter is the way in
 
     @property
@@ -123,3 +150,15 @@ class Entity(Generic[MessageT, StateT]):
 
 
 _set_id = Entity.__dict__["_id"].__set__
+
+
+def newest_address(address: Entity[Any, Any]) -> Entity[Any, Any]:
+    """``address`` as an instance of the class now registered under its name.
+
+    The same address unless its class was defined again since (a REPL, a
+    reload): then the newest definition is the one that must run.
+    """
+    newest = entity_classes.get(address.entity_name)
+    if newest is None or newest is type(address):
+        return address
+    return newest(address._id)

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from pachyderm._arguments import check_timeout
 from pachyderm._commit import Wake
 from pachyderm._entity import Entity
 from pachyderm._step import load_state
@@ -253,8 +254,9 @@ class ShellFollower(_View[StateT]):
         Raises:
             TimeoutError: nothing arrived within ``timeout`` seconds.
             EOFError: the follower or its ecosystem was closed.
+            InvalidArgumentError: ``timeout`` is not None or a finite number >= 0.
         """
-        record = self._subscription.take_one(timeout)
+        record = self._subscription.take_one(check_timeout(timeout))
         if record is None:
             raise EOFError(f"the follower of {self.address!r} is closed")
         return self._decode(record)

@@ -47,7 +47,7 @@ from pachyderm._entity import Entity, entity_classes
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription
 from pachyderm._log import log
 from pachyderm._residents import Residents
-from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, load_state, own_call
+from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, inside_handler, load_state, own_call
 from pachyderm._storage import Ident, Storage
 from pachyderm._timers import Timers
 from pachyderm._values import value_types
@@ -69,6 +69,8 @@ _FIRE_BATCH = 256
 _JOIN_ROUNDS = 4
 _QUEUE_BOUND = 256  # messages queued for a volatile store before their sender processes them
 _MAIN_THREAD = threading.main_thread().ident
+_MAX_DEAD_LETTER_ID = 1 << 63  # ids are sequence numbers: no stored key holds a larger one
+_REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
@@ -331,9 +333,32 @@ class Runtime:
     def _timers_changed_now(self) -> None:
         self._timers_changed.set()
 
-    def _on_registered(self, name: str) -> None:
-        if not self.closed:
+    def _on_registered(self, names: tuple[str, ...], replaced: bool) -> None:
+        """A class was registered (in any thread): wake what waited for it.
+
+        A class defined again (a REPL, a reload) must be the one that runs
+        from now on, for resident entities too: they take it up at once when
+        the lock can be had, so a send right after the new definition runs
+        it. Inside a handler this thread may hold the lock already; and
+        another thread holding it might wait on this one (an import lock),
+        so the wait is bounded: then the runtime's thread does it soon after.
+        """
+        if self.closed:
+            return
+        if replaced:
+            if not inside_handler() and self.lock.acquire(timeout=_REFRESH_WAIT):
+                try:
+                    self.dispatcher.refresh()
+                finally:
+                    self.lock.__exit__(None, None, None)
+            else:
+                self._post(self._refresh)
+        for name in names:
             self._post(self._unpark, name)
+
+    def _refresh(self) -> None:
+        with self.lock:
+            self.dispatcher.refresh()
 
     def _unpark(self, name: str) -> None:
         with self.lock:
@@ -788,30 +813,44 @@ class Runtime:
             stored = list(self.storage.dead_letters(eco))
         return [decode_dead_letter(dead_letter_id, blob) for dead_letter_id, blob in stored]
 
-    def _take_dead_letter(self, eco: str, dead_letter: DeadLetter | int) -> tuple[int, bytes]:
-        """Claim a dead letter for removal in the open group (with the lock held)."""
+    def _find_dead_letter(self, eco: str, dead_letter: DeadLetter | int) -> tuple[int, bytes]:
+        """A dead letter's id and stored record, if not claimed already (with the lock held)."""
         self.check_open()
         dead_letter_id = dead_letter.id if isinstance(dead_letter, DeadLetter) else dead_letter
         if type(dead_letter_id) is not int:
-            raise UnknownDeadLetterError(
-                f"dead letters are named by a DeadLetter or its int id, got {describe(dead_letter)}"
+            raise InvalidArgumentError(
+                f"dead letters are named by a DeadLetter or its int id, got "
+                f"{describe(dead_letter)}; dead_letters() lists them"
             )
-        blob = self.storage.dead_letter(eco, dead_letter_id)
-        if blob is None or (eco, dead_letter_id) in self._taken:
+        if (
+            not 0 <= dead_letter_id < _MAX_DEAD_LETTER_ID  # (ids are sequence numbers)
+            or (eco, dead_letter_id) in self._taken
+            or (blob := self.storage.dead_letter(eco, dead_letter_id)) is None
+        ):
             raise UnknownDeadLetterError(
                 f"no dead letter {dead_letter_id!r} in this ecosystem; dead_letters() lists them"
             )
+        return dead_letter_id, blob
+
+    def _claim_dead_letter(self, eco: str, dead_letter_id: int) -> None:
+        """Remove a found dead letter in the open group (with the lock held)."""
         group = self.commit.open
         group.batch.remove_dead_letter(eco, dead_letter_id)
         self._taken[(eco, dead_letter_id)] = group.number
-        return dead_letter_id, blob
 
     @protect
     async def redeliver(self, eco: str, dead_letter: DeadLetter | int) -> None:
-        """Put a dead letter back in its entity's inbox, atomically, as a new message."""
+        """Put a dead letter back in its entity's inbox, atomically, as a new message.
+
+        Raises:
+            UnregisteredNameError: its address or message names a class not
+                registered here; the letter stays as it is.
+        """
         with self.lock:
-            _, blob = self._take_dead_letter(eco, dead_letter)
-            address, message_blob = dead_letter_message_blob(blob)
+            dead_letter_id, blob = self._find_dead_letter(eco, dead_letter)
+            # Read before it is claimed: a letter that cannot be read here stays as it is.
+            address, message_blob = dead_letter_message_blob(dead_letter_id, blob)
+            self._claim_dead_letter(eco, dead_letter_id)
             ident = (eco, address.entity_name, address._id)
             dispatcher = self.dispatcher
             group = self.commit.open
@@ -826,7 +865,8 @@ class Runtime:
     async def discard(self, eco: str, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
         with self.lock:
-            self._take_dead_letter(eco, dead_letter)
+            dead_letter_id, _ = self._find_dead_letter(eco, dead_letter)
+            self._claim_dead_letter(eco, dead_letter_id)
             group = self.commit.open
             sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()

@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 
 from pachyderm._codec import decode, encode
 from pachyderm._commands import After, Cancel
-from pachyderm._entity import Entity
+from pachyderm._entity import Entity, newest_address
 from pachyderm.errors import (
+    InitError,
     InvalidActivationError,
     MessageTooLargeError,
     PachydermError,
@@ -39,6 +40,7 @@ __all__ = [
     "Transition",
     "activate",
     "encode_message",
+    "inside_handler",
     "inside_own_handler",
     "load_state",
     "own_call",
@@ -131,27 +133,51 @@ def record_bytes(version: int, state_bytes: bytes) -> bytes:
 def load_state(address: Entity[Any, Any], record: bytes | None) -> Any:
     """The state of ``address`` from its stored record, upgraded to the current version.
 
-    ``None`` (never stored) gives ``address.init()``.
+    ``None`` (never stored) gives ``address.init()``. What ``init()`` and
+    ``upgrade()`` return is copied through the codec, so an entity never
+    shares a mutable object (a module-level list, say) with another.
 
     Raises:
+        InitError: ``init()`` raised, or returned a state that cannot be stored.
         UpgradeError: the record is malformed, newer than this code, or
             ``upgrade()`` failed; the message says which.
     """
     if record is None:
-        return _user_code(address.init)
+        address = newest_address(address)  # a class defined again runs its own init()
+        try:
+            return decode(encode(_user_code(address.init)))
+        except Exception as error:
+            raise InitError(
+                f"{address!r}: {type(address).__qualname__}.init() failed, so the entity "
+                f"has no initial state: {type(error).__name__}: {error}. Fix init(); it "
+                f"must return a storable value."
+            ) from error
     stored = decode(record)
     if type(stored) is not list or len(stored) != 2 or type(stored[0]) is not int:
         raise UpgradeError(f"stored state of {address!r} is malformed: {describe(stored)}")
     version, state = stored
     if version == address.version:
         return state
+    newest = newest_address(address)
+    if newest is not address:  # defined again since: the newest version and upgrade() apply
+        return load_state(newest, record)
     if version > address.version:
         raise UpgradeError(
             f"the state of {address!r} was stored by version {version} of "
             f"{type(address).__qualname__}, newer than this code's version "
             f"{address.version}; run the newer code, or raise version to {version}"
         )
-    return _user_code(address.upgrade, state, version)
+    try:
+        return decode(encode(_user_code(address.upgrade, state, version)))
+    except UpgradeError:
+        raise  # the default upgrade(), or the user's own account of the problem
+    except Exception as error:
+        raise UpgradeError(
+            f"{address!r}: {type(address).__qualname__}.upgrade(state, from_version="
+            f"{version}) failed, upgrading the state stored by version {version} to "
+            f"version {address.version}: {type(error).__name__}: {error}. The stored "
+            f"state is kept as it was; fix upgrade() (it must return a storable value)."
+        ) from error
 
 
 def activate(
@@ -215,6 +241,11 @@ def _user_code(function: Callable[..., Any], *arguments: Any) -> Any:
         return function(*arguments)
     finally:
         _inside.active = False
+
+
+def inside_handler() -> bool:
+    """Whether this thread is running a handler (``activate``, ``init``, ``upgrade``) now."""
+    return _inside.active
 
 
 def inside_own_handler(frame: FrameType | None) -> bool:

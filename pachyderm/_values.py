@@ -7,7 +7,7 @@ import enum
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from pachyderm._registry import Registry
+from pachyderm._registry import Registry, warn_if_unstable
 from pachyderm.errors import RegistrationError
 
 __all__ = ["ValueKind", "register_value", "value_kind", "value_types"]
@@ -65,7 +65,10 @@ def register_value(cls: T | None = None, /, *, name: str | None = None) -> T | C
 
     def register(cls: T) -> T:
         kind = value_kind(cls)
-        stable = name or f"{cls.__module__}.{cls.__qualname__}"
+        stable = name
+        if not stable:
+            stable = f"{cls.__module__}.{cls.__qualname__}"
+            warn_if_unstable(cls, stable, "@register_value(name='yourapp.{qualname}')")
         cls._pachyderm_name = stable  # type: ignore[attr-defined]
         cls._pachyderm_kind = kind  # type: ignore[attr-defined]
         value_types.add(cls, stable)

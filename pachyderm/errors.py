@@ -14,6 +14,7 @@ __all__ = [
     "CodecError",
     "EcosystemClosedError",
     "ExplorationError",
+    "InitError",
     "InvalidActivationError",
     "InvalidAddressError",
     "InvalidArgumentError",
@@ -25,6 +26,7 @@ __all__ = [
     "StoreLockedError",
     "UnknownDeadLetterError",
     "UnregisteredNameError",
+    "UnstableNameWarning",
     "UpgradeError",
 ]
 
@@ -68,7 +70,7 @@ class InvalidArgumentError(PachydermError, ValueError):
 
 
 class InvalidIdError(PachydermError, TypeError):
-    """An entity id is not a str, int, bytes, or a tuple of those."""
+    """An entity id is not a str, int, bytes, or a tuple of those, or holds unstorable text."""
 
 
 class RegistrationError(PachydermError):
@@ -195,3 +197,16 @@ class ExplorationError(PachydermError):
             *(f"  {message!r}" for message in self.received),
         ]
         return "\n".join(lines)
+
+
+class InitError(PachydermError):
+    """An entity's ``init()`` raised, or returned a state that cannot be stored."""
+
+
+class UnstableNameWarning(UserWarning):
+    """A class registered under a name that will not be the same in another run.
+
+    Classes defined in a script run as ``__main__`` (or typed into a REPL)
+    get a default name starting ``__main__.``; imported from their module
+    later, they are another name, and their stored data seems gone.
+    """

@@ -68,6 +68,11 @@ def deliverable(network: Network, envelopes: tuple[Envelope, ...]) -> list[int]:
 def outside_envelopes(envelopes: Iterable[tuple[Any, Any]], first: int = 0) -> list[Envelope]:
     """Envelopes sent from outside, numbered in send order from ``first``."""
     items: list[Envelope] = []
+    if isinstance(envelopes, (str, bytes)) or not isinstance(envelopes, Iterable):
+        raise InvalidArgumentError(
+            f"envelopes are an iterable of (address, message) pairs, like "
+            f"[(Counter('c'), 'inc')]; got {describe(envelopes)}"
+        )
     for item in envelopes:
         if not isinstance(item, tuple) or len(item) != 2:
             raise InvalidArgumentError(
@@ -92,6 +97,11 @@ def initial_world(
     duplicates: int,
 ) -> World:
     """``world`` (default: fresh) with ``envelopes`` added, in the network's order."""
+    if world is not None and not isinstance(world, World):
+        raise InvalidArgumentError(
+            f"world must be a World (from Simulation.fresh(), run() or exhaust()) or None, "
+            f"got {describe(world)}"
+        )
     start = world or World()
     sent = outside_envelopes(envelopes, start.next_order)
     return start.replace(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pachyderm.errors import ExplorationError, PachydermError
+from pachyderm.errors import ExplorationError, InvalidArgumentError, PachydermError, describe
 from simulation._explore import (
     Exploration,
     Failures,
@@ -62,6 +62,8 @@ class Simulation:
                 goes quiet).
         """
         check_failures(failures)
+        if type(max_steps) is not int or max_steps < 1:
+            raise InvalidArgumentError(f"max_steps must be an int >= 1, got {describe(max_steps)}")
         current = initial_world(envelopes, world, "unordered", 0, 0)
         trace: list[Action] = []
         while not current.quiescent:

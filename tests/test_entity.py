@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pachyderm import Entity, InvalidIdError, Outbox, RegistrationError
+from pachyderm import (
+    Entity,
+    InvalidIdError,
+    Outbox,
+    RegistrationError,
+    UnstableNameWarning,
+    register_value,
+)
 from pachyderm._entity import entity_classes
+from pachyderm._values import value_types
 from tests.entities import Counter, Keeper
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_an_instance_is_its_address() -> None:
@@ -128,3 +143,155 @@ def test_handlers_type_check_with_generics() -> None:
             return [], [*state, message]
 
     assert Typed("t").activate(3, [1]) == ([], [1, 3])
+
+
+def test_two_classes_cannot_share_an_entity_name() -> None:
+    """Another class (other module or qualname) with a taken entity_name is refused, naming both."""
+
+    class Counting(Entity[Any, Any]):
+        entity_name = "tests.entity.Shared"
+
+    with pytest.raises(RegistrationError) as caught:
+
+        class Basket(Entity[Any, Any]):
+            entity_name = "tests.entity.Shared"
+
+    text = str(caught.value)
+    assert "'tests.entity.Shared'" in text
+    assert "Counting" in text
+    assert "Basket" in text
+    assert "entity_name = '...'" in text
+    assert entity_classes.resolve("tests.entity.Shared") is Counting  # still the first
+
+
+def test_former_names_cannot_take_another_class_name() -> None:
+    """former_names naming another class's entity_name is refused; so is the reverse."""
+
+    class Owner(Entity[Any, Any]):
+        entity_name = "tests.entity.Owner"
+        former_names = ("tests.entity.OwnerBefore",)
+
+    with pytest.raises(RegistrationError, match=r"'tests\.entity\.Owner' is already used by"):
+
+        class Squatter(Entity[Any, Any]):
+            entity_name = "tests.entity.Squatter"
+            former_names = ("tests.entity.Owner",)
+
+    with pytest.raises(RegistrationError, match=r"'tests\.entity\.OwnerBefore' is already used"):
+
+        class Claimant(Entity[Any, Any]):
+            entity_name = "tests.entity.OwnerBefore"
+
+    assert "tests.entity.Squatter" not in entity_classes  # refused whole, nothing half-added
+
+
+def test_a_redefinition_drops_the_names_only_the_old_one_had() -> None:
+    """Redefining a class without one of its former names frees that name for another class."""
+
+    class Moving(Entity[Any, Any]):
+        entity_name = "tests.entity.Moving"
+        former_names = ("tests.entity.Parked",)
+
+    class Moving(Entity[Any, Any]):  # type: ignore[no-redef]  # noqa: F811  # the REPL case
+        entity_name = "tests.entity.Moving"
+
+    assert "tests.entity.Parked" not in entity_classes
+
+    class Parked(Entity[Any, Any]):
+        entity_name = "tests.entity.Parked"
+
+    assert entity_classes.resolve("tests.entity.Moving") is Moving
+
+
+def test_two_value_types_cannot_share_a_name() -> None:
+    """Value types follow the same rule: another type under a taken name is refused."""
+
+    @register_value(name="tests.entity.Point")
+    @dataclass(frozen=True)
+    class Point:
+        x: int
+
+    with pytest.raises(RegistrationError, match=r"@register_value\(name='\.\.\.'\)"):
+
+        @register_value(name="tests.entity.Point")
+        @dataclass(frozen=True)
+        class Place:
+            name: str
+
+    @register_value(name="tests.entity.Point")  # defined again: replaces
+    @dataclass(frozen=True)
+    class Point:  # type: ignore[no-redef]  # noqa: F811  # defined again
+        x: int
+        y: int = 0
+
+    assert value_types.resolve("tests.entity.Point") is Point
+
+
+SCRIPT = """
+import warnings
+from dataclasses import dataclass
+from pachyderm import Entity, register_value
+
+class Loose(Entity):
+    pass
+
+class Pinned(Entity):
+    entity_name = "tests.script.Pinned"
+
+@register_value
+@dataclass(frozen=True)
+class LooseValue:
+    x: int
+
+@register_value(name="tests.script.PinnedValue")
+@dataclass(frozen=True)
+class PinnedValue:
+    x: int
+"""
+
+
+def run_script(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "app.py"
+    script.write_text(SCRIPT)
+    return subprocess.run(
+        [sys.executable, "-W", "default", str(script)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_class_in_a_script_run_as_main_warns_to_set_a_stable_name(tmp_path: Path) -> None:
+    """Default names from __main__ warn (UnstableNameWarning), naming the class and the fix.
+
+    Classes with an explicit entity_name, or value types with a name, do not.
+    """
+    result = run_script(tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "UnstableNameWarning" in line]
+    assert len(warnings) == 2, result.stderr
+    entity, value = warnings
+    assert "app.py:6: UnstableNameWarning: Loose is defined in __main__" in entity
+    assert "'__main__.Loose'" in entity
+    assert "entity_name = 'yourapp.Loose'" in entity
+    assert "app.py:12: UnstableNameWarning: LooseValue is defined in __main__" in value
+    assert "@register_value(name='yourapp.LooseValue')" in value
+    assert "Pinned" not in result.stderr
+
+
+def test_the_warning_is_a_user_warning_that_can_be_silenced() -> None:
+    """UnstableNameWarning is a UserWarning, so warnings filters can turn it off or to errors."""
+    assert issubclass(UnstableNameWarning, UserWarning)
+    with pytest.warns(UnstableNameWarning, match="Give it a stable name"):
+        type("Scratch", (Entity,), {"__module__": "__main__"})
+
+
+def test_a_name_that_cannot_be_stored_is_refused() -> None:
+    """An entity_name holding a lone surrogate is refused at registration, naming it."""
+    refused = r"can be stored \(UTF-8\), got 'tests\.\\ud800' \(a str\)"
+    with pytest.raises(RegistrationError, match=refused):
+
+        class Garbled(Entity[Any, Any]):
+            entity_name = "tests.\ud800"

@@ -27,6 +27,7 @@ def test_pachyderm_exports() -> None:
         "EcosystemClosedError",
         "EcosystemKind",
         "ExplorationError",
+        "InitError",
         "Entity",
         "EntityId",
         "Follower",
@@ -44,7 +45,9 @@ def test_pachyderm_exports() -> None:
         "StoreCorruptedError",
         "StoreLockedError",
         "UnknownDeadLetterError",
+        "Unreadable",
         "UnregisteredNameError",
+        "UnstableNameWarning",
         "UpgradeError",
         "after",
         "cancel",
@@ -58,10 +61,10 @@ def test_pachyderm_exports() -> None:
 
 
 def test_every_error_is_a_pachyderm_error() -> None:
-    """Every exception in errors.py derives from PachydermError and is exported."""
+    """Every exception in errors.py derives from PachydermError (or is a warning), exported."""
     for name in pachyderm.errors.__all__:
         error = getattr(pachyderm.errors, name)
-        assert issubclass(error, pachyderm.PachydermError)
+        assert issubclass(error, pachyderm.PachydermError) or issubclass(error, UserWarning)
         assert getattr(pachyderm, name) is error
 
 

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from structlog.testing import capture_logs
 
+from ecosystems import InMemory, LocalDisk
 from pachyderm import (
     ActivationError,
     CodecError,
     DeadLetter,
     EcosystemClosedError,
     Entity,
+    InitError,
     InvalidActivationError,
     InvalidAddressError,
     MessageTooLargeError,
+    Outbox,
     UnknownDeadLetterError,
+    UpgradeError,
+    register_value,
 )
+from simulation import Simulation
 from tests.conftest import OpenEcosystem
 from tests.entities import Counter, Fragile, Keeper, Misbehaving, Recorder, Relay
 
@@ -477,14 +485,21 @@ class BadInit(Entity[Any, Any]):
 async def test_a_failing_init_is_a_failed_activation_naming_the_message(
     open_ecosystem: OpenEcosystem,
 ) -> None:
-    """init() raising fails that activation like activate() would, naming the message."""
+    """init() raising fails that activation like activate() would, naming entity, hook, cause."""
     async with open_ecosystem() as eco:
         with pytest.raises(ActivationError) as caught:
             await eco.send_sync(BadInit("b"), "hello")
         assert caught.value.message == "hello"
-        assert "failed on 'hello': ValueError: no initial state" in str(caught.value)
+        assert isinstance(caught.value.cause, InitError)
+        assert (
+            "BadInit('b') failed on 'hello': InitError: BadInit('b'): BadInit.init() failed, "
+            "so the entity has no initial state: ValueError: no initial state"
+        ) in str(caught.value)
         [letter] = await eco.dead_letters()
         assert letter.message == "hello"
+        assert "BadInit.init() failed" in letter.error
+        with pytest.raises(InitError, match=r"BadInit\('b'\).*ValueError: no initial state"):
+            await eco.state_of(BadInit("b"))
         assert await eco.send_sync(Counter("c"), "inc") == 1  # the ecosystem goes on
 
 
@@ -507,3 +522,196 @@ async def test_a_store_that_cannot_be_read_stops_the_runtime_not_the_message(
             assert await eco.dead_letters() == []
             assert await eco.state_of(Counter("never loaded")) == 0
             assert await eco.state_of(Counter("c")) == 1
+
+
+async def test_a_redefined_class_runs_for_resident_entities(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """Redefining a class (same module and qualname: a REPL) runs the new activate, state kept."""
+
+    class Tally(Entity[Any, int]):
+        entity_name = "tests.runtime.Tally"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+            return [], state + 1
+
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Tally("t"), "add") == 1  # resident now
+
+        class Tally(Entity[Any, int]):  # type: ignore[no-redef]  # the REPL case
+            entity_name = "tests.runtime.Tally"
+
+            def init(self) -> int:
+                return 0
+
+            def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+                return [], state + 100
+
+        assert await eco.send_sync(Tally("t"), "add") == 101
+        assert await eco.send_sync(Tally("u"), "add") == 100
+
+
+def test_a_redefined_class_runs_on_the_shell_face(pachyderm_home: Path) -> None:
+    """The shell face (a REPL's) runs a redefined class at once, for resident entities too.
+
+    The version goes up with an upgrade(): the resident's state is read again
+    through the new class, so the upgrade runs before the new activate.
+    """
+
+    class Note(Entity[Any, Any]):
+        entity_name = "tests.runtime.Note"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            return [], state + 1
+
+    for kind in (InMemory, LocalDisk):
+        assert kind.send_sync(Note("n"), "add") == 1
+        assert kind.send_sync(Note("n"), "add") == 2
+    old_address = Note("n")
+
+    class Note(Entity[Any, Any]):  # type: ignore[no-redef]
+        entity_name = "tests.runtime.Note"
+        version = 2
+
+        def init(self) -> dict[str, int]:
+            return {"count": 0}
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            return [], {"count": state["count"] + 10}
+
+        def upgrade(self, state: Any, from_version: int) -> dict[str, int]:
+            return {"count": state}
+
+    for kind in (InMemory, LocalDisk):
+        assert kind.send_sync(Note("n"), "add") == {"count": 12}
+        # An address made before the redefinition runs the newest class too.
+        assert kind.send_sync(old_address, "add") == {"count": 22}
+
+
+async def test_a_failing_upgrade_names_entity_versions_and_cause(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """upgrade() raising: the error names the entity, the hook, both versions and the cause.
+
+    The stored state stays as it was, and the message waits as a dead letter.
+    """
+
+    class Ledger(Entity[Any, Any]):
+        entity_name = "tests.runtime.Ledger"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            return [], state + 1
+
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Ledger("l"), "add") == 1
+    if not open_ecosystem.persistent:
+        return  # the state is gone with the store: nothing to upgrade
+
+    class Ledger(Entity[Any, Any]):  # type: ignore[no-redef]
+        entity_name = "tests.runtime.Ledger"
+        version = 3
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            return [], state
+
+        def upgrade(self, state: Any, from_version: int) -> Any:
+            raise KeyError("balance")
+
+    expected = (
+        r"Ledger\('l'\): \S*Ledger.upgrade\(state, from_version=1\) failed, upgrading the state "
+        r"stored by version 1 to version 3: KeyError: 'balance'"
+    )
+    async with open_ecosystem() as eco:
+        with pytest.raises(UpgradeError, match=expected):
+            await eco.state_of(Ledger("l"))
+        with pytest.raises(ActivationError, match=expected) as caught:
+            await eco.send_sync(Ledger("l"), "add")
+        assert isinstance(caught.value.cause, UpgradeError)
+        assert caught.value.message == "add"
+        [letter] = await eco.dead_letters()
+        assert letter.message == "add"
+
+
+SHARED_START: list[Any] = []
+"""What Sharer.init() returns: one module-level list, the trap of item 19."""
+
+
+class Sharer(Entity[Any, list[Any]]):
+    """Starts from a module-level list and appends to its state in place."""
+
+    entity_name = "tests.runtime.Sharer"
+
+    def init(self) -> list[Any]:
+        return SHARED_START
+
+    def activate(self, message: Any, state: list[Any]) -> tuple[Outbox, list[Any]]:
+        state.append(message)
+        return [], state
+
+
+async def test_init_returning_a_shared_object_does_not_leak_between_entities(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """Each entity starts from its own copy of init()'s state, even a shared mutable one."""
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Sharer("a"), "a1") == ["a1"]
+        assert await eco.send_sync(Sharer("b"), "b1") == ["b1"]
+        await eco.send(Sharer("a"), "a2")
+        await eco.send(Sharer("b"), "b2")
+        await eco.settle()
+        assert await eco.state_of(Sharer("a")) == ["a1", "a2"]
+        assert await eco.state_of(Sharer("b")) == ["b1", "b2"]
+        fresh = await eco.state_of(Sharer("never"))
+        assert fresh == []
+        fresh.append("mine")  # a caller changing what it read changes no entity's start
+        assert await eco.send_sync(Sharer("c"), "c1") == ["c1"]
+    assert SHARED_START == []
+
+
+def test_init_returning_a_shared_object_does_not_leak_in_the_simulation() -> None:
+    """The simulation, through the same step, also gives each entity its own initial state."""
+    world = Simulation.run([(Sharer("a"), "a1"), (Sharer("b"), "b1"), (Sharer("a"), "a2")])
+    assert world.entities == {Sharer("a"): ["a1", "a2"], Sharer("b"): ["b1"]}
+    assert SHARED_START == []
+
+
+async def test_a_redefined_value_type_reaches_resident_states(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A value type defined again: a resident entity's state holds the new class's instances."""
+
+    @register_value(name="tests.runtime.Spot")
+    @dataclass(frozen=True)
+    class Spot:
+        x: int
+
+    newest: list[type] = [Spot]  # which class the handler is to find in its state
+
+    class Holder(Entity[Any, Any]):
+        entity_name = "tests.runtime.Holder"
+
+        def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+            if message == "look":
+                return [], (type(state) is newest[0], state)
+            return [], message
+
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Holder("h"), Spot(1)) == Spot(1)  # resident, holding it
+
+        @register_value(name="tests.runtime.Spot")  # the REPL case: defined again
+        @dataclass(frozen=True)
+        class Spot:  # type: ignore[no-redef]
+            x: int
+
+        newest[0] = Spot
+        found_newest, _ = await eco.send_sync(Holder("h"), "look")
+        assert found_newest

@@ -562,3 +562,21 @@ def test_hypothesis_prints_a_failing_execution_as_its_numbered_trace() -> None:
     assert "execution of 3 steps:" in notes, notes
     assert "1. deliver outside -> Recorder('r'): 2" in notes, notes
     assert "World(" not in notes  # no dump of every intermediate world
+
+
+def test_a_failing_init_names_the_message_entity_and_hook() -> None:
+    """A failing init() in the simulation names the message, the entity, the hook and the cause."""
+
+    class NoStart(Entity[Any, Any]):
+        entity_name = "tests.simulation.NoStart"
+
+        def init(self) -> Any:
+            raise ValueError("no initial state")
+
+    expected = (
+        r"raised on 'hello': InitError: \S*NoStart\('n'\): \S*NoStart.init\(\) failed, so "
+        r"the entity has no initial state: ValueError: no initial state"
+    )
+    with pytest.raises(ExplorationError, match=expected) as caught:
+        Simulation.run([(NoStart("n"), "hello")], failures="violation")
+    assert caught.value.message == "hello"

@@ -1,0 +1,36 @@
+"""Checks shared by the verbs: text that can be stored, and timeouts."""
+
+from __future__ import annotations
+
+import math
+
+from pachyderm.errors import InvalidArgumentError, describe
+
+__all__ = ["check_timeout", "storable_text"]
+
+
+def storable_text(text: str) -> bool:
+    """Whether ``text`` can be stored: UTF-8 encodable, so no lone surrogate like ``'\\ud800'``."""
+    if text.isascii():  # O(1) in CPython: a flag of the string
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` if it is None or a finite number of seconds >= 0.
+
+    Raises:
+        InvalidArgumentError: naming the value (NaN would otherwise wait forever).
+    """
+    if timeout is None:
+        return None
+    if (type(timeout) is int or type(timeout) is float) and 0 <= timeout < math.inf:
+        return float(timeout)
+    raise InvalidArgumentError(
+        f"timeout must be None (wait as long as it takes) or a finite number of seconds "
+        f">= 0, got {describe(timeout)}"
+    )

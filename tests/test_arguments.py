@@ -1,0 +1,171 @@
+"""Bad arguments to the verbs, on both faces: a PachydermError naming the value and its type."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pachyderm import (
+    Ecosystem,
+    EcosystemKind,
+    Entity,
+    InvalidAddressError,
+    InvalidArgumentError,
+    InvalidIdError,
+    PachydermError,
+    UnknownDeadLetterError,
+    after,
+    cancel,
+)
+from simulation import Simulation
+from tests.conftest import OpenEcosystem
+from tests.entities import Counter
+
+Case = tuple[str, tuple[Any, ...], dict[str, Any], type[PachydermError], str]
+
+# (verb, arguments, keyword arguments, the error, what its message must show)
+VERB_CASES: list[Case] = [
+    ("participate", ("\ud800",), {}, InvalidArgumentError, r"'\ud800' (a builtins.str)"),
+    ("participate", ("",), {}, InvalidArgumentError, "'' (a builtins.str)"),
+    ("participate", (5,), {}, InvalidArgumentError, "5 (a builtins.int)"),
+    ("send_sync", ("counter", "inc"), {}, InvalidAddressError, "'counter' (a builtins.str)"),
+    ("send", (None, "inc"), {}, InvalidAddressError, "None (a builtins.NoneType)"),
+    ("state_of", (3,), {}, InvalidAddressError, "3 (a builtins.int)"),
+    ("follow", ("counter",), {}, InvalidAddressError, "'counter' (a builtins.str)"),
+    ("follow", (Counter("c"),), {"buffer": 0}, InvalidArgumentError, "0 (a builtins.int)"),
+    ("redeliver", ("7",), {}, InvalidArgumentError, "'7' (a builtins.str)"),
+    ("discard", (1.0,), {}, InvalidArgumentError, "1.0 (a builtins.float)"),
+    ("redeliver", (-1,), {}, UnknownDeadLetterError, "no dead letter -1"),
+    ("discard", (2**70,), {}, UnknownDeadLetterError, f"no dead letter {2**70}"),
+]
+
+OPEN_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"max_resident": 0}, "max_resident must be an int >= 1, got 0 (a builtins.int)"),
+    ({"max_resident": 1.5}, "max_resident must be an int >= 1, got 1.5 (a builtins.float)"),
+    ({"durability": "fsnc"}, "'fsync' or 'flush', got 'fsnc' (a builtins.str)"),
+    ({"max_message_bytes": -1}, "got -1 (a builtins.int)"),
+]
+
+ANY_FACE: list[tuple[str, Callable[[], object], type[PachydermError], str]] = [
+    ("surrogate id", lambda: Counter("\ud800"), InvalidIdError, r"'\ud800' (a builtins.str)"),
+    ("surrogate in a tuple id", lambda: Counter(("a", "\udfff")), InvalidIdError, r"'\udfff'"),
+    ("float id", lambda: Counter(1.5), InvalidIdError, "1.5 (a builtins.float)"),  # type: ignore[arg-type]
+    ("Entity itself", lambda: Entity("x"), InvalidAddressError, "subclass it"),
+    ("timer name", lambda: cancel("\ud800"), InvalidArgumentError, r"'\ud800' (a builtins.str)"),
+    (
+        "named after()",
+        lambda: after(1, Counter("c"), "m", name="\udc80"),
+        InvalidArgumentError,
+        r"'\udc80' (a builtins.str)",
+    ),
+    ("NaN delay", lambda: after(math.nan, Counter("c"), "m"), InvalidArgumentError, "nan"),
+]
+
+
+def check(error: BaseException, expected: type[PachydermError], shown: str) -> None:
+    assert type(error) is expected, error
+    assert shown in str(error)
+
+
+@pytest.mark.parametrize(("verb", "arguments", "keywords", "expected", "shown"), VERB_CASES)
+def test_bad_verb_arguments_on_the_shell_face(
+    kind: EcosystemKind,
+    pachyderm_home: Path,
+    verb: str,
+    arguments: tuple[Any, ...],
+    keywords: dict[str, Any],
+    expected: type[PachydermError],
+    shown: str,
+) -> None:
+    """Each bad argument raises its PachydermError subclass, showing the value and its type."""
+    with pytest.raises(PachydermError) as caught:
+        getattr(kind, verb)(*arguments, **keywords)
+    check(caught.value, expected, shown)
+    assert kind.send_sync(Counter("c"), "inc") == 1  # and nothing else went wrong
+
+
+async def call(
+    eco: Ecosystem, verb: str, arguments: tuple[Any, ...], keywords: dict[str, Any]
+) -> None:
+    result = getattr(eco, verb)(*arguments, **keywords)
+    if hasattr(result, "__await__"):
+        await result
+
+
+@pytest.mark.parametrize(("verb", "arguments", "keywords", "expected", "shown"), VERB_CASES)
+async def test_bad_verb_arguments_on_the_trio_face(
+    open_ecosystem: OpenEcosystem,
+    verb: str,
+    arguments: tuple[Any, ...],
+    keywords: dict[str, Any],
+    expected: type[PachydermError],
+    shown: str,
+) -> None:
+    """The trio face refuses the same arguments with the same errors."""
+    async with open_ecosystem() as eco:
+        with pytest.raises(PachydermError) as caught:
+            await call(eco, verb, arguments, keywords)
+        check(caught.value, expected, shown)
+        assert await eco.send_sync(Counter("c"), "inc") == 1
+
+
+@pytest.mark.parametrize(("options", "shown"), OPEN_CASES)
+async def test_bad_options_on_both_faces(
+    open_ecosystem: OpenEcosystem,
+    kind: EcosystemKind,
+    pachyderm_home: Path,
+    options: dict[str, Any],
+    shown: str,
+) -> None:
+    """Bad open() and connect() options raise InvalidArgumentError, showing the value."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        async with open_ecosystem(**options):
+            pass
+    assert shown in str(caught.value)
+    with pytest.raises(InvalidArgumentError) as caught:
+        kind.connect(**options)
+    assert shown in str(caught.value)
+
+
+@pytest.mark.parametrize(("timeout", "shown"), [(math.nan, "nan"), (-1, "-1"), ("1", "'1'")])
+def test_bad_follower_timeouts(
+    pachyderm_home: Path, kind: EcosystemKind, timeout: Any, shown: str
+) -> None:
+    """A NaN timeout (which would wait forever), a negative or a non-number one is refused."""
+    with kind.follow(Counter("c")) as follower, pytest.raises(InvalidArgumentError) as caught:
+        follower.get(timeout=timeout)
+    assert f"got {shown} (a builtins." in str(caught.value)
+
+
+@pytest.mark.parametrize(("label", "make", "expected", "shown"), ANY_FACE)
+def test_bad_ids_names_and_delays(
+    label: str, make: Callable[[], object], expected: type[PachydermError], shown: str
+) -> None:
+    """Addresses, ids, timer names and delays are refused where they are made, before any face."""
+    with pytest.raises(PachydermError) as caught:
+        make()
+    check(caught.value, expected, shown)
+
+
+SIMULATION_CASES: list[tuple[str, Callable[[], object], str]] = [
+    ("envelopes not iterable", lambda: Simulation.run(5), "got 5 (a builtins.int)"),  # type: ignore[arg-type]
+    ("envelopes a str", lambda: Simulation.exhaust("inc"), "got 'inc' (a builtins.str)"),  # type: ignore[arg-type]
+    ("world not a World", lambda: Simulation.run([], world=5), "got 5 (a builtins.int)"),  # type: ignore[arg-type]
+    (
+        "max_steps 0",
+        lambda: Simulation.run([(Counter("c"), "inc")], max_steps=0),
+        "max_steps must be an int >= 1, got 0 (a builtins.int)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "make", "shown"), SIMULATION_CASES)
+def test_bad_simulation_arguments(label: str, make: Callable[[], object], shown: str) -> None:
+    """The simulation's verbs refuse bad arguments with InvalidArgumentError, showing them."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        make()
+    assert shown in str(caught.value)
