@@ -14,6 +14,7 @@ __all__ = [
     "CodecError",
     "EcosystemClosedError",
     "ExplorationError",
+    "ForkedProcessError",
     "InvalidActivationError",
     "InvalidAddressError",
     "InvalidArgumentError",
@@ -21,6 +22,7 @@ __all__ = [
     "MessageTooLargeError",
     "PachydermError",
     "RegistrationError",
+    "StoreAccessError",
     "StoreCorruptedError",
     "StoreLockedError",
     "UnknownDeadLetterError",
@@ -195,3 +197,15 @@ class ExplorationError(PachydermError):
             *(f"  {message!r}" for message in self.received),
         ]
         return "\n".join(lines)
+
+
+class ForkedProcessError(EcosystemClosedError):
+    """An ecosystem opened in a parent process was used in a child forked from it.
+
+    Nothing was written: the store is the parent's, and only the parent uses it.
+    """
+
+
+class StoreAccessError(PachydermError):
+    """The operating system refused the store's files: permissions, a read-only or full
+    file system, or a directory deleted while open."""

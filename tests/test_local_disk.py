@@ -15,6 +15,7 @@ import trio
 from ecosystems import LocalDisk
 from pachyderm import (
     Entity,
+    InvalidArgumentError,
     ManualClock,
     Outbox,
     StoreCorruptedError,
@@ -234,7 +235,7 @@ async def test_a_file_is_not_a_directory(tmp_path: Path) -> None:
     """Pointing LocalDisk at a file says it wants a directory."""
     target = tmp_path / "file"
     target.write_text("hello")
-    with pytest.raises(StoreCorruptedError, match="is a file, not a directory"):
+    with pytest.raises(InvalidArgumentError, match="is a file, not a directory"):
         async with LocalDisk.open(str(target)):
             pass
 
