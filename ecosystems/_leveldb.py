@@ -23,6 +23,7 @@ from ecosystems._directory import (
     release,
     should_create,
 )
+from pachyderm._kv import restore_after_repair
 from pachyderm._store import Operation
 from pachyderm.errors import (
     EcosystemClosedError,
@@ -62,13 +63,14 @@ class LevelDBStore:
     blocking = True  # writes fsync: the runtime runs them in a worker thread
     volatile = False
 
-    def __init__(self, path: object) -> None:
+    def __init__(self, path: object, *, repairing: bool = False) -> None:
         self.path = directory_path(path)
         self._forked_from: int | None = None
         make_directory(self.path)
-        self._real = claim(self.path)
+        # repair() holds the claim, and the directory its marker, while it opens the store.
+        self._real = None if repairing else claim(self.path)
         try:
-            create = should_create(self.path)
+            create = False if repairing else should_create(self.path)
             self._db: plyvel.DB | None = _open_leveldb(self.path, create=create)
             try:
                 # Held open to see, after each synced write, that the directory was not deleted.
@@ -77,7 +79,8 @@ class LevelDBStore:
                 self._db.close()
                 raise access_error(self.path, error) from None
         except BaseException:
-            release(self._real)
+            if self._real is not None:
+                release(self._real)
             raise
         _stores.add(self)
 
@@ -97,16 +100,20 @@ class LevelDBStore:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            value: bytes | None = self._open_db().get(key)
+            # Checked: a damaged block otherwise reads as a missing key, and the
+            # entity silently back at init(). (Only blocks read from disk are checked.)
+            value: bytes | None = self._open_db().get(key, verify_checksums=True)
         except plyvel.Error as error:
             raise self._failed(error, "reading") from None
         return value
 
     def scan(self, prefix: bytes, *, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         if start is None:
-            items = self._open_db().iterator(prefix=prefix)
+            items = self._open_db().iterator(prefix=prefix, verify_checksums=True)
         else:
-            items = self._open_db().iterator(start=max(start, prefix), stop=_end_of(prefix))
+            items = self._open_db().iterator(
+                start=max(start, prefix), stop=_end_of(prefix), verify_checksums=True
+            )
         try:
             with items:
                 yield from items
@@ -159,7 +166,8 @@ class LevelDBStore:
             self._db.close()
             self._db = None
             os.close(self._directory)
-            release(self._real)
+            if self._real is not None:
+                release(self._real)
 
     def _forsake(self, parent: int) -> None:
         """In a forked child: let go of the parent's handle without closing it.
@@ -282,6 +290,11 @@ def repair(path: object) -> None:
                     f"LevelDB could not repair {path!r}: {_text(error)}"
                 ) from None
             _fsync_files(path)  # LevelDB's repair leaves some of what it wrote unsynced
+            store = LevelDBStore(path, repairing=True)
+            try:
+                restore_after_repair(store)
+            finally:
+                store.close()
             os.remove(marker)
             fsync_directory(path)
         finally:
