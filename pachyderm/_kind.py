@@ -118,9 +118,14 @@ class EcosystemKind:
                         await runtime.aclose()
         except BaseExceptionGroup as group:
             # The caller's block runs inside the runtime's nursery; hand its
-            # error back as raised, not wrapped in a group of one.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
+            # error back as raised, not wrapped in a group of one. When the
+            # runtime stopped on a failure and the block failed because of it,
+            # the block's error names that failure: it alone is raised.
+            errors = list(group.exceptions)
+            if len(errors) == 2 and runtime.failure is not None:
+                errors = [e for e in errors if e.__cause__ is not runtime.failure] or errors
+            if len(errors) == 1:
+                raise errors[0] from None
             raise
 
     def _runtime(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from ecosystems import LocalDisk
 from pachyderm import InvalidArgumentError, StoreCorruptedError, StoreLockedError
@@ -128,3 +131,81 @@ async def test_a_location_that_is_no_path_is_an_invalid_argument() -> None:
     with pytest.raises(InvalidArgumentError, match=r"42 \(a builtins.int\)"):
         async with LocalDisk.open(42):  # type: ignore[arg-type]
             pass
+
+
+def open_without_privileges(location: str) -> str:
+    """Open ``location`` as a user the file permissions apply to; returns what was raised.
+
+    Root ignores file permissions, so as root this runs in a forked child that
+    drops to the user ``nobody`` first.
+    """
+
+    def attempt() -> str:
+        async def opening() -> None:
+            async with LocalDisk.open(location):
+                pass
+
+        try:
+            trio.run(opening)
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+        return "opened"
+
+    if os.geteuid() != 0:
+        return attempt()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            outcome = attempt()
+        except BaseException as error:
+            outcome = repr(error)
+        os.write(write, outcome.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        return pipe.read()
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory any user can enter (pytest's tmp_path is its owner's only)."""
+    directory = Path(tempfile.mkdtemp())
+    directory.chmod(0o755)
+    yield directory
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(directory)
+
+
+def test_a_read_only_store_says_permission_denied(shared_tmp: Path) -> None:
+    """A store this user may not write is StoreAccessError saying permission denied and what
+    to do, not "already open by another process"; nothing in it changes."""
+    store = shared_tmp / "store"
+    trio.run(fill, store, 3)
+    before = snapshot(store)
+    for path in store.iterdir():
+        path.chmod(0o444)
+    store.chmod(0o555)
+    outcome = open_without_privileges(str(store))
+    assert outcome.startswith("StoreAccessError: "), outcome
+    assert "Permission denied" in outcome
+    assert str(store) in outcome
+    assert "write permission" in outcome
+    assert "already open" not in outcome
+    assert snapshot(store) == before
+
+
+def test_a_new_store_under_a_read_only_directory_says_permission_denied(
+    shared_tmp: Path,
+) -> None:
+    """Creating a store where this user may not write is StoreAccessError naming the path."""
+    shared_tmp.chmod(0o555)
+    location = str(shared_tmp / "store")
+    outcome = open_without_privileges(location)
+    assert outcome.startswith("StoreAccessError: "), outcome
+    assert location in outcome
+    assert "Permission denied" in outcome
