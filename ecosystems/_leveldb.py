@@ -75,6 +75,8 @@ class LevelDBStore:
             try:
                 # Held open to see, after each synced write, that the directory was not deleted.
                 self._directory = os.open(self.path, os.O_RDONLY)
+                # A file system that counts no links for directories cannot show this.
+                self._deletion_visible = os.fstat(self._directory).st_nlink > 0
             except OSError as error:
                 self._db.close()
                 raise access_error(self.path, error) from None
@@ -134,7 +136,7 @@ class LevelDBStore:
             raise self._failed(error, "writing") from None
         # A deleted directory takes its files with it, though writes to the open ones
         # go on succeeding: a synced write there is not durable, so it is not acknowledged.
-        if sync and os.fstat(self._directory).st_nlink == 0:
+        if sync and os.fstat(self._directory).st_nlink == 0 and self._deletion_visible:
             raise StoreAccessError(
                 f"the LocalDisk directory {self.path!r} was deleted while the store was "
                 f"open: what was written since is gone with it. Stop whatever deletes it; "

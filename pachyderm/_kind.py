@@ -168,8 +168,8 @@ class EcosystemKind:
         """
         if location is None:
             location = self._default_location()
-        if location is not None:
-            location = os.path.abspath(location)
+        if isinstance(location, str | os.PathLike):
+            location = os.path.abspath(location)  # else the kind's opener says what it wants
         with self._lock:
             shell = self._shell.get(location)
             if shell is None or shell.runtime.closed:

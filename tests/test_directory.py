@@ -133,6 +133,12 @@ async def test_a_location_that_is_no_path_is_an_invalid_argument() -> None:
             pass
 
 
+def test_the_shell_face_says_the_same_of_a_location_that_is_no_path() -> None:
+    """LocalDisk.connect(42) is InvalidArgumentError too, not a TypeError from os.path."""
+    with pytest.raises(InvalidArgumentError, match=r"42 \(a builtins.int\)"):
+        LocalDisk.connect(42)  # type: ignore[arg-type]
+
+
 def open_without_privileges(location: str) -> str:
     """Open ``location`` as a user the file permissions apply to; returns what was raised.
 
