@@ -304,6 +304,8 @@ class Runtime:
         parent's. A fresh lock keeps the verbs from waiting on a holder that
         is not here; ``closed`` makes each of them raise ForkedProcessError.
         """
+        if self._stopped.is_set():
+            return  # closed before the fork: nothing of the parent's is left to guard
         self.lock = CombiningLock(self._accept_request)
         self.forked_from = parent
         self.closed = True

@@ -235,3 +235,34 @@ async def test_the_trio_face_refuses_a_forked_child(tmp_path: Path) -> None:
         assert await eco.send_sync(Counter("c"), "inc") == 2
     async with LocalDisk.open(str(tmp_path)) as eco:
         assert await eco.state_of(Counter("c")) == 2
+
+
+def test_a_store_closed_before_the_fork_can_be_opened_by_the_child(tmp_path: Path) -> None:
+    """Only stores open at the fork are refused: one the parent closed before, the child opens."""
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from ecosystems import LocalDisk
+        from tests.entities import Counter
+        eco = LocalDisk.connect(sys.argv[1])
+        eco.send_sync(Counter("c"), "inc")
+        eco.close()
+        pid = os.fork()
+        if pid == 0:
+            print(LocalDisk.connect(sys.argv[1]).send_sync(Counter("c"), "inc"), flush=True)
+            LocalDisk.close()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(LocalDisk.connect(sys.argv[1]).state_of(Counter("c")))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "store")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout.splitlines() == ["2", "2"], result.stderr
