@@ -27,7 +27,18 @@ class LocalDiskKind(EcosystemKind):
 
     @staticmethod
     def repair(path: str) -> None:
-        """Recover what LevelDB can of a damaged directory. Copy the directory aside first."""
+        """Rebuild a damaged store from what LevelDB can still read. Copy it aside first.
+
+        What is lost: records in damaged table blocks or torn log entries (their
+        entities come back at an older state or at ``init()``; their messages
+        are gone); LevelDB moves the files it could not use to ``lost/``.
+        Interrupting it (even with kill -9) is safe: the store then refuses to
+        open until ``repair`` is run again, which starts over.
+
+        Raises:
+            InvalidArgumentError: ``path`` holds no LevelDB store.
+            StoreLockedError: the store is open, in this process or another.
+        """
         repair(path)
 
 

@@ -142,6 +142,17 @@ class Followers:
         self._by_entity.clear()
         self._count = 0
 
+    def forsake(self) -> None:
+        """In a forked child: end every follower without waking (or locking) anything.
+
+        Their updates would come from the parent's runtime thread, which the child
+        does not have: a follower's ``get()`` there raises EOFError instead of waiting.
+        """
+        for subscriptions in self._by_entity.values():
+            for subscription in subscriptions:
+                subscription._condition = threading.Condition()  # its holder may be gone
+                subscription.closed = True
+
     def _prune(self, ident: Ident, subscriptions: list[Subscription]) -> None:
         open_ones = [s for s in subscriptions if not s.closed]
         self._count -= len(subscriptions) - len(open_ones)

@@ -21,6 +21,7 @@ from pachyderm._dead_letters import DeadLetter
 from pachyderm._ecosystem import DEFAULT_ECOSYSTEM, Ecosystem, check_ecosystem_id
 from pachyderm._entity import Entity
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower
+from pachyderm._forks import track
 from pachyderm._runtime import DEFAULT_MAX_RESIDENT, Runtime
 from pachyderm._shell import Portal, ShellEcosystem
 from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES
@@ -56,6 +57,16 @@ class EcosystemKind:
         self._default_location = default_location
         self._shell: dict[str | None, ShellEcosystem] = {}
         self._lock = threading.Lock()
+        track(self)
+
+    def forsake(self, parent: int) -> None:
+        """In a forked child: a fresh lock (its holder may be a thread the child lacks).
+
+        The shell ecosystems stay: their runtimes refuse use, and :meth:`connect`
+        does not reopen them; :meth:`close` forgets them.
+        """
+        self._lock = threading.Lock()
+        Portal.forsake()
 
     def __repr__(self) -> str:
         return f"<ecosystem kind {self._name}>"
@@ -107,9 +118,14 @@ class EcosystemKind:
                         await runtime.aclose()
         except BaseExceptionGroup as group:
             # The caller's block runs inside the runtime's nursery; hand its
-            # error back as raised, not wrapped in a group of one.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
+            # error back as raised, not wrapped in a group of one. When the
+            # runtime stopped on a failure and the block failed because of it,
+            # the block's error names that failure: it alone is raised.
+            errors = list(group.exceptions)
+            if len(errors) == 2 and runtime.failure is not None:
+                errors = [e for e in errors if e.__cause__ is not runtime.failure] or errors
+            if len(errors) == 1:
+                raise errors[0] from None
             raise
 
     def _runtime(
@@ -152,11 +168,13 @@ class EcosystemKind:
         """
         if location is None:
             location = self._default_location()
-        if location is not None:
-            location = os.path.abspath(location)
+        if isinstance(location, str | os.PathLike):
+            location = os.path.abspath(location)  # else the kind's opener says what it wants
         with self._lock:
             shell = self._shell.get(location)
             if shell is None or shell.runtime.closed:
+                if shell is not None and shell.runtime.forked_from is not None:
+                    shell.runtime.check_open()  # ForkedProcessError: not reopened behind the parent
                 runtime = self._runtime(
                     location, durability, max_message_bytes, max_resident, clock
                 )

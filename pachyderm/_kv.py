@@ -15,7 +15,7 @@ from pachyderm._storage import Batch, Ident, PendingMessage, Timer
 from pachyderm._store import Operation, Store
 from pachyderm.errors import PachydermError, StoreCorruptedError
 
-__all__ = ["KeyValueBatch", "KeyValueEntity", "KeyValueStorage"]
+__all__ = ["KeyValueBatch", "KeyValueEntity", "KeyValueStorage", "restore_after_repair"]
 
 _encode_seq = layout.encode_seq
 
@@ -197,3 +197,28 @@ class KeyValueStorage:
 
     def close(self) -> None:
         self.store.close()
+
+
+def restore_after_repair(store: Store) -> None:
+    """Put back the meta records a repair may have lost with a damaged block.
+
+    The next sequence number must stay above every one in use (inboxes, dead
+    letters and timers all end with theirs), or new messages would overwrite
+    pending ones; the format marker, written once when the store was created,
+    is put back if the store holds data.
+    """
+    if next(iter(store.scan(b"")), None) is None:
+        return  # nothing left: it opens as a new store
+    highest = -1
+    for tag in (layout.INBOX, layout.DEAD_LETTER, layout.TIMER):
+        for key, _ in store.scan(tag):
+            highest = max(highest, layout.decode_seq(key[-8:]))
+    stored = store.get(layout.NEXT_SEQ)
+    next_seq = layout.decode_seq(stored) if stored is not None and len(stored) == 8 else -1
+    writes: list[Operation] = []
+    if highest + 1 > next_seq:
+        writes.append((layout.NEXT_SEQ, _encode_seq(highest + 1)))
+    if store.get(layout.FORMAT) is None:
+        writes.append((layout.FORMAT, encode(layout.FORMAT_VERSION)))
+    if writes:
+        store.write(writes, sync=True)

@@ -22,6 +22,7 @@ hop to the runtime's thread, which is woken only when work is left for it.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from pachyderm._dead_letters import DeadLetter, dead_letter_message_blob, decode
 from pachyderm._dispatch import Dispatcher
 from pachyderm._entity import Entity, entity_classes
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription
+from pachyderm._forks import track
 from pachyderm._log import log
 from pachyderm._residents import Residents
 from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, inside_handler, load_state, own_call
@@ -53,6 +55,7 @@ from pachyderm._timers import Timers
 from pachyderm._values import value_types
 from pachyderm.errors import (
     EcosystemClosedError,
+    ForkedProcessError,
     InvalidAddressError,
     InvalidArgumentError,
     MessageTooLargeError,
@@ -135,6 +138,8 @@ class Runtime:
         self._taken: dict[tuple[str, int], int] = {}  # dead letters taken, by group number
         self._stop = trio.Event()
         self._stopped = trio.Event()
+        self.forked_from: int | None = None  # set in a forked child: the process that owns us
+        track(self)
 
     def __repr__(self) -> str:
         return f"<Runtime of {self.name}>"
@@ -278,11 +283,35 @@ class Runtime:
             raise self._closed_error()
 
     def _closed_error(self) -> EcosystemClosedError:
+        if self.forked_from is not None:
+            return ForkedProcessError(
+                f"{self.name} was opened by process {self.forked_from}; this process "
+                f"({os.getpid()}) is a fork of it and cannot use it: both would write the "
+                f"same store, and its runtime runs in a thread of the parent only. Nothing "
+                f"was done. Use the store in the parent; give a child a store of its own, "
+                f"opened in the child (a forked child cannot open its parent's LocalDisk "
+                f"directory, even once the parent closes it), or start children with "
+                f"multiprocessing.get_context('spawn')."
+            )
         if self.failure is not None:
             return self._stopped_error()
         return EcosystemClosedError(
             f"the ecosystem store {self.name} is closed; open it again to use it"
         )
+
+    def forsake(self, parent: int) -> None:
+        """In a child forked from this process: refuse every verb, touch nothing.
+
+        The store, the threads and whoever held the lock at the fork are the
+        parent's. A fresh lock keeps the verbs from waiting on a holder that
+        is not here; ``closed`` makes each of them raise ForkedProcessError.
+        """
+        if self._stopped.is_set():
+            return  # closed before the fork: nothing of the parent's is left to guard
+        self.lock = CombiningLock(self._accept_request)
+        self.forked_from = parent
+        self.closed = True
+        self.followers.forsake()
 
     # -- wake-ups across threads ----------------------------------------------
 

@@ -89,6 +89,11 @@ class Portal:
                 cls._instance = cls()
             return cls._instance
 
+    @classmethod
+    def forsake(cls) -> None:
+        """In a forked child: a fresh lock; the inherited portal's thread is not there."""
+        cls._instance_lock = threading.Lock()
+
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._runtimes: list[Runtime] = []

@@ -14,6 +14,7 @@ __all__ = [
     "CodecError",
     "EcosystemClosedError",
     "ExplorationError",
+    "ForkedProcessError",
     "InitError",
     "InvalidActivationError",
     "InvalidAddressError",
@@ -22,6 +23,7 @@ __all__ = [
     "MessageTooLargeError",
     "PachydermError",
     "RegistrationError",
+    "StoreAccessError",
     "StoreCorruptedError",
     "StoreLockedError",
     "UnknownDeadLetterError",
@@ -210,3 +212,15 @@ class UnstableNameWarning(UserWarning):
     get a default name starting ``__main__.``; imported from their module
     later, they are another name, and their stored data seems gone.
     """
+
+
+class ForkedProcessError(EcosystemClosedError):
+    """An ecosystem opened in a parent process was used in a child forked from it.
+
+    Nothing was written: the store is the parent's, and only the parent uses it.
+    """
+
+
+class StoreAccessError(PachydermError):
+    """The operating system refused the store's files: permissions, a read-only or full
+    file system, or a directory deleted while open."""

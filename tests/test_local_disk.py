@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ import trio
 
 from ecosystems import LocalDisk
 from pachyderm import (
+    EcosystemClosedError,
     Entity,
+    InvalidArgumentError,
     ManualClock,
     Outbox,
     StoreCorruptedError,
@@ -234,7 +238,7 @@ async def test_a_file_is_not_a_directory(tmp_path: Path) -> None:
     """Pointing LocalDisk at a file says it wants a directory."""
     target = tmp_path / "file"
     target.write_text("hello")
-    with pytest.raises(StoreCorruptedError, match="is a file, not a directory"):
+    with pytest.raises(InvalidArgumentError, match="is a file, not a directory"):
         async with LocalDisk.open(str(target)):
             pass
 
@@ -346,3 +350,74 @@ async def test_timers_survive_closing_and_fire_when_due(tmp_path: Path) -> None:
     async with LocalDisk.open(str(tmp_path), clock=clock) as eco:
         await eco.settle()
         assert eco.runtime.statistics["timers_fired"] == 0  # fired once, in the last opening
+
+
+async def test_a_directory_deleted_while_open_stops_the_store_saying_so(tmp_path: Path) -> None:
+    """Deleting the directory of an open store: the next synced write is not acknowledged;
+    it raises EcosystemClosedError naming the deletion (StoreAccessError), not a raw error."""
+    store = tmp_path / "store"
+
+    async def delete_then_send() -> None:
+        async with LocalDisk.open(str(store)) as eco:
+            assert await eco.send_sync(Counter("c"), "inc") == 1
+            shutil.rmtree(store)
+            await eco.send_sync(Counter("c"), "inc")
+
+    with pytest.raises(EcosystemClosedError, match="was deleted while the store") as caught:
+        await delete_then_send()
+    assert "StoreAccessError" in str(caught.value)
+    assert str(store) in str(caught.value)
+
+
+def test_a_directory_deleted_while_open_stops_the_shell_face_too(pachyderm_home: Path) -> None:
+    """The shell face's send_sync after the directory is deleted raises, naming the deletion."""
+    assert LocalDisk.send_sync(Counter("c"), "inc") == 1
+    shutil.rmtree(pachyderm_home)
+    with pytest.raises(EcosystemClosedError, match="was deleted while the store was open"):
+        LocalDisk.send_sync(Counter("c"), "inc")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system (tmpfs), where the test may mount one; skipped elsewhere."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+async def test_a_full_disk_stops_the_store_saying_so_and_keeps_what_was_acknowledged(
+    small_disk: Path,
+) -> None:
+    """On a full disk the failing write raises EcosystemClosedError saying the disk is full
+    (StoreAccessError, not a raw plyvel IOError); every acknowledged state reopens intact."""
+    store = small_disk / "store"
+    acknowledged = 0
+
+    async def fill_the_disk() -> None:
+        nonlocal acknowledged
+        async with LocalDisk.open(str(store)) as eco:
+            for entity in range(10_000):
+                await eco.send_sync(Recorder(entity), "x" * 1000)
+                acknowledged += 1
+
+    with pytest.raises(EcosystemClosedError, match="The disk is full") as caught:
+        await fill_the_disk()
+    assert "StoreAccessError" in str(caught.value)
+    assert "IOError" not in str(caught.value)
+    assert acknowledged > 0
+    subprocess.run(  # room again, as an operator would make it
+        ["mount", "-o", "remount,size=16m", str(small_disk)], check=True
+    )
+    async with LocalDisk.open(str(store)) as eco:
+        for entity in range(acknowledged):
+            assert await eco.state_of(Recorder(entity)) == ["x" * 1000], entity
