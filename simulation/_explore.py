@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from pachyderm.errors import InvalidArgumentError, describe
 from simulation._network import Network
 from simulation._render import sequence_diagram, trace_text
 from simulation._step import Action, enabled, step
+from simulation._symmetry import Symmetry, check_symmetric
 from simulation._world import World
 
 __all__ = [
@@ -238,10 +239,12 @@ class _Search:
     failures: Failures = "dead_letter"
     max_worlds: float = math.inf
     budget: _Budget = field(default_factory=lambda: _Budget(None, False))
+    symmetry: Symmetry | None = None  # with it: one world per renaming class, breadth-first
     result: Exploration = field(default_factory=Exploration)
     edges: dict[bytes, list[bytes]] = field(default_factory=dict)
     finals: dict[bytes, World] = field(default_factory=dict)  # quiescent world -> its outcome
     parents: dict[bytes, tuple[bytes | None, Action | None]] = field(default_factory=dict)
+    final_keys: set[bytes] = field(default_factory=set)  # with symmetry: classes of finals seen
 
     def trace_to(self, fingerprint: bytes) -> tuple[Action, ...]:
         actions: list[Action] = []
@@ -266,24 +269,32 @@ class _Search:
                 if self.stop_at_first_violation:
                     raise _Stop("violation")
 
-    def discovered(self, world: World, parent: bytes | None, action: Action | None) -> None:
+    def key(self, world: World) -> bytes:
+        """What identifies ``world`` in this search: its fingerprint, up to symmetry if declared."""
+        return world.fingerprint if self.symmetry is None else self.symmetry.fingerprint(world)
+
+    def discovered(
+        self, world: World, fingerprint: bytes, parent: bytes | None, action: Action | None
+    ) -> None:
         """A world seen for the first time: record it, check it, note it if final."""
         if self.result.unique_states >= self.max_worlds:
             raise _Stop("max_worlds")  # only when there is one more: a space of N is complete
-        self.parents[world.fingerprint] = (parent, action)
+        self.parents[fingerprint] = (parent, action)
         self.result.unique_states += 1
-        self.check(world, self.invariants, world.fingerprint)
-        self.note_final(world)
-
-    def note_final(self, world: World) -> None:
-        """Record ``world``'s outcome if nothing is in flight, and check it."""
+        self.check(world, self.invariants, fingerprint)
         if world.quiescent:
             final = world.outcome()
-            self.finals[world.fingerprint] = final
-            if final not in self.result.traces:
+            self.finals[fingerprint] = final
+            if self.symmetry is None:
+                new = final not in self.result.traces
+            else:  # one final world per renaming class: the first found
+                final_key = self.symmetry.fingerprint(final)
+                new = final_key not in self.final_keys
+                self.final_keys.add(final_key)
+            if new:
                 self.result.final_worlds.append(final)
-                self.result.traces[final] = self.trace_to(world.fingerprint)
-                self.check(final, self.final_checks, world.fingerprint)
+                self.result.traces[final] = self.trace_to(fingerprint)
+                self.check(final, self.final_checks, fingerprint)
 
     def transition(self, world: World, fingerprint: bytes, action: Action) -> World:
         self.result.transitions += 1
@@ -321,7 +332,7 @@ class _Search:
             taken_before = {a.key: a for a in actions if a.key not in slept_before}
             return _Frame(world, {**sleep, **taken_before}, todo, depth)
 
-        self.discovered(initial, None, None)
+        self.discovered(initial, initial.fingerprint, None, None)
         first = enter(initial, {}, 0)
         stack = [first] if first is not None else []
         while stack:
@@ -351,7 +362,7 @@ class _Search:
                 }
             frame.sleep[action.key] = action
             if child.fingerprint not in self.parents:
-                self.discovered(child, frame.fingerprint, action)
+                self.discovered(child, child.fingerprint, frame.fingerprint, action)
             entered = enter(child, child_sleep, frame.depth + 1)
             if entered is not None:
                 stack.append(entered)
@@ -387,23 +398,26 @@ class _Search:
         return counts
 
     def breadth_first(self, initial: World) -> None:
-        self.discovered(initial, None, None)
-        queue = deque([(initial, 0)])
+        key = self.key
+        start = key(initial)
+        self.discovered(initial, start, None, None)
+        queue = deque([(initial, start, 0)])
         while queue:
-            world, depth = queue.popleft()
+            world, fingerprint, depth = queue.popleft()
             if world.quiescent:
                 continue
             if self.max_depth is not None and depth >= self.max_depth:
                 self.result.truncated += 1
                 continue
-            targets = self.edges.setdefault(world.fingerprint, []) if self.count_paths else None
+            targets = self.edges.setdefault(fingerprint, []) if self.count_paths else None
             for action in enabled(world, self.network):
-                child = self.transition(world, world.fingerprint, action)
+                child = self.transition(world, fingerprint, action)
+                reached = key(child)
                 if targets is not None:
-                    targets.append(child.fingerprint)
-                if child.fingerprint not in self.parents:
-                    self.discovered(child, world.fingerprint, action)
-                    queue.append((child, depth + 1))
+                    targets.append(reached)
+                if reached not in self.parents:
+                    self.discovered(child, reached, fingerprint, action)
+                    queue.append((child, reached, depth + 1))
                 if not self.result.transitions % _TICK:
                     self.budget.tick(self.result, len(queue), depth)
 
@@ -422,6 +436,7 @@ def explore_from(
     max_worlds: int | None = None,
     timeout: float | None = None,
     progress: bool | None = None,
+    symmetric: Iterable[Iterable[Any]] | None = None,
 ) -> Exploration:
     """Explore every world reachable from ``initial``; see :func:`Simulation.explore`."""
     if search not in ("depth", "breadth"):
@@ -443,6 +458,15 @@ def explore_from(
             f"progress must be True, False or None (on a terminal, for long searches), "
             f"got {describe(progress)}"
         )
+    symmetry = None
+    if symmetric is not None:
+        groups = check_symmetric(symmetric)
+        if count_paths:
+            raise InvalidArgumentError(
+                "count_paths counts the delivery orders of each world, which symmetry "
+                "merges: use one or the other"
+            )
+        symmetry = Symmetry(groups, network) if groups else None
     searcher = _Search(
         network,
         invariants,
@@ -453,6 +477,7 @@ def explore_from(
         failures=check_failures(failures),
         max_worlds=math.inf if max_worlds is None else max_worlds,
         budget=_Budget(timeout, progress),
+        symmetry=symmetry,
     )
     started = time.perf_counter()
     # A search makes millions of small containers and no reference cycles;
@@ -460,7 +485,9 @@ def explore_from(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        if search == "depth" and not count_paths:
+        # Sleep sets are sound for concrete worlds, not for classes of them: with
+        # symmetry every transition of every new world is taken.
+        if search == "depth" and not count_paths and symmetry is None:
             searcher.depth_first(initial)
         else:
             searcher.breadth_first(initial)

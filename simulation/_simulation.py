@@ -101,6 +101,7 @@ class Simulation:
         max_worlds: int | None = None,
         timeout: float | None = None,
         progress: bool | None = None,
+        symmetric: Iterable[Iterable[Any]] | None = None,
     ) -> Exploration:
         """Every world reachable under ``network``, each visited once.
 
@@ -132,6 +133,13 @@ class Simulation:
                 second on stderr. ``None`` (default): only on a terminal, once
                 the search has run for two seconds. Every second's figures
                 are also a structlog ``exploring`` event, when logging is configured.
+            symmetric: groups of interchangeable entities of one class, like
+                ``[[Replica(0), Replica(1), Replica(2)]]``: worlds that differ
+                only by renaming them are explored once, and counted once
+                (``final_worlds`` keeps one of each class). Sound only if they
+                really are interchangeable: handlers that treat every id alike,
+                and a start that is the same under renaming. The search is then
+                breadth-first without sleep sets, and ``count_paths`` is refused.
         """
         network = check_network(network)
         initial = initial_world(envelopes, world, network, drops, duplicates)
@@ -148,6 +156,7 @@ class Simulation:
             max_worlds=max_worlds,
             timeout=timeout,
             progress=progress,
+            symmetric=symmetric,
         )
 
     @staticmethod
