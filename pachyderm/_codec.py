@@ -5,12 +5,20 @@ else that may be stored travels as an extension type, so that what is read
 back ``==`` what was written *and has the same types*: a tuple stays a tuple,
 a frozenset a frozenset, an address an address. This is the only module that
 imports msgpack.
+
+Values nest at most :data:`MAX_DEPTH` containers deep. Each extension level
+costs msgpack's C decoder about 42 KB of C stack (measured: nested tuples
+overflow an 8 MB stack at 191 levels and the process segfaults), so deeper
+values, and values that contain themselves, are refused when encoded, and
+bytes nesting deeper are refused when decoded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import reprlib
 import threading
 from typing import Any
 
@@ -20,7 +28,10 @@ from pachyderm._entity import Entity, entity_classes, validate_id
 from pachyderm._values import ValueKind, value_types
 from pachyderm.errors import CodecError, PachydermError, describe
 
-__all__ = ["decode", "encode", "encode_canonical"]
+__all__ = ["MAX_DEPTH", "decode", "encode", "encode_canonical"]
+
+MAX_DEPTH = 100
+"""How many containers deep a value may nest; half of where decoding would crash."""
 
 # Extension codes are part of the storage format: never renumber them.
 _TUPLE = 1
@@ -72,7 +83,7 @@ class _Encoder:
         if isinstance(value, Entity):
             return msgpack.ExtType(_ADDRESS, self.pack([value.entity_name, value._id]))
         registered = kind.__dict__.get("_pachyderm_kind")
-        if registered is not None:
+        if registered is not None:  # (the walk has checked what is inside)
             name = kind._pachyderm_name
             if registered is ValueKind.ENUM:
                 return msgpack.ExtType(_VALUE, self.pack([name, value.value]))
@@ -80,7 +91,6 @@ class _Encoder:
                 fields = list(value)
             else:
                 fields = [getattr(value, f.name) for f in dataclasses.fields(value)]
-            _refuse_lossy(fields)
             if self.canonical:
                 fields = [_canonical_order(v) for v in fields]
             return msgpack.ExtType(_VALUE, self.pack([name, fields]))
@@ -127,6 +137,21 @@ def _cannot_encode(value: Any) -> str:
     return f"cannot encode {describe(value)}: {hint}"
 
 
+_SHALLOW_REPR = reprlib.Repr()
+_SHALLOW_REPR.maxlevel = 4
+
+
+def _too_deep(value: Any) -> str:
+    # reprlib: a plain repr of a value this deep would itself raise RecursionError.
+    text = _SHALLOW_REPR.repr(value)
+    return (
+        f"cannot encode {text} (a {type(value).__module__}.{type(value).__qualname__}): "
+        f"it nests containers more than {MAX_DEPTH} levels deep, or contains itself. "
+        f"Values read back must be decodable, so store deep structures flattened "
+        f"(e.g. a dict of nodes by id), and never a container inside itself."
+    )
+
+
 def _canonical_order(value: Any) -> Any:
     """The same value with every dict's keys in canonical (encoded-bytes) order."""
     kind = type(value)
@@ -141,32 +166,67 @@ def _canonical_order(value: Any) -> Any:
 _PLAIN_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})  # nothing to walk
 _LOSSY = frozenset({bytearray, memoryview})
 _CONTAINERS = frozenset({list, dict, tuple, set, frozenset})
+# What the walk descends into: containers, lossy types, and (added as they are
+# registered) value types and entity classes, whose fields and ids nest too.
+_WALKED: set[type] = set(_CONTAINERS | _LOSSY)
+value_types.subscribe(lambda name: _WALKED.add(value_types.resolve(name)))
+entity_classes.subscribe(lambda name: _WALKED.add(entity_classes.resolve(name)))
 
 
-def _refuse_lossy(value: Any) -> bool:
-    """Refuse bytearray and memoryview anywhere in ``value``; say whether it holds a dict.
+class _TooDeep(Exception):
+    """The walk went deeper than MAX_DEPTH; the caller names the whole value."""
 
-    msgpack packs them natively as binary, without asking the ``default``
-    hook, and they would come back as bytes: a silent change of type. The
-    walk only descends into containers, which is what costs; it also tells
-    canonical encoding whether any dict needs its keys put in order.
+
+def _refuse_lossy(value: Any, depth: int = 1) -> bool:
+    """Refuse bytearray, memoryview and nesting deeper than MAX_DEPTH; say whether a dict is in.
+
+    msgpack packs bytearray and memoryview natively as binary, without asking
+    the ``default`` hook, and they would come back as bytes: a silent change
+    of type. Depth is counted here, the only walk, so that every value
+    accepted decodes without overflowing the C stack. The walk only descends
+    into containers, values and addresses, which is what costs; it also tells
+    canonical encoding whether any dict (outside values, which the hook
+    orders) needs its keys put in order.
     """
+    if depth > MAX_DEPTH:
+        raise _TooDeep
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
-            if type(key) in _CONTAINERS or type(key) in _LOSSY:
-                _refuse_lossy(key)
-            if type(item) in _CONTAINERS or type(item) in _LOSSY:
-                _refuse_lossy(item)
+            if type(key) in _WALKED:
+                _refuse_lossy(key, depth + 1)
+            if type(item) in _WALKED:
+                _refuse_lossy(item, depth + 1)
         return True
     has_dict = False
     if kind in _CONTAINERS:
         for item in value:
-            if type(item) in _CONTAINERS or type(item) in _LOSSY:
-                has_dict = _refuse_lossy(item) or has_dict
+            if type(item) in _WALKED:
+                has_dict = _refuse_lossy(item, depth + 1) or has_dict
     elif kind in _LOSSY:
         raise CodecError(_cannot_encode(value))
+    elif kind in _WALKED:
+        _walk_parts(value, depth + 1)
     return has_dict
+
+
+def _walk_parts(value: Any, depth: int) -> None:
+    """Walk the fields of a registered value, or the id of an address."""
+    if isinstance(value, Entity):
+        if type(value._id) is tuple:
+            _refuse_lossy(value._id, depth)
+        return
+    if type(value)._pachyderm_kind is ValueKind.ENUM:
+        parts = [value.value]
+    else:
+        parts = (
+            list(value)
+            if isinstance(value, tuple)
+            else [getattr(value, f.name) for f in dataclasses.fields(value)]
+        )
+    for part in parts:
+        if type(part) in _WALKED:
+            _refuse_lossy(part, depth)
 
 
 _plain = _Encoder(canonical=False)
@@ -186,6 +246,8 @@ def encode(value: Any) -> bytes:
         return _plain.pack(value)
     except PachydermError:
         raise
+    except _TooDeep:
+        raise CodecError(_too_deep(value)) from None
     except (TypeError, ValueError, OverflowError) as error:
         raise CodecError(f"cannot encode {describe(value)}: {error}") from error
 
@@ -198,30 +260,38 @@ def encode_canonical(value: Any) -> bytes:
         return _canonical.pack(value)
     except PachydermError:
         raise
+    except _TooDeep:
+        raise CodecError(_too_deep(value)) from None
     except (TypeError, ValueError, OverflowError) as error:
         raise CodecError(f"cannot encode {describe(value)}: {error}") from error
 
 
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+def _unpack(data: bytes, depth: int) -> Any:
+    """Unpack the payload of an extension value nested ``depth`` levels deep."""
+    return msgpack.unpackb(data, ext_hook=_HOOKS[depth], raw=False, strict_map_key=False)
 
 
-def _ext_hook(code: int, payload: bytes) -> Any:
+def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
+    if depth > MAX_DEPTH:  # each level is a C call of msgpack's: refuse before the stack ends
+        raise CodecError(
+            f"stored bytes nest values more than {MAX_DEPTH} levels deep, deeper than "
+            f"this codec writes or can read safely; they were damaged or written by hand"
+        )
     if code == _TUPLE:
-        return tuple(_expect(_unpack(payload), list))
+        return tuple(_expect(_unpack(payload, depth), list))
     if code == _SET:
-        return set(_expect(_unpack(payload), list))
+        return set(_expect(_unpack(payload, depth), list))
     if code == _FROZENSET:
-        return frozenset(_expect(_unpack(payload), list))
+        return frozenset(_expect(_unpack(payload, depth), list))
     if code == _ADDRESS:
-        name, entity_id = _expect(_unpack(payload), list, length=2)
+        name, entity_id = _expect(_unpack(payload, depth), list, length=2)
         cls = entity_classes.resolve(_expect(name, str))
         validate_id(entity_id)
         address = object.__new__(cls)
         object.__setattr__(address, "_id", entity_id)
         return address
     if code == _VALUE:
-        name, fields = _expect(_unpack(payload), list, length=2)
+        name, fields = _expect(_unpack(payload, depth), list, length=2)
         cls = value_types.resolve(_expect(name, str))
         if cls._pachyderm_kind is ValueKind.ENUM:
             return cls(fields)
@@ -229,6 +299,11 @@ def _ext_hook(code: int, payload: bytes) -> Any:
     if code == _BIGINT:
         return int.from_bytes(payload, "big", signed=True)
     raise CodecError(f"unknown extension type {code} in stored bytes")
+
+
+_HOOKS = [functools.partial(_ext_hook, depth) for depth in range(1, MAX_DEPTH + 2)]
+"""The extension hook for each depth (index 0: the outermost values)."""
+_OUTER_HOOK = _HOOKS[0]
 
 
 def _expect(value: Any, kind: type, length: int | None = None) -> Any:
@@ -245,7 +320,7 @@ def decode(data: bytes) -> Any:
             is not registered (:class:`~pachyderm.errors.UnregisteredNameError`).
     """
     try:
-        return _unpack(data)
+        return msgpack.unpackb(data, ext_hook=_OUTER_HOOK, raw=False, strict_map_key=False)
     except PachydermError as error:
         if isinstance(error, CodecError):
             raise

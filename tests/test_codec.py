@@ -5,15 +5,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import os
+import subprocess
+import sys
+import textwrap
 from collections import OrderedDict, namedtuple
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecosystems import LocalDisk
 from pachyderm import (
+    ActivationError,
     CodecError,
+    Entity,
+    InvalidIdError,
+    Outbox,
     RegistrationError,
     UnregisteredNameError,
     decode,
@@ -21,7 +32,9 @@ from pachyderm import (
     encode_canonical,
     register_value,
 )
-from tests.entities import Counter
+from pachyderm._codec import MAX_DEPTH
+from pachyderm._entity import MAX_ID_DEPTH
+from tests.entities import Counter, Keeper
 from tests.strategies import Colour, Pair, Point, same, values
 
 Loose = namedtuple("Loose", "a")  # a named tuple never registered
@@ -156,3 +169,168 @@ def test_unregistered_name_in_bytes_names_it() -> None:
         decode(data)
     assert caught.value.name == "tests.Vanished!"
     assert isinstance(caught.value, CodecError)
+
+
+# Nesting depth: every value accepted must decode without overflowing the C stack.
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@register_value(name="tests.Box")
+@dataclasses.dataclass(frozen=True)
+class Box:
+    inside: Any
+
+
+class Wrapper(Entity[Any, Any]):
+    """Its state is the message it received, wrapped in one more tuple."""
+
+    def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+        return [], (message,)
+
+
+NESTINGS: dict[str, Callable[[Any], Any]] = {
+    "list": lambda inner: [inner],
+    "tuple": lambda inner: (inner,),
+    "dict": lambda inner: {"k": inner},
+    "frozenset": lambda inner: frozenset({inner}),
+    "set": lambda inner: frozenset({inner}),  # (the outermost made a set by nested())
+    "dataclass": Box,
+    "named tuple": lambda inner: Pair(inner, None),
+    "mixed": lambda inner: (frozenset({Box((inner,))}),),
+}
+
+
+def nested(kind: str, depth: int) -> Any:
+    """A value ``depth`` containers deep, of one kind of container (or of all of them)."""
+    value: Any = 0
+    wrap = NESTINGS[kind]
+    for _ in range(depth // 4 if kind == "mixed" else depth):
+        value = wrap(value)
+    return set(value) if kind == "set" else value
+
+
+@pytest.mark.parametrize("kind", sorted(NESTINGS))
+async def test_too_deep_values_are_refused_before_anything_is_stored(
+    kind: str, tmp_path: Path
+) -> None:
+    """A value nested deeper than MAX_DEPTH is refused by send and send_sync; nothing is stored."""
+    deep = nested(kind, 200)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        with pytest.raises(CodecError, match=f"more than {MAX_DEPTH} levels deep"):
+            await eco.send(Keeper("k"), deep)
+        with pytest.raises(CodecError, match=f"more than {MAX_DEPTH} levels deep"):
+            await eco.send_sync(Keeper("k"), deep)
+        await eco.settle()
+        assert await eco.state_of(Keeper("k")) is None
+    async with LocalDisk.open(str(tmp_path)) as eco:  # nothing waits in an inbox
+        await eco.settle()
+        assert await eco.state_of(Keeper("k")) is None
+        assert await eco.send_sync(Keeper("k"), "after") == "after"
+
+
+@pytest.mark.parametrize("kind", sorted(NESTINGS))
+async def test_values_at_the_depth_limit_are_stored_and_read_back(
+    kind: str, tmp_path: Path
+) -> None:
+    """A value exactly MAX_DEPTH deep is accepted, stored, and read back after reopening."""
+    deepest = nested(kind, MAX_DEPTH)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert same(await eco.send_sync(Keeper("k"), deepest), deepest)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert same(await eco.state_of(Keeper("k")), deepest)
+
+
+async def test_deep_ids_are_refused_when_the_address_is_made(tmp_path: Path) -> None:
+    """An id nesting tuples deeper than MAX_ID_DEPTH raises InvalidIdError; the store goes on."""
+    with pytest.raises(InvalidIdError, match=f"at most {MAX_ID_DEPTH} deep"):
+        Keeper(nested("tuple", MAX_ID_DEPTH + 1))
+    with pytest.raises(InvalidIdError, match=f"at most {MAX_ID_DEPTH} deep"):
+        Keeper(nested("tuple", 10_000))
+    deepest = Keeper(nested("tuple", MAX_ID_DEPTH))
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.send_sync(deepest, "x") == "x"
+        assert await eco.send_sync(Keeper("k"), [[[[deepest]]]]) == [[[[deepest]]]]
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(deepest) == "x"
+        assert await eco.state_of(Keeper("k")) == [[[[deepest]]]]
+
+
+async def test_a_state_too_deep_to_read_back_fails_the_activation(tmp_path: Path) -> None:
+    """A new state nested too deep is an invalid activation: the entity keeps its state."""
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.send_sync(Wrapper("w"), 1) == (1,)
+        with pytest.raises(ActivationError, match="levels deep"):
+            await eco.send_sync(Wrapper("w"), nested("tuple", MAX_DEPTH))
+        assert await eco.state_of(Wrapper("w")) == (1,)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(Wrapper("w")) == (1,)
+
+
+def test_self_referencing_values_are_refused() -> None:
+    """A container inside itself raises CodecError (not RecursionError), in both modes."""
+    looped: list[Any] = [1]
+    looped.append(looped)
+    mapping: dict[str, Any] = {}
+    mapping["self"] = mapping
+    boxed = Box([])
+    boxed.inside.append(boxed)
+    for value in (looped, mapping, boxed, (looped,)):
+        for encoder in (encode, encode_canonical):
+            with pytest.raises(CodecError, match="or contains itself"):
+                encoder(value)
+
+
+def test_a_thousand_deep_list_is_refused() -> None:
+    """Lists nested 1,000 or 100,000 deep raise CodecError naming the depth, not RecursionError."""
+    for depth in (1_000, 100_000):
+        with pytest.raises(CodecError, match=f"more than {MAX_DEPTH} levels deep"):
+            encode(nested("list", depth))
+
+
+def test_decoding_over_deep_bytes_raises_and_does_not_crash() -> None:
+    """Hand-made bytes nesting 1,000 extension values raise CodecError, in a thread too."""
+    code = """
+        import threading
+        from pachyderm import CodecError, decode, encode
+        from tests.test_codec import MAX_DEPTH, NESTINGS, nested
+
+        def ext(code, payload):  # a msgpack ext 32 header, as the codec writes them
+            return bytes([0xC9]) + len(payload).to_bytes(4, "big") + bytes([code]) + payload
+
+        def deep_bytes(code, depth):
+            data = b"\\x00"
+            for _ in range(depth):
+                data = ext(code, b"\\x91" + data)  # a one-item array holding the level below
+            return data
+
+        def check():
+            for code in (1, 2, 3):  # tuple, set, frozenset
+                for depth in (MAX_DEPTH + 1, 250, 1000):
+                    try:
+                        decode(deep_bytes(code, depth))
+                    except CodecError as error:
+                        assert "levels deep" in str(error), error
+                    else:
+                        raise AssertionError(f"decoded {depth} levels")
+            for kind in NESTINGS:  # and everything accepted decodes
+                value = nested(kind, MAX_DEPTH)
+                assert decode(encode(value)) == value
+            print("survived")
+
+        check()
+        thread = threading.Thread(target=check)
+        thread.start()
+        thread.join()
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.split() == ["survived", "survived"]
