@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 
 from pachyderm._entity import Entity, entity_classes, validate_id
-from pachyderm._values import ValueKind, value_types
+from pachyderm._values import ValueKind, required_fields, value_types
 from pachyderm.errors import CodecError, PachydermError, describe
 
 __all__ = ["MAX_DEPTH", "decode", "encode", "encode_canonical"]
@@ -38,8 +38,9 @@ _TUPLE = 1
 _SET = 2
 _FROZENSET = 3
 _ADDRESS = 4
-_VALUE = 5
+_VALUE = 5  # enums: [name, value]; dataclasses and named tuples before _FIELDS: [name, [fields]]
 _BIGINT = 6
+_FIELDS = 7  # dataclasses and named tuples: [name, version, {field name: value}]
 
 
 class _Encoder:
@@ -87,13 +88,11 @@ class _Encoder:
             name = kind._pachyderm_name
             if registered is ValueKind.ENUM:
                 return msgpack.ExtType(_VALUE, self.pack([name, value.value]))
-            if registered is ValueKind.NAMEDTUPLE:
-                fields = list(value)
-            else:
-                fields = [getattr(value, f.name) for f in dataclasses.fields(value)]
-            if self.canonical:
-                fields = [_canonical_order(v) for v in fields]
-            return msgpack.ExtType(_VALUE, self.pack([name, fields]))
+            # By name, so that reordering or adding fields cannot mix values up.
+            fields = {field: getattr(value, field) for field in kind._pachyderm_fields}
+            if self.canonical:  # (declaration order is canonical: one class, one order)
+                fields = {field: _canonical_order(v) for field, v in fields.items()}
+            return msgpack.ExtType(_FIELDS, self.pack([name, kind._pachyderm_version, fields]))
         if kind is int:  # msgpack hands over ints outside -2**63 .. 2**64-1
             size = (value.bit_length() + 8) // 8
             return msgpack.ExtType(_BIGINT, value.to_bytes(size, "big", signed=True))
@@ -219,11 +218,7 @@ def _walk_parts(value: Any, depth: int) -> None:
     if type(value)._pachyderm_kind is ValueKind.ENUM:
         parts = [value.value]
     else:
-        parts = (
-            list(value)
-            if isinstance(value, tuple)
-            else [getattr(value, f.name) for f in dataclasses.fields(value)]
-        )
+        parts = [getattr(value, field) for field in type(value)._pachyderm_fields]
     for part in parts:
         if type(part) in _WALKED:
             _refuse_lossy(part, depth)
@@ -290,12 +285,25 @@ def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
         address = object.__new__(cls)
         object.__setattr__(address, "_id", entity_id)
         return address
+    if code == _FIELDS:
+        name, version, fields = _expect(_unpack(payload, depth), list, length=3)
+        cls = value_types.resolve(_expect(name, str))
+        if cls._pachyderm_kind is ValueKind.ENUM:
+            raise CodecError(f"malformed stored bytes: fields stored for the enum {name!r}")
+        return _rebuild(cls, _expect(version, int), _expect(fields, dict))
     if code == _VALUE:
         name, fields = _expect(_unpack(payload, depth), list, length=2)
         cls = value_types.resolve(_expect(name, str))
         if cls._pachyderm_kind is ValueKind.ENUM:
             return cls(fields)
-        return cls(*_expect(fields, list))
+        # Written before fields were stored by name: by position, as version 1.
+        names = cls._pachyderm_fields
+        if len(_expect(fields, list)) > len(names):
+            raise CodecError(
+                f"cannot rebuild a {_class_name(cls)} from {len(fields)} fields stored "
+                f"by position ({describe(fields)}): it has {len(names)} {names!r}"
+            )
+        return _rebuild(cls, 1, dict(zip(names, fields, strict=False)))
     if code == _BIGINT:
         return int.from_bytes(payload, "big", signed=True)
     raise CodecError(f"unknown extension type {code} in stored bytes")
@@ -304,6 +312,57 @@ def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
 _HOOKS = [functools.partial(_ext_hook, depth) for depth in range(1, MAX_DEPTH + 2)]
 """The extension hook for each depth (index 0: the outermost values)."""
 _OUTER_HOOK = _HOOKS[0]
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__qualname__} (value type {cls._pachyderm_name!r})"  # type: ignore[attr-defined]
+
+
+def _rebuild(cls: Any, version: int, fields: dict[Any, Any]) -> Any:
+    """A registered dataclass or named tuple from its fields stored by ``version`` of it."""
+    if version != cls._pachyderm_version:
+        if version > cls._pachyderm_version:
+            raise CodecError(
+                f"a {_class_name(cls)} was stored by version {version} of it, newer than "
+                f"this process's version {cls._pachyderm_version}; run the newer code"
+            )
+        upgrade = getattr(cls, "upgrade", None)
+        if upgrade is not None:  # without one, defaults fill in what version adds
+            try:
+                fields = upgrade(dict(fields), version)
+            except Exception as error:
+                raise CodecError(
+                    f"{cls.__qualname__}.upgrade(fields, {version}) failed on "
+                    f"{describe(fields)}: {type(error).__name__}: {error}"
+                ) from error
+            if type(fields) is not dict:
+                raise CodecError(
+                    f"{cls.__qualname__}.upgrade(fields, {version}) must return the fields "
+                    f"as a dict of field name to value, got {describe(fields)}"
+                )
+    try:
+        return cls(**fields)
+    except Exception as error:
+        raise CodecError(_mismatch(cls, version, fields, error)) from error
+
+
+def _mismatch(cls: Any, version: int, fields: dict[Any, Any], error: Exception) -> str:
+    """Say why stored fields do not make a value of today's class."""
+    missing = [name for name in required_fields(cls) if name not in fields]
+    unknown = [name for name in fields if name not in cls._pachyderm_fields]
+    problems = []
+    if missing:
+        problems.append(f"missing fields {missing} (they have no default)")
+    if unknown:
+        problems.append(f"unknown fields {unknown} (renamed or removed since)")
+    if not problems:
+        problems.append(f"{cls.__qualname__}(**fields) raised {type(error).__name__}: {error}")
+    return (
+        f"cannot rebuild a {_class_name(cls)} from fields stored by version {version} "
+        f"of it ({describe(fields)}): {'; '.join(problems)}. Give new fields a default, "
+        f"or raise {cls.__qualname__}.version (now {cls._pachyderm_version}) and "
+        f"convert the fields in a staticmethod upgrade(fields, from_version)."
+    )
 
 
 def _expect(value: Any, kind: type, length: int | None = None) -> Any:
