@@ -16,15 +16,19 @@ bytes nesting deeper are refused when decoded.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import functools
 import reprlib
 import threading
+import uuid
+from decimal import Decimal
 from typing import Any
 
 import msgpack
 
 from pachyderm._entity import Entity, entity_classes, validate_id
+from pachyderm._stdlib_values import FROM_PARTS, TO_PARTS
 from pachyderm._values import ValueKind, required_fields, value_types
 from pachyderm.errors import CodecError, PachydermError, describe
 
@@ -41,6 +45,15 @@ _ADDRESS = 4
 _VALUE = 5  # enums: [name, value]; dataclasses and named tuples before _FIELDS: [name, [fields]]
 _BIGINT = 6
 _FIELDS = 7  # dataclasses and named tuples: [name, version, {field name: value}]
+_STDLIB_CODES = {
+    dt.datetime: 8,
+    dt.date: 9,
+    dt.time: 10,
+    dt.timedelta: 11,
+    Decimal: 12,
+    uuid.UUID: 13,
+}
+_STDLIB_TYPES = {code: kind for kind, code in _STDLIB_CODES.items()}
 
 
 class _Encoder:
@@ -96,6 +109,9 @@ class _Encoder:
         if kind is int:  # msgpack hands over ints outside -2**63 .. 2**64-1
             size = (value.bit_length() + 8) // 8
             return msgpack.ExtType(_BIGINT, value.to_bytes(size, "big", signed=True))
+        stdlib_code = _STDLIB_CODES.get(kind)
+        if stdlib_code is not None:
+            return msgpack.ExtType(stdlib_code, self.pack(TO_PARTS[kind](value)))
         raise CodecError(_cannot_encode(value))
 
 
@@ -123,6 +139,12 @@ def _cannot_encode(value: Any) -> str:
             hint = "register the named tuple with @pachyderm.register_value"
         elif issubclass(kind, enum.Enum):
             hint = "register the enum with @pachyderm.register_value"
+    elif isinstance(value, tuple(TO_PARTS)):
+        stdlib = next(b for b in TO_PARTS if isinstance(value, b))
+        hint = (
+            f"it is a subclass of {stdlib.__module__}.{stdlib.__qualname__}, which would "
+            f"come back as a plain {stdlib.__qualname__}; convert it to one"
+        )
     elif dataclasses.is_dataclass(value) or isinstance(value, enum.Enum):
         hint = "register its class with @pachyderm.register_value"
     elif isinstance(value, bytearray | memoryview):
@@ -130,8 +152,8 @@ def _cannot_encode(value: Any) -> str:
     else:
         hint = (
             "send plain data instead (None, bool, int, float, str, bytes, list, tuple, "
-            "dict, set, frozenset, entity addresses) or a registered frozen dataclass, "
-            "enum or named tuple"
+            "dict, set, frozenset, entity addresses, datetime, date, time, timedelta, "
+            "Decimal, UUID) or a registered frozen dataclass, enum or named tuple"
         )
     return f"cannot encode {describe(value)}: {hint}"
 
@@ -306,6 +328,17 @@ def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
         return _rebuild(cls, 1, dict(zip(names, fields, strict=False)))
     if code == _BIGINT:
         return int.from_bytes(payload, "big", signed=True)
+    kind = _STDLIB_TYPES.get(code)
+    if kind is not None:
+        parts = _unpack(payload, depth)
+        try:
+            return FROM_PARTS[kind](parts)
+        except PachydermError:
+            raise
+        except Exception as error:
+            raise CodecError(
+                f"malformed stored {kind.__qualname__}: {describe(parts)} ({error})"
+            ) from error
     raise CodecError(f"unknown extension type {code} in stored bytes")
 
 
