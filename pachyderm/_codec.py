@@ -198,7 +198,7 @@ class _TooDeep(Exception):
     """The walk went deeper than MAX_DEPTH; the caller names the whole value."""
 
 
-def _refuse_lossy(value: Any, depth: int = 1) -> bool:
+def _refuse_unreadable(value: Any, depth: int = 1) -> bool:
     """Refuse bytearray, memoryview and nesting deeper than MAX_DEPTH; say whether a dict is in.
 
     msgpack packs bytearray and memoryview natively as binary, without asking
@@ -215,15 +215,15 @@ def _refuse_lossy(value: Any, depth: int = 1) -> bool:
     if kind is dict:
         for key, item in value.items():
             if type(key) in _WALKED:
-                _refuse_lossy(key, depth + 1)
+                _refuse_unreadable(key, depth + 1)
             if type(item) in _WALKED:
-                _refuse_lossy(item, depth + 1)
+                _refuse_unreadable(item, depth + 1)
         return True
     has_dict = False
     if kind in _CONTAINERS:
         for item in value:
             if type(item) in _WALKED:
-                has_dict = _refuse_lossy(item, depth + 1) or has_dict
+                has_dict = _refuse_unreadable(item, depth + 1) or has_dict
     elif kind in _LOSSY:
         raise CodecError(_cannot_encode(value))
     elif kind in _WALKED:
@@ -235,7 +235,7 @@ def _walk_parts(value: Any, depth: int) -> None:
     """Walk the fields of a registered value, or the id of an address."""
     if isinstance(value, Entity):
         if type(value._id) is tuple:
-            _refuse_lossy(value._id, depth)
+            _refuse_unreadable(value._id, depth)
         return
     if type(value)._pachyderm_kind is ValueKind.ENUM:
         parts = [value.value]
@@ -243,7 +243,7 @@ def _walk_parts(value: Any, depth: int) -> None:
         parts = [getattr(value, field) for field in type(value)._pachyderm_fields]
     for part in parts:
         if type(part) in _WALKED:
-            _refuse_lossy(part, depth)
+            _refuse_unreadable(part, depth)
 
 
 _plain = _Encoder(canonical=False)
@@ -259,7 +259,7 @@ def encode(value: Any) -> bytes:
     """
     try:
         if type(value) not in _PLAIN_SCALARS:
-            _refuse_lossy(value)
+            _refuse_unreadable(value)
         return _plain.pack(value)
     except PachydermError:
         raise
@@ -272,7 +272,7 @@ def encode(value: Any) -> bytes:
 def encode_canonical(value: Any) -> bytes:
     """Encode so that equal values (of equal types) give identical bytes."""
     try:
-        if _refuse_lossy(value):
+        if _refuse_unreadable(value):
             value = _canonical_order(value)
         return _canonical.pack(value)
     except PachydermError:
