@@ -336,6 +336,56 @@ def test_decoding_over_deep_bytes_raises_and_does_not_crash() -> None:
     assert result.stdout.split() == ["survived", "survived"]
 
 
+def test_an_over_deep_stored_state_is_refused_without_crashing(tmp_path: Path) -> None:
+    """A state record nesting 1,000 levels (written by hand) gives CodecError; the store goes on."""
+    code = """
+        import sys, plyvel, trio
+        from ecosystems import LocalDisk
+        from pachyderm import CodecError, _layout as layout
+        from pachyderm._ecosystem import DEFAULT_ECOSYSTEM
+        from tests.entities import Keeper
+
+        path = sys.argv[1]
+
+        async def store_one_state():
+            async with LocalDisk.open(path) as eco:
+                await eco.send_sync(Keeper("k"), 1)
+
+        async def read_it_back():
+            async with LocalDisk.open(path) as eco:
+                try:
+                    await eco.state_of(Keeper("k"))
+                except CodecError as error:
+                    print("refused" if "levels deep" in str(error) else error)
+                assert await eco.send_sync(Keeper("other"), 2) == 2
+                print("went on")
+
+        trio.run(store_one_state)
+        eco = layout.ecosystem_key(DEFAULT_ECOSYSTEM)
+        key = layout.state_key(eco, layout.address_key(Keeper.entity_name, "k"))
+        deep = b"\\x00"
+        for _ in range(1000):  # tuples in tuples: ext 32 headers, as the codec writes them
+            payload = b"\\x91" + deep
+            deep = b"\\xc9" + len(payload).to_bytes(4, "big") + b"\\x01" + payload
+        db = plyvel.DB(path)
+        assert db.get(key) is not None
+        db.put(key, b"\\x92\\x01" + deep)  # the record: [version 1, state]
+        db.close()
+        trio.run(read_it_back)
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(tmp_path / "store")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.splitlines() == ["refused", "went on"]
+
+
 # Registered dataclasses and named tuples are stored by field name, with their version.
 
 
