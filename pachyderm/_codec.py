@@ -310,6 +310,11 @@ def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
     if code == _FIELDS:
         name, version, fields = _expect(_unpack(payload, depth), list, length=3)
         cls = value_types.resolve(_expect(name, str))
+        if version == cls._pachyderm_version and type(fields) is dict:  # (enums: None)
+            try:
+                return cls(**fields)  # the common case: stored by today's version
+            except Exception:  # _rebuild tries again and says why
+                pass
         if cls._pachyderm_kind is ValueKind.ENUM:
             raise CodecError(f"malformed stored bytes: fields stored for the enum {name!r}")
         return _rebuild(cls, _expect(version, int), _expect(fields, dict))

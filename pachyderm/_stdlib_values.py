@@ -4,6 +4,8 @@
 ``zoneinfo.ZoneInfo``), ``date``, ``time``, ``timedelta``, ``Decimal`` and
 ``UUID``. Parts are ints, strs, bytes, None and lists, so they encode the same
 in plain and canonical mode; rebuilding checks them, since they come from disk.
+Values that are ``==`` but can be told apart (one instant in two zones,
+``Decimal("1.0")`` and ``Decimal("1.00")``) keep their own bytes, as 1 and 1.0 do.
 """
 
 from __future__ import annotations

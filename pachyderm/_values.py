@@ -122,7 +122,7 @@ def register_value(cls: T | None = None, /, *, name: str | None = None) -> T | C
         kind = value_kind(cls)
         stable = name or f"{cls.__module__}.{cls.__qualname__}"
         fields = field_names(cls)
-        version = 1 if kind is ValueKind.ENUM else _version(cls, fields)
+        version = None if kind is ValueKind.ENUM else _version(cls, fields)  # enums: by value
         cls._pachyderm_version = version  # type: ignore[attr-defined]
         cls._pachyderm_fields = fields  # type: ignore[attr-defined]
         cls._pachyderm_name = stable  # type: ignore[attr-defined]
