@@ -31,7 +31,11 @@ EntityId = str | int | bytes | tuple[Any, ...]
 entity_classes: Registry[Entity[Any, Any]] = Registry("entity class")
 
 
-def validate_id(entity_id: object) -> None:
+MAX_ID_DEPTH = 32
+"""How deep tuples may nest in an id: ids are keys, and every key must decode."""
+
+
+def validate_id(entity_id: object, depth: int = 1) -> None:
     """Raise :class:`InvalidIdError` unless ``entity_id`` is a valid entity id."""
     kind = type(entity_id)
     if kind is str:
@@ -41,8 +45,13 @@ def validate_id(entity_id: object) -> None:
     if kind is int or kind is bytes:
         return
     if kind is tuple:
+        if depth > MAX_ID_DEPTH:
+            raise InvalidIdError(
+                f"entity ids may nest tuples at most {MAX_ID_DEPTH} deep; this one nests "
+                f"deeper (or contains itself). Use a flat tuple of the id's parts."
+            )
         for part in entity_id:  # type: ignore[attr-defined]
-            validate_id(part)
+            validate_id(part, depth + 1)
         return
     raise InvalidIdError(
         f"entity ids must be str, int, bytes, or tuples of those; got "

@@ -5,15 +5,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import os
+import subprocess
+import sys
+import textwrap
 from collections import OrderedDict, namedtuple
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecosystems import LocalDisk
 from pachyderm import (
+    ActivationError,
     CodecError,
+    Entity,
+    InvalidIdError,
+    Outbox,
     RegistrationError,
     UnregisteredNameError,
     decode,
@@ -21,7 +32,9 @@ from pachyderm import (
     encode_canonical,
     register_value,
 )
-from tests.entities import Counter
+from pachyderm._codec import MAX_DEPTH
+from pachyderm._entity import MAX_ID_DEPTH
+from tests.entities import Counter, Keeper
 from tests.strategies import Colour, Pair, Point, same, values
 
 Loose = namedtuple("Loose", "a")  # a named tuple never registered
@@ -156,3 +169,444 @@ def test_unregistered_name_in_bytes_names_it() -> None:
         decode(data)
     assert caught.value.name == "tests.Vanished!"
     assert isinstance(caught.value, CodecError)
+
+
+# Nesting depth: every value accepted must decode without overflowing the C stack.
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@register_value(name="tests.Box")
+@dataclasses.dataclass(frozen=True)
+class Box:
+    inside: Any
+
+
+class Wrapper(Entity[Any, Any]):
+    """Its state is the message it received, wrapped in one more tuple."""
+
+    def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+        return [], (message,)
+
+
+NESTINGS: dict[str, Callable[[Any], Any]] = {
+    "list": lambda inner: [inner],
+    "tuple": lambda inner: (inner,),
+    "dict": lambda inner: {"k": inner},
+    "frozenset": lambda inner: frozenset({inner}),
+    "set": lambda inner: frozenset({inner}),  # (the outermost made a set by nested())
+    "dataclass": Box,
+    "named tuple": lambda inner: Pair(inner, None),
+    "mixed": lambda inner: (frozenset({Box((inner,))}),),
+}
+
+
+def nested(kind: str, depth: int) -> Any:
+    """A value ``depth`` containers deep, of one kind of container (or of all of them)."""
+    value: Any = 0
+    wrap = NESTINGS[kind]
+    for _ in range(depth // 4 if kind == "mixed" else depth):
+        value = wrap(value)
+    return set(value) if kind == "set" else value
+
+
+@pytest.mark.parametrize("kind", sorted(NESTINGS))
+async def test_too_deep_values_are_refused_before_anything_is_stored(
+    kind: str, tmp_path: Path
+) -> None:
+    """A value nested deeper than MAX_DEPTH is refused by send and send_sync; nothing is stored."""
+    deep = nested(kind, 200)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        with pytest.raises(CodecError, match=f"more than {MAX_DEPTH} levels deep"):
+            await eco.send(Keeper("k"), deep)
+        with pytest.raises(CodecError, match=f"more than {MAX_DEPTH} levels deep"):
+            await eco.send_sync(Keeper("k"), deep)
+        await eco.settle()
+        assert await eco.state_of(Keeper("k")) is None
+    async with LocalDisk.open(str(tmp_path)) as eco:  # nothing waits in an inbox
+        await eco.settle()
+        assert await eco.state_of(Keeper("k")) is None
+        assert await eco.send_sync(Keeper("k"), "after") == "after"
+
+
+@pytest.mark.parametrize("kind", sorted(NESTINGS))
+async def test_values_at_the_depth_limit_are_stored_and_read_back(
+    kind: str, tmp_path: Path
+) -> None:
+    """A value exactly MAX_DEPTH deep is accepted, stored, and read back after reopening."""
+    deepest = nested(kind, MAX_DEPTH)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert same(await eco.send_sync(Keeper("k"), deepest), deepest)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert same(await eco.state_of(Keeper("k")), deepest)
+
+
+async def test_deep_ids_are_refused_when_the_address_is_made(tmp_path: Path) -> None:
+    """An id nesting tuples deeper than MAX_ID_DEPTH raises InvalidIdError; the store goes on."""
+    with pytest.raises(InvalidIdError, match=f"at most {MAX_ID_DEPTH} deep"):
+        Keeper(nested("tuple", MAX_ID_DEPTH + 1))
+    with pytest.raises(InvalidIdError, match=f"at most {MAX_ID_DEPTH} deep"):
+        Keeper(nested("tuple", 10_000))
+    deepest = Keeper(nested("tuple", MAX_ID_DEPTH))
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.send_sync(deepest, "x") == "x"
+        assert await eco.send_sync(Keeper("k"), [[[[deepest]]]]) == [[[[deepest]]]]
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(deepest) == "x"
+        assert await eco.state_of(Keeper("k")) == [[[[deepest]]]]
+
+
+async def test_a_state_too_deep_to_read_back_fails_the_activation(tmp_path: Path) -> None:
+    """A new state nested too deep is an invalid activation: the entity keeps its state."""
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.send_sync(Wrapper("w"), 1) == (1,)
+        with pytest.raises(ActivationError, match="levels deep"):
+            await eco.send_sync(Wrapper("w"), nested("tuple", MAX_DEPTH))
+        assert await eco.state_of(Wrapper("w")) == (1,)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(Wrapper("w")) == (1,)
+
+
+def test_self_referencing_values_are_refused() -> None:
+    """A container inside itself raises CodecError (not RecursionError), in both modes."""
+    looped: list[Any] = [1]
+    looped.append(looped)
+    mapping: dict[str, Any] = {}
+    mapping["self"] = mapping
+    boxed = Box([])
+    boxed.inside.append(boxed)
+    for value in (looped, mapping, boxed, (looped,)):
+        for encoder in (encode, encode_canonical):
+            with pytest.raises(CodecError, match="or contains itself"):
+                encoder(value)
+
+
+def test_a_thousand_deep_list_is_refused() -> None:
+    """Lists nested 1,000 or 100,000 deep raise CodecError naming the depth, not RecursionError."""
+    for depth in (1_000, 100_000):
+        with pytest.raises(CodecError, match=f"more than {MAX_DEPTH} levels deep"):
+            encode(nested("list", depth))
+
+
+def test_decoding_over_deep_bytes_raises_and_does_not_crash() -> None:
+    """Hand-made bytes nesting 1,000 extension values raise CodecError, in a thread too."""
+    code = """
+        import threading
+        from pachyderm import CodecError, decode, encode
+        from tests.test_codec import MAX_DEPTH, NESTINGS, nested
+
+        def ext(code, payload):  # a msgpack ext 32 header, as the codec writes them
+            return bytes([0xC9]) + len(payload).to_bytes(4, "big") + bytes([code]) + payload
+
+        def deep_bytes(code, depth):
+            data = b"\\x00"
+            for _ in range(depth):
+                data = ext(code, b"\\x91" + data)  # a one-item array holding the level below
+            return data
+
+        def check():
+            for code in (1, 2, 3):  # tuple, set, frozenset
+                for depth in (MAX_DEPTH + 1, 250, 1000):
+                    try:
+                        decode(deep_bytes(code, depth))
+                    except CodecError as error:
+                        assert "levels deep" in str(error), error
+                    else:
+                        raise AssertionError(f"decoded {depth} levels")
+            for kind in NESTINGS:  # and everything accepted decodes
+                value = nested(kind, MAX_DEPTH)
+                assert decode(encode(value)) == value
+            print("survived")
+
+        check()
+        thread = threading.Thread(target=check)
+        thread.start()
+        thread.join()
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.split() == ["survived", "survived"]
+
+
+def test_an_over_deep_stored_state_is_refused_without_crashing(tmp_path: Path) -> None:
+    """A state record nesting 1,000 levels (written by hand) gives CodecError; the store goes on."""
+    code = """
+        import sys, plyvel, trio
+        from ecosystems import LocalDisk
+        from pachyderm import CodecError, _layout as layout
+        from pachyderm._ecosystem import DEFAULT_ECOSYSTEM
+        from tests.entities import Keeper
+
+        path = sys.argv[1]
+
+        async def store_one_state():
+            async with LocalDisk.open(path) as eco:
+                await eco.send_sync(Keeper("k"), 1)
+
+        async def read_it_back():
+            async with LocalDisk.open(path) as eco:
+                try:
+                    await eco.state_of(Keeper("k"))
+                except CodecError as error:
+                    print("refused" if "levels deep" in str(error) else error)
+                assert await eco.send_sync(Keeper("other"), 2) == 2
+                print("went on")
+
+        trio.run(store_one_state)
+        eco = layout.ecosystem_key(DEFAULT_ECOSYSTEM)
+        key = layout.state_key(eco, layout.address_key(Keeper.entity_name, "k"))
+        deep = b"\\x00"
+        for _ in range(1000):  # tuples in tuples: ext 32 headers, as the codec writes them
+            payload = b"\\x91" + deep
+            deep = b"\\xc9" + len(payload).to_bytes(4, "big") + b"\\x01" + payload
+        db = plyvel.DB(path)
+        assert db.get(key) is not None
+        db.put(key, b"\\x92\\x01" + deep)  # the record: [version 1, state]
+        db.close()
+        trio.run(read_it_back)
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(tmp_path / "store")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.splitlines() == ["refused", "went on"]
+
+
+# Registered dataclasses and named tuples are stored by field name, with their version.
+
+
+async def test_reordered_fields_keep_their_values(tmp_path: Path) -> None:
+    """Values stored before a dataclass's fields were reordered read back by name, not position."""
+
+    @register_value(name="tests.Transfer")
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        source: str
+        target: str
+        cents: int
+
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        await eco.send_sync(Keeper("t"), Before("alice", "bob", 500))
+
+    @register_value(name="tests.Transfer")
+    @dataclasses.dataclass(frozen=True)
+    class After:
+        target: str
+        cents: int
+        source: str
+
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(Keeper("t")) == After(target="bob", cents=500, source="alice")
+
+
+def test_a_field_added_with_a_default_reads_old_values_with_it() -> None:
+    """A field added with a default (or default_factory), anywhere, takes it in older values."""
+
+    @register_value(name="tests.Grown")
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        a: int
+        b: str = ""
+
+    stored = encode(Before(1, "x"))
+
+    @register_value(name="tests.Grown")
+    @dataclasses.dataclass(frozen=True)
+    class After:
+        a: int
+        note: str = "none"
+        b: str = ""
+        tags: tuple[str, ...] = dataclasses.field(default_factory=tuple)
+
+    assert decode(stored) == After(1, "none", "x", ())
+
+
+async def test_a_field_added_without_default_is_filled_by_upgrade(tmp_path: Path) -> None:
+    """Raising version makes values stored by the older version pass through upgrade()."""
+
+    @register_value(name="tests.Deposit")
+    @dataclasses.dataclass(frozen=True)
+    class V1:
+        account: str
+        euros: int
+
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        await eco.send_sync(Keeper("d"), [V1("alice", 3), V1("bob", 5)])
+
+    calls = []
+
+    @register_value(name="tests.Deposit")
+    @dataclasses.dataclass(frozen=True)
+    class V2:
+        account: str
+        cents: int
+        currency: str
+
+        version = 2
+
+        @staticmethod
+        def upgrade(fields: dict[str, Any], from_version: int) -> dict[str, Any]:
+            calls.append(from_version)
+            euros = fields.pop("euros")
+            return {**fields, "cents": euros * 100, "currency": "EUR"}
+
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert await eco.state_of(Keeper("d")) == [V2("alice", 300, "EUR"), V2("bob", 500, "EUR")]
+        assert calls == [1, 1]
+        await eco.send_sync(Keeper("d"), V2("carol", 1, "CHF"))
+    calls.clear()
+    async with LocalDisk.open(str(tmp_path)) as eco:  # stored as version 2: no upgrade
+        assert await eco.state_of(Keeper("d")) == V2("carol", 1, "CHF")
+        assert calls == []
+
+
+def test_a_classmethod_upgrade_works_for_named_tuples() -> None:
+    """Named tuples are stored by name too, and a classmethod upgrade is called on them."""
+
+    class Before(NamedTuple):
+        x: int
+
+    register_value(name="tests.Spot")(Before)
+    stored = encode(Before(4))
+
+    class After(NamedTuple):
+        y: int
+        x: int
+
+        @classmethod
+        def upgrade(cls, fields: dict[str, Any], from_version: int) -> dict[str, Any]:
+            return {**fields, "y": -fields["x"]}
+
+    After.version = 2  # type: ignore[attr-defined]  # (mypy allows no plain attribute here)
+    register_value(name="tests.Spot")(After)
+    assert decode(stored) == After(y=-4, x=4)
+
+
+def test_failing_decode_names_the_fields_the_class_and_the_version() -> None:
+    """Fields that no longer fit raise CodecError naming missing and unknown ones, the version."""
+
+    @register_value(name="tests.Shifting")
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        amount: int
+        memo: str
+
+    stored = encode(Before(1, "rent"))
+
+    @register_value(name="tests.Shifting")
+    @dataclasses.dataclass(frozen=True)
+    class After:
+        amount: int
+        currency: str
+
+    with pytest.raises(CodecError) as caught:
+        decode(stored)
+    message = str(caught.value)
+    assert "missing fields ['currency'] (they have no default)" in message
+    assert "unknown fields ['memo']" in message
+    assert "'tests.Shifting'" in message
+    assert "stored by version 1" in message
+    assert "upgrade(fields, from_version)" in message
+
+
+def test_values_stored_by_a_newer_version_are_refused() -> None:
+    """Fields stored by a newer version of a class than this process has raise CodecError."""
+
+    @register_value(name="tests.Future")
+    @dataclasses.dataclass(frozen=True)
+    class Newer:
+        a: int
+
+        version = 3
+
+    stored = encode(Newer(1))
+
+    @register_value(name="tests.Future")
+    @dataclasses.dataclass(frozen=True)
+    class Older:
+        a: int
+
+    with pytest.raises(CodecError, match="stored by version 3 of it, newer than this"):
+        decode(stored)
+
+
+def test_a_failing_upgrade_is_a_codec_error_naming_it() -> None:
+    """An upgrade that raises gives CodecError naming the class, the version and the fields."""
+
+    @register_value(name="tests.Brittle")
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        a: int
+
+    stored = encode(Before(1))
+
+    @register_value(name="tests.Brittle")
+    @dataclasses.dataclass(frozen=True)
+    class After:
+        b: int
+
+        version = 2
+
+        @staticmethod
+        def upgrade(fields: dict[str, Any], from_version: int) -> dict[str, Any]:
+            return {"b": fields["missing"]}
+
+    with pytest.raises(CodecError, match=r"After\.upgrade\(fields, 1\) failed on \{'a': 1\}"):
+        decode(stored)
+
+
+def test_values_stored_by_position_by_the_previous_release_are_read() -> None:
+    """Bytes written by release 0.1.0 (fields by position) still decode, by today's field order."""
+
+    @register_value(name="tests.Legacy")
+    @dataclasses.dataclass(frozen=True)
+    class Legacy:
+        account: str
+        cents: int
+        memo: str = ""
+
+    # encode([Legacy("alice", 1050), Legacy("bob", 7)]) as 0.1.0 wrote it (two fields then).
+    stored = (
+        b"\x92\xc7\x18\x05\x92\xactests.Legacy\x92\xa5alice\xcd\x04\x1a"
+        b"\xc7\x14\x05\x92\xactests.Legacy\x92\xa3bob\x07"
+    )
+    assert decode(stored) == [Legacy("alice", 1050), Legacy("bob", 7)]
+
+
+@pytest.mark.parametrize("version", [0, "2", 1.5])
+def test_a_bad_version_is_refused_at_registration(version: Any) -> None:
+    """A value type's version must be an int >= 1."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Odd:
+        a: int
+
+    Odd.version = version  # type: ignore[attr-defined]
+    with pytest.raises(RegistrationError, match="version must be an int >= 1"):
+        register_value(name="tests.Odd")(Odd)
+
+
+def test_a_field_named_version_is_data() -> None:
+    """A field called ``version`` is stored as a field; the type stays at version 1."""
+
+    @register_value(name="tests.Document")
+    @dataclasses.dataclass(frozen=True)
+    class Document:
+        title: str
+        version: int = 7
+
+    assert decode(encode(Document("a", 3))) == Document("a", 3)
