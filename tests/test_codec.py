@@ -12,7 +12,7 @@ import textwrap
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 from hypothesis import given
@@ -84,6 +84,16 @@ def test_damaged_encodings_raise_only_codec_error(value: Any, position: int, byt
     data[position % len(data)] = byte
     with contextlib.suppress(CodecError):
         decode(bytes(data))
+
+
+T = TypeVar("T", bound=type)
+
+
+def _redefinable(cls: T) -> T:
+    """Give ``cls`` the qualname of every class so marked: a test's Before and After are then
+    one class defined again (as after an edit and a reload), which may take its name over."""
+    cls.__qualname__ = "Redefined"
+    return cls
 
 
 def test_big_integers_round_trip() -> None:
@@ -394,6 +404,7 @@ async def test_reordered_fields_keep_their_values(tmp_path: Path) -> None:
 
     @register_value(name="tests.Transfer")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class Before:
         source: str
         target: str
@@ -404,6 +415,7 @@ async def test_reordered_fields_keep_their_values(tmp_path: Path) -> None:
 
     @register_value(name="tests.Transfer")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class After:
         target: str
         cents: int
@@ -418,6 +430,7 @@ def test_a_field_added_with_a_default_reads_old_values_with_it() -> None:
 
     @register_value(name="tests.Grown")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class Before:
         a: int
         b: str = ""
@@ -426,6 +439,7 @@ def test_a_field_added_with_a_default_reads_old_values_with_it() -> None:
 
     @register_value(name="tests.Grown")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class After:
         a: int
         note: str = "none"
@@ -440,6 +454,7 @@ async def test_a_field_added_without_default_is_filled_by_upgrade(tmp_path: Path
 
     @register_value(name="tests.Deposit")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class V1:
         account: str
         euros: int
@@ -451,6 +466,7 @@ async def test_a_field_added_without_default_is_filled_by_upgrade(tmp_path: Path
 
     @register_value(name="tests.Deposit")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class V2:
         account: str
         cents: int
@@ -480,7 +496,7 @@ def test_a_classmethod_upgrade_works_for_named_tuples() -> None:
     class Before(NamedTuple):
         x: int
 
-    register_value(name="tests.Spot")(Before)
+    register_value(name="tests.Spot")(_redefinable(Before))
     stored = encode(Before(4))
 
     class After(NamedTuple):
@@ -492,7 +508,7 @@ def test_a_classmethod_upgrade_works_for_named_tuples() -> None:
             return {**fields, "y": -fields["x"]}
 
     After.version = 2  # type: ignore[attr-defined]  # (mypy allows no plain attribute here)
-    register_value(name="tests.Spot")(After)
+    register_value(name="tests.Spot")(_redefinable(After))
     assert decode(stored) == After(y=-4, x=4)
 
 
@@ -501,6 +517,7 @@ def test_failing_decode_names_the_fields_the_class_and_the_version() -> None:
 
     @register_value(name="tests.Shifting")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class Before:
         amount: int
         memo: str
@@ -509,6 +526,7 @@ def test_failing_decode_names_the_fields_the_class_and_the_version() -> None:
 
     @register_value(name="tests.Shifting")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class After:
         amount: int
         currency: str
@@ -528,6 +546,7 @@ def test_values_stored_by_a_newer_version_are_refused() -> None:
 
     @register_value(name="tests.Future")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class Newer:
         a: int
 
@@ -537,6 +556,7 @@ def test_values_stored_by_a_newer_version_are_refused() -> None:
 
     @register_value(name="tests.Future")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class Older:
         a: int
 
@@ -549,6 +569,7 @@ def test_a_failing_upgrade_is_a_codec_error_naming_it() -> None:
 
     @register_value(name="tests.Brittle")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class Before:
         a: int
 
@@ -556,6 +577,7 @@ def test_a_failing_upgrade_is_a_codec_error_naming_it() -> None:
 
     @register_value(name="tests.Brittle")
     @dataclasses.dataclass(frozen=True)
+    @_redefinable
     class After:
         b: int
 
@@ -565,7 +587,7 @@ def test_a_failing_upgrade_is_a_codec_error_naming_it() -> None:
         def upgrade(fields: dict[str, Any], from_version: int) -> dict[str, Any]:
             return {"b": fields["missing"]}
 
-    with pytest.raises(CodecError, match=r"After\.upgrade\(fields, 1\) failed on \{'a': 1\}"):
+    with pytest.raises(CodecError, match=r"Redefined\.upgrade\(fields, 1\) failed on \{'a': 1\}"):
         decode(stored)
 
 
