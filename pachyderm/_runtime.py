@@ -56,6 +56,7 @@ from pachyderm.errors import (
     InvalidAddressError,
     InvalidArgumentError,
     MessageTooLargeError,
+    OutcomeUnknownError,
     PachydermError,
     UnknownDeadLetterError,
     describe,
@@ -255,21 +256,55 @@ class Runtime:
         )
 
     def _fail_waiters(self) -> None:
-        error = EcosystemClosedError(
-            f"the ecosystem store {self.name} closed before this completed"
-            + (f": {type(self.failure).__name__}: {self.failure}" if self.failure else "")
-        )
+        """Answer everyone still waiting as the store closes: refused, or outcome unknown.
+
+        ``EcosystemClosedError`` only where nothing happened (safe to send
+        again); ``OutcomeUnknownError`` where the message was accepted and may
+        be applied (see :meth:`_waiting_message_error`).
+        """
         wake = self._post_wake
         for record in self.residents.table.values():
             for envelope in record.inbox:
                 if envelope.reply is not None:
+                    error = self._waiting_message_error(record.address, envelope.group)
                     envelope.reply.resolve(None, error, wake)
         writing = self.commit.writing
         if writing is not None and not self._writing_elsewhere:
-            writing.finish(error, wake)
-        self.commit.open.finish(error, wake)
+            writing.finish(self._write_failed_error(), wake)
+        # Never written (after a failure; empty after a clean close): nothing happened.
+        self.commit.open.finish(self._closed_error(), wake)
         self.followers.end_all(wake)
         wake(self._pulse)
+
+    def _waiting_message_error(
+        self, address: Entity[Any, Any] | None, group: Group | None
+    ) -> PachydermError:
+        """What to tell a caller whose accepted message waits, unapplied, as the store closes."""
+        failure = f" ({self._failure_text})" if self.failure is not None else ""
+        if group is not None:  # else recovered when the store opened: durable
+            if group is self.commit.writing or group.error is not None:
+                return self._write_failed_error()
+            if not group.finished:  # its acceptance was never written
+                return self._closed_error()
+        if self.volatile:
+            return EcosystemClosedError(
+                f"the ecosystem store {self.name} closed{failure} before applying this message "
+                f"to {address!r}; the store's memory, and the message, are gone with it, so it "
+                f"was not and will not be applied: sending it again (to a new store) is safe"
+            )
+        return OutcomeUnknownError(
+            f"the ecosystem store {self.name} closed{failure} after accepting this message "
+            f"to {address!r}, before applying it: it waits in the entity's durable inbox and "
+            f"is applied, once, when the store is next opened. Do not send it again (it "
+            f"would be applied twice); after reopening, settle() and state_of() show its effect"
+        )
+
+    def _write_failed_error(self) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"{self.name} stopped while writing this call's changes ({self._failure_text}): "
+            f"they may or may not be stored. Do not send it again blindly; after reopening, "
+            f"state_of() shows whether it was applied"
+        )
 
     def check_open(self) -> None:
         if self.closed:
@@ -494,6 +529,8 @@ class Runtime:
         with self.lock:
             self._forming = False
             if self.failure or self.commit.writing is not None or not len(self.commit.open.batch):
+                if self.closed:
+                    self._signal_commit()  # a closing committer waits for leaders to finish
                 return
             self._writing_elsewhere += 1
             group = self._seal()
@@ -514,7 +551,8 @@ class Runtime:
         except BaseException as error:
             with self.lock:
                 self._writing_elsewhere -= 1
-                group.finish(self._fail(error, "writing to the store"), self._post_wake)
+                self._fail(error, "writing to the store")
+                group.finish(self._write_failed_error(), self._post_wake)
             return
         with self.lock:
             self._complete(group, seconds)
@@ -611,7 +649,11 @@ class Runtime:
                     return
                 ready = commit.writing is None and not self._forming and len(commit.open.batch) > 0
                 if not ready:
-                    if self.closed and commit.writing is None:
+                    # Closing: done once nothing is written or about to be, by anyone.
+                    # (A caller's thread may be leading the write of the open group:
+                    # returning before it did would answer its callers "closed", and
+                    # close the store under its write.)
+                    if self.closed and commit.writing is None and not self._forming:
                         return
                     self._dirty = trio.Event()
             if not ready:

@@ -172,7 +172,15 @@ class ShellEcosystem:
         return ShellEcosystem(self._portal, self._ecosystem.participate(ecosystem_id))
 
     def send(self, address: Entity[MessageT, Any], message: MessageT) -> None:
-        """Send ``message``; returns once it is in the recipient's durable inbox."""
+        """Send ``message``; returns once it is in the recipient's durable inbox.
+
+        Raises:
+            CodecError: the message cannot be stored (nothing is stored).
+            EcosystemClosedError: refused, the store closed first: nothing
+                happened, safe to send again once it is open.
+            OutcomeUnknownError: the store stopped while writing it: it may
+                be stored; ``state_of`` after reopening tells.
+        """
         check_blocking_caller()
         runtime = self._runtime
         blob = runtime.encode_message(address, message)  # errors surface before anything is stored
@@ -189,7 +197,20 @@ class ShellEcosystem:
         runtime.wait_from_thread(reply)  # Ctrl-C may interrupt the wait: the message stays accepted
 
     def send_sync(self, address: Entity[MessageT, StateT], message: MessageT) -> StateT:
-        """Send ``message`` and return the entity's state once its activation is durable."""
+        """Send ``message`` and return the entity's state once its activation is durable.
+
+        Raises:
+            ActivationError: ``activate`` failed; the entity kept its state and
+                the message became a dead letter.
+            CodecError: the message cannot be stored (nothing is stored).
+            EcosystemClosedError: refused, the store closed first (or, InMemory,
+                closed before applying it, which it then never will): nothing
+                happened, safe to send again.
+            OutcomeUnknownError: accepted, but the store closed before applying
+                it; LocalDisk applies it, once, when the store is next opened.
+                Do not send it again: ``settle()`` and ``state_of`` after
+                reopening show its effect.
+        """
         check_blocking_caller()
         runtime = self._runtime
         blob = runtime.encode_message(address, message)

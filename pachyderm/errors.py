@@ -19,6 +19,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidIdError",
     "MessageTooLargeError",
+    "OutcomeUnknownError",
     "PachydermError",
     "RegistrationError",
     "StoreCorruptedError",
@@ -195,3 +196,16 @@ class ExplorationError(PachydermError):
             *(f"  {message!r}" for message in self.received),
         ]
         return "\n".join(lines)
+
+
+class OutcomeUnknownError(PachydermError):
+    """A message was accepted, but the ecosystem closed before saying what became of it.
+
+    Unlike :class:`EcosystemClosedError` (refused: nothing happened, safe to
+    send again), the message may have been applied, or will be: a store that
+    keeps its inboxes (LocalDisk) applies an accepted message when it is next
+    opened. Sending it again may apply it twice; read ``state_of`` after
+    reopening (and ``settle``) to see its effect. Deliberately not a subclass
+    of :class:`EcosystemClosedError`, so that code retrying on that one does
+    not catch this one by accident.
+    """

@@ -37,6 +37,7 @@ def test_pachyderm_exports() -> None:
         "ManualClock",
         "MessageTooLargeError",
         "Outbox",
+        "OutcomeUnknownError",
         "PachydermError",
         "RegistrationError",
         "ShellEcosystem",

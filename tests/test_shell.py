@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,11 @@ from ecosystems import InMemory, LocalDisk
 from pachyderm import (
     ActivationError,
     CodecError,
+    EcosystemClosedError,
     EcosystemKind,
     Entity,
     Outbox,
+    OutcomeUnknownError,
     PachydermError,
     ShellEcosystem,
 )
@@ -212,3 +216,131 @@ def test_many_threads_share_writes_and_lose_no_wake_up(shell: EcosystemKind) -> 
         for number in range(entity, threads, 4):
             mine = [message for sender, message in received if sender == number]
             assert mine == list(range(per_thread))  # each once, in send order
+
+
+def _waiting_in_inboxes(shell: ShellEcosystem, addresses: list[Recorder]) -> int:
+    """How many accepted messages wait in these entities' inboxes (an internal count)."""
+    table = shell.runtime.residents.table
+    records = [table.get((shell.id, a.entity_name, a.id)) for a in addresses]
+    return sum(len(record.inbox) for record in records if record is not None)
+
+
+@pytest.mark.parametrize("paused", [True, False], ids=["paused", "racing"])
+def test_close_tells_refused_calls_from_unknown_outcomes(
+    shell: EcosystemKind, paused: bool
+) -> None:
+    """send_sync calls cut short by close: EcosystemClosedError only when nothing was applied.
+
+    A call that returned was applied once; one that raised EcosystemClosedError
+    (safe to retry) not at all; one that raised OutcomeUnknownError at most
+    once, and, where the store keeps its inboxes, once after reopening.
+    ``paused``: every caller's message surely waits, accepted, in an inbox when
+    the store closes; ``racing``: callers send as fast as they can meanwhile.
+    """
+    callers = 8
+    eco = shell.connect()
+    persistent = shell is not InMemory
+    addresses = [Recorder(("close", n)) for n in range(callers)]
+    followers = [eco.follow(address, buffer=100_000) for address in addresses]
+    outcomes: dict[tuple[int, int], str] = {}
+    warmed_up = threading.Barrier(callers + 1)
+
+    def caller(number: int) -> None:
+        for message in itertools.count():
+            if message == 5:
+                warmed_up.wait(timeout=30)
+            try:
+                eco.send_sync(addresses[number], message)
+            except OutcomeUnknownError:
+                outcomes[number, message] = "unknown"
+                return
+            except EcosystemClosedError:
+                outcomes[number, message] = "refused"
+                return
+            outcomes[number, message] = "returned"
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
+    for thread in threads:
+        thread.start()
+    warmed_up.wait(timeout=30)
+    if paused:
+        eco.runtime.pause()
+        deadline = time.monotonic() + 30
+        while _waiting_in_inboxes(eco, addresses) < callers:  # each caller's next call
+            assert time.monotonic() < deadline, "the callers' messages were never accepted"
+            time.sleep(0.001)
+    eco.close()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a caller was never answered"
+    with pytest.raises(EcosystemClosedError):
+        eco.send_sync(addresses[0], "after close")  # refused: not OutcomeUnknownError
+    if paused:  # the messages waiting were accepted, never applied
+        kinds = {outcome for outcome in outcomes.values() if outcome != "returned"}
+        assert kinds == {"unknown" if persistent else "refused"}
+    if persistent:
+        reopened = shell.connect()
+        reopened.settle()
+        finals = [reopened.state_of(address) for address in addresses]
+    else:  # gone with the store: its last committed states are the followers' latest
+        finals = [follower.state for follower in followers]
+    for (number, message), outcome in outcomes.items():
+        applied = finals[number].count(message)
+        if outcome == "returned" or (outcome == "unknown" and persistent):
+            assert applied == 1, (number, message, outcome, finals[number])
+        elif outcome == "refused":
+            assert applied == 0, (number, message, outcome, finals[number])
+        else:
+            assert applied <= 1, (number, message, outcome, finals[number])
+
+
+def test_close_waits_for_a_caller_leading_a_write(
+    pachyderm_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's thread about to write its own group when close begins: its call returns.
+
+    Closing waits for that write: it neither answers the caller "closed"
+    (the message is written and applied: a retry would apply it twice) nor
+    closes the store under the write.
+    """
+    eco = LocalDisk.connect()
+    runtime = eco.runtime
+    leading, release, closing, caller_done = (threading.Event() for _ in range(4))
+    lead, close_storage = runtime._lead, runtime.storage.close
+
+    def paused_lead() -> None:
+        if threading.current_thread().name == "leader":
+            leading.set()  # its message is activated; it is about to write the group
+            release.wait(timeout=30)
+        lead()
+
+    def watched_close() -> None:
+        closing.set()
+        caller_done.wait(timeout=30)  # (so that the old way it does not close under the write)
+        close_storage()
+
+    monkeypatch.setattr(runtime, "_lead", paused_lead)
+    monkeypatch.setattr(runtime.storage, "close", watched_close)
+    outcome: list[object] = []
+
+    def leader() -> None:
+        try:
+            outcome.append(eco.send_sync(Counter("c"), "inc"))
+        except PachydermError as error:
+            outcome.append(error)
+        finally:
+            caller_done.set()
+
+    caller = threading.Thread(target=leader, name="leader")
+    caller.start()
+    assert leading.wait(timeout=30)
+    closer = threading.Thread(target=eco.close)
+    closer.start()
+    closing.wait(timeout=1)  # the old way, the store got this far without the write
+    release.set()
+    caller.join(timeout=30)
+    closer.join(timeout=30)
+    assert not caller.is_alive()
+    assert not closer.is_alive()
+    assert outcome == [1]
+    assert LocalDisk.state_of(Counter("c")) == 1  # reopened
