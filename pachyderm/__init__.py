@@ -32,6 +32,7 @@ from pachyderm.errors import (
     UnknownDeadLetterError,
     UnregisteredNameError,
     UpgradeError,
+    WaitingForClassError,
 )
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "UnknownDeadLetterError",
     "UnregisteredNameError",
     "UpgradeError",
+    "WaitingForClassError",
     "after",
     "cancel",
     "decode",

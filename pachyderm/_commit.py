@@ -179,7 +179,8 @@ class Group:
         """Tell everyone waiting on this group that it is durable, or why it is not."""
         self.error = error
         for reply, record, failure in self.replies:
-            reply.resolve(record, failure or error, wake)
+            # A failed write first: what the reply would say (a dead letter, say) was not stored.
+            reply.resolve(record, error or failure, wake)
         for waiter in self.waiters:
             waiter.resolve(None, error, wake)
         self.finished = True

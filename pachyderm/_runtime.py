@@ -116,6 +116,8 @@ class Runtime:
             max_message_bytes=max_message_bytes,
             on_work=self._signal_work,
             on_timer=self._signal_timer,
+            on_commit=self._signal_commit,
+            wake=self._post_wake,
         )
         self.token: trio.lowlevel.TrioToken | None = None
         self.started = False
@@ -594,6 +596,7 @@ class Runtime:
             log("runtime.failed", level="error", store=self.name, error=self._failure_text)
         self.closed = True
         self._post(self._stop.set)
+        self._signal_commit()  # a committer waiting for a write (closing, say) sees it failed
         return self._stopped_error()
 
     def _stopped_error(self) -> EcosystemClosedError:

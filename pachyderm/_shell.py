@@ -210,6 +210,9 @@ class ShellEcosystem:
                 it; LocalDisk applies it, once, when the store is next opened.
                 Do not send it again: ``settle()`` and ``state_of`` after
                 reopening show its effect.
+            WaitingForClassError: accepted, but its entity's data names a class
+                not registered in this process: it waits, and is applied once
+                that class registers. Do not send it again.
         """
         check_blocking_caller()
         runtime = self._runtime

@@ -27,6 +27,7 @@ __all__ = [
     "UnknownDeadLetterError",
     "UnregisteredNameError",
     "UpgradeError",
+    "WaitingForClassError",
 ]
 
 
@@ -209,3 +210,26 @@ class OutcomeUnknownError(PachydermError):
     of :class:`EcosystemClosedError`, so that code retrying on that one does
     not catch this one by accident.
     """
+
+
+class WaitingForClassError(PachydermError):
+    """A message was accepted but waits: its entity's data names a class not registered here.
+
+    The message is kept, untouched, in the entity's durable inbox, and is
+    applied once the class is registered (its module imported). Sending it
+    again would apply it twice.
+
+    Attributes:
+        address: the entity the message waits for.
+        name: the stored name of the entity class or value type it needs.
+    """
+
+    def __init__(self, address: Any, missing: UnregisteredNameError) -> None:
+        self.address = address
+        self.name = missing.name
+        super().__init__(
+            f"{address!r} cannot run this message yet: {missing} The message was accepted: "
+            f"it waits, untouched, in the entity's inbox and is applied once "
+            f"{missing.name!r} is registered. Do not send it again (it would be applied twice)."
+        )
+        self.__cause__ = missing

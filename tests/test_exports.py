@@ -47,6 +47,7 @@ def test_pachyderm_exports() -> None:
         "UnknownDeadLetterError",
         "UnregisteredNameError",
         "UpgradeError",
+        "WaitingForClassError",
         "after",
         "cancel",
         "decode",

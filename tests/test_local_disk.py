@@ -26,7 +26,7 @@ from tests.entities import Alarm, Counter, Recorder, Relay
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_python(code: str, *, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with the project importable."""
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -34,7 +34,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
@@ -345,3 +345,79 @@ async def test_timers_survive_closing_and_fire_when_due(tmp_path: Path) -> None:
     async with LocalDisk.open(str(tmp_path), clock=clock) as eco:
         await eco.settle()
         assert eco.runtime.statistics["timers_fired"] == 0  # fired once, in the last opening
+
+
+POINT = """
+    from dataclasses import dataclass
+    from pachyderm import register_value
+    @register_value(name="tests.local_disk.Point")
+    @dataclass(frozen=True)
+    class Point:
+        x: int
+"""
+
+
+def test_send_sync_to_an_entity_whose_state_names_an_unregistered_type_answers(
+    tmp_path: Path,
+) -> None:
+    """send_sync to a state naming an unregistered value type raises WaitingForClassError.
+
+    Promptly, on both faces, instead of waiting forever; the messages are
+    kept, and applied once each in a process where the type is registered.
+    """
+    store = str(tmp_path / "store")
+    writer = run_python(
+        POINT
+        + f"""
+    from ecosystems import LocalDisk
+    from tests.entities import Recorder
+    print(LocalDisk.connect({store!r}).send_sync(Recorder("r"), Point(1)))
+    """
+    )
+    assert writer.returncode == 0, writer.stderr
+    without_the_type = run_python(
+        f"""
+        import trio
+        from ecosystems import LocalDisk
+        from pachyderm import UnregisteredNameError, WaitingForClassError
+        from tests.entities import Recorder
+        eco = LocalDisk.connect({store!r})
+        try:
+            eco.state_of(Recorder("r"))
+        except UnregisteredNameError as error:
+            print("state_of:", error.name)
+        try:
+            eco.send_sync(Recorder("r"), "shell")
+        except WaitingForClassError as error:
+            print("shell:", error.name, error.address, "|", error)
+        eco.close()
+        async def main():
+            async with LocalDisk.open({store!r}) as eco:
+                try:
+                    await eco.send_sync(Recorder("r"), "trio")
+                except WaitingForClassError as error:
+                    print("trio:", error.name)
+        trio.run(main)
+        """,
+        timeout=30,  # (raises TimeoutExpired: the old way, send_sync waited forever)
+    )
+    assert without_the_type.returncode == 0, without_the_type.stderr
+    lines = without_the_type.stdout.splitlines()
+    assert lines[0] == "state_of: tests.local_disk.Point"
+    assert lines[1].startswith("shell: tests.local_disk.Point Recorder('r') |")
+    assert "register_value(name='tests.local_disk.Point')" in lines[1]
+    assert "waits, untouched" in lines[1]
+    assert "Do not send it again" in lines[1]
+    assert lines[2] == "trio: tests.local_disk.Point"
+    with_the_type = run_python(
+        POINT
+        + f"""
+    from ecosystems import LocalDisk
+    from tests.entities import Recorder
+    eco = LocalDisk.connect({store!r})
+    eco.settle()
+    print(eco.state_of(Recorder("r")))
+    """
+    )
+    assert with_the_type.returncode == 0, with_the_type.stderr
+    assert with_the_type.stdout.splitlines() == ["[Point(x=1), 'shell', 'trio']"]

@@ -21,6 +21,7 @@ from pachyderm import (
     MessageTooLargeError,
     OutcomeUnknownError,
     UnknownDeadLetterError,
+    WaitingForClassError,
 )
 from tests.conftest import OpenEcosystem
 from tests.entities import Counter, Fragile, Keeper, Misbehaving, Recorder, Relay
@@ -580,3 +581,60 @@ async def test_close_tells_refused_calls_from_unknown_outcomes(
             assert applied == 0, (number, message, outcome, finals[number])
         else:
             assert applied <= 1, (number, message, outcome, finals[number])
+
+
+async def test_send_sync_of_a_message_waiting_for_its_class_says_so(
+    open_ecosystem: OpenEcosystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """send_sync raises WaitingForClassError when its message must wait for a class.
+
+    Whether its own message names the unregistered class, its entity already
+    waits, or an earlier message in its inbox parks it: the caller is told
+    instead of waiting forever, and every message is applied once, in order,
+    when the class registers.
+    """
+    from pachyderm._entity import entity_classes
+
+    class Vanishing(Entity[Any, Any]):
+        entity_name = "tests.runtime.Vanishing"
+
+    address = Vanishing("x")
+    monkeypatch.delitem(entity_classes._by_name, "tests.runtime.Vanishing")
+    with trio.fail_after(20):
+        async with open_ecosystem() as eco:
+            with pytest.raises(
+                WaitingForClassError, match=r"'tests\.runtime\.Vanishing'"
+            ) as caught:
+                await eco.send_sync(Recorder("r"), address)  # its own message
+            assert caught.value.address == Recorder("r")
+            assert caught.value.name == "tests.runtime.Vanishing"
+            with pytest.raises(WaitingForClassError):
+                await eco.send_sync(Recorder("r"), "after")  # the entity waits already
+            eco.runtime.pause()
+            await eco.send(Recorder("q"), address)
+            table = eco.runtime.residents.table
+            ident = (eco.id, Recorder("q").entity_name, Recorder("q").id)
+
+            async def behind() -> None:
+                with pytest.raises(WaitingForClassError):
+                    await eco.send_sync(Recorder("q"), "behind")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(behind)
+                while len(table[ident].inbox) < 2:  # both accepted, neither run
+                    await trio.sleep(0.001)
+                eco.runtime.resume()  # the first parks the entity, with "behind" queued
+            assert await eco.dead_letters() == []
+
+            class Vanishing(Entity[Any, Any]):  # type: ignore[no-redef]  # registers it again
+                entity_name = "tests.runtime.Vanishing"
+
+            for recorder, expected in (
+                (Recorder("r"), [Vanishing("x"), "after"]),
+                (Recorder("q"), [Vanishing("x"), "behind"]),
+            ):
+                async with eco.follow(recorder) as updates:
+                    while updates.state != expected:
+                        await updates.__anext__()
+            await eco.settle()
+            assert await eco.state_of(Recorder("r")) == [Vanishing("x"), "after"]
