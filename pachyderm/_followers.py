@@ -238,7 +238,9 @@ class ShellFollower(_View[StateT]):
 
     ``.state`` (latest known state), ``.flush()`` (updates so far, no waiting),
     ``.get(timeout=None)`` (block for the next update), iteration (blocking,
-    ends when closed), ``.close()`` and ``with``.
+    ends when closed), ``.close()`` and ``with``. When the main thread
+    returns, every shell follower ends, so that a thread iterating one does
+    not keep the process alive.
     """
 
     def __init__(self, subscription: Subscription) -> None:

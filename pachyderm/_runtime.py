@@ -823,6 +823,12 @@ class Runtime:
             self.followers.add(ident, subscription)
         return subscription
 
+    @protect
+    def end_followers(self) -> None:
+        """End every follower: their iterations finish (the interpreter is exiting)."""
+        with self.lock:
+            self.followers.end_all(self._post_wake)
+
     # -- dead letters --------------------------------------------------------
 
     @protect

@@ -98,6 +98,13 @@ class Portal:
         self._thread.start()
         self._ready.wait()
         atexit.register(self.stop)
+        # At exit, Python joins non-daemon threads before it runs atexit handlers: a
+        # thread iterating a follower would wait forever for the store to close. This
+        # hook runs before that join (private, but concurrent.futures relies on it too).
+        register_at_shutdown = getattr(threading, "_register_atexit", None)
+        if register_at_shutdown is not None:
+            with contextlib.suppress(RuntimeError):  # already shutting down
+                register_at_shutdown(self.end_followers)
 
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -137,6 +144,15 @@ class Portal:
             except trio.RunFinishedError:
                 return
             self._thread.join(timeout=10)
+
+    def end_followers(self) -> None:
+        """End every follower, so threads iterating them finish; the stores stay open.
+
+        Called as the interpreter shuts down, before it waits for non-daemon
+        threads: those still sending can go on; the stores close at exit.
+        """
+        for runtime in list(self._runtimes):
+            runtime.end_followers()
 
     def close_runtime(self, runtime: Runtime) -> None:
         if runtime in self._runtimes:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +27,8 @@ from pachyderm import (
     ShellEcosystem,
 )
 from tests.entities import Counter, Fragile, Recorder, Relay
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -344,3 +349,44 @@ def test_close_waits_for_a_caller_leading_a_write(
     assert not closer.is_alive()
     assert outcome == [1]
     assert LocalDisk.state_of(Counter("c")) == 1  # reopened
+
+
+@pytest.mark.parametrize("kind", ["InMemory", "LocalDisk"])
+def test_a_thread_iterating_a_follower_does_not_keep_the_process_alive(
+    kind: str, tmp_path: Path
+) -> None:
+    """When the main thread returns, followers end: a non-daemon thread iterating one finishes.
+
+    The store stays open until exit meanwhile: another non-daemon thread still sends.
+    """
+    location = None if kind == "InMemory" else str(tmp_path / "store")
+    code = f"""
+import threading
+from ecosystems import {kind} as kind
+from tests.entities import Counter
+eco = kind.connect({location!r})
+eco.send_sync(Counter("c"), "inc")
+follower = eco.follow(Counter("c"))
+ended = threading.Event()
+def watch():
+    for update in follower:
+        pass
+    print("follower ended", flush=True)
+    ended.set()
+def send_after():
+    ended.wait()
+    print("sent", eco.send_sync(Counter("c"), "inc"), flush=True)
+threading.Thread(target=watch).start()  # not a daemon
+threading.Thread(target=send_after).start()
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,  # (raises TimeoutExpired: the old way, the process never exited)
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["follower ended", "sent 2"]
