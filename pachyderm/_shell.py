@@ -92,6 +92,10 @@ class Portal:
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._runtimes: list[Runtime] = []
+        # Runtimes whose opening began in the portal, or was given up before it could:
+        # decided under the lock, so that exactly one side closes a store given up on.
+        self._opening: dict[Runtime, bool] = {}
+        self._opening_lock = threading.Lock()
         self._thread = threading.Thread(
             target=trio.run, args=(self._main,), name="pachyderm-shell", daemon=True
         )
@@ -123,11 +127,40 @@ class Portal:
         return trio.from_thread.run(function, *args, trio_token=self._token)
 
     def start(self, runtime: Runtime) -> None:
-        """Start ``runtime`` in the portal; errors while opening are raised here."""
-        self.call(self._nursery.start, self._host, runtime)
+        """Start ``runtime`` in the portal; errors while opening are raised here.
+
+        If this fails, or is interrupted (Ctrl-C while a backlog is recovered),
+        the runtime's store is closed before this returns, never while the
+        portal still reads it.
+        """
+        try:
+            self.call(self._nursery.start, self._host, runtime)
+        except BaseException:
+            with deferred_interrupts():  # a second Ctrl-C waits until the store is closed
+                self._give_up(runtime)
+            raise
+        with self._opening_lock:
+            del self._opening[runtime]
         self._runtimes.append(runtime)
 
+    def _give_up(self, runtime: Runtime) -> None:
+        """Close a runtime whose start failed or was interrupted, wherever it got to."""
+        with self._opening_lock:
+            began = self._opening.pop(runtime, False)
+            if not began:
+                self._opening[runtime] = False  # too late to begin now: _host will see it
+        if not began:
+            runtime.storage.close()  # the portal never touched it
+        else:  # it may still be opening in the portal: it closes its store itself
+            trio.from_thread.run(runtime.aclose, trio_token=self._token)
+
     async def _host(self, runtime: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
+        with self._opening_lock:
+            if runtime in self._opening:  # given up on before it began
+                del self._opening[runtime]
+                task_status.started()  # (to a caller that is gone)
+                return
+            self._opening[runtime] = True
         try:
             await runtime.run(task_status=task_status)
         except Exception as error:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -421,3 +424,70 @@ def test_send_sync_to_an_entity_whose_state_names_an_unregistered_type_answers(
     )
     assert with_the_type.returncode == 0, with_the_type.stderr
     assert with_the_type.stdout.splitlines() == ["[Point(x=1), 'shell', 'trio']"]
+
+
+def test_ctrl_c_while_the_shell_face_recovers_a_backlog(tmp_path: Path) -> None:
+    """Ctrl-C while the shell face opens a store with a backlog: KeyboardInterrupt, no crash.
+
+    The store is closed only once the runtime stopped reading it (it was
+    closed under the recovering thread: a segfault). Each trial interrupts a
+    copy of the store at another instant; reopened, every message is applied once.
+    """
+    senders, per_sender = 50, 300
+    pristine = tmp_path / "pristine"
+
+    async def make_backlog() -> None:
+        async with LocalDisk.open(str(pristine), durability="flush") as eco:
+            eco.runtime.pause()  # accept, never activate
+
+            async def sender(number: int) -> None:
+                for message in range(per_sender):
+                    await eco.send(Recorder(number), message)
+
+            async with trio.open_nursery() as nursery:
+                for number in range(senders):
+                    nursery.start_soon(sender, number)
+
+    trio.run(make_backlog)
+    opener = """
+        import sys
+        from ecosystems import LocalDisk
+        print("opening", flush=True)
+        eco = LocalDisk.connect(sys.argv[1])
+        print("opened", flush=True)
+        eco.settle()
+        print("settled", flush=True)
+    """
+    interrupted_while_opening = 0
+    for trial, delay in enumerate((0.0, 0.01, 0.03, 0.05, 0.08, 0.12, 0.2)):
+        store = tmp_path / f"trial-{trial}"
+        shutil.copytree(pristine, store)
+        process = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(opener), str(store)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline() == "opening\n"
+        time.sleep(delay)
+        os.kill(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        if out.endswith("settled\n"):  # done before the signal came (or as it exited)
+            assert process.returncode in (0, -signal.SIGINT), err[-2000:]
+        else:
+            # An uncaught KeyboardInterrupt ends Python by SIGINT: -SIGINT, not -SIGSEGV.
+            assert process.returncode == -signal.SIGINT, (delay, process.returncode, err[-2000:])
+            assert err.rstrip().endswith("KeyboardInterrupt"), err[-2000:]
+        interrupted_while_opening += "opened" not in out
+
+        async def check(store: Path = store) -> None:
+            async with LocalDisk.open(str(store)) as eco:
+                await eco.settle()
+                for number in range(senders):
+                    assert await eco.state_of(Recorder(number)) == list(range(per_sender))
+
+        trio.run(check)
+    assert interrupted_while_opening, "no trial interrupted the opening itself"
