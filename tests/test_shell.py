@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -390,3 +392,78 @@ threading.Thread(target=send_after).start()
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["follower ended", "sent 2"]
+
+
+def test_ctrl_c_during_send_sync_leaves_the_store_open_for_every_handle(
+    tmp_path: Path,
+) -> None:
+    """A real Ctrl-C during the main thread's send_sync stops that call only.
+
+    Another thread, sending through another ecosystem's handle all along, goes
+    on without an error; the main thread's handle works after; each message
+    that was answered is applied once, the interrupted one at most once.
+    """
+    store = str(tmp_path / "store")
+    code = """
+import itertools, json, sys, threading
+from ecosystems import LocalDisk
+from tests.entities import Recorder
+eco = LocalDisk.connect(sys.argv[1])
+other = eco.participate("other")
+report = {"main": [], "other": [], "errors": []}
+running, stop = threading.Event(), threading.Event()
+def send_from_another_thread():
+    for n in itertools.count():
+        try:
+            other.send_sync(Recorder("r"), n)
+        except BaseException as error:
+            report["errors"].append(repr(error))
+            return
+        report["other"].append(n)
+        running.set()
+        if stop.is_set():
+            return
+sender = threading.Thread(target=send_from_another_thread)
+sender.start()
+running.wait()
+print("ready", flush=True)
+try:
+    for n in itertools.count():
+        eco.send_sync(Recorder("r"), n)
+        report["main"].append(n)
+except KeyboardInterrupt:
+    report["interrupted"] = n
+for n in range(report["interrupted"] + 1, report["interrupted"] + 21):
+    eco.send_sync(Recorder("r"), n)
+    report["main"].append(n)
+before = len(report["other"])
+while len(report["other"]) < before + 20 and not report["errors"]:
+    eco.state_of(Recorder("r"))  # (waiting: the other thread sends after the interrupt)
+stop.set()
+sender.join()
+print(json.dumps(report), flush=True)
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, store],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(0.2)  # both threads sending
+    os.kill(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-3000:]
+    report = json.loads(out)
+    assert report["errors"] == []
+    interrupted = report["interrupted"]
+    main = LocalDisk.connect(store).state_of(Recorder("r"))
+    assert [n for n in main if n != interrupted] == report["main"]  # each once, in order
+    assert main.count(interrupted) <= 1
+    assert (
+        LocalDisk.participate("other", location=store).state_of(Recorder("r")) == (report["other"])
+    )
+    LocalDisk.close()
