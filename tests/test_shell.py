@@ -20,6 +20,7 @@ from ecosystems import InMemory, LocalDisk
 from pachyderm import (
     ActivationError,
     CodecError,
+    DeadLetter,
     EcosystemClosedError,
     EcosystemKind,
     Entity,
@@ -27,6 +28,7 @@ from pachyderm import (
     OutcomeUnknownError,
     PachydermError,
     ShellEcosystem,
+    UnknownDeadLetterError,
 )
 from tests.entities import Counter, Fragile, Recorder, Relay
 
@@ -467,3 +469,77 @@ print(json.dumps(report), flush=True)
         other = LocalDisk.participate("other", location=store)
         assert other.state_of(Recorder("r")) == report["other"]
         LocalDisk.close()
+
+
+class Flaky(Entity[Any, dict[str, Any]]):
+    """Fails on every message until it is sent ``"fix"``; then keeps them."""
+
+    entity_name = "tests.shell.Flaky"
+
+    def init(self) -> dict[str, Any]:
+        return {"fixed": False, "applied": []}
+
+    def activate(self, message: Any, state: dict[str, Any]) -> tuple[Outbox, dict[str, Any]]:
+        if message == "fix":
+            return [], {**state, "fixed": True}
+        if not state["fixed"]:
+            raise ValueError("not fixed yet")
+        return [], {**state, "applied": [*state["applied"], message]}
+
+
+def _take(
+    eco: ShellEcosystem,
+    verb: str,
+    dead: DeadLetter,
+    barrier: threading.Barrier,
+    won: list[str],
+    lost: list[BaseException],
+) -> None:
+    """``redeliver`` or ``discard`` a dead letter, at once with another thread."""
+    barrier.wait(timeout=30)
+    try:
+        getattr(eco, verb)(dead)
+    except UnknownDeadLetterError as error:
+        lost.append(error)
+    else:
+        won.append(verb)
+
+
+@pytest.mark.parametrize("rival", ["redeliver", "discard"])
+def test_racing_redeliver_applies_a_dead_letter_at_most_once(
+    pachyderm_home: Path, rival: str
+) -> None:
+    """Two threads take the same dead letter at once (redeliver, or discard): one wins.
+
+    The other gets UnknownDeadLetterError; the message is applied once if a
+    redeliver won, never if the discard did, and the dead letter is gone.
+    """
+    eco = LocalDisk.connect()
+    for trial in range(100):
+        address = Flaky(trial)
+        with pytest.raises(ActivationError):
+            eco.send_sync(address, ("message", trial))
+        eco.send_sync(address, "fix")
+        [dead] = [letter for letter in eco.dead_letters() if letter.address == address]
+        barrier = threading.Barrier(2)
+        won: list[str] = []
+        lost: list[BaseException] = []
+        threads = [
+            threading.Thread(target=_take, args=(eco, verb, dead, barrier, won, lost))
+            for verb in ("redeliver", rival)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert len(won) == 1, (trial, won, lost)
+        assert len(lost) == 1, (trial, won, lost)
+        eco.settle()
+        applied = eco.state_of(address)["applied"]
+        assert applied == ([] if won == ["discard"] else [("message", trial)]), (trial, won)
+        assert all(letter.address != address for letter in eco.dead_letters())
+    LocalDisk.close()
+    reopened = LocalDisk.connect()
+    reopened.settle()
+    assert reopened.dead_letters() == []
+    assert all(len(reopened.state_of(Flaky(trial))["applied"]) <= 1 for trial in range(100))
