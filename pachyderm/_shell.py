@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ import trio
 from pachyderm._dead_letters import DeadLetter
 from pachyderm._ecosystem import Ecosystem
 from pachyderm._entity import Entity
-from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower
+from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower, waiting_on_followers
 from pachyderm._interrupts import deferred_interrupts
 from pachyderm._log import log
 from pachyderm._runtime import Runtime
@@ -73,6 +74,7 @@ def _cheap_in_trio_run() -> Callable[[], bool]:
 _in_trio_run = _cheap_in_trio_run()
 _get_ident = threading.get_ident
 _MAIN_THREAD = threading.main_thread().ident
+_EXIT_POLL = 0.02  # seconds between looks at the threads still running, at exit
 
 
 class Portal:
@@ -108,7 +110,7 @@ class Portal:
         register_at_shutdown = getattr(threading, "_register_atexit", None)
         if register_at_shutdown is not None:
             with contextlib.suppress(RuntimeError):  # already shutting down
-                register_at_shutdown(self.end_followers)
+                register_at_shutdown(self.end_followers_at_exit)
 
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -178,12 +180,20 @@ class Portal:
                 return
             self._thread.join(timeout=10)
 
-    def end_followers(self) -> None:
-        """End every follower, so threads iterating them finish; the stores stay open.
+    def end_followers_at_exit(self) -> None:
+        """End every follower once nothing but followers keeps the process alive.
 
-        Called as the interpreter shuts down, before it waits for non-daemon
-        threads: those still sending can go on; the stores close at exit.
+        Called as the interpreter shuts down (the main thread has returned),
+        before it waits for non-daemon threads: once each of those has ended
+        or waits for a follower's next update, the followers end, and the
+        threads iterating them finish. The stores close at exit, after them.
         """
+        this = threading.current_thread()
+        while any(
+            thread is not this and not thread.daemon and not waiting_on_followers(thread)
+            for thread in threading.enumerate()
+        ):
+            time.sleep(_EXIT_POLL)  # another thread still works: it may still send
         for runtime in list(self._runtimes):
             runtime.end_followers()
 

@@ -359,9 +359,10 @@ def test_close_waits_for_a_caller_leading_a_write(
 def test_a_thread_iterating_a_follower_does_not_keep_the_process_alive(
     kind: str, tmp_path: Path
 ) -> None:
-    """When the main thread returns, followers end: a non-daemon thread iterating one finishes.
+    """Once only followers keep the process alive, they end: the threads iterating them finish.
 
-    The store stays open until exit meanwhile: another non-daemon thread still sends.
+    Not before: a non-daemon thread still sending after the main thread
+    returned is waited for, and its updates reach the follower.
     """
     location = None if kind == "InMemory" else str(tmp_path / "store")
     code = f"""
@@ -371,17 +372,17 @@ from tests.entities import Counter
 eco = kind.connect({location!r})
 eco.send_sync(Counter("c"), "inc")
 follower = eco.follow(Counter("c"))
-ended = threading.Event()
+main_returned = threading.Event()
 def watch():
-    for update in follower:
-        pass
-    print("follower ended", flush=True)
-    ended.set()
-def send_after():
-    ended.wait()
-    print("sent", eco.send_sync(Counter("c"), "inc"), flush=True)
+    states = [state for _, state in follower]
+    print("follower ended at", states[-1], flush=True)
+def send_later():
+    main_returned.wait()
+    for _ in range(20):
+        eco.send_sync(Counter("c"), "inc")
 threading.Thread(target=watch).start()  # not a daemon
-threading.Thread(target=send_after).start()
+threading.Thread(target=send_later).start()  # neither
+main_returned.set()
 """
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -393,7 +394,7 @@ threading.Thread(target=send_after).start()
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["follower ended", "sent 2"]
+    assert result.stdout.splitlines() == ["follower ended at 21"]
 
 
 def test_ctrl_c_during_send_sync_leaves_the_store_open_for_every_handle(
