@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -94,9 +95,10 @@ class Portal:
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._runtimes: list[Runtime] = []
-        # Runtimes whose opening began in the portal, or was given up before it could:
-        # decided under the lock, so that exactly one side closes a store given up on.
-        self._opening: dict[Runtime, bool] = {}
+        # Whether a runtime's opening began in the portal (True), or was given up before
+        # it could (False): decided under the lock, so that exactly one side closes the
+        # store of a runtime given up on.
+        self._opening: weakref.WeakKeyDictionary[Runtime, bool] = weakref.WeakKeyDictionary()
         self._opening_lock = threading.Lock()
         self._thread = threading.Thread(
             target=trio.run, args=(self._main,), name="pachyderm-shell", daemon=True
@@ -137,32 +139,30 @@ class Portal:
         """
         try:
             self.call(self._nursery.start, self._host, runtime)
+            self._runtimes.append(runtime)
         except BaseException:
             with deferred_interrupts():  # a second Ctrl-C waits until the store is closed
                 self._give_up(runtime)
             raise
-        with self._opening_lock:
-            del self._opening[runtime]
-        self._runtimes.append(runtime)
 
     def _give_up(self, runtime: Runtime) -> None:
         """Close a runtime whose start failed or was interrupted, wherever it got to."""
         with self._opening_lock:
-            began = self._opening.pop(runtime, False)
-            if not began:
-                self._opening[runtime] = False  # too late to begin now: _host will see it
+            began = self._opening.setdefault(runtime, False)  # False: too late to begin now
         if not began:
             runtime.storage.close()  # the portal never touched it
-        else:  # it may still be opening in the portal: it closes its store itself
+            return
+        # It may still be opening in the portal: stopped there, it closes its store itself.
+        with contextlib.suppress(trio.RunFinishedError):
             trio.from_thread.run(runtime.aclose, trio_token=self._token)
+        if runtime in self._runtimes:
+            self._runtimes.remove(runtime)
 
     async def _host(self, runtime: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
         with self._opening_lock:
-            if runtime in self._opening:  # given up on before it began
-                del self._opening[runtime]
+            if self._opening.setdefault(runtime, True) is False:  # given up on before it began
                 task_status.started()  # (to a caller that is gone)
                 return
-            self._opening[runtime] = True
         try:
             await runtime.run(task_status=task_status)
         except Exception as error:
