@@ -184,13 +184,22 @@ class Portal:
         """End every follower once nothing but followers keeps the process alive.
 
         Called as the interpreter shuts down (the main thread has returned),
-        before it waits for non-daemon threads: once each of those has ended
-        or waits for a follower's next update, the followers end, and the
-        threads iterating them finish. The stores close at exit, after them.
+        before it waits for non-daemon threads. It returns at once (other such
+        hooks, like the one stopping idle ``concurrent.futures`` workers, must
+        run too); a daemon thread then watches: once every other non-daemon
+        thread has ended or waits for a follower's next update, the followers
+        end, and the threads iterating them finish. The stores close at exit.
         """
-        this = threading.current_thread()
+        threading.Thread(
+            target=self._end_followers_when_idle,
+            args=(threading.current_thread(),),
+            name="pachyderm-exit",
+            daemon=True,
+        ).start()
+
+    def _end_followers_when_idle(self, exiting: threading.Thread) -> None:
         while any(
-            thread is not this and not thread.daemon and not waiting_on_followers(thread)
+            thread is not exiting and not thread.daemon and not waiting_on_followers(thread)
             for thread in threading.enumerate()
         ):
             time.sleep(_EXIT_POLL)  # another thread still works: it may still send

@@ -362,11 +362,16 @@ def test_a_thread_iterating_a_follower_does_not_keep_the_process_alive(
     """Once only followers keep the process alive, they end: the threads iterating them finish.
 
     Not before: a non-daemon thread still sending after the main thread
-    returned is waited for, and its updates reach the follower.
+    returned is waited for, and its updates reach the follower. Idle
+    ``concurrent.futures`` workers, stopped by their own exit hook, do not
+    keep the followers waiting either.
     """
     location = None if kind == "InMemory" else str(tmp_path / "store")
     code = f"""
-import threading
+import concurrent.futures, threading
+# Idle non-daemon workers, stopped by their own exit hook, which runs after ours:
+pool = concurrent.futures.ThreadPoolExecutor(2)
+pool.submit(int).result()
 from ecosystems import {kind} as kind
 from tests.entities import Counter
 eco = kind.connect({location!r})
