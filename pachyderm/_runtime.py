@@ -451,7 +451,6 @@ class Runtime:
                 if reply.error is not None:
                     raise reply.error
                 return reply.record
-            reply.lead = False
             self._lead()  # woken to write the group its work is in
 
     def queue_from_thread(self, eco: str, address: Entity[Any, Any], blob: bytes) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -549,3 +550,46 @@ def test_racing_redeliver_applies_a_dead_letter_at_most_once(
     reopened.settle()
     assert reopened.dead_letters() == []
     assert all(len(reopened.state_of(Flaky(trial))["applied"]) <= 1 for trial in range(100))
+
+
+@pytest.mark.parametrize("kind", [InMemory, LocalDisk], ids=["InMemory", "LocalDisk"])
+def test_a_caller_handed_the_lead_before_it_waits_leads_once(
+    kind: EcosystemKind, pachyderm_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller asked to write the next group before it started waiting: every call returns.
+
+    Submitting is slowed down at random, so that a writer often hands its
+    lead to a caller still between submitting and waiting. (That caller led
+    without taking the hand-over's wake-up; its own answer then failed with
+    "release unlocked lock", and the callers of its group were never answered.)
+    """
+    eco = kind.connect()
+    submit = eco.runtime.lock.submit
+    chance = random.Random(7)
+
+    def slow_submit(request: Any) -> None:
+        submit(request)
+        time.sleep(chance.random() * 0.002)  # between submitting and waiting
+
+    monkeypatch.setattr(eco.runtime.lock, "submit", slow_submit)
+    errors: list[BaseException] = []
+
+    def caller(number: int) -> None:
+        try:
+            for message in range(60):
+                eco.send_sync(Recorder(number % 4), (number, message))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert errors == []
+    assert not any(thread.is_alive() for thread in threads), "a caller was never answered"
+    for entity in range(4):
+        received = eco.state_of(Recorder(entity))
+        for number in range(entity, 16, 4):
+            assert [m for n, m in received if n == number] == list(range(60))
