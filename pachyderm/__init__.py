@@ -26,6 +26,7 @@ from pachyderm.errors import (
     InvalidArgumentError,
     InvalidIdError,
     MessageTooLargeError,
+    OutcomeUnknownError,
     PachydermError,
     RegistrationError,
     StoreAccessError,
@@ -35,6 +36,7 @@ from pachyderm.errors import (
     UnregisteredNameError,
     UnstableNameWarning,
     UpgradeError,
+    WaitingForClassError,
 )
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "ManualClock",
     "MessageTooLargeError",
     "Outbox",
+    "OutcomeUnknownError",
     "PachydermError",
     "RegistrationError",
     "ShellEcosystem",
@@ -71,6 +74,7 @@ __all__ = [
     "UnregisteredNameError",
     "UnstableNameWarning",
     "UpgradeError",
+    "WaitingForClassError",
     "after",
     "cancel",
     "decode",

@@ -114,9 +114,12 @@ _new_lock = threading.Lock
 class ThreadReply(Reply):
     """A reply waited for by another thread (the shell face), without entering trio.
 
-    Its thread may be woken before it is resolved, to write the group its work
-    is in: then ``lead`` is set. Each wake-up releases the lock once, and a
-    thread asked to lead is resolved only by its own write, after it woke.
+    ``lead`` is set when the caller's own thread accepted its message and
+    should write its group at once, without any wake-up. Its thread may also
+    be woken before it is resolved (:meth:`hand_over`), to write the group its
+    work is in. Each wake-up releases the lock once and is consumed by
+    :meth:`wait_signal`, even one that came before the thread waited; a thread
+    asked to lead is resolved only by its own write, after it woke.
     """
 
     __slots__ = ("_lock", "lead", "thread")
@@ -132,8 +135,12 @@ class ThreadReply(Reply):
         self._lock.release()  # thread-safe: no need to go through the runtime's thread
 
     def hand_over(self) -> None:
-        """Wake the waiting thread to lead (call with the runtime's lock held)."""
-        self.lead = True
+        """Wake the waiting thread to lead (call with the runtime's lock held).
+
+        Not through ``lead``: a thread that saw it before waiting would lead
+        without consuming this wake-up, and its own resolution would then
+        release an unlocked lock.
+        """
         self._lock.release()
 
     def wait_signal(self) -> None:
@@ -179,7 +186,8 @@ class Group:
         """Tell everyone waiting on this group that it is durable, or why it is not."""
         self.error = error
         for reply, record, failure in self.replies:
-            reply.resolve(record, failure or error, wake)
+            # A failed write first: what the reply would say (a dead letter, say) was not stored.
+            reply.resolve(record, error or failure, wake)
         for waiter in self.waiters:
             waiter.resolve(None, error, wake)
         self.finished = True

@@ -18,7 +18,7 @@ from typing import Any
 
 from pachyderm._clock import Clock
 from pachyderm._codec import decode
-from pachyderm._commit import GroupCommit, Reply
+from pachyderm._commit import GroupCommit, Reply, Wake
 from pachyderm._dead_letters import encode_dead_letter
 from pachyderm._entity import Entity, entity_classes, newest_address
 from pachyderm._log import log, logging_enabled
@@ -35,7 +35,12 @@ from pachyderm._step import (
 )
 from pachyderm._storage import Ident, PendingMessage, Storage, Timer
 from pachyderm._timers import Timers, due_at
-from pachyderm.errors import ActivationError, PachydermError, UnregisteredNameError
+from pachyderm.errors import (
+    ActivationError,
+    PachydermError,
+    UnregisteredNameError,
+    WaitingForClassError,
+)
 
 __all__ = ["Dispatcher"]
 
@@ -54,6 +59,8 @@ class Dispatcher:
         max_message_bytes: int,
         on_work: Callable[[], None],
         on_timer: Callable[[float], None],
+        on_commit: Callable[[], None],
+        wake: Wake,
     ) -> None:
         self.storage = storage
         self.residents = residents
@@ -69,6 +76,9 @@ class Dispatcher:
         self.timers_fired = 0
         self._on_work = on_work  # the run queue was empty and is not
         self._on_timer = on_timer  # a timer due at this time was set
+        self._on_commit = on_commit  # the open group should be written
+        self._wake = wake  # for replies answered outside a group's completion
+        self._missing: dict[str, UnregisteredNameError] = {}  # why entities are parked, by name
 
     # -- accepting -----------------------------------------------------------
 
@@ -110,9 +120,13 @@ class Dispatcher:
         self.seq = seq + 1
         group = self.commit.open
         token = group.batch.accept(record.handle, seq, blob)
-        record.inbox.append(Envelope(seq, blob, reply, group, token))
-        if not record.scheduled and record.parked_on is None:
-            self.schedule(record)
+        envelope = Envelope(seq, blob, reply, group, token)
+        record.inbox.append(envelope)
+        if record.parked_on is None:
+            if not record.scheduled:
+                self.schedule(record)
+        elif reply is not None:
+            self._tell_waiting(record, envelope)
 
     def schedule(self, record: Resident) -> None:
         if not record.scheduled:
@@ -141,7 +155,7 @@ class Dispatcher:
         """The address of a record found by its stored name; None (parked) if unregistered."""
         _, name, entity_id = record.ident
         if name not in entity_classes:
-            self.park(record, name)
+            self.park(record, UnregisteredNameError(name, "entity class"))
             return None
         record.address = address = entity_classes.resolve(name)(entity_id)
         return address
@@ -194,7 +208,7 @@ class Dispatcher:
         try:
             message = decode(blob)
         except UnregisteredNameError as missing:
-            self.park(record, missing.name)
+            self.park(record, missing)
             return False
         except Exception as error:  # damaged bytes: the message cannot be read
             outcome: Activated | Failed = _failed(None, error)
@@ -238,7 +252,7 @@ class Dispatcher:
             try:
                 state = load_state(address, stored)
             except UnregisteredNameError as missing:
-                self.park(record, missing.name)
+                self.park(record, missing)
                 return None
             except BaseException as error:  # init() and upgrade() are user code too
                 return _failed(message, error)
@@ -374,11 +388,41 @@ class Dispatcher:
 
     # -- parking: messages for classes this process has not registered -------
 
-    def park(self, record: Resident, name: str) -> None:
+    def park(self, record: Resident, missing: UnregisteredNameError) -> None:
+        """Keep ``record``'s messages until ``missing`` is registered; tell who waits on them."""
+        name = missing.name
+        self._missing[name] = missing
         if self.residents.park(record, name):
             log("entity.waiting_for_class", name=name, pending=len(record.inbox))
+        for envelope in record.inbox:
+            if envelope.reply is not None:
+                self._tell_waiting(record, envelope)
+
+    def _tell_waiting(self, record: Resident, envelope: Envelope) -> None:
+        """Answer a send_sync whose message waits in a parked entity's inbox.
+
+        Its caller would otherwise wait until the class is registered, which in
+        this process may be never. The message stays (it is applied once the
+        class registers); the caller hears so once its acceptance is durable.
+        """
+        reply = envelope.reply
+        assert reply is not None
+        assert record.parked_on is not None
+        envelope.reply = None
+        missing = self._missing.get(record.parked_on)
+        if missing is None:
+            missing = UnregisteredNameError(record.parked_on, "entity class or value type")
+        error = WaitingForClassError(record.address, missing)
+        group = envelope.group
+        if group is not None and not group.finished:
+            group.replies.append((reply, None, error))
+            if group is self.commit.open:
+                self._on_commit()  # no activation will make anyone write it
+        else:
+            reply.resolve(None, error, self._wake)
 
     def unpark(self, name: str) -> None:
+        self._missing.pop(name, None)
         for record in self.residents.unpark(name):
             if record.inbox:
                 self.schedule(record)

@@ -66,6 +66,10 @@ class Ecosystem:
         Raises:
             CodecError: the message cannot be stored (nothing is stored).
             MessageTooLargeError: the encoded message is over ``max_message_bytes``.
+            EcosystemClosedError: refused, the store closed first: nothing
+                happened, safe to send again once it is open.
+            OutcomeUnknownError: the store stopped while writing it: it may
+                be stored; ``state_of`` after reopening tells.
         """
         # The runtime's coroutine itself, not one wrapping it: every suspension
         # and resumption of a send would pass through the extra frame.
@@ -78,6 +82,16 @@ class Ecosystem:
             ActivationError: ``activate`` failed; the entity kept its state and
                 the message became a dead letter.
             CodecError: the message cannot be stored (nothing is stored).
+            EcosystemClosedError: refused, the store closed first (or, InMemory,
+                closed before applying it, which it then never will): nothing
+                happened, safe to send again.
+            OutcomeUnknownError: accepted, but the store closed before applying
+                it; LocalDisk applies it, once, when the store is next opened.
+                Do not send it again: ``settle()`` and ``state_of`` after
+                reopening show its effect.
+            WaitingForClassError: accepted, but its entity's data names a class
+                not registered in this process: it waits, and is applied once
+                that class registers. Do not send it again.
         """
         state: StateT = await self._runtime.send_sync(self._id, address, message)
         return state

@@ -24,9 +24,24 @@ from pachyderm._step import load_state
 from pachyderm._storage import Ident
 from pachyderm.errors import InvalidArgumentError, describe
 
-__all__ = ["DEFAULT_FOLLOWER_BUFFER", "Follower", "Followers", "ShellFollower", "Subscription"]
+__all__ = [
+    "DEFAULT_FOLLOWER_BUFFER",
+    "Follower",
+    "Followers",
+    "ShellFollower",
+    "Subscription",
+    "waiting_on_followers",
+]
 
 DEFAULT_FOLLOWER_BUFFER = 1000
+
+_waiting: dict[int, int] = {}  # threads blocked for a follower's next update: how many waits
+
+
+def waiting_on_followers(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is blocked waiting for a follower's next update."""
+    return _waiting.get(thread.ident or 0, 0) > 0
+
 
 StateT = TypeVar("StateT")
 
@@ -88,11 +103,20 @@ class Subscription:
     def take_one(self, timeout: float | None) -> bytes | None:
         """Block this thread for the next update; None when closed."""
         with self._condition:
-            if not self._condition.wait_for(lambda: self._updates or self.closed, timeout):
-                raise TimeoutError(
-                    f"no update of {self.address!r} within {timeout} s; "
-                    f"use flush() to read without waiting"
-                )
+            if not (self._updates or self.closed):
+                thread = threading.get_ident()
+                _waiting[thread] = _waiting.get(thread, 0) + 1  # (seen at interpreter exit)
+                try:
+                    if not self._condition.wait_for(lambda: self._updates or self.closed, timeout):
+                        raise TimeoutError(
+                            f"no update of {self.address!r} within {timeout} s; "
+                            f"use flush() to read without waiting"
+                        )
+                finally:
+                    if _waiting[thread] == 1:
+                        del _waiting[thread]
+                    else:
+                        _waiting[thread] -= 1
             return self._updates.popleft() if self._updates else None
 
     def pending(self) -> bool:
@@ -250,7 +274,9 @@ class ShellFollower(_View[StateT]):
 
     ``.state`` (latest known state), ``.flush()`` (updates so far, no waiting),
     ``.get(timeout=None)`` (block for the next update), iteration (blocking,
-    ends when closed), ``.close()`` and ``with``.
+    ends when closed), ``.close()`` and ``with``. Once the main thread has
+    returned and every other non-daemon thread has ended or waits on a
+    follower, every shell follower ends, so that the process can exit.
     """
 
     def __init__(self, subscription: Subscription) -> None:

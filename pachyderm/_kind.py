@@ -180,10 +180,10 @@ class EcosystemKind:
                 )
                 try:
                     portal = Portal.get()
-                    portal.start(runtime)
                 except BaseException:
                     runtime.storage.close()
                     raise
+                portal.start(runtime)  # if it fails, the store is closed (never under a reader)
                 shell = ShellEcosystem(portal, Ecosystem(runtime, DEFAULT_ECOSYSTEM))
                 self._shell[location] = shell
             return shell

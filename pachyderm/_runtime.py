@@ -59,6 +59,7 @@ from pachyderm.errors import (
     InvalidAddressError,
     InvalidArgumentError,
     MessageTooLargeError,
+    OutcomeUnknownError,
     PachydermError,
     UnknownDeadLetterError,
     describe,
@@ -120,6 +121,8 @@ class Runtime:
             max_message_bytes=max_message_bytes,
             on_work=self._signal_work,
             on_timer=self._signal_timer,
+            on_commit=self._signal_commit,
+            wake=self._post_wake,
         )
         self.token: trio.lowlevel.TrioToken | None = None
         self.started = False
@@ -262,21 +265,55 @@ class Runtime:
         )
 
     def _fail_waiters(self) -> None:
-        error = EcosystemClosedError(
-            f"the ecosystem store {self.name} closed before this completed"
-            + (f": {type(self.failure).__name__}: {self.failure}" if self.failure else "")
-        )
+        """Answer everyone still waiting as the store closes: refused, or outcome unknown.
+
+        ``EcosystemClosedError`` only where nothing happened (safe to send
+        again); ``OutcomeUnknownError`` where the message was accepted and may
+        be applied (see :meth:`_waiting_message_error`).
+        """
         wake = self._post_wake
         for record in self.residents.table.values():
             for envelope in record.inbox:
                 if envelope.reply is not None:
+                    error = self._waiting_message_error(record.address, envelope.group)
                     envelope.reply.resolve(None, error, wake)
         writing = self.commit.writing
         if writing is not None and not self._writing_elsewhere:
-            writing.finish(error, wake)
-        self.commit.open.finish(error, wake)
+            writing.finish(self._write_failed_error(), wake)
+        # Never written (after a failure; empty after a clean close): nothing happened.
+        self.commit.open.finish(self._closed_error(), wake)
         self.followers.end_all(wake)
         wake(self._pulse)
+
+    def _waiting_message_error(
+        self, address: Entity[Any, Any] | None, group: Group | None
+    ) -> PachydermError:
+        """What to tell a caller whose accepted message waits, unapplied, as the store closes."""
+        failure = f" ({self._failure_text})" if self.failure is not None else ""
+        if group is not None:  # else recovered when the store opened: durable
+            if group is self.commit.writing or group.error is not None:
+                return self._write_failed_error()
+            if not group.finished:  # its acceptance was never written
+                return self._closed_error()
+        if self.volatile:
+            return EcosystemClosedError(
+                f"the ecosystem store {self.name} closed{failure} before applying this message "
+                f"to {address!r}; the store's memory, and the message, are gone with it, so it "
+                f"was not and will not be applied: sending it again (to a new store) is safe"
+            )
+        return OutcomeUnknownError(
+            f"the ecosystem store {self.name} closed{failure} after accepting this message "
+            f"to {address!r}, before applying it: it waits in the entity's durable inbox and "
+            f"is applied, once, when the store is next opened. Do not send it again (it "
+            f"would be applied twice); after reopening, settle() and state_of() show its effect"
+        )
+
+    def _write_failed_error(self) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"{self.name} stopped while writing this call's changes ({self._failure_text}): "
+            f"they may or may not be stored. Do not send it again blindly; after reopening, "
+            f"state_of() shows whether it was applied"
+        )
 
     def check_open(self) -> None:
         if self.closed:
@@ -468,7 +505,6 @@ class Runtime:
                 if reply.error is not None:
                     raise reply.error
                 return reply.record
-            reply.lead = False
             self._lead()  # woken to write the group its work is in
 
     def queue_from_thread(self, eco: str, address: Entity[Any, Any], blob: bytes) -> bool:
@@ -548,6 +584,8 @@ class Runtime:
         with self.lock:
             self._forming = False
             if self.failure or self.commit.writing is not None or not len(self.commit.open.batch):
+                if self.closed:
+                    self._signal_commit()  # a closing committer waits for leaders to finish
                 return
             self._writing_elsewhere += 1
             group = self._seal()
@@ -568,7 +606,8 @@ class Runtime:
         except BaseException as error:
             with self.lock:
                 self._writing_elsewhere -= 1
-                group.finish(self._fail(error, "writing to the store"), self._post_wake)
+                self._fail(error, "writing to the store")
+                group.finish(self._write_failed_error(), self._post_wake)
             return
         with self.lock:
             self._complete(group, seconds)
@@ -610,6 +649,7 @@ class Runtime:
             log("runtime.failed", level="error", store=self.name, error=self._failure_text)
         self.closed = True
         self._post(self._stop.set)
+        self._signal_commit()  # a committer waiting for a write (closing, say) sees it failed
         return self._stopped_error()
 
     def _stopped_error(self) -> EcosystemClosedError:
@@ -665,7 +705,11 @@ class Runtime:
                     return
                 ready = commit.writing is None and not self._forming and len(commit.open.batch) > 0
                 if not ready:
-                    if self.closed and commit.writing is None:
+                    # Closing: done once nothing is written or about to be, by anyone.
+                    # (A caller's thread may be leading the write of the open group:
+                    # returning before it did would answer its callers "closed", and
+                    # close the store under its write.)
+                    if self.closed and commit.writing is None and not self._forming:
                         return
                     self._dirty = trio.Event()
             if not ready:
@@ -831,6 +875,12 @@ class Runtime:
             subscription = Subscription(address, self._committed_record(ident), buffer)
             self.followers.add(ident, subscription)
         return subscription
+
+    @protect
+    def end_followers(self) -> None:
+        """End every follower: their iterations finish (the interpreter is exiting)."""
+        with self.lock:
+            self.followers.end_all(self._post_wake)
 
     # -- dead letters --------------------------------------------------------
 

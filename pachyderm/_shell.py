@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,7 +27,7 @@ import trio
 from pachyderm._dead_letters import DeadLetter
 from pachyderm._ecosystem import Ecosystem
 from pachyderm._entity import Entity
-from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower
+from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower, waiting_on_followers
 from pachyderm._interrupts import deferred_interrupts
 from pachyderm._log import log
 from pachyderm._runtime import Runtime
@@ -73,6 +75,7 @@ def _cheap_in_trio_run() -> Callable[[], bool]:
 _in_trio_run = _cheap_in_trio_run()
 _get_ident = threading.get_ident
 _MAIN_THREAD = threading.main_thread().ident
+_EXIT_POLL = 0.02  # seconds between looks at the threads still running, at exit
 
 
 class Portal:
@@ -97,12 +100,24 @@ class Portal:
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._runtimes: list[Runtime] = []
+        # Whether a runtime's opening began in the portal (True), or was given up before
+        # it could (False): decided under the lock, so that exactly one side closes the
+        # store of a runtime given up on.
+        self._opening: weakref.WeakKeyDictionary[Runtime, bool] = weakref.WeakKeyDictionary()
+        self._opening_lock = threading.Lock()
         self._thread = threading.Thread(
             target=trio.run, args=(self._main,), name="pachyderm-shell", daemon=True
         )
         self._thread.start()
         self._ready.wait()
         atexit.register(self.stop)
+        # At exit, Python joins non-daemon threads before it runs atexit handlers: a
+        # thread iterating a follower would wait forever for the store to close. This
+        # hook runs before that join (private, but concurrent.futures relies on it too).
+        register_at_shutdown = getattr(threading, "_register_atexit", None)
+        if register_at_shutdown is not None:
+            with contextlib.suppress(RuntimeError):  # already shutting down
+                register_at_shutdown(self.end_followers_at_exit)
 
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -121,11 +136,38 @@ class Portal:
         return trio.from_thread.run(function, *args, trio_token=self._token)
 
     def start(self, runtime: Runtime) -> None:
-        """Start ``runtime`` in the portal; errors while opening are raised here."""
-        self.call(self._nursery.start, self._host, runtime)
-        self._runtimes.append(runtime)
+        """Start ``runtime`` in the portal; errors while opening are raised here.
+
+        If this fails, or is interrupted (Ctrl-C while a backlog is recovered),
+        the runtime's store is closed before this returns, never while the
+        portal still reads it.
+        """
+        try:
+            self.call(self._nursery.start, self._host, runtime)
+            self._runtimes.append(runtime)
+        except BaseException:
+            with deferred_interrupts():  # a second Ctrl-C waits until the store is closed
+                self._give_up(runtime)
+            raise
+
+    def _give_up(self, runtime: Runtime) -> None:
+        """Close a runtime whose start failed or was interrupted, wherever it got to."""
+        with self._opening_lock:
+            began = self._opening.setdefault(runtime, False)  # False: too late to begin now
+        if not began:
+            runtime.storage.close()  # the portal never touched it
+            return
+        # It may still be opening in the portal: stopped there, it closes its store itself.
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run(runtime.aclose, trio_token=self._token)
+        if runtime in self._runtimes:
+            self._runtimes.remove(runtime)
 
     async def _host(self, runtime: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
+        with self._opening_lock:
+            if self._opening.setdefault(runtime, True) is False:  # given up on before it began
+                task_status.started()  # (to a caller that is gone)
+                return
         try:
             await runtime.run(task_status=task_status)
         except Exception as error:
@@ -142,6 +184,32 @@ class Portal:
             except trio.RunFinishedError:
                 return
             self._thread.join(timeout=10)
+
+    def end_followers_at_exit(self) -> None:
+        """End every follower once nothing but followers keeps the process alive.
+
+        Called as the interpreter shuts down (the main thread has returned),
+        before it waits for non-daemon threads. It returns at once (other such
+        hooks, like the one stopping idle ``concurrent.futures`` workers, must
+        run too); a daemon thread then watches: once every other non-daemon
+        thread has ended or waits for a follower's next update, the followers
+        end, and the threads iterating them finish. The stores close at exit.
+        """
+        threading.Thread(
+            target=self._end_followers_when_idle,
+            args=(threading.current_thread(),),
+            name="pachyderm-exit",
+            daemon=True,
+        ).start()
+
+    def _end_followers_when_idle(self, exiting: threading.Thread) -> None:
+        while any(
+            thread is not exiting and not thread.daemon and not waiting_on_followers(thread)
+            for thread in threading.enumerate()
+        ):
+            time.sleep(_EXIT_POLL)  # another thread still works: it may still send
+        for runtime in list(self._runtimes):
+            runtime.end_followers()
 
     def close_runtime(self, runtime: Runtime) -> None:
         if runtime in self._runtimes:
@@ -177,7 +245,15 @@ class ShellEcosystem:
         return ShellEcosystem(self._portal, self._ecosystem.participate(ecosystem_id))
 
     def send(self, address: Entity[MessageT, Any], message: MessageT) -> None:
-        """Send ``message``; returns once it is in the recipient's durable inbox."""
+        """Send ``message``; returns once it is in the recipient's durable inbox.
+
+        Raises:
+            CodecError: the message cannot be stored (nothing is stored).
+            EcosystemClosedError: refused, the store closed first: nothing
+                happened, safe to send again once it is open.
+            OutcomeUnknownError: the store stopped while writing it: it may
+                be stored; ``state_of`` after reopening tells.
+        """
         check_blocking_caller()
         runtime = self._runtime
         blob = runtime.encode_message(address, message)  # errors surface before anything is stored
@@ -194,7 +270,23 @@ class ShellEcosystem:
         runtime.wait_from_thread(reply)  # Ctrl-C may interrupt the wait: the message stays accepted
 
     def send_sync(self, address: Entity[MessageT, StateT], message: MessageT) -> StateT:
-        """Send ``message`` and return the entity's state once its activation is durable."""
+        """Send ``message`` and return the entity's state once its activation is durable.
+
+        Raises:
+            ActivationError: ``activate`` failed; the entity kept its state and
+                the message became a dead letter.
+            CodecError: the message cannot be stored (nothing is stored).
+            EcosystemClosedError: refused, the store closed first (or, InMemory,
+                closed before applying it, which it then never will): nothing
+                happened, safe to send again.
+            OutcomeUnknownError: accepted, but the store closed before applying
+                it; LocalDisk applies it, once, when the store is next opened.
+                Do not send it again: ``settle()`` and ``state_of`` after
+                reopening show its effect.
+            WaitingForClassError: accepted, but its entity's data names a class
+                not registered in this process: it waits, and is applied once
+                that class registers. Do not send it again.
+        """
         check_blocking_caller()
         runtime = self._runtime
         blob = runtime.encode_message(address, message)

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidIdError",
     "MessageTooLargeError",
+    "OutcomeUnknownError",
     "PachydermError",
     "RegistrationError",
     "StoreAccessError",
@@ -30,6 +31,7 @@ __all__ = [
     "UnregisteredNameError",
     "UnstableNameWarning",
     "UpgradeError",
+    "WaitingForClassError",
 ]
 
 
@@ -224,3 +226,39 @@ class ForkedProcessError(EcosystemClosedError):
 class StoreAccessError(PachydermError):
     """The operating system refused the store's files: permissions, a read-only or full
     file system, or a directory deleted while open."""
+
+
+class OutcomeUnknownError(PachydermError):
+    """A message was accepted, but the ecosystem closed before saying what became of it.
+
+    Unlike :class:`EcosystemClosedError` (refused: nothing happened, safe to
+    send again), the message may have been applied, or will be: a store that
+    keeps its inboxes (LocalDisk) applies an accepted message when it is next
+    opened. Sending it again may apply it twice; read ``state_of`` after
+    reopening (and ``settle``) to see its effect. Deliberately not a subclass
+    of :class:`EcosystemClosedError`, so that code retrying on that one does
+    not catch this one by accident.
+    """
+
+
+class WaitingForClassError(PachydermError):
+    """A message was accepted but waits: its entity's data names a class not registered here.
+
+    The message is kept, untouched, in the entity's durable inbox, and is
+    applied once the class is registered (its module imported). Sending it
+    again would apply it twice.
+
+    Attributes:
+        address: the entity the message waits for.
+        name: the stored name of the entity class or value type it needs.
+    """
+
+    def __init__(self, address: Any, missing: UnregisteredNameError) -> None:
+        self.address = address
+        self.name = missing.name
+        super().__init__(
+            f"{address!r} cannot run this message yet: {missing} The message was accepted: "
+            f"it waits, untouched, in the entity's inbox and is applied once "
+            f"{missing.name!r} is registered. Do not send it again (it would be applied twice)."
+        )
+        self.__cause__ = missing

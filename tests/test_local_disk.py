@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from tests.entities import Alarm, Counter, Recorder, Relay
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_python(code: str, *, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with the project importable."""
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -38,7 +40,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
@@ -421,3 +423,146 @@ async def test_a_full_disk_stops_the_store_saying_so_and_keeps_what_was_acknowle
     async with LocalDisk.open(str(store)) as eco:
         for entity in range(acknowledged):
             assert await eco.state_of(Recorder(entity)) == ["x" * 1000], entity
+
+
+POINT = """
+    from dataclasses import dataclass
+    from pachyderm import register_value
+    @register_value(name="tests.local_disk.Point")
+    @dataclass(frozen=True)
+    class Point:
+        x: int
+"""
+
+
+def test_send_sync_to_an_entity_whose_state_names_an_unregistered_type_answers(
+    tmp_path: Path,
+) -> None:
+    """send_sync to a state naming an unregistered value type raises WaitingForClassError.
+
+    Promptly, on both faces, instead of waiting forever; the messages are
+    kept, and applied once each in a process where the type is registered.
+    """
+    store = str(tmp_path / "store")
+    writer = run_python(
+        POINT
+        + f"""
+    from ecosystems import LocalDisk
+    from tests.entities import Recorder
+    print(LocalDisk.connect({store!r}).send_sync(Recorder("r"), Point(1)))
+    """
+    )
+    assert writer.returncode == 0, writer.stderr
+    without_the_type = run_python(
+        f"""
+        import trio
+        from ecosystems import LocalDisk
+        from pachyderm import UnregisteredNameError, WaitingForClassError
+        from tests.entities import Recorder
+        eco = LocalDisk.connect({store!r})
+        try:
+            eco.state_of(Recorder("r"))
+        except UnregisteredNameError as error:
+            print("state_of:", error.name)
+        try:
+            eco.send_sync(Recorder("r"), "shell")
+        except WaitingForClassError as error:
+            print("shell:", error.name, error.address, "|", error)
+        eco.close()
+        async def main():
+            async with LocalDisk.open({store!r}) as eco:
+                try:
+                    await eco.send_sync(Recorder("r"), "trio")
+                except WaitingForClassError as error:
+                    print("trio:", error.name)
+        trio.run(main)
+        """,
+        timeout=30,  # (raises TimeoutExpired: the old way, send_sync waited forever)
+    )
+    assert without_the_type.returncode == 0, without_the_type.stderr
+    lines = without_the_type.stdout.splitlines()
+    assert lines[0] == "state_of: tests.local_disk.Point"
+    assert lines[1].startswith("shell: tests.local_disk.Point Recorder('r') |")
+    assert "register_value(name='tests.local_disk.Point')" in lines[1]
+    assert "waits, untouched" in lines[1]
+    assert "Do not send it again" in lines[1]
+    assert lines[2] == "trio: tests.local_disk.Point"
+    with_the_type = run_python(
+        POINT
+        + f"""
+    from ecosystems import LocalDisk
+    from tests.entities import Recorder
+    eco = LocalDisk.connect({store!r})
+    eco.settle()
+    print(eco.state_of(Recorder("r")))
+    """
+    )
+    assert with_the_type.returncode == 0, with_the_type.stderr
+    assert with_the_type.stdout.splitlines() == ["[Point(x=1), 'shell', 'trio']"]
+
+
+def test_ctrl_c_while_the_shell_face_recovers_a_backlog(tmp_path: Path) -> None:
+    """Ctrl-C while the shell face opens a store with a backlog: KeyboardInterrupt, no crash.
+
+    The store is closed only once the runtime stopped reading it (it was
+    closed under the recovering thread: a segfault). Each trial interrupts a
+    copy of the store at another instant; reopened, every message is applied once.
+    """
+    senders, per_sender = 50, 300
+    pristine = tmp_path / "pristine"
+
+    async def make_backlog() -> None:
+        async with LocalDisk.open(str(pristine), durability="flush") as eco:
+            eco.runtime.pause()  # accept, never activate
+
+            async def sender(number: int) -> None:
+                for message in range(per_sender):
+                    await eco.send(Recorder(number), message)
+
+            async with trio.open_nursery() as nursery:
+                for number in range(senders):
+                    nursery.start_soon(sender, number)
+
+    trio.run(make_backlog)
+    opener = """
+        import sys
+        from ecosystems import LocalDisk
+        print("opening", flush=True)
+        eco = LocalDisk.connect(sys.argv[1])
+        print("opened", flush=True)
+        eco.settle()
+        print("settled", flush=True)
+    """
+    interrupted_while_opening = 0
+    for trial, delay in enumerate((0.0, 0.01, 0.03, 0.05, 0.08, 0.12, 0.2)):
+        store = tmp_path / f"trial-{trial}"
+        shutil.copytree(pristine, store)
+        process = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(opener), str(store)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline() == "opening\n"
+        time.sleep(delay)
+        os.kill(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        if out.endswith("settled\n"):  # done before the signal came (or as it exited)
+            assert process.returncode in (0, -signal.SIGINT), err[-2000:]
+        else:
+            # An uncaught KeyboardInterrupt ends Python by SIGINT: -SIGINT, not -SIGSEGV.
+            assert process.returncode == -signal.SIGINT, (delay, process.returncode, err[-2000:])
+            assert err.rstrip().endswith("KeyboardInterrupt"), err[-2000:]
+        interrupted_while_opening += "opened" not in out
+
+        async def check(store: Path = store) -> None:
+            async with LocalDisk.open(str(store)) as eco:
+                await eco.settle()
+                for number in range(senders):
+                    assert await eco.state_of(Recorder(number)) == list(range(per_sender))
+
+        trio.run(check)
+    assert interrupted_while_opening, "no trial interrupted the opening itself"

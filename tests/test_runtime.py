@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from pachyderm import (
     ActivationError,
     CodecError,
     DeadLetter,
+    Ecosystem,
     EcosystemClosedError,
     Entity,
     InitError,
@@ -22,8 +24,10 @@ from pachyderm import (
     InvalidAddressError,
     MessageTooLargeError,
     Outbox,
+    OutcomeUnknownError,
     UnknownDeadLetterError,
     UpgradeError,
+    WaitingForClassError,
     register_value,
 )
 from simulation import Simulation
@@ -385,7 +389,8 @@ async def test_a_failed_write_stops_the_ecosystem(open_ecosystem: OpenEcosystem)
         async with open_ecosystem() as eco:
             assert await eco.send_sync(Counter("c"), "inc") == 1
             eco.runtime.storage.close()  # the store goes away underneath the runtime
-            with pytest.raises(EcosystemClosedError, match="closed"):
+            # A write that failed may or may not have reached the disk:
+            with pytest.raises(OutcomeUnknownError, match="may or may not be stored"):
                 await eco.send_sync(Counter("c"), "inc")
             with pytest.raises(EcosystemClosedError):
                 await eco.send(Counter("c"), "inc")
@@ -715,3 +720,129 @@ async def test_a_redefined_value_type_reaches_resident_states(
         newest[0] = Spot
         found_newest, _ = await eco.send_sync(Holder("h"), "look")
         assert found_newest
+
+
+@pytest.mark.parametrize("paused", [True, False], ids=["paused", "racing"])
+async def test_close_tells_refused_calls_from_unknown_outcomes(
+    open_ecosystem: OpenEcosystem, paused: bool
+) -> None:
+    """send_sync calls cut short by close: EcosystemClosedError only when nothing was applied.
+
+    A call that returned was applied once; one that raised EcosystemClosedError
+    (safe to retry) not at all; one that raised OutcomeUnknownError at most
+    once, and, where the store keeps its inboxes, once after reopening.
+    ``paused``: every caller's message surely waits, accepted, in an inbox when
+    the store closes; ``racing``: callers send as fast as they can meanwhile.
+    """
+    callers = 8
+    addresses = [Recorder(("close", n)) for n in range(callers)]
+    outcomes: dict[tuple[int, int], str] = {}
+    warm = [0]
+    warmed_up = trio.Event()
+
+    async def caller(eco: Ecosystem, number: int) -> None:
+        for message in itertools.count():
+            if message == 5:
+                warm[0] += 1
+                if warm[0] == callers:
+                    warmed_up.set()
+            try:
+                await eco.send_sync(addresses[number], message)
+            except OutcomeUnknownError:
+                outcomes[number, message] = "unknown"
+                return
+            except EcosystemClosedError:
+                outcomes[number, message] = "refused"
+                return
+            outcomes[number, message] = "returned"
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, open_ecosystem() as eco:
+            followers = [eco.follow(address, buffer=100_000) for address in addresses]
+            for number in range(callers):
+                nursery.start_soon(caller, eco, number)
+            await warmed_up.wait()
+            if paused:
+                eco.runtime.pause()
+                table = eco.runtime.residents.table
+                idents = [(eco.id, a.entity_name, a.id) for a in addresses]
+                # Each caller's next message accepted, waiting in its inbox:
+                while sum(len(table[ident].inbox) for ident in idents) < callers:
+                    await trio.sleep(0.001)
+            # Leaving the block closed the store, with the callers' calls in flight.
+        with pytest.raises(EcosystemClosedError):
+            await eco.send_sync(addresses[0], "after close")  # refused: not OutcomeUnknownError
+        if paused:  # the messages waiting were accepted, never applied
+            kinds = {outcome for outcome in outcomes.values() if outcome != "returned"}
+            assert kinds == {"unknown" if open_ecosystem.persistent else "refused"}
+        if open_ecosystem.persistent:
+            async with open_ecosystem() as eco:
+                await eco.settle()
+                finals = [await eco.state_of(address) for address in addresses]
+        else:  # gone with the store: its last committed states are the followers' latest
+            finals = [follower.state for follower in followers]
+    for (number, message), outcome in outcomes.items():
+        applied = finals[number].count(message)
+        if outcome == "returned" or (outcome == "unknown" and open_ecosystem.persistent):
+            assert applied == 1, (number, message, outcome, finals[number])
+        elif outcome == "refused":
+            assert applied == 0, (number, message, outcome, finals[number])
+        else:
+            assert applied <= 1, (number, message, outcome, finals[number])
+
+
+async def test_send_sync_of_a_message_waiting_for_its_class_says_so(
+    open_ecosystem: OpenEcosystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """send_sync raises WaitingForClassError when its message must wait for a class.
+
+    Whether its own message names the unregistered class, its entity already
+    waits, or an earlier message in its inbox parks it: the caller is told
+    instead of waiting forever, and every message is applied once, in order,
+    when the class registers.
+    """
+    from pachyderm._entity import entity_classes
+
+    class Vanishing(Entity[Any, Any]):
+        entity_name = "tests.runtime.Vanishing"
+
+    address = Vanishing("x")
+    monkeypatch.delitem(entity_classes._by_name, "tests.runtime.Vanishing")
+    with trio.fail_after(20):
+        async with open_ecosystem() as eco:
+            with pytest.raises(
+                WaitingForClassError, match=r"'tests\.runtime\.Vanishing'"
+            ) as caught:
+                await eco.send_sync(Recorder("r"), address)  # its own message
+            assert caught.value.address == Recorder("r")
+            assert caught.value.name == "tests.runtime.Vanishing"
+            with pytest.raises(WaitingForClassError):
+                await eco.send_sync(Recorder("r"), "after")  # the entity waits already
+            eco.runtime.pause()
+            await eco.send(Recorder("q"), address)
+            table = eco.runtime.residents.table
+            ident = (eco.id, Recorder("q").entity_name, Recorder("q").id)
+
+            async def behind() -> None:
+                with pytest.raises(WaitingForClassError):
+                    await eco.send_sync(Recorder("q"), "behind")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(behind)
+                while len(table[ident].inbox) < 2:  # both accepted, neither run
+                    await trio.sleep(0.001)
+                eco.runtime.resume()  # the first parks the entity, with "behind" queued
+            assert await eco.dead_letters() == []
+
+            class Vanishing(Entity[Any, Any]):  # type: ignore[no-redef]  # registers it again
+                entity_name = "tests.runtime.Vanishing"
+
+            for recorder, expected in (
+                (Recorder("r"), [Vanishing("x"), "after"]),
+                (Recorder("q"), [Vanishing("x"), "behind"]),
+            ):
+                async with eco.follow(recorder) as updates:
+                    while updates.state != expected:
+                        await updates.__anext__()
+            await eco.settle()
+            assert await eco.state_of(Recorder("r")) == [Vanishing("x"), "after"]
