@@ -18,11 +18,11 @@ import trio
 
 from ecosystems import LocalDisk
 from pachyderm import (
-    EcosystemClosedError,
     Entity,
     InvalidArgumentError,
     ManualClock,
     Outbox,
+    OutcomeUnknownError,
     StoreCorruptedError,
     StoreLockedError,
     UnregisteredNameError,
@@ -356,7 +356,8 @@ async def test_timers_survive_closing_and_fire_when_due(tmp_path: Path) -> None:
 
 async def test_a_directory_deleted_while_open_stops_the_store_saying_so(tmp_path: Path) -> None:
     """Deleting the directory of an open store: the next synced write is not acknowledged;
-    it raises EcosystemClosedError naming the deletion (StoreAccessError), not a raw error."""
+    it raises OutcomeUnknownError (the write may or may not have landed) naming the
+    deletion (StoreAccessError), not a raw error."""
     store = tmp_path / "store"
 
     async def delete_then_send() -> None:
@@ -365,7 +366,7 @@ async def test_a_directory_deleted_while_open_stops_the_store_saying_so(tmp_path
             shutil.rmtree(store)
             await eco.send_sync(Counter("c"), "inc")
 
-    with pytest.raises(EcosystemClosedError, match="was deleted while the store") as caught:
+    with pytest.raises(OutcomeUnknownError, match="was deleted while the store") as caught:
         await delete_then_send()
     assert "StoreAccessError" in str(caught.value)
     assert str(store) in str(caught.value)
@@ -375,7 +376,7 @@ def test_a_directory_deleted_while_open_stops_the_shell_face_too(pachyderm_home:
     """The shell face's send_sync after the directory is deleted raises, naming the deletion."""
     assert LocalDisk.send_sync(Counter("c"), "inc") == 1
     shutil.rmtree(pachyderm_home)
-    with pytest.raises(EcosystemClosedError, match="was deleted while the store was open"):
+    with pytest.raises(OutcomeUnknownError, match="was deleted while the store was open"):
         LocalDisk.send_sync(Counter("c"), "inc")
 
 
@@ -400,7 +401,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 async def test_a_full_disk_stops_the_store_saying_so_and_keeps_what_was_acknowledged(
     small_disk: Path,
 ) -> None:
-    """On a full disk the failing write raises EcosystemClosedError saying the disk is full
+    """On a full disk the failing write raises OutcomeUnknownError saying the disk is full
     (StoreAccessError, not a raw plyvel IOError); every acknowledged state reopens intact."""
     store = small_disk / "store"
     acknowledged = 0
@@ -412,7 +413,7 @@ async def test_a_full_disk_stops_the_store_saying_so_and_keeps_what_was_acknowle
                 await eco.send_sync(Recorder(entity), "x" * 1000)
                 acknowledged += 1
 
-    with pytest.raises(EcosystemClosedError, match="The disk is full") as caught:
+    with pytest.raises(OutcomeUnknownError, match="The disk is full") as caught:
         await fill_the_disk()
     assert "StoreAccessError" in str(caught.value)
     assert "IOError" not in str(caught.value)
