@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from pachyderm import (
     Ecosystem,
@@ -121,14 +122,18 @@ async def test_bad_options_on_both_faces(
     options: dict[str, Any],
     shown: str,
 ) -> None:
-    """Bad open() and connect() options raise InvalidArgumentError, showing the value."""
+    """Bad open() and connect() options raise InvalidArgumentError, showing the value, and
+    leave the store free: opening it again with good options works (no StoreLockedError)."""
     with pytest.raises(InvalidArgumentError) as caught:
         async with open_ecosystem(**options):
             pass
     assert shown in str(caught.value)
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Counter("c"), "inc") == 1
     with pytest.raises(InvalidArgumentError) as caught:
         kind.connect(**options)
     assert shown in str(caught.value)
+    assert await trio.to_thread.run_sync(kind.send_sync, Counter("c"), "inc") == 1
 
 
 @pytest.mark.parametrize(("timeout", "shown"), [(math.nan, "nan"), (-1, "-1"), ("1", "'1'")])
