@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from examples import paxos
 from examples.bank import Transfer
 from examples.calm import SetUnion, Tally, finals
 from examples.orders import PAYMENT_WINDOW, Order, Paid
@@ -168,7 +169,7 @@ def test_two_phase_commit_finds_a_manager_that_commits_too_early() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["rock_paper_scissors", "transfer", "calm", "orders", "two_phase_commit"]
+    "module", ["rock_paper_scissors", "transfer", "calm", "orders", "two_phase_commit", "paxos"]
 )
 def test_examples_run_as_scripts(module: str) -> None:
     """python -m examples.<name> runs to the end."""
@@ -182,3 +183,37 @@ def test_examples_run_as_scripts(module: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout
+
+
+def test_paxos_register_agrees_in_every_order() -> None:
+    """Single-decree Paxos, 3 servers, 2 clients: in every reachable world at most one value
+    is decided and clients read only it; in some final worlds a client has read it (only
+    the client whose proposal was chosen is told its put succeeded, and then reads)."""
+    result = paxos.check()
+    assert result.complete
+    assert result.ok, result
+    read_in = [
+        world
+        for world in result.final_worlds
+        if any(world.state_of(paxos.Client(n))["phase"] == "done" for n in range(2))
+    ]
+    assert read_in
+    for world in read_in:
+        reads = {world.state_of(paxos.Client(n))["read"] for n in range(2)} - {None}
+        assert reads == paxos.decided_values(world)
+
+
+def test_paxos_with_a_leader_that_forgets_its_own_acceptance_is_caught() -> None:
+    """A leader going on after one peer (as if it counted itself, but forgetting the value it
+    had itself accepted) decides a second value: found in 12 steps, and the trace replays."""
+
+    class Hasty(paxos.Server):
+        entity_name = "tests.examples.HastyPaxos"
+        quorum = 1
+
+    result = paxos.check(server=Hasty, search="breadth")
+    assert not result.ok
+    violation = result.violations[0]
+    assert len(violation.trace) == 12
+    world = Simulation.replay(paxos.start(server=Hasty), violation.trace)
+    assert len(paxos.decided_values(world)) == 2
