@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import tracemalloc
 from typing import Any
 
 from bench._entities import Tally
@@ -77,6 +79,83 @@ def rows(quick: bool) -> list[Row]:
     rates.sort()
     naive_rates.sort()
     name = f"{entities} entities x 3 order-sensitive messages"
+    return [
+        *_rows(
+            result, orders, naive_seconds, naive_worlds, independent, rates, naive_rates, few, name
+        ),
+        *scaling(quick),
+    ]
+
+
+def scaling(quick: bool) -> list[Row]:
+    """Cost per step as worlds grow (messages in flight), and memory per stored world.
+
+    Seeded random walks through 4 order-sensitive entities with 4 to 32
+    messages in flight at the start: steps per second against the smallest
+    size (a per-step cost independent of world size would show ratios near
+    1). Memory: tracemalloc's peak over a search cut at a budget of worlds.
+    """
+    walks = 30 if quick else 200
+    sizes = (4, 8, 16, 32)
+    budget = 5_000 if quick else 20_000
+    progress(
+        f"simulation: {walks} random walks each with {', '.join(map(str, sizes))} messages "
+        f"in flight; memory per world over {budget:,} worlds"
+    )
+    rates: dict[int, float] = {}
+    for size in sizes:
+        system = [(Journal(e), (e, m)) for e in range(4) for m in range(size // 4)]
+        figures = []
+        for round_ in range(3):
+            started = time.perf_counter()
+            steps = sum(
+                len(Simulation.walk(system, seed=round_ * walks + n).trace) for n in range(walks)
+            )
+            figures.append(steps / (time.perf_counter() - started))
+        rates[size] = sorted(figures)[1]
+    system = [(Journal(e), (e, m)) for e in range(4) for m in range(4)]
+    gc.collect()
+    tracemalloc.start()
+    result = Simulation.explore(system, max_worlds=budget)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    smallest = sizes[0]
+    rows = [
+        Row(
+            f"random-walk steps/s, {size} messages in flight at the start",
+            rates[size],
+            f"same, {smallest} messages in flight",
+            rates[smallest],
+            "steps/s",
+            None,  # to be flat: issue "Exploration at scale"
+        )
+        for size in sizes[1:]
+    ]
+    rows.append(
+        Row(
+            f"memory per stored world (peak over {result.unique_states:,} worlds, 16 in flight)",
+            peak / result.unique_states,
+            "10 million worlds in 4 GB",
+            4e9 / 1e7,
+            "bytes",
+            None,
+            at_most=True,
+        )
+    )
+    return rows
+
+
+def _rows(
+    result: Any,
+    orders: int,
+    naive_seconds: float,
+    naive_worlds: int,
+    independent: Any,
+    rates: list[float],
+    naive_rates: list[float],
+    few: list[Any],
+    name: str,
+) -> list[Row]:
     return [
         Row(
             f"exhaust, {name}: time",
