@@ -243,6 +243,15 @@ class Runtime:
         self._stop.set()
         await self._stopped.wait()
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the store is closed and released (by :meth:`aclose` or a failure)."""
+        return self._stopped.is_set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :attr:`stopped`."""
+        await self._stopped.wait()
+
     def _recover(self) -> None:
         started = time.perf_counter()
         count = 0
