@@ -342,7 +342,15 @@ def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
         name, fields = _expect(_unpack(payload, depth), list, length=2)
         cls = value_types.resolve(_expect(name, str))
         if cls._pachyderm_kind is ValueKind.ENUM:
-            return cls(fields)
+            try:
+                return cls(fields)
+            except ValueError:
+                raise CodecError(
+                    f"stored data holds the value {describe(fields)} of the enum {name!r} "
+                    f"({cls.__qualname__}), which has no member of that value now: a member "
+                    f"was removed or its value changed since it was stored. Give it back "
+                    f"(an alias is enough: OLD = NEW.value)."
+                ) from None
         # Written before fields were stored by name: by position, as version 1.
         names = cls._pachyderm_fields
         if len(_expect(fields, list)) > len(names):

@@ -670,3 +670,23 @@ def test_a_field_named_version_is_data() -> None:
         version: int = 7
 
     assert decode(encode(Document("a", 3))) == Document("a", 3)
+
+
+def test_an_enum_value_no_longer_defined_is_named() -> None:
+    """Bytes holding an enum value its class no longer has: CodecError naming the enum and value,
+    not a claim that the bytes are damaged."""
+
+    @register_value(name="tests.Shrinking")
+    class Shrinking(enum.Enum):
+        A = 1
+        B = 2
+
+    stored = encode(Shrinking.B)
+
+    @register_value(name="tests.Shrinking")  # defined again, without B
+    class Shrinking(enum.Enum):  # type: ignore[no-redef]
+        A = 1
+
+    with pytest.raises(CodecError, match=r"value 2 .* enum 'tests\.Shrinking'") as caught:
+        decode(stored)
+    assert "damaged" not in str(caught.value)
