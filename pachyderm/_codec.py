@@ -299,8 +299,17 @@ def _unpack(data: bytes, depth: int) -> Any:
     return msgpack.unpackb(data, ext_hook=_HOOKS[depth], raw=False, strict_map_key=False)
 
 
+_LEAVES = frozenset({_BIGINT, *_STDLIB_TYPES})
+"""Extension values that hold no values of the codec's, only plain parts.
+
+The walk does not count them: one sits one level below the deepest container
+the walk allows, so the decoder accepts them one level deeper than containers.
+"""
+
+
 def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
-    if depth > MAX_DEPTH:  # each level is a C call of msgpack's: refuse before the stack ends
+    # Each level is a C call of msgpack's: refuse before the stack ends.
+    if depth > MAX_DEPTH and (depth > MAX_DEPTH + 1 or code not in _LEAVES):
         raise CodecError(
             f"stored bytes nest values more than {MAX_DEPTH} levels deep, deeper than "
             f"this codec writes or can read safely; they were damaged or written by hand"
@@ -333,7 +342,15 @@ def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
         name, fields = _expect(_unpack(payload, depth), list, length=2)
         cls = value_types.resolve(_expect(name, str))
         if cls._pachyderm_kind is ValueKind.ENUM:
-            return cls(fields)
+            try:
+                return cls(fields)
+            except ValueError:
+                raise CodecError(
+                    f"stored data holds the value {describe(fields)} of the enum {name!r} "
+                    f"({cls.__qualname__}), which has no member of that value now: a member "
+                    f"was removed or its value changed since it was stored. Give it back "
+                    f"(an alias is enough: OLD = NEW.value)."
+                ) from None
         # Written before fields were stored by name: by position, as version 1.
         names = cls._pachyderm_fields
         if len(_expect(fields, list)) > len(names):
@@ -358,7 +375,7 @@ def _ext_hook(depth: int, code: int, payload: bytes) -> Any:
     raise CodecError(f"unknown extension type {code} in stored bytes")
 
 
-_HOOKS = [functools.partial(_ext_hook, depth) for depth in range(1, MAX_DEPTH + 2)]
+_HOOKS = [functools.partial(_ext_hook, depth) for depth in range(1, MAX_DEPTH + 3)]
 """The extension hook for each depth (index 0: the outermost values)."""
 _OUTER_HOOK = _HOOKS[0]
 

@@ -175,6 +175,8 @@ class EcosystemKind:
             if shell is None or shell.runtime.closed:
                 if shell is not None and shell.runtime.forked_from is not None:
                     shell.runtime.check_open()  # ForkedProcessError: not reopened behind the parent
+                if shell is not None:  # a close() may be under way: its store is released first
+                    shell.wait_closed()
                 runtime = self._runtime(
                     location, durability, max_message_bytes, max_resident, clock
                 )
@@ -258,8 +260,13 @@ class EcosystemKind:
 
     def close(self) -> None:
         """Close every store the shell face opened (they reopen on next use)."""
+        # Kept in the table while they close: a call meanwhile finds its store
+        # closing, and waits for it to be released before opening it again.
         with self._lock:
-            shells = list(self._shell.values())
-            self._shell.clear()
-        for shell in shells:
+            shells = list(self._shell.items())
+        for _, shell in shells:
             shell.close()
+        with self._lock:
+            for location, shell in shells:
+                if self._shell.get(location) is shell:  # (not opened again meanwhile)
+                    del self._shell[location]

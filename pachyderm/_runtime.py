@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import trio
@@ -243,6 +245,15 @@ class Runtime:
         self._stop.set()
         await self._stopped.wait()
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the store is closed and released (by :meth:`aclose` or a failure)."""
+        return self._stopped.is_set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :attr:`stopped`."""
+        await self._stopped.wait()
+
     def _recover(self) -> None:
         started = time.perf_counter()
         count = 0
@@ -419,6 +430,23 @@ class Runtime:
                     self.lock.__exit__(None, None, None)
             else:
                 self._post(self._refresh)
+        module = _module_being_imported(names)
+        if module is not None and any(name in self.residents.parked for name in names):
+            # Its module is still being imported: what activate() calls may be
+            # defined further down. Its waiting messages run once the import is done.
+            threading.Thread(
+                target=self._unpark_once_imported,
+                args=(module, names),
+                name="pachyderm-import-wait",
+                daemon=True,
+            ).start()
+            return
+        for name in names:
+            self._post(self._unpark, name)
+
+    def _unpark_once_imported(self, module: ModuleType, names: tuple[str, ...]) -> None:
+        while _importing(module) and sys.modules.get(module.__name__) is module:
+            time.sleep(_IMPORT_POLL)
         for name in names:
             self._post(self._unpark, name)
 
@@ -952,6 +980,24 @@ class Runtime:
         await sleeper
         if group.error is not None:
             raise group.error
+
+
+_IMPORT_POLL = 0.005  # seconds between looks at a module being imported
+
+
+def _importing(module: ModuleType) -> bool:
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _module_being_imported(names: tuple[str, ...]) -> ModuleType | None:
+    """The module defining the class registered under ``names``, if its import is under way."""
+    for registry in (entity_classes, value_types):
+        cls = registry.get(names[0])
+        if cls is not None:
+            module = sys.modules.get(cls.__module__)
+            if module is not None and _importing(module):
+                return module
+    return None
 
 
 def _run_all(callbacks: list[Callable[[], object]]) -> None:

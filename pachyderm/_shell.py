@@ -339,6 +339,13 @@ class ShellEcosystem:
         self._runtime.check_open()
         self._portal.call(self._ecosystem.settle)
 
+    def wait_closed(self) -> None:
+        """Once closed (or closing), wait until the store is released, to be opened again."""
+        if self._runtime.stopped:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            self._portal.call(self._runtime.wait_stopped)
+
     def close(self) -> None:
         """Close the store this ecosystem lives in (every ecosystem of it)."""
         runtime = self._runtime

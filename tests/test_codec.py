@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import enum
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -249,6 +252,41 @@ async def test_values_at_the_depth_limit_are_stored_and_read_back(
         assert same(await eco.send_sync(Keeper("k"), deepest), deepest)
     async with LocalDisk.open(str(tmp_path)) as eco:
         assert same(await eco.state_of(Keeper("k")), deepest)
+
+
+LEAVES: dict[str, Any] = {  # values stored as an extension holding only plain parts
+    "big int": 2**70,
+    "datetime": datetime.datetime(2026, 1, 2, 3, 4, tzinfo=datetime.UTC),
+    "date": datetime.date(2026, 1, 2),
+    "time": datetime.time(3, 4),
+    "timedelta": datetime.timedelta(days=1),
+    "Decimal": Decimal("1.50"),
+    "UUID": uuid.UUID(int=7),
+}
+
+
+@pytest.mark.parametrize("leaf", sorted(LEAVES))
+@pytest.mark.parametrize("kind", ["tuple", "frozenset", "dataclass", "mixed"])
+async def test_big_ints_and_stdlib_values_at_the_depth_limit_are_read_back(
+    kind: str, leaf: str, tmp_path: Path
+) -> None:
+    """A big int, datetime, Decimal... inside the deepest container allowed decodes too.
+
+    It is accepted (the walk counts containers), so it must not come back as
+    damaged bytes: a message acknowledged, then unreadable.
+    """
+    value: Any = LEAVES[leaf]
+    wrap = NESTINGS[kind]
+    for _ in range(MAX_DEPTH // 4 if kind == "mixed" else MAX_DEPTH):
+        value = wrap(value)
+    assert same(decode(encode(value)), value)
+    assert same(decode(encode_canonical(value)), value)
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        await eco.send(Keeper("k"), value)
+        await eco.settle()
+        assert await eco.dead_letters() == []
+    async with LocalDisk.open(str(tmp_path)) as eco:
+        assert same(await eco.state_of(Keeper("k")), value)
 
 
 async def test_deep_ids_are_refused_when_the_address_is_made(tmp_path: Path) -> None:
@@ -632,3 +670,23 @@ def test_a_field_named_version_is_data() -> None:
         version: int = 7
 
     assert decode(encode(Document("a", 3))) == Document("a", 3)
+
+
+def test_an_enum_value_no_longer_defined_is_named() -> None:
+    """Bytes holding an enum value its class no longer has: CodecError naming the enum and value,
+    not a claim that the bytes are damaged."""
+
+    @register_value(name="tests.Shrinking")
+    class Shrinking(enum.Enum):
+        A = 1
+        B = 2
+
+    stored = encode(Shrinking.B)
+
+    @register_value(name="tests.Shrinking")  # defined again, without B
+    class Shrinking(enum.Enum):  # type: ignore[no-redef]
+        A = 1
+
+    with pytest.raises(CodecError, match=r"value 2 .* enum 'tests\.Shrinking'") as caught:
+        decode(stored)
+    assert "damaged" not in str(caught.value)

@@ -846,3 +846,63 @@ async def test_send_sync_of_a_message_waiting_for_its_class_says_so(
                         await updates.__anext__()
             await eco.settle()
             assert await eco.state_of(Recorder("r")) == [Vanishing("x"), "after"]
+
+
+LATE_MODULE = """
+import time
+
+from pachyderm import Entity
+
+
+class Late(Entity):
+    entity_name = "tests.runtime.Late"
+
+    def init(self):
+        return 0
+
+    def activate(self, message, state):
+        return [], bump(state)
+
+
+time.sleep(0.3)  # the rest of the module: more imports, more definitions
+
+
+def bump(state):
+    return state + 1
+"""
+
+
+async def test_waiting_messages_run_once_their_class_module_is_imported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Messages waiting for a class run after the import of its module, not midway.
+
+    The class registers as its class statement runs; what its activate() calls
+    may be defined further down the module. Run at once, the waiting messages
+    failed with NameError and became dead letters.
+    """
+    import importlib
+    import sys
+
+    from pachyderm._entity import entity_classes
+
+    class Late(Entity[Any, Any]):  # a stand-in, to store messages for the class
+        entity_name = "tests.runtime.Late"
+
+    store = str(tmp_path / "store")
+    (tmp_path / "late_entities.py").write_text(LATE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "late_entities", raising=False)
+    with trio.fail_after(20):
+        async with LocalDisk.open(store) as eco:
+            eco.runtime.pause()
+            for _ in range(3):
+                await eco.send(Late("x"), "inc")  # accepted, left in the inbox
+        monkeypatch.delitem(entity_classes._by_name, "tests.runtime.Late")
+        async with LocalDisk.open(store) as eco:  # the class is not registered: they wait
+            module = await trio.to_thread.run_sync(importlib.import_module, "late_entities")
+            while await eco.state_of(module.Late("x")) < 3 and not await eco.dead_letters():
+                await trio.sleep(0.01)  # (settle does not count messages waiting for a class)
+            assert await eco.dead_letters() == []
+            assert await eco.state_of(module.Late("x")) == 3
+    sys.modules.pop("late_entities", None)

@@ -160,6 +160,45 @@ def test_local_disk_shell_state_survives_close(pachyderm_home: Path) -> None:
     assert LocalDisk.send_sync(Counter("c"), "inc") == 2
 
 
+def test_a_call_racing_close_reopens_once_the_store_is_released(pachyderm_home: Path) -> None:
+    """LocalDisk.send while LocalDisk.close() runs: refused or reopened, never StoreLockedError.
+
+    close() marks the runtime closed before its store is released; a call
+    reopening in between claimed the directory still held, and was told it
+    was "already open in this process".
+    """
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    returned: list[int] = []
+
+    def sender(number: int) -> None:
+        message = 0
+        while not stop.is_set():
+            message += 1
+            try:
+                LocalDisk.send(Recorder(("racing", number)), message)
+            except EcosystemClosedError:
+                continue  # refused: nothing happened (the message is not sent again)
+            except BaseException as error:
+                errors.append(error)
+                return
+            returned.append(number)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(15):
+            time.sleep(0.01)
+            LocalDisk.close()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert errors == []
+    assert returned
+
+
 def test_in_memory_takes_no_location() -> None:
     """InMemory refuses a location, saying what to use instead."""
     with pytest.raises(PachydermError, match="takes no location"):
