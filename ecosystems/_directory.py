@@ -58,6 +58,13 @@ def directory_path(path: object) -> str:
     if not isinstance(text, str):
         text = os.fsdecode(text)
     absolute = os.path.abspath(text)
+    try:
+        os.fsencode(absolute)
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            f"the LocalDisk location {absolute!r} cannot be a file name here: it holds a lone "
+            f"surrogate that the file system encoding cannot encode; give a path of plain text"
+        ) from None
     if os.path.exists(absolute) and not os.path.isdir(absolute):
         raise InvalidArgumentError(
             f"the LocalDisk location {absolute!r} is a file, not a directory; LocalDisk "

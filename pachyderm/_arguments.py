@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 from pachyderm.errors import InvalidArgumentError, describe
 
@@ -29,6 +30,8 @@ def check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
     if (type(timeout) is int or type(timeout) is float) and 0 <= timeout < math.inf:
+        if timeout > threading.TIMEOUT_MAX:  # centuries: more than a lock waits (OverflowError)
+            return None
         return float(timeout)
     raise InvalidArgumentError(
         f"timeout must be None (wait as long as it takes) or a finite number of seconds "

@@ -8,7 +8,7 @@ at once, and every ecosystem using it fires what became due.
 
 from __future__ import annotations
 
-import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -107,8 +107,9 @@ class ManualClock:
 
 
 def _check_time(value: object, what: str) -> float:
+    # bounded by the largest float, not isfinite(): 10**400 is refused, not an OverflowError
     if (type(value) is not int and type(value) is not float) or not (
-        math.isfinite(value) and value >= 0  # type: ignore[arg-type, operator, unused-ignore]
+        0 <= value <= sys.float_info.max  # type: ignore[operator, unused-ignore]
     ):
         raise InvalidArgumentError(
             f"ManualClock {what} must be a finite number of seconds >= 0, got {describe(value)}"

@@ -75,7 +75,8 @@ def _seconds(delay: object) -> float:
     if isinstance(delay, timedelta):
         seconds = delay.total_seconds()
     elif type(delay) is int or type(delay) is float:
-        seconds = float(delay)  # type: ignore[arg-type, unused-ignore]
+        # an int too big for a float is out of range too, not an OverflowError
+        seconds = float(delay) if abs(delay) <= MAX_DELAY else math.inf  # type: ignore[arg-type, unused-ignore]
     else:
         raise InvalidArgumentError(
             f"a timer's delay is seconds (int or float) or a datetime.timedelta, got "

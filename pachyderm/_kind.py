@@ -170,9 +170,18 @@ class EcosystemKind:
             location = self._default_location()
         if isinstance(location, str | os.PathLike):
             location = os.path.abspath(location)  # else the kind's opener says what it wants
+        Runtime.check_options(durability, max_message_bytes, max_resident, clock)
         with self._lock:
             shell = self._shell.get(location)
-            if shell is None or shell.runtime.closed:
+            if shell is not None and not shell.runtime.closed:
+                if clock is not None and clock is not shell.runtime.clock:
+                    raise InvalidArgumentError(
+                        f"{self._name}{'' if location is None else f' at {location!r}'} is "
+                        f"already open here with "
+                        f"clock={shell.runtime.clock!r}, so clock={clock!r} would be ignored: "
+                        f"close() it first, or pass the clock on the first connect"
+                    )
+            else:
                 if shell is not None and shell.runtime.forked_from is not None:
                     shell.runtime.check_open()  # ForkedProcessError: not reopened behind the parent
                 if shell is not None:  # a close() may be under way: its store is released first

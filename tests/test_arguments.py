@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+from ecosystems import LocalDisk
 from pachyderm import (
     Ecosystem,
     EcosystemKind,
@@ -17,6 +18,7 @@ from pachyderm import (
     InvalidAddressError,
     InvalidArgumentError,
     InvalidIdError,
+    ManualClock,
     PachydermError,
     UnknownDeadLetterError,
     after,
@@ -64,6 +66,15 @@ ANY_FACE: list[tuple[str, Callable[[], object], type[PachydermError], str]] = [
         r"'\udc80' (a builtins.str)",
     ),
     ("NaN delay", lambda: after(math.nan, Counter("c"), "m"), InvalidArgumentError, "nan"),
+    ("huge int delay", lambda: after(10**400, Counter("c"), "m"), InvalidArgumentError, "1000"),
+    ("huge clock start", lambda: ManualClock(10**400), InvalidArgumentError, "a builtins.int"),
+    ("huge advance", lambda: ManualClock().advance(10**400), InvalidArgumentError, "builtins.int"),
+    (
+        "surrogate path",
+        lambda: LocalDisk.connect("/tmp/\ud800").state_of(Counter("c")),
+        InvalidArgumentError,
+        "lone surrogate",
+    ),
 ]
 
 
@@ -144,6 +155,30 @@ def test_bad_follower_timeouts(
     with kind.follow(Counter("c")) as follower, pytest.raises(InvalidArgumentError) as caught:
         follower.get(timeout=timeout)
     assert f"got {shown} (a builtins." in str(caught.value)
+
+
+@pytest.mark.parametrize("timeout", [10**400, 1e308], ids=["10**400", "1e308"])
+def test_follower_timeouts_of_centuries_wait(
+    pachyderm_home: Path, kind: EcosystemKind, timeout: float
+) -> None:
+    """A finite timeout longer than a lock can wait is waited, not an OverflowError."""
+    counter = Counter("c")
+    with kind.follow(counter) as follower:
+        kind.send(counter, "inc")
+        assert follower.get(timeout=timeout) == (counter, 1)
+
+
+def test_connect_refuses_a_clock_it_would_ignore(pachyderm_home: Path, kind: EcosystemKind) -> None:
+    """connect(clock=...) on a store already open with another clock says so, not ignores it."""
+    kind.connect().state_of(Counter("c"))
+    clock = ManualClock()
+    with pytest.raises(InvalidArgumentError) as caught:
+        kind.connect(clock=clock)
+    assert "close() it first" in str(caught.value)
+    with pytest.raises(InvalidArgumentError):
+        kind.connect(max_resident=0)  # checked even when the store is open
+    kind.close()
+    assert kind.connect(clock=clock) is kind.connect(clock=clock)
 
 
 @pytest.mark.parametrize(("label", "make", "expected", "shown"), ANY_FACE)
