@@ -135,4 +135,9 @@ def register_value(cls: T | None = None, /, *, name: str | None = None) -> T | C
 
     if cls is None:
         return register
+    if isinstance(cls, str):  # @register_value("shop.Order"): the name given positionally
+        raise RegistrationError(
+            f"register_value takes the name as a keyword: @register_value(name={cls!r}), "
+            f"got {describe(cls)} as the class to register"
+        )
     return register(cls)

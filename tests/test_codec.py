@@ -690,3 +690,9 @@ def test_an_enum_value_no_longer_defined_is_named() -> None:
     with pytest.raises(CodecError, match=r"value 2 .* enum 'tests\.Shrinking'") as caught:
         decode(stored)
     assert "damaged" not in str(caught.value)
+
+
+def test_a_name_given_positionally_to_register_value_says_to_use_the_keyword() -> None:
+    """@register_value("shop.Order") is refused with the keyword form to write instead."""
+    with pytest.raises(RegistrationError, match=r"@register_value\(name='shop.Order'\)"):
+        register_value("shop.Order")  # type: ignore[call-overload]
