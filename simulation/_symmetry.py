@@ -30,7 +30,7 @@ from simulation._world import (
     State,
     World,
     dead_letter,
-    make_envelope,
+    envelope,
     pending_timer,
     state_entry,
 )
@@ -150,16 +150,7 @@ class Symmetry:
     def _envelope(item: Envelope, renaming: Renaming) -> Envelope:
         recipient = renaming.get(item.recipient, item.recipient)
         sender = item.sender if item.sender is None else renaming.get(item.sender, item.sender)
-        message = renamed(item.message, renaming)
-        return make_envelope(
-            recipient,
-            encode_canonical(recipient),
-            sender,
-            encode_canonical(sender),
-            encode(message),
-            encode_canonical(message),
-            item.order,
-        )
+        return envelope(recipient, renamed(item.message, renaming), sender, order=item.order)
 
     @staticmethod
     def _timer(timer: PendingTimer, renaming: Renaming) -> PendingTimer:
