@@ -1,4 +1,4 @@
-"""Where entities live: ``LocalDisk`` (LevelDB) and ``InMemory``, with the same semantics.
+"""Where entities live: ``LocalDisk``, ``InMemory`` and ``Postgres``, with the same semantics.
 
     >>> from ecosystems import LocalDisk
     >>> LocalDisk.send_sync(counter, "increment")        # doctest: +SKIP
@@ -9,5 +9,6 @@ Both are :class:`pachyderm.EcosystemKind` values: a shell face (``send_sync``,
 
 from ecosystems._in_memory import InMemory
 from ecosystems._local_disk import LocalDisk
+from ecosystems._postgres import Postgres
 
-__all__ = ["InMemory", "LocalDisk"]
+__all__ = ["InMemory", "LocalDisk", "Postgres"]

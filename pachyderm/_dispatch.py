@@ -14,11 +14,11 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pachyderm._clock import Clock
 from pachyderm._codec import decode
-from pachyderm._commit import GroupCommit, Reply, Wake
+from pachyderm._commit import Group, GroupCommit, Reply, Wake
 from pachyderm._dead_letters import encode_dead_letter
 from pachyderm._entity import Entity, entity_classes, newest_address
 from pachyderm._log import log, logging_enabled
@@ -70,6 +70,12 @@ class Dispatcher:
         self.max_message_bytes = max_message_bytes
         self.run_queue: deque[Resident] = deque()
         self.seq = 0
+        # A shared storage (Postgres) runs only the entities it owns; messages to the
+        # others are forwarded to their stored inboxes. None: every entity is ours.
+        self.owns: Callable[[Ident], bool] | None = None
+        # Forwarded messages whose sender waits for the activation:
+        # seq -> (reply, group that forwarded it, ecosystem id).
+        self.remote: dict[int, tuple[Reply, Group, str]] = {}
         self.paused = False
         self.activations = 0
         self.failures = 0
@@ -105,6 +111,9 @@ class Dispatcher:
         """
         record = self.residents.table.get(ident)
         if record is None or record.address is None:
+            if record is None and self.owns is not None and not self.owns(ident):
+                self.forward(ident, blob, reply)
+                return False
             record = self.record_for(ident, address)
         if not (record.inbox or record.scheduled or record.parked_on or self.paused):
             seq = self.seq
@@ -128,6 +137,23 @@ class Dispatcher:
         elif reply is not None:
             self._tell_waiting(record, envelope)
 
+    def forward(self, ident: Ident, blob: bytes, reply: Reply | None) -> None:
+        """Write a message to the stored inbox of an entity another process runs."""
+        seq = self.seq
+        self.seq = seq + 1
+        group = self.commit.open
+        cast(Any, group.batch).forward(ident, seq, blob, reply is not None)
+        if reply is not None:
+            self.remote[seq] = (reply, group, ident[0])
+        self._on_commit()
+
+    def _send(self, ident: Ident, address: Entity[Any, Any] | None, blob: bytes) -> None:
+        """An activation's or a timer's message: into a resident inbox, or forwarded."""
+        if self.owns is not None and ident not in self.residents.table and not self.owns(ident):
+            self.forward(ident, blob, None)
+        else:
+            self.enqueue(self.record_for(ident, address), blob, None)
+
     def schedule(self, record: Resident) -> None:
         if not record.scheduled:
             record.scheduled = True
@@ -143,7 +169,8 @@ class Dispatcher:
         if record is None:
             record = self.residents.add(ident, None)
         record.inbox.append(Envelope(seq, blob, None, None, -1))
-        self.seq = max(self.seq, seq + 1)
+        if self.owns is None:  # (a shared storage numbers each process's messages apart)
+            self.seq = max(self.seq, seq + 1)
         return record
 
     def start(self, record: Resident) -> None:
@@ -277,7 +304,10 @@ class Dispatcher:
             if kind is Send:
                 recipient, blob = command
                 ident = (eco, recipient.entity_name, recipient._id)
-                self.enqueue(self.record_for(ident, recipient), blob, None)
+                if self.owns is None or ident in self.residents.table or self.owns(ident):
+                    self.enqueue(self.record_for(ident, recipient), blob, None)
+                else:
+                    self.forward(ident, blob, None)
             elif kind is SetTimer:
                 self._set_timer(record, command)
             elif kind is CancelTimer:
@@ -318,7 +348,7 @@ class Dispatcher:
         for timer in timers:
             batch.remove_timer(timer)
             self._forget_fired(timer)
-            self.enqueue(self.record_for(timer.recipient, None), timer.message, None)
+            self._send(timer.recipient, None, timer.message)
         self.timers_fired += len(timers)
 
     def _forget_fired(self, timer: Timer) -> None:

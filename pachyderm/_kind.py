@@ -46,6 +46,8 @@ class EcosystemKind:
         default_location: the shell face's location when none is given.
     """
 
+    _paths = True  # locations are file paths (made absolute); a Postgres DSN is not
+
     def __init__(
         self,
         name: str,
@@ -102,8 +104,34 @@ class EcosystemKind:
             clock: what timers are timed by: the wall clock unless given
                 (a :class:`~pachyderm.ManualClock` in tests).
         """
+        async with self._open(
+            self._open_storage,
+            location,
+            ecosystem=ecosystem,
+            durability=durability,
+            max_message_bytes=max_message_bytes,
+            max_resident=max_resident,
+            clock=clock,
+        ) as opened:
+            yield opened
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        opener: StorageOpener,
+        location: str | None,
+        *,
+        ecosystem: str,
+        durability: str,
+        max_message_bytes: int,
+        max_resident: int,
+        clock: Clock | None,
+    ) -> AsyncIterator[Ecosystem]:
+        """:meth:`open` with the storage opened by ``opener`` (a kind's own options in it)."""
         check_ecosystem_id(ecosystem)
-        runtime = self._runtime(location, durability, max_message_bytes, max_resident, clock)
+        runtime = self._runtime(
+            opener, location, durability, max_message_bytes, max_resident, clock
+        )
         try:
             async with trio.open_nursery() as nursery:
                 try:
@@ -130,6 +158,7 @@ class EcosystemKind:
 
     def _runtime(
         self,
+        opener: StorageOpener,
         location: str | None,
         durability: str,
         max_message_bytes: int,
@@ -138,7 +167,7 @@ class EcosystemKind:
     ) -> Runtime:
         """A runtime on the storage at ``location``, options checked before it is opened."""
         Runtime.check_options(durability, max_message_bytes, max_resident, clock)
-        storage = self._open_storage(location)
+        storage = opener(location)
         try:
             return Runtime(
                 storage,
@@ -166,9 +195,29 @@ class EcosystemKind:
 
         Options are those of :meth:`open`; they apply when this call opens the store.
         """
+        return self._connect(
+            self._open_storage,
+            location,
+            durability=durability,
+            max_message_bytes=max_message_bytes,
+            max_resident=max_resident,
+            clock=clock,
+        )
+
+    def _connect(
+        self,
+        opener: StorageOpener,
+        location: str | None,
+        *,
+        durability: str,
+        max_message_bytes: int,
+        max_resident: int,
+        clock: Clock | None,
+    ) -> ShellEcosystem:
+        """:meth:`connect` with the storage opened by ``opener``."""
         if location is None:
             location = self._default_location()
-        if isinstance(location, str | os.PathLike):
+        if self._paths and isinstance(location, str | os.PathLike):
             location = os.path.abspath(location)  # else the kind's opener says what it wants
         Runtime.check_options(durability, max_message_bytes, max_resident, clock)
         with self._lock:
@@ -187,7 +236,7 @@ class EcosystemKind:
                 if shell is not None:  # a close() may be under way: its store is released first
                     shell.wait_closed()
                 runtime = self._runtime(
-                    location, durability, max_message_bytes, max_resident, clock
+                    opener, location, durability, max_message_bytes, max_resident, clock
                 )
                 try:
                     portal = Portal.get()

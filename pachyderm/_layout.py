@@ -93,6 +93,12 @@ def _parse_address(key: bytes, start: int) -> tuple[str, Any, int]:
     return name, entity_id, end
 
 
+def parse_address(raw: bytes) -> tuple[str, Any]:
+    """``(name, id)`` of a stored address (an :func:`address_key`)."""
+    name, entity_id, _ = _parse_address(raw, 0)
+    return name, entity_id
+
+
 def state_key(eco: bytes, address: bytes) -> bytes:
     return b"S" + eco + address
 

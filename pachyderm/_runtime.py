@@ -56,6 +56,7 @@ from pachyderm._storage import Ident, Storage
 from pachyderm._timers import Timers
 from pachyderm._values import value_types
 from pachyderm.errors import (
+    ActivationError,
     EcosystemClosedError,
     ForkedProcessError,
     InvalidAddressError,
@@ -63,6 +64,7 @@ from pachyderm.errors import (
     MessageTooLargeError,
     OutcomeUnknownError,
     PachydermError,
+    RemoteActivationFailure,
     UnknownDeadLetterError,
     describe,
 )
@@ -106,6 +108,7 @@ class Runtime:
         self.name = storage.name
         self.storage = storage
         self.volatile = storage.volatile  # (read on every shell send)
+        self.shared = bool(getattr(storage, "shared", False))  # other processes share it
         self.clock: Clock = WallClock() if clock is None else clock
         self.max_message_bytes = max_message_bytes
         self.lock: CombiningLock[_Request] = CombiningLock(self._accept_request)
@@ -126,6 +129,8 @@ class Runtime:
             on_commit=self._signal_commit,
             wake=self._post_wake,
         )
+        if self.shared:
+            self.dispatcher.owns = storage.owns  # type: ignore[attr-defined]
         self.token: trio.lowlevel.TrioToken | None = None
         self.started = False
         self.closed = False
@@ -205,6 +210,9 @@ class Runtime:
                     nursery.start_soon(self._dispatch_loop, dispatching)
                     nursery.start_soon(self._commit_loop)
                     nursery.start_soon(self._timekeeper, timekeeping)
+                    news = trio.CancelScope()
+                    if self.shared:
+                        nursery.start_soon(self._news_loop, news)
                     self.started = True
                     task_status.started()
                     await self._stop.wait()
@@ -214,6 +222,7 @@ class Runtime:
                         self.closed = True
                     dispatching.cancel()
                     timekeeping.cancel()
+                    news.cancel()
                     self._dirty.set()
             except BaseExceptionGroup as group:
                 _, errors = group.split(trio.Cancelled)
@@ -239,6 +248,80 @@ class Runtime:
             self.storage.close()
             self._stopped.set()
             log("runtime.closed", store=self.name)
+
+    async def _news_loop(self, scope: trio.CancelScope) -> None:
+        """A shared storage's news: messages for entities this process took over or was
+        sent by others, timers of partitions it took over, replies to what it forwarded."""
+        storage: Any = self.storage
+        dispatcher = self.dispatcher
+        with scope:
+            while True:
+                await trio.to_thread.run_sync(
+                    storage.wait_news, storage.poll, abandon_on_cancel=True
+                )
+                if storage.lost is not None:
+                    with self.lock:
+                        self._fail(storage.lost, "keeping partition leases")
+                    return
+                arrivals = await trio.to_thread.run_sync(storage.arrivals, abandon_on_cancel=True)
+                waiting = list(dispatcher.remote)
+                answers = []
+                if waiting:
+                    answers = await trio.to_thread.run_sync(
+                        storage.answers, waiting, abandon_on_cancel=True
+                    )
+                with self.lock:
+                    if self.closed:
+                        return
+                    try:
+                        self._take_news(arrivals, answers)
+                    except BaseException as error:
+                        self._fail(error, "reading news from the store")
+                        return
+
+    def _take_news(
+        self, arrivals: list[Any], answers: list[tuple[int, bytes | None, int | None]]
+    ) -> None:
+        storage: Any = self.storage
+        dispatcher = self.dispatcher
+        for pending in arrivals:
+            dispatcher.start(dispatcher.recover(pending))
+        gained = storage.take_gained()
+        if gained:
+            for timer in storage.timers_of(gained, self.timers.horizon):
+                self.timers.gain(timer)
+            due = self.timers.next_due()
+            if due is not None:
+                self._signal_timer(due)
+        for seq, record, dead_letter_id in answers:
+            entry = dispatcher.remote.pop(seq, None)
+            if entry is None:
+                continue
+            reply, _, eco = entry
+            if dead_letter_id is None:
+                reply.resolve(None if record is None else bytes(record), None, call_now)
+            else:
+                reply.resolve(None, self._remote_failure(eco, dead_letter_id), call_now)
+
+    def _remote_failure(self, eco: str, dead_letter_id: int) -> PachydermError:
+        """The error of an activation that failed in another process, from its dead letter."""
+        blob = self.storage.dead_letter(eco, dead_letter_id)
+        if blob is not None:
+            letter = decode_dead_letter(dead_letter_id, blob)
+            return ActivationError(
+                letter.address,
+                letter.message,
+                RemoteActivationFailure(letter.error),
+                letter.recent_messages,
+                dead_letter_id,
+            )
+        return ActivationError(
+            None,
+            None,
+            RemoteActivationFailure("the activation failed in another process"),
+            (),
+            dead_letter_id,
+        )
 
     async def aclose(self) -> None:
         """Commit what is done, answer what can be answered, and close the store."""
@@ -293,6 +376,9 @@ class Runtime:
             writing.finish(self._write_failed_error(), wake)
         # Never written (after a failure; empty after a clean close): nothing happened.
         self.commit.open.finish(self._closed_error(), wake)
+        remote, self.dispatcher.remote = self.dispatcher.remote, {}
+        for reply, group, _ in remote.values():
+            reply.resolve(None, self._waiting_message_error(None, group), wake)
         self.followers.end_all(wake)
         wake(self._pulse)
 

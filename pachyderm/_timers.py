@@ -65,6 +65,19 @@ class Timers:
         else:
             self._remember(key, timer, group)
 
+    @property
+    def horizon(self) -> tuple[float, int]:
+        """Every pending timer due before this is in memory."""
+        return self._horizon
+
+    def gain(self, timer: Timer) -> None:
+        """A stored timer this runtime may now fire (its partition was taken over)."""
+        if timer.key < self._horizon and timer.seq not in self._loaded:
+            heapq.heappush(self._heap, (timer.due, timer.seq, timer))
+            self._loaded[timer.seq] = timer
+            if len(self._loaded) > 2 * self.window:
+                self._evict()
+
     def remove(self, key: tuple[float, int], group: int) -> None:
         """A pending timer is gone (fired, cancelled, replaced) as of group ``group``."""
         timer = self._loaded.pop(key[1], None)

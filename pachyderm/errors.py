@@ -23,7 +23,9 @@ __all__ = [
     "MessageTooLargeError",
     "OutcomeUnknownError",
     "PachydermError",
+    "PartitionLostError",
     "RegistrationError",
+    "RemoteActivationFailure",
     "StoreAccessError",
     "StoreCorruptedError",
     "StoreLockedError",
@@ -226,6 +228,16 @@ class ForkedProcessError(EcosystemClosedError):
 class StoreAccessError(PachydermError):
     """The operating system refused the store's files: permissions, a read-only or full
     file system, or a directory deleted while open."""
+
+
+class PartitionLostError(PachydermError):
+    """A Postgres worker lost a partition's lease to another worker (it was paused or cut
+    off past the lease): its group was not written, and it stops; open it again to rejoin."""
+
+
+class RemoteActivationFailure(PachydermError):
+    """The cause of an :class:`ActivationError` raised in another process: its text is
+    what that process saw (the exception itself stayed there)."""
 
 
 class OutcomeUnknownError(PachydermError):

@@ -1,0 +1,170 @@
+"""``Postgres``: ecosystems in a PostgreSQL database, shared by any number of processes.
+
+Every process that opens it is a worker by default: it owns a share of the
+entity partitions and runs their activations; ``worker=False`` makes a
+client that sends, waits and reads. psycopg is an optional dependency
+(``pip install 'pachyderm-entities[postgres]'``): without it ``import
+ecosystems`` still works, and opening ``Postgres`` says what to install.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from pachyderm._clock import Clock
+from pachyderm._ecosystem import DEFAULT_ECOSYSTEM, Ecosystem
+from pachyderm._kind import EcosystemKind
+from pachyderm._runtime import DEFAULT_MAX_RESIDENT
+from pachyderm._shell import ShellEcosystem
+from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES
+from pachyderm._storage import Storage
+from pachyderm.errors import InvalidArgumentError, PachydermError, describe
+
+__all__ = ["DEFAULT_LEASE", "Postgres", "PostgresKind", "default_dsn"]
+
+DEFAULT_LEASE = 10.0
+"""Seconds a worker's partition leases last without renewal (renewed every third)."""
+DEFAULT_POLL = 0.5
+"""Seconds between looks at the tables when no notification arrives."""
+
+
+class PsycopgMissingError(PachydermError, ImportError):
+    """The Postgres ecosystem needs psycopg, which is not installed."""
+
+
+def default_dsn() -> str:
+    """``$PACHYDERM_DSN``; the shell face needs it when no DSN is given."""
+    dsn = os.environ.get("PACHYDERM_DSN")
+    if not dsn:
+        raise InvalidArgumentError(
+            "Postgres needs a database: pass a DSN (Postgres.connect('postgresql:///app')) "
+            "or set $PACHYDERM_DSN"
+        )
+    return dsn
+
+
+def _open(
+    location: str | None,
+    *,
+    worker: bool,
+    lease: float,
+    poll: float,
+    partitions: int,
+) -> Storage:
+    try:
+        from ecosystems._postgres_storage import PostgresStorage
+    except ImportError as error:
+        raise PsycopgMissingError(
+            f"the Postgres ecosystem needs psycopg ({error}): "
+            f"pip install 'pachyderm-entities[postgres]'"
+        ) from error
+    return PostgresStorage(
+        location if location is not None else default_dsn(),
+        worker=worker,
+        lease=lease,
+        poll=poll,
+        partitions=partitions,
+    )
+
+
+def _check(dsn: object, worker: object, lease: object, poll: object, partitions: object) -> None:
+    if dsn is not None and not isinstance(dsn, str):
+        raise InvalidArgumentError(
+            f"a Postgres DSN must be a str like 'postgresql:///app', got {describe(dsn)}"
+        )
+    if not isinstance(worker, bool):
+        raise InvalidArgumentError(f"worker must be True or False, got {describe(worker)}")
+    for name, value, low, high in (("lease", lease, 0.1, 3600.0), ("poll", poll, 0.001, 60.0)):
+        if type(value) not in (int, float) or not low <= value <= high:  # type: ignore[operator]
+            raise InvalidArgumentError(
+                f"{name} must be a number of seconds from {low} to {high}, got {describe(value)}"
+            )
+    if type(partitions) is not int or not 1 <= partitions <= 4096:
+        raise InvalidArgumentError(
+            f"partitions must be an int from 1 to 4096, got {describe(partitions)}"
+        )
+
+
+class PostgresKind(EcosystemKind):
+    """Ecosystems in PostgreSQL for many processes; the shell face's DSN is ``$PACHYDERM_DSN``."""
+
+    _paths = False
+
+    @asynccontextmanager
+    async def open(
+        self,
+        location: str | None = None,
+        *,
+        worker: bool = True,
+        lease: float = DEFAULT_LEASE,
+        poll: float = DEFAULT_POLL,
+        partitions: int = 64,
+        ecosystem: str = DEFAULT_ECOSYSTEM,
+        durability: str = "fsync",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_resident: int = DEFAULT_MAX_RESIDENT,
+        clock: Clock | None = None,
+    ) -> AsyncIterator[Ecosystem]:
+        """Open the database at DSN ``location`` in this ``trio.run``, as a worker or a client.
+
+        Args:
+            location: the libpq DSN (``"postgresql:///app"``); ``$PACHYDERM_DSN`` if None.
+            worker: own a share of the partitions and run their activations;
+                False makes a client that sends, waits and reads.
+            lease: seconds a partition's lease lasts (a killed worker's
+                partitions move to others within about this long).
+            poll: seconds between looks at the tables between notifications.
+            partitions: the partition count, for a database opened for the first time.
+
+        The other options are those of ``LocalDisk.open``.
+        """
+        _check(location, worker, lease, poll, partitions)
+        opener = partial(_open, worker=worker, lease=lease, poll=poll, partitions=partitions)
+        async with self._open(
+            opener,
+            location,
+            ecosystem=ecosystem,
+            durability=durability,
+            max_message_bytes=max_message_bytes,
+            max_resident=max_resident,
+            clock=clock,
+        ) as eco:
+            yield eco
+
+    def connect(
+        self,
+        location: str | None = None,
+        *,
+        worker: bool = True,
+        lease: float = DEFAULT_LEASE,
+        poll: float = DEFAULT_POLL,
+        partitions: int = 64,
+        durability: str = "fsync",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_resident: int = DEFAULT_MAX_RESIDENT,
+        clock: Clock | None = None,
+    ) -> ShellEcosystem:
+        """The shell face of the database at DSN ``location``, opened on first use.
+
+        Options are those of :meth:`open`; they apply when this call opens it.
+        """
+        _check(location, worker, lease, poll, partitions)
+        opener = partial(_open, worker=worker, lease=lease, poll=poll, partitions=partitions)
+        return self._connect(
+            opener,
+            location,
+            durability=durability,
+            max_message_bytes=max_message_bytes,
+            max_resident=max_resident,
+            clock=clock,
+        )
+
+
+Postgres = PostgresKind(
+    "Postgres",
+    partial(_open, worker=True, lease=DEFAULT_LEASE, poll=DEFAULT_POLL, partitions=64),
+    default_dsn,
+)

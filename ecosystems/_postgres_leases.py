@@ -1,0 +1,141 @@
+"""Partition leases: which worker runs which entities, renewed on the database's clock.
+
+A worker takes free or expired partitions up to its fair share (the
+partition count over the live workers), each with a new *epoch*; every
+commit checks the epochs it holds (see ``PostgresStorage.write``). Taking
+skips partitions locked by a commit in flight (``SKIP LOCKED``), so an owner
+change never interleaves with a commit. Renewal happens every third of the
+lease; a renewal that finds a partition gone (this worker was paused past
+its lease and another took over) reports the loss: the worker must stop.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from pachyderm._log import log
+from pachyderm.errors import PartitionLostError
+
+__all__ = ["Leases"]
+
+
+class Leases:
+    """One worker's leases, kept by a thread with a connection of its own."""
+
+    def __init__(
+        self,
+        dsn: str,
+        identity: str,
+        partitions: int,
+        lease: float,
+        on_gained: Callable[[list[int]], None],
+        on_lost: Callable[[BaseException], None],
+    ) -> None:
+        self.dsn = dsn
+        self.identity = identity
+        self.partitions = partitions
+        self.lease = lease
+        self.owned: dict[int, int] = {}  # partition -> epoch (replaced whole, never mutated)
+        self.gained: list[int] = []  # taken since the runtime last looked
+        self._on_gained = on_gained
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._connection: psycopg.Connection[Any] = psycopg.connect(dsn, autocommit=True)
+        self._thread = threading.Thread(target=self._run, name=f"pachyderm-leases-{identity}")
+        self._thread.daemon = True
+
+    def start(self) -> None:
+        """Take a first share (before the runtime recovers), then keep leases in a thread."""
+        self._round()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing, and hand the partitions back so others take them at once."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        try:
+            self._connection.execute(
+                "UPDATE pachyderm_partitions SET owner = NULL, lease_until = NULL WHERE owner = %s",
+                (self.identity,),
+            )
+            self._connection.execute(
+                "DELETE FROM pachyderm_workers WHERE id = %s", (self.identity,)
+            )
+        except psycopg.Error:
+            pass  # the leases run out on their own
+        finally:
+            self._connection.close()
+
+    def take_gained(self) -> list[int]:
+        gained, self.gained = self.gained, []
+        return gained
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self._round()
+            except psycopg.Error as error:
+                log("postgres.lease_round_failed", level="warning", error=str(error))
+                try:
+                    self._connection.close()
+                    self._connection = psycopg.connect(self.dsn, autocommit=True)
+                except psycopg.Error:
+                    pass
+            except PartitionLostError as error:
+                self._on_lost(error)
+                return
+
+    def _round(self) -> None:
+        """Renew what is held, say this worker is alive, and take up to a fair share."""
+        connection = self._connection
+        seconds = f"{self.lease} seconds"
+        if self.owned:
+            renewed = dict(
+                connection.execute(
+                    "UPDATE pachyderm_partitions SET lease_until = now() + %s::interval "
+                    "WHERE owner = %s RETURNING p, epoch",
+                    (seconds, self.identity),
+                ).fetchall()
+            )
+            lost = sorted(p for p, epoch in self.owned.items() if renewed.get(p) != epoch)
+            if lost:
+                raise PartitionLostError(
+                    f"worker {self.identity} lost partitions {lost} to another worker "
+                    f"(it was paused or cut off past its {self.lease} s lease): it must stop"
+                )
+        connection.execute(
+            "INSERT INTO pachyderm_workers (id, seen) VALUES (%s, now()) "
+            "ON CONFLICT (id) DO UPDATE SET seen = now()",
+            (self.identity,),
+        )
+        connection.execute(
+            "DELETE FROM pachyderm_workers WHERE seen < now() - %s::interval",
+            (f"{3 * self.lease} seconds",),
+        )
+        (live,) = connection.execute("SELECT count(*) FROM pachyderm_workers").fetchone()  # type: ignore[misc]
+        share = math.ceil(self.partitions / max(1, live))
+        wanted = share - len(self.owned)
+        if wanted <= 0:
+            return
+        taken = connection.execute(
+            "UPDATE pachyderm_partitions AS t "
+            "SET owner = %s, epoch = t.epoch + 1, lease_until = now() + %s::interval "
+            "FROM (SELECT p FROM pachyderm_partitions "
+            "      WHERE owner IS NULL OR lease_until < now() "
+            "      ORDER BY p LIMIT %s FOR UPDATE SKIP LOCKED) AS free "
+            "WHERE t.p = free.p RETURNING t.p, t.epoch",
+            (self.identity, seconds, wanted),
+        ).fetchall()
+        if taken:
+            owned = dict(self.owned)
+            owned.update(taken)
+            self.owned = owned
+            self.gained = self.gained + [p for p, _ in taken]
+            log("postgres.partitions_taken", worker=self.identity, partitions=sorted(dict(taken)))
+            self._on_gained([p for p, _ in taken])

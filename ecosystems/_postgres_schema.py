@@ -1,0 +1,122 @@
+"""The Postgres ecosystem's tables, created and versioned by the library on first open.
+
+Every table is prefixed ``pachyderm_``, so an application's own tables can
+share the database. ``pachyderm_meta`` holds the schema version and the
+partition count, fixed when the schema is created: every process that opens
+the database must agree on where an entity lives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pachyderm.errors import StoreCorruptedError
+
+__all__ = ["DEFAULT_PARTITIONS", "SCHEMA_VERSION", "ensure_schema"]
+
+SCHEMA_VERSION = 1
+DEFAULT_PARTITIONS = 64
+_LOCK_KEY = 0x7061636879  # "pachy": serializes schema creation and upgrades between processes
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS pachyderm_meta (key text PRIMARY KEY, value bigint NOT NULL);
+CREATE TABLE pachyderm_partitions (
+    p integer PRIMARY KEY,
+    owner text,
+    epoch bigint NOT NULL DEFAULT 0,
+    lease_until timestamptz
+);
+CREATE TABLE pachyderm_workers (id text PRIMARY KEY, seen timestamptz NOT NULL);
+CREATE TABLE pachyderm_entities (
+    eco text NOT NULL,
+    address bytea NOT NULL,
+    p integer NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (eco, address)
+);
+CREATE TABLE pachyderm_inbox (
+    seq bigint PRIMARY KEY,
+    p integer NOT NULL,
+    eco text NOT NULL,
+    address bytea NOT NULL,
+    message bytea NOT NULL,
+    reply boolean NOT NULL DEFAULT false
+);
+CREATE INDEX pachyderm_inbox_by_partition ON pachyderm_inbox (p, seq);
+CREATE TABLE pachyderm_timers (
+    seq bigint PRIMARY KEY,
+    due bigint NOT NULL,
+    p integer NOT NULL,
+    eco text NOT NULL,
+    owner bytea,
+    name text,
+    recipient bytea NOT NULL,
+    message bytea NOT NULL
+);
+CREATE INDEX pachyderm_timers_by_due ON pachyderm_timers (p, due, seq);
+CREATE INDEX pachyderm_timers_by_name ON pachyderm_timers (eco, owner, name)
+    WHERE name IS NOT NULL;
+CREATE TABLE pachyderm_dead_letters (
+    eco text NOT NULL,
+    id bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (eco, id)
+);
+CREATE TABLE pachyderm_replies (
+    seq bigint PRIMARY KEY,
+    record bytea,
+    dead_letter bigint
+);
+CREATE SEQUENCE pachyderm_incarnation;
+"""
+
+# Upgrades from each older version to the next, run in one transaction each.
+# (Version 1 is the first: the list grows with the schema.)
+UPGRADES: dict[int, str] = {}
+
+
+def ensure_schema(connection: Any, name: str, partitions: int) -> int:
+    """Create the schema, or check and upgrade it; return the database's partition count.
+
+    Runs under a transaction-level advisory lock so that processes opening a
+    new database together create it once.
+
+    Raises:
+        StoreCorruptedError: the schema is newer than this code, or the
+            database has Pachyderm tables without a version.
+    """
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        exists = connection.execute("SELECT to_regclass('pachyderm_meta') IS NOT NULL").fetchone()[
+            0
+        ]
+        if not exists:
+            connection.execute(_CREATE)
+            connection.execute(
+                "INSERT INTO pachyderm_meta VALUES ('schema_version', %s), ('partitions', %s)",
+                (SCHEMA_VERSION, partitions),
+            )
+            connection.execute(
+                "INSERT INTO pachyderm_partitions (p) SELECT generate_series(0, %s - 1)",
+                (partitions,),
+            )
+            return partitions
+        meta = dict(connection.execute("SELECT key, value FROM pachyderm_meta").fetchall())
+        version = meta.get("schema_version")
+        if version is None or "partitions" not in meta:
+            raise StoreCorruptedError(
+                f"{name} has a pachyderm_meta table without a schema version or partition "
+                f"count: it was not made by Pachyderm, or it is damaged"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreCorruptedError(
+                f"{name} has Pachyderm schema version {version}, but this Pachyderm knows "
+                f"versions up to {SCHEMA_VERSION}: upgrade pachyderm-entities in this process"
+            )
+        while version < SCHEMA_VERSION:
+            connection.execute(UPGRADES[version])
+            version += 1
+            connection.execute(
+                "UPDATE pachyderm_meta SET value = %s WHERE key = 'schema_version'", (version,)
+            )
+        return int(meta["partitions"])
