@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import gil, peers, recovery, scale, simulation, throughput
+from bench import gil, peers, postgres, recovery, scale, simulation, throughput
 from bench._measure import RUNS, machine, progress, table
 
 
@@ -31,6 +31,7 @@ def main() -> None:
     rows += scale.rows(quick)
     rows += recovery.rows(quick)
     rows += simulation.rows(quick)
+    rows += postgres.rows(quick)
     elapsed = time.perf_counter() - started
     print()
     print(table(rows))

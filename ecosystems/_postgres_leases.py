@@ -118,7 +118,11 @@ class Leases:
             "DELETE FROM pachyderm_workers WHERE seen < now() - %s::interval",
             (f"{3 * self.lease} seconds",),
         )
-        (live,) = connection.execute("SELECT count(*) FROM pachyderm_workers").fetchone()  # type: ignore[misc]
+        # Alive: seen within a lease (a dead worker's partitions expire as it drops out).
+        (live,) = connection.execute(
+            "SELECT count(*) FROM pachyderm_workers WHERE seen >= now() - %s::interval",
+            (seconds,),
+        ).fetchone()  # type: ignore[misc]
         share = math.ceil(self.partitions / max(1, live))
         wanted = share - len(self.owned)
         if wanted <= 0:

@@ -1,0 +1,134 @@
+"""Postgres: the ecosystem against raw single-row INSERT + COMMIT on the same server.
+
+The server is a throwaway cluster started here (``tests/postgres_server.py``:
+the machine's PostgreSQL binaries, fsync on, a unix socket), or
+``$PACHYDERM_TEST_DSN``. Each round uses a fresh database. Without a server
+the rows are left out, saying why.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import psycopg
+import trio
+from psycopg.conninfo import make_conninfo
+
+from bench._entities import Tally
+from bench._measure import PAYLOAD, RUNS, Row, interleaved, progress
+from bench.throughput import ENTITIES, SENDERS, send_concurrently
+from ecosystems import Postgres
+from tests.postgres_server import HOW_TO_GET_ONE, running_server
+
+
+class Databases:
+    """Fresh databases on one server, dropped when the benchmark is done."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.made: list[str] = []
+
+    def fresh(self) -> str:
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.base, autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        self.made.append(name)
+        return make_conninfo(self.base, dbname=name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.base, autocommit=True) as connection:
+            for name in self.made:
+                connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def raw_inserts(dsn: str, count: int) -> float:
+    """Rows per second, one ``INSERT`` and ``COMMIT`` each, on one connection."""
+    with psycopg.connect(dsn) as connection:
+        connection.execute("CREATE TABLE raw (id bigint PRIMARY KEY, payload bytea)")
+        connection.commit()
+        started = time.perf_counter()
+        for number in range(count):
+            connection.execute("INSERT INTO raw VALUES (%s, %s)", (number, PAYLOAD))
+            connection.commit()
+        return count / (time.perf_counter() - started)
+
+
+def concurrent_send_sync(dsn: str, count: int) -> float:
+    """One worker process, 200 trio tasks awaiting send_sync to 1,000 entities."""
+
+    async def run() -> float:
+        async with Postgres.open(dsn) as eco:
+            rate = await send_concurrently(eco, count, verb="send_sync")
+            if eco.runtime.statistics["activations"] != count:
+                raise AssertionError(f"expected {count} activations: {eco.runtime.statistics}")
+            return rate
+
+    return trio.run(run)
+
+
+def sequential_send_sync(dsn: str, count: int) -> float:
+    """Round trips per second of the shell face's send_sync, one after another."""
+    eco = Postgres.connect(dsn)
+    try:
+        eco.send_sync(Tally("warm-up"), PAYLOAD)
+        started = time.perf_counter()
+        for _ in range(count):
+            state = eco.send_sync(Tally("sequential"), PAYLOAD)
+        elapsed = time.perf_counter() - started
+        if state != count:
+            raise AssertionError(f"send_sync returned {state}, expected {count}")
+    finally:
+        Postgres.close()
+    return count / elapsed
+
+
+def rows(quick: bool) -> list[Row]:
+    with running_server() as base:
+        if base is None:
+            progress(f"Postgres rows left out: {HOW_TO_GET_ONE}")
+            return []
+        databases = Databases(base)
+        try:
+            return _rows(quick, databases.fresh)
+        finally:
+            databases.drop_all()
+
+
+def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
+    runs = 3 if quick else RUNS
+    inserts = 500 if quick else 2_000
+    messages = 5_000 if quick else 30_000
+    round_trips = 300 if quick else 1_000
+    progress(
+        f"postgres: raw INSERT+COMMIT x {inserts:,}; {SENDERS} trio send_sync senders x "
+        f"{messages:,}; shell send_sync x {round_trips:,}; {runs} rounds, interleaved"
+    )
+    measured = interleaved(
+        runs,
+        {
+            "raw": lambda: raw_inserts(fresh(), inserts),
+            "concurrent": lambda: concurrent_send_sync(fresh(), messages),
+            "sequential": lambda: sequential_send_sync(fresh(), round_trips),
+        },
+    )
+    raw_name = "raw psycopg INSERT+COMMIT, 1 by 1"
+    return [
+        Row(
+            f"Postgres, 1 worker, {SENDERS} trio send_sync senders -> {ENTITIES:,} entities",
+            measured["concurrent"],
+            raw_name,
+            measured["raw"],
+            "msg/s",
+            5.0,
+        ),
+        Row(
+            "Postgres, sequential shell send_sync",
+            measured["sequential"],
+            raw_name,
+            measured["raw"],
+            "msg/s",
+            0.5,
+        ),
+    ]

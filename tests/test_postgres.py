@@ -1,0 +1,207 @@
+"""What Postgres adds to the shared behaviour suite: fencing, clients, schema, failover.
+
+The behaviour tests of ``test_runtime`` and the others run on Postgres too
+(the ``kind`` fixture); these cover what only a shared database has. All run
+against the real server the test run starts (``tests/postgres_server.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from ecosystems import Postgres
+from pachyderm import ActivationError, Entity, Outbox
+from pachyderm.errors import (
+    EcosystemClosedError,
+    InvalidArgumentError,
+    OutcomeUnknownError,
+    PartitionLostError,
+    RemoteActivationFailure,
+    StoreAccessError,
+    StoreCorruptedError,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Tally(Entity[str, int]):
+    """Counts messages; fails on "boom"."""
+
+    entity_name = "tests.postgres.Tally"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: str, state: int) -> tuple[Outbox, int]:
+        if message == "boom":
+            raise ValueError("boom")
+        return [], state + 1
+
+
+class Relay(Entity[int, list[int]]):
+    """Keeps what it got and passes it on to the next relay, until 0."""
+
+    entity_name = "tests.postgres.Relay"
+
+    def init(self) -> list[int]:
+        return []
+
+    def activate(self, message: int, state: list[int]) -> tuple[Outbox, list[int]]:
+        number = self.id
+        assert isinstance(number, int)
+        outbox = [] if message == 0 else [(Relay(number + 1), message - 1)]
+        return outbox, [*state, message]
+
+
+async def test_a_client_runs_nothing_and_gets_replies_from_the_worker(postgres_dsn: str) -> None:
+    """A client (worker=False) forwards every message; send_sync returns the state after
+    its activation in the worker, and a failure there is an ActivationError naming it."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        assert [await client.send_sync(Tally("t"), "x") for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(ActivationError) as caught:
+            await client.send_sync(Tally("t"), "boom")
+        assert isinstance(caught.value.cause, RemoteActivationFailure)
+        assert "ValueError: boom" in str(caught.value)
+        assert caught.value.dead_letter_id == (await client.dead_letters())[0].id
+        assert client.runtime.statistics["activations"] == 0  # it ran nothing itself
+        assert await worker.state_of(Tally("t")) == 3
+
+
+async def test_chains_cross_partitions_through_the_tables(postgres_dsn: str) -> None:
+    """Messages an activation sends to entities in other partitions reach them: with two
+    partitions and one worker owning all, every hop of a chain is applied once."""
+    async with Postgres.open(postgres_dsn, partitions=2, poll=0.05) as worker:
+        await worker.send(Relay(0), 20)
+        await worker.settle()
+        states = [await worker.state_of(Relay(n)) for n in range(22)]
+    assert states == [[20 - n] for n in range(21)] + [[]]
+
+
+async def test_a_worker_whose_partition_moved_cannot_commit(postgres_dsn: str) -> None:
+    """The fence: once another owner took the partition (its epoch moved on), this
+    worker's next group is refused with PartitionLostError, nothing of it written, and
+    the worker stops; reopened, the entity is as the last committed group left it."""
+
+    async def usurped() -> None:
+        async with Postgres.open(postgres_dsn, partitions=1, lease=30, poll=0.05) as eco:
+            assert await eco.send_sync(Tally("t"), "x") == 1
+            with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+                connection.execute(  # what a takeover by another worker does
+                    "UPDATE pachyderm_partitions SET owner = 'usurper', epoch = epoch + 1"
+                )
+            with pytest.raises((OutcomeUnknownError, EcosystemClosedError)):
+                await eco.send_sync(Tally("t"), "x")
+            with trio.fail_after(10):
+                await eco.runtime.wait_stopped()
+            assert isinstance(eco.runtime.failure, PartitionLostError)
+            assert eco.runtime.storage.fenced_commits == 1  # type: ignore[attr-defined]
+
+    with pytest.raises(EcosystemClosedError, match="partition 0 moved to another worker"):
+        await usurped()
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("UPDATE pachyderm_partitions SET owner = NULL")
+    async with Postgres.open(postgres_dsn, poll=0.05) as eco:
+        await eco.settle()
+        assert await eco.state_of(Tally("t")) == 1  # the refused activation left no trace
+
+
+async def test_a_newer_schema_is_refused_untouched(postgres_dsn: str) -> None:
+    """A database whose schema is newer than this code is refused, saying what to do."""
+    async with Postgres.open(postgres_dsn):
+        pass
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("UPDATE pachyderm_meta SET value = 99 WHERE key = 'schema_version'")
+    with pytest.raises(StoreCorruptedError, match=r"schema version 99.*upgrade pachyderm"):
+        async with Postgres.open(postgres_dsn):
+            pass
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        assert connection.execute(
+            "SELECT value FROM pachyderm_meta WHERE key = 'schema_version'"
+        ).fetchone() == (99,)
+
+
+async def test_the_partition_count_is_the_databases(postgres_dsn: str) -> None:
+    """The partition count is fixed when the schema is made: a later open asking for
+    another count still uses the database's, so every process agrees where entities live."""
+    async with Postgres.open(postgres_dsn, partitions=4) as eco:
+        assert await eco.send_sync(Tally("t"), "x") == 1
+    async with Postgres.open(postgres_dsn, partitions=16) as eco:
+        assert eco.runtime.storage.partitions == 4  # type: ignore[attr-defined]
+        assert await eco.send_sync(Tally("t"), "x") == 2
+
+
+async def test_bad_arguments_and_unreachable_servers_say_what_to_do(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bad options raise InvalidArgumentError showing the value; a server that cannot be
+    reached raises StoreAccessError naming the DSN; no DSN at all says how to give one."""
+    cases: tuple[tuple[dict[str, Any], str], ...] = (
+        ({"worker": "yes"}, "'yes' (a builtins.str)"),
+        ({"lease": 0}, "0 (a builtins.int)"),
+        ({"partitions": 0}, "0 (a builtins.int)"),
+    )
+    for options, shown in cases:
+        with pytest.raises(InvalidArgumentError, match=re.escape(shown)):
+            async with Postgres.open(postgres_dsn, **options):
+                pass
+    with pytest.raises(InvalidArgumentError, match="a Postgres DSN must be a str"):
+        async with Postgres.open(42):  # type: ignore[arg-type]
+            pass
+    nowhere = "host=/nonexistent user=nobody dbname=nothing"
+    with pytest.raises(StoreAccessError, match="/nonexistent"):
+        async with Postgres.open(nowhere):
+            pass
+    monkeypatch.delenv("PACHYDERM_DSN")
+    Postgres.close()
+    with pytest.raises(InvalidArgumentError, match=r"\$PACHYDERM_DSN"):
+        Postgres.send_sync(Tally("t"), "x")
+
+
+def test_import_works_without_psycopg_and_postgres_says_what_to_install() -> None:
+    """Without psycopg, ``import ecosystems`` works and opening Postgres names the extra."""
+    script = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "import ecosystems\n"
+        "from ecosystems import LocalDisk, Postgres\n"
+        "try:\n"
+        "    Postgres.connect('dbname=x')\n"
+        "except ImportError as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert "PsycopgMissingError" in result.stdout
+    assert "pip install 'pachyderm-entities[postgres]'" in result.stdout
+
+
+def test_the_two_worker_example_fails_over(postgres_dsn: str) -> None:
+    """examples/postgres_workers.py: the worker holding every counter is killed with
+    SIGKILL; the other serves them again within the lease plus a second, each counter
+    applied exactly once per round."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "postgres_workers.py"), postgres_dsn],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    out = result.stdout
+    assert "round 1 states: [1, 1, 1, 1, 1, 1, 1, 1]" in out
+    assert "round 2 states: [2, 2, 2, 2, 2, 2, 2, 2]" in out
+    seconds = float(re.search(r"served again after ([\d.]+) s", out).group(1))  # type: ignore[union-attr]
+    assert seconds < 2.0 + 1.5
