@@ -42,6 +42,10 @@ class Leases:
         self.lease = lease
         self.owned: dict[int, int] = {}  # partition -> epoch (replaced whole, never mutated)
         self.gained: list[int] = []  # taken since the runtime last looked
+        self.releases: list[int] = []  # to hand over, not yet taken up by the runtime
+        self.releasing: set[int] = set()  # being handed over: no longer renewed
+        self._crowded = 0  # rounds in a row this worker held more than its share
+        self._lock = threading.Lock()  # a round and a hand-over's end never interleave
         self._on_gained = on_gained
         self._on_lost = on_lost
         self._stop = threading.Event()
@@ -76,6 +80,17 @@ class Leases:
         gained, self.gained = self.gained, []
         return gained
 
+    def take_releases(self) -> list[int]:
+        with self._lock:
+            releases, self.releases = self.releases, []
+            return releases
+
+    def drop(self, partitions: set[int]) -> None:
+        """Partitions whose release committed: no longer this worker's."""
+        with self._lock:
+            self.owned = {p: e for p, e in self.owned.items() if p not in partitions}
+            self.releasing -= partitions
+
     def _run(self) -> None:
         while not self._stop.wait(self.lease / 3):
             try:
@@ -92,7 +107,15 @@ class Leases:
                 return
 
     def _round(self) -> None:
-        """Renew what is held, say this worker is alive, and take up to a fair share."""
+        with self._lock:
+            self._round_locked()
+
+    def _round_locked(self) -> None:
+        """Renew what is held, say this worker is alive, and take up to a fair share.
+
+        A worker holding more than its share for two rounds in a row hands the
+        extra partitions over (the runtime drains them first, see ``take_releases``).
+        """
         connection = self._connection
         seconds = f"{self.lease} seconds"
         if self.owned:
@@ -103,7 +126,11 @@ class Leases:
                     (seconds, self.identity),
                 ).fetchall()
             )
-            lost = sorted(p for p, epoch in self.owned.items() if renewed.get(p) != epoch)
+            lost = sorted(
+                p
+                for p, epoch in self.owned.items()
+                if renewed.get(p) != epoch and p not in self.releasing
+            )
             if lost:
                 raise PartitionLostError(
                     f"worker {self.identity} lost partitions {lost} to another worker "
@@ -125,6 +152,17 @@ class Leases:
         ).fetchone()  # type: ignore[misc]
         share = math.ceil(self.partitions / max(1, live))
         wanted = share - len(self.owned)
+        if wanted < 0 and not self.releasing:
+            self._crowded += 1
+            if self._crowded >= 2:
+                self._crowded = 0
+                extra = sorted(self.owned)[wanted:]
+                self.releasing = set(extra)
+                self.releases = extra
+                log("postgres.handing_over", worker=self.identity, partitions=extra)
+                self._on_gained([])  # news: the runtime drains and releases them
+            return
+        self._crowded = 0
         if wanted <= 0:
             return
         taken = connection.execute(

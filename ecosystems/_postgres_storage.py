@@ -71,7 +71,9 @@ class PostgresBatch:
         "forwarded",
         "outcome",
         "records",
+        "released",
         "replies",
+        "reply_marks",
         "storage",
         "timers_removed",
         "timers_set",
@@ -90,6 +92,8 @@ class PostgresBatch:
         self.dead_removed: list[tuple[str, int]] = []
         self.replies: list[tuple[int, bytes | None, int | None]] = []
         self.fenced: set[int] = set()
+        self.released: set[int] = set()
+        self.reply_marks: list[int] = []  # stored inbox rows whose sender now waits remotely
         self.forwarded = False
         # The last activation's outcome (its record, or its dead letter id): the
         # dispatcher records it before consuming the message it ran on.
@@ -101,7 +105,7 @@ class PostgresBatch:
     def accept(self, entity: PostgresEntity, seq: int, message: bytes) -> int:
         self.writes += 1
         self.accepted.append((seq, entity.p, entity.eco, entity.address, message, False))
-        self.storage.known.add(seq)  # resident here: the arrivals scan must not bring it again
+        self.storage.known[seq] = entity.p  # resident here: the arrivals scan must not bring it
         return len(self.accepted) - 1
 
     def forward(self, entity: Ident, seq: int, message: bytes, reply: bool) -> None:
@@ -111,10 +115,28 @@ class PostgresBatch:
         self.accepted.append((seq, handle.p, handle.eco, handle.address, message, reply))
         self.forwarded = True
 
+    def hand_over(self, partitions: list[int]) -> None:
+        """Release these partitions' leases in this group's transaction."""
+        self.writes += 1
+        self.released.update(partitions)
+        self.fenced.update(partitions)
+        self.forwarded = True  # the next owner is told at once
+
+    def want_reply(self, token: int | None, seq: int) -> None:
+        """A message of a leaving entity whose sender waits here: its reply comes from the
+        next owner. ``token``: its acceptance in this batch; None: already stored."""
+        self.writes += 1
+        if token is not None:
+            accepted = self.accepted[token]
+            assert accepted is not None
+            self.accepted[token] = (*accepted[:5], True)
+        else:
+            self.reply_marks.append(seq)
+
     def unaccept(self, token: int) -> None:
         accepted = self.accepted[token]
         assert accepted is not None
-        self.storage.known.discard(accepted[0])
+        self.storage.known.pop(accepted[0], None)
         self.accepted[token] = None
 
     def consume(self, entity: PostgresEntity, seq: int) -> None:
@@ -186,11 +208,13 @@ class PostgresStorage:
         self.poll = poll
         self.partitions = partitions
         self.name = f"Postgres({dsn!r})"
-        self.known: set[int] = set()  # pending seqs of owned entities the runtime holds
+        self.known: dict[int, int] = {}  # pending seqs the runtime holds -> their partition
         self.reply_wanted: set[int] = set()  # pending seqs whose sender waits for a reply
         self.lost: BaseException | None = None  # a lease lost: the runtime must stop
+        self.leaving: set[int] = set()  # owned, being handed over: nothing of them runs here
         self.fenced_commits = 0  # commits refused because a partition moved on
         self._incarnation = 0
+        self.identity = ""
         self._limit = 0
         self._news = threading.Event()
         self._arrivals_lock = threading.Lock()  # an arrivals scan never overlaps a write
@@ -235,7 +259,7 @@ class PostgresStorage:
             raise StoreCorruptedError(f"{self.name}: the incarnation sequence is exhausted")
         first = self._incarnation << INCARNATION_BITS
         self._limit = first + (1 << INCARNATION_BITS)
-        identity = f"{socket.gethostname()}:{os.getpid()}:{self._incarnation}"
+        self.identity = identity = f"{socket.gethostname()}:{os.getpid()}:{self._incarnation}"
         if self.worker:
             self._leases = Leases(
                 self.dsn, identity, self.partitions, self.lease, self._on_gained, self._on_lost
@@ -280,9 +304,8 @@ class PostgresStorage:
         if self._leases is None:
             return False
         eco, name, entity_id = entity
-        return partition_of(eco, layout.address_key(name, entity_id), self.partitions) in (
-            self._leases.owned
-        )
+        p = partition_of(eco, layout.address_key(name, entity_id), self.partitions)
+        return p in self._leases.owned and p not in self.leaving
 
     def timer_partition(self, timer: Timer) -> int:
         """A timer lives with its owner (who may cancel it), else with its recipient."""
@@ -296,6 +319,25 @@ class PostgresStorage:
         gained = self._leases.take_gained()
         self._timer_partitions.update(gained)
         return gained
+
+    def take_releases(self) -> list[int]:
+        """Partitions to hand over (this worker holds more than its share): from now on
+        they are *leaving*: not run here, and released by the next group's commit."""
+        if self._leases is None:
+            return []
+        releases = self._leases.take_releases()
+        self.leaving.update(releases)
+        self._timer_partitions.difference_update(releases)
+        return releases
+
+    def _released(self, partitions: set[int]) -> None:
+        """A group that released ``partitions`` committed: forget them (arrivals lock held)."""
+        assert self._leases is not None
+        self._leases.drop(partitions)
+        self.leaving.difference_update(partitions)
+        for seq in [seq for seq, p in self.known.items() if p in partitions]:
+            del self.known[seq]
+            self.reply_wanted.discard(seq)
 
     def _on_gained(self, partitions: list[int]) -> None:
         self._news.set()
@@ -325,21 +367,21 @@ class PostgresStorage:
 
     def arrivals(self) -> list[PendingMessage]:
         """Pending messages of owned entities that the runtime does not hold yet, in order."""
-        owned = list(self.owned)
+        owned = [p for p in self.owned if p not in self.leaving]
         if not owned or self._closed:
             return []
         found = []
         with self._arrivals_lock:
             rows = self._read(
-                "SELECT seq, eco, address, message, reply FROM pachyderm_inbox "
+                "SELECT seq, p, eco, address, message, reply FROM pachyderm_inbox "
                 "WHERE p = ANY(%s) ORDER BY seq",
                 (owned,),
             )
             known = self.known
-            for seq, eco, address, message, reply in rows:
+            for seq, p, eco, address, message, reply in rows:
                 if seq in known:
                     continue
-                known.add(seq)
+                known[seq] = p
                 if reply:
                     self.reply_wanted.add(seq)
                 found.append(PendingMessage(_ident(eco, address), seq, message))
@@ -466,8 +508,12 @@ class PostgresStorage:
                     f"{self.name}: writing a group failed ({type(error).__name__}: {error}); "
                     f"whether it committed is unknown"
                 ) from error
-            self.known.difference_update(changes.consumed)
+            known = self.known
+            for seq in changes.consumed:
+                known.pop(seq, None)
             self.reply_wanted.difference_update(changes.consumed)
+            if changes.released:
+                self._released(changes.released)
         if changes.forwarded or changes.replies:
             try:
                 connection.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
@@ -513,6 +559,16 @@ def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
             "INSERT INTO pachyderm_entities (eco, address, p, record) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (eco, address) DO UPDATE SET record = EXCLUDED.record",
             [(eco, address, p, record) for (eco, address), (p, record) in changes.records.items()],
+        )
+    if changes.reply_marks:
+        cursor.execute(
+            "UPDATE pachyderm_inbox SET reply = true WHERE seq = ANY(%s)", (changes.reply_marks,)
+        )
+    if changes.released:
+        cursor.execute(
+            "UPDATE pachyderm_partitions SET owner = NULL, lease_until = NULL "
+            "WHERE p = ANY(%s) AND owner = %s",
+            (sorted(changes.released), changes.storage.identity),
         )
     accepted = [row for row in changes.accepted if row is not None]
     if accepted:

@@ -2,11 +2,12 @@
 
     python examples/postgres_workers.py "postgresql:///app"
 
-Starts two workers (this script with ``--worker``), sends from a client
-(``worker=False``) to counters spread over the partitions, kills the worker
-that owns them with SIGKILL, and sends again: the other worker takes the
-partitions over once their lease runs out, and no message is lost or applied
-twice. Each counter ends at exactly the number of messages sent to it.
+Starts two workers (this script with ``--worker``), which share the
+partitions (the first hands half over to the second), sends from a client
+(``worker=False``) to counters spread over the partitions, kills the first
+worker with SIGKILL, and sends again: the other worker takes its partitions
+over once their lease runs out, and no message is lost or applied twice.
+Each counter ends at exactly the number of messages sent to it.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ async def main(dsn: str) -> None:
     first = start_worker(dsn)
     second = start_worker(dsn)
     try:
-        print("partitions per worker pid:", owners(dsn))
+        while len(owners(dsn)) < 2:  # the first hands half over within a few lease rounds
+            time.sleep(0.1)
+        print("partitions per worker:", sorted(owners(dsn).values()))
         async with Postgres.open(dsn, worker=False, poll=0.1) as client:
             print("round 1 states:", await visit_all(client, 1))
             first.send_signal(signal.SIGKILL)
@@ -85,7 +88,7 @@ async def main(dsn: str) -> None:
             started = time.perf_counter()
             print("round 2 states:", await visit_all(client, 2))
             print(f"served again after {time.perf_counter() - started:.1f} s (lease {LEASE} s)")
-            print("partitions per worker pid:", owners(dsn))
+            print("partitions per worker:", sorted(owners(dsn).values()))
     finally:
         for worker in (first, second):
             if worker.poll() is None:

@@ -131,6 +131,13 @@ class Residents:
             record.parked_on = None
         return records
 
+    def forget(self, record: Resident) -> None:
+        """Stop hosting ``record`` here (its entity is run elsewhere from now on)."""
+        del self.table[record.ident]
+        if record.parked_on is not None:
+            self.parked[record.parked_on].remove(record)
+            record.parked_on = None
+
     def passivate(self) -> None:
         """Forget idle entities beyond ``max_resident``, least recently used first."""
         excess = len(self.table) - self.max_resident

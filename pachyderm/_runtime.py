@@ -286,6 +286,9 @@ class Runtime:
         dispatcher = self.dispatcher
         for pending in arrivals:
             dispatcher.start(dispatcher.recover(pending))
+        releases = storage.take_releases()
+        if releases:
+            self._hand_over(releases)
         gained = storage.take_gained()
         if gained:
             for timer in storage.timers_of(gained, self.timers.horizon):
@@ -302,6 +305,36 @@ class Runtime:
                 reply.resolve(None if record is None else bytes(record), None, call_now)
             else:
                 reply.resolve(None, self._remote_failure(eco, dead_letter_id), call_now)
+
+    def _hand_over(self, partitions: list[int]) -> None:
+        """Stop running the entities of ``partitions`` and release them in the open group.
+
+        Their messages are all stored (or stored by the open group), so the next
+        owner finds them; a caller here waiting on one gets its reply from there.
+        """
+        storage: Any = self.storage
+        dispatcher = self.dispatcher
+        group = self.commit.open
+        batch: Any = group.batch
+        leaving = set(partitions)
+        run_queue = dispatcher.run_queue
+        for record in list(self.residents.table.values()):
+            if record.handle.p not in leaving:
+                continue
+            for envelope in record.inbox:
+                if envelope.reply is not None:
+                    batch.want_reply(
+                        envelope.token if envelope.group is group else None, envelope.seq
+                    )
+                    dispatcher.remote[envelope.seq] = (envelope.reply, group, record.ident[0])
+            if record.scheduled:
+                record.scheduled = False
+                run_queue.remove(record)
+            self.residents.forget(record)
+        self.timers.drop(lambda timer: storage.timer_partition(timer) in leaving)
+        batch.hand_over(partitions)
+        log("partitions.handed_over", store=self.name, partitions=partitions)
+        self._signal_commit()
 
     def _remote_failure(self, eco: str, dead_letter_id: int) -> PachydermError:
         """The error of an activation that failed in another process, from its dead letter."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from typing import Any
 
 from pachyderm._storage import Ident, Storage, Timer
@@ -77,6 +78,12 @@ class Timers:
             self._loaded[timer.seq] = timer
             if len(self._loaded) > 2 * self.window:
                 self._evict()
+
+    def drop(self, leaving: Callable[[Timer], bool]) -> None:
+        """Forget the timers in memory that ``leaving`` picks (another runtime fires them now)."""
+        for timer in [timer for timer in self._loaded.values() if leaving(timer)]:
+            timer.cancelled = True  # skipped when it comes up in the heap
+            del self._loaded[timer.seq]
 
     def remove(self, key: tuple[float, int], group: int) -> None:
         """A pending timer is gone (fired, cancelled, replaced) as of group ``group``."""

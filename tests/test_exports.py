@@ -38,6 +38,8 @@ def test_pachyderm_exports() -> None:
         "InvalidIdError",
         "ManualClock",
         "MessageTooLargeError",
+        "PartitionLostError",
+        "RemoteActivationFailure",
         "Outbox",
         "OutcomeUnknownError",
         "PachydermError",
@@ -73,8 +75,9 @@ def test_every_error_is_a_pachyderm_error() -> None:
 
 
 def test_ecosystems_exports() -> None:
-    """ecosystems exports LocalDisk and InMemory."""
-    assert ecosystems.__all__ == ["InMemory", "LocalDisk"]
+    """ecosystems exports LocalDisk, InMemory and Postgres."""
+    assert ecosystems.__all__ == ["InMemory", "LocalDisk", "Postgres"]
+    assert isinstance(ecosystems.Postgres, pachyderm.EcosystemKind)
     assert isinstance(ecosystems.LocalDisk, pachyderm.EcosystemKind)
     assert isinstance(ecosystems.InMemory, pachyderm.EcosystemKind)
     assert simulation.__all__ == [

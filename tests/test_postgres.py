@@ -205,3 +205,49 @@ def test_the_two_worker_example_fails_over(postgres_dsn: str) -> None:
     assert "round 2 states: [2, 2, 2, 2, 2, 2, 2, 2]" in out
     seconds = float(re.search(r"served again after ([\d.]+) s", out).group(1))  # type: ignore[union-attr]
     assert seconds < 2.0 + 1.5
+
+
+def _owners(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        return dict(
+            connection.execute(
+                "SELECT owner, count(*) FROM pachyderm_partitions GROUP BY owner"
+            ).fetchall()
+        )
+
+
+async def test_a_worker_that_joins_gets_its_share_and_nothing_is_lost(postgres_dsn: str) -> None:
+    """Hand-over: a worker holding every partition gives half to one that joins, draining
+    first. Messages accepted but not yet run when it does (its dispatcher paused), and
+    callers waiting on them, are served by the new owner: each message applied once."""
+    options: dict[str, Any] = {"partitions": 8, "lease": 0.6, "poll": 0.05}
+    async with Postgres.open(postgres_dsn, **options) as first:
+        assert [await first.send_sync(Tally(n), "x") for n in range(16)] == [1] * 16
+        first.runtime.pause()  # accepted from now on, not run: waiting in inboxes
+        for n in range(16):
+            await first.send(Tally(n), "y")
+        replies: list[int] = []
+        async with trio.open_nursery() as nursery:
+
+            async def wait_for(n: int) -> None:
+                replies.append(await first.send_sync(Tally(n), "z"))
+
+            for n in range(16):
+                nursery.start_soon(wait_for, n)
+            await trio.sleep(0.1)
+            async with Postgres.open(postgres_dsn, **options) as second:
+                with trio.fail_after(15):
+                    while sorted(_owners(postgres_dsn).values()) != [4, 4]:
+                        await trio.sleep(0.05)
+                first.runtime.resume()
+                await first.settle()
+                with trio.fail_after(15):
+                    while len(replies) < 16:
+                        await trio.sleep(0.05)
+                await second.settle()
+                assert second.runtime.statistics["activations"] > 0  # it ran the ones it took
+                states = [await second.state_of(Tally(n)) for n in range(16)]
+    assert sorted(replies) == [3] * 16
+    assert states == [3] * 16
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        assert connection.execute("SELECT count(*) FROM pachyderm_inbox").fetchone() == (0,)
