@@ -145,6 +145,12 @@ class Leases:
             "DELETE FROM pachyderm_workers WHERE seen < now() - %s::interval",
             (f"{3 * self.lease} seconds",),
         )
+        # Follows of processes gone for long (they touch theirs every half minute).
+        connection.execute("DELETE FROM pachyderm_follows WHERE seen < now() - interval '5 min'")
+        connection.execute(
+            "DELETE FROM pachyderm_updates AS u WHERE NOT EXISTS "
+            "(SELECT 1 FROM pachyderm_follows AS f WHERE f.follower = u.follower)"
+        )
         # Alive: seen within a lease (a dead worker's partitions expire as it drops out).
         (live,) = connection.execute(
             "SELECT count(*) FROM pachyderm_workers WHERE seen >= now() - %s::interval",

@@ -14,7 +14,7 @@ from pachyderm.errors import StoreCorruptedError
 
 __all__ = ["DEFAULT_PARTITIONS", "SCHEMA_VERSION", "ensure_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PARTITIONS = 64
 _LOCK_KEY = 0x7061636879  # "pachy": serializes schema creation and upgrades between processes
 
@@ -70,16 +70,43 @@ CREATE TABLE pachyderm_replies (
 CREATE SEQUENCE pachyderm_incarnation;
 """
 
-# Upgrades from each older version to the next, run in one transaction each.
-# (Version 1 is the first: the list grows with the schema.)
-UPGRADES: dict[int, str] = {}
+# Upgrades from each version to the next, run in the opening transaction. A new
+# database is made at version 1 and upgraded like any other, so every upgrade runs
+# in every test run.
+UPGRADES: dict[int, str] = {
+    # 2: followers in other processes. Each entity row counts its versions; a
+    # process following an entity it does not run has a pachyderm_follows row, and
+    # the commit that changes the entity leaves it a pachyderm_updates row.
+    1: """
+    ALTER TABLE pachyderm_entities ADD COLUMN version bigint NOT NULL DEFAULT 1;
+    CREATE TABLE pachyderm_follows (
+        eco text NOT NULL,
+        address bytea NOT NULL,
+        follower text NOT NULL,
+        seen timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (eco, address, follower)
+    );
+    CREATE TABLE pachyderm_updates (
+        id bigserial PRIMARY KEY,
+        follower text NOT NULL,
+        eco text NOT NULL,
+        address bytea NOT NULL,
+        version bigint NOT NULL,
+        record bytea NOT NULL
+    );
+    CREATE INDEX pachyderm_updates_by_follower ON pachyderm_updates (follower, id);
+    """,
+}
 
 
-def ensure_schema(connection: Any, name: str, partitions: int) -> int:
+def ensure_schema(
+    connection: Any, name: str, partitions: int, version: int = SCHEMA_VERSION
+) -> int:
     """Create the schema, or check and upgrade it; return the database's partition count.
 
     Runs under a transaction-level advisory lock so that processes opening a
-    new database together create it once.
+    new database together create it once. ``version``: the version to bring it
+    to (tests make older ones).
 
     Raises:
         StoreCorruptedError: the schema is newer than this code, or the
@@ -87,36 +114,41 @@ def ensure_schema(connection: Any, name: str, partitions: int) -> int:
     """
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        exists = connection.execute("SELECT to_regclass('pachyderm_meta') IS NOT NULL").fetchone()[
-            0
-        ]
+        (exists,) = connection.execute(
+            "SELECT to_regclass('pachyderm_meta') IS NOT NULL"
+        ).fetchone()
         if not exists:
             connection.execute(_CREATE)
             connection.execute(
-                "INSERT INTO pachyderm_meta VALUES ('schema_version', %s), ('partitions', %s)",
-                (SCHEMA_VERSION, partitions),
+                "INSERT INTO pachyderm_meta VALUES ('schema_version', 1), ('partitions', %s)",
+                (partitions,),
             )
             connection.execute(
                 "INSERT INTO pachyderm_partitions (p) SELECT generate_series(0, %s - 1)",
                 (partitions,),
             )
+            _upgrade(connection, 1, version)
             return partitions
         meta = dict(connection.execute("SELECT key, value FROM pachyderm_meta").fetchall())
-        version = meta.get("schema_version")
-        if version is None or "partitions" not in meta:
+        stored = meta.get("schema_version")
+        if stored is None or "partitions" not in meta:
             raise StoreCorruptedError(
                 f"{name} has a pachyderm_meta table without a schema version or partition "
                 f"count: it was not made by Pachyderm, or it is damaged"
             )
-        if version > SCHEMA_VERSION:
+        if stored > SCHEMA_VERSION:
             raise StoreCorruptedError(
-                f"{name} has Pachyderm schema version {version}, but this Pachyderm knows "
+                f"{name} has Pachyderm schema version {stored}, but this Pachyderm knows "
                 f"versions up to {SCHEMA_VERSION}: upgrade pachyderm-entities in this process"
             )
-        while version < SCHEMA_VERSION:
-            connection.execute(UPGRADES[version])
-            version += 1
-            connection.execute(
-                "UPDATE pachyderm_meta SET value = %s WHERE key = 'schema_version'", (version,)
-            )
+        _upgrade(connection, stored, version)
         return int(meta["partitions"])
+
+
+def _upgrade(connection: Any, stored: int, version: int) -> None:
+    while stored < version:
+        connection.execute(UPGRADES[stored])
+        stored += 1
+        connection.execute(
+            "UPDATE pachyderm_meta SET value = %s WHERE key = 'schema_version'", (stored,)
+        )

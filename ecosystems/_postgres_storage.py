@@ -13,6 +13,7 @@ timers and dead letters within it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -212,6 +213,7 @@ class PostgresStorage:
         self.reply_wanted: set[int] = set()  # pending seqs whose sender waits for a reply
         self.lost: BaseException | None = None  # a lease lost: the runtime must stop
         self.leaving: set[int] = set()  # owned, being handed over: nothing of them runs here
+        self.following = False  # whether this process follows any entity
         self.fenced_commits = 0  # commits refused because a partition moved on
         self._incarnation = 0
         self.identity = ""
@@ -275,6 +277,14 @@ class PostgresStorage:
     def close(self) -> None:
         if self._closed:
             return
+        if self.following and self._reader is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._reader.execute(
+                    "DELETE FROM pachyderm_follows WHERE follower = %s", (self.identity,)
+                )
+                self._reader.execute(
+                    "DELETE FROM pachyderm_updates WHERE follower = %s", (self.identity,)
+                )
         self._closed = True
         self._news.set()
         if self._leases is not None:
@@ -399,6 +409,52 @@ class PostgresStorage:
                 (list(partitions), limit, seq),
             )
         ]
+
+    def follow(self, entity: Ident) -> tuple[bytes | None, int]:
+        """Have the owner of ``entity`` leave this process an update on each commit that
+        changes it; return its record and version now (after any commit in flight)."""
+        handle = self.handle(entity)
+        connection = self._reader
+        if self._closed or connection is None:
+            raise EcosystemClosedError(f"{self.name} is closed")
+        try:
+            connection.execute(
+                "INSERT INTO pachyderm_follows (eco, address, follower) VALUES (%s, %s, %s) "
+                "ON CONFLICT (eco, address, follower) DO UPDATE SET seen = now()",
+                (handle.eco, handle.address, self.identity),
+            )
+            with connection.transaction():
+                # FOR SHARE waits for a commit in flight that changes the entity: its
+                # update may have missed the follow row, but this read sees its record.
+                rows = connection.execute(
+                    "SELECT record, version FROM pachyderm_entities "
+                    "WHERE eco = %s AND address = %s FOR SHARE",
+                    (handle.eco, handle.address),
+                ).fetchall()
+        except psycopg.Error as error:
+            raise StoreAccessError(f"{self.name}: following failed: {error}") from error
+        self.following = True
+        return (bytes(rows[0][0]), rows[0][1]) if rows else (None, 0)
+
+    def updates(self) -> list[tuple[Ident, int, bytes]]:
+        """Changes to followed entities committed by other processes, oldest first."""
+        rows = self._read(
+            "DELETE FROM pachyderm_updates WHERE follower = %s "
+            "RETURNING id, eco, address, version, record",
+            (self.identity,),
+        )
+        rows.sort()
+        return [
+            (_ident(eco, address), version, bytes(record))
+            for _, eco, address, version, record in rows
+        ]
+
+    def touch_follows(self) -> None:
+        """Say this process still follows (stale follows are dropped after a while)."""
+        self._read(
+            "UPDATE pachyderm_follows SET seen = now() WHERE follower = %s RETURNING 1",
+            (self.identity,),
+        )
 
     def answers(self, seqs: list[int]) -> list[tuple[int, bytes | None, int | None]]:
         """Replies to messages this process sent and waits on (each handed over once)."""
@@ -555,11 +611,30 @@ def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
                 f"process (redelivered or discarded there) while this one did the same"
             )
     if changes.records:
-        cursor.executemany(
-            "INSERT INTO pachyderm_entities (eco, address, p, record) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (eco, address) DO UPDATE SET record = EXCLUDED.record",
-            [(eco, address, p, record) for (eco, address), (p, record) in changes.records.items()],
+        # One statement: the records, and an update row for each process following one
+        # (this process tells its own followers itself).
+        records = changes.records
+        cursor.execute(
+            "WITH v AS (SELECT * FROM unnest(%s::text[], %s::bytea[], %s::int[], %s::bytea[]) "
+            "           AS v(eco, address, p, record)), "
+            "up AS (INSERT INTO pachyderm_entities AS e (eco, address, p, record) "
+            "       SELECT eco, address, p, record FROM v "
+            "       ON CONFLICT (eco, address) DO UPDATE "
+            "       SET record = EXCLUDED.record, version = e.version + 1 "
+            "       RETURNING eco, address, version, record) "
+            "INSERT INTO pachyderm_updates (follower, eco, address, version, record) "
+            "SELECT f.follower, up.eco, up.address, up.version, up.record "
+            "FROM up JOIN pachyderm_follows AS f USING (eco, address) WHERE f.follower <> %s",
+            (
+                [eco for eco, _ in records],
+                [address for _, address in records],
+                [p for p, _ in records.values()],
+                [record for _, record in records.values()],
+                changes.storage.identity,
+            ),
         )
+        if cursor.rowcount:
+            changes.forwarded = True  # (a notification after the commit: followers wake)
     if changes.reply_marks:
         cursor.execute(
             "UPDATE pachyderm_inbox SET reply = true WHERE seq = ANY(%s)", (changes.reply_marks,)

@@ -79,6 +79,7 @@ _QUEUE_BOUND = 256  # messages queued for a volatile store before their sender p
 _MAIN_THREAD = threading.main_thread().ident
 _MAX_DEAD_LETTER_ID = 1 << 63  # ids are sequence numbers: no stored key holds a larger one
 _REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
+_TOUCH_FOLLOWS = 30.0  # seconds between a shared storage's "still following" marks
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
@@ -146,6 +147,7 @@ class Runtime:
         self._posted: set[str] = set()  # wake-ups posted from other threads, not yet run
         self._writing_elsewhere = 0  # groups being written by callers' threads
         self._taken: dict[tuple[str, int], int] = {}  # dead letters taken, by group number
+        self._followed: dict[Ident, int] = {}  # shared storage: the last version told, by entity
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self.forked_from: int | None = None  # set in a forked child: the process that owns us
@@ -254,6 +256,7 @@ class Runtime:
         sent by others, timers of partitions it took over, replies to what it forwarded."""
         storage: Any = self.storage
         dispatcher = self.dispatcher
+        touch_at = trio.current_time() + _TOUCH_FOLLOWS
         with scope:
             while True:
                 await trio.to_thread.run_sync(
@@ -270,10 +273,17 @@ class Runtime:
                     answers = await trio.to_thread.run_sync(
                         storage.answers, waiting, abandon_on_cancel=True
                     )
+                updates = []
+                if storage.following:
+                    updates = await trio.to_thread.run_sync(storage.updates, abandon_on_cancel=True)
+                    if trio.current_time() >= touch_at:
+                        touch_at = trio.current_time() + _TOUCH_FOLLOWS
+                        await trio.to_thread.run_sync(storage.touch_follows, abandon_on_cancel=True)
                 with self.lock:
                     if self.closed:
                         return
                     try:
+                        self._tell_followers(updates)
                         self._take_news(arrivals, answers)
                     except BaseException as error:
                         self._fail(error, "reading news from the store")
@@ -305,6 +315,14 @@ class Runtime:
                 reply.resolve(None if record is None else bytes(record), None, call_now)
             else:
                 reply.resolve(None, self._remote_failure(eco, dead_letter_id), call_now)
+
+    def _tell_followers(self, updates: list[tuple[Ident, int, bytes]]) -> None:
+        """Changes committed by other processes to entities followed here, each told once."""
+        followed = self._followed
+        for ident, version, record in updates:
+            if version > followed.get(ident, 0):
+                followed[ident] = version
+                self.followers.push(ident, record, call_now)
 
     def _hand_over(self, partitions: list[int]) -> None:
         """Stop running the entities of ``partitions`` and release them in the open group.
@@ -1019,7 +1037,14 @@ class Runtime:
         ident = (eco, address.entity_name, address._id)
         with self.lock:
             self.check_open()
-            subscription = Subscription(address, self._committed_record(ident), buffer)
+            record = self._committed_record(ident)
+            if self.shared:  # changes committed by other processes come through the store
+                stored, version = self.storage.follow(ident)  # type: ignore[attr-defined]
+                resident = self.residents.get(ident)
+                if resident is None or not resident.loaded:
+                    record = stored
+                self._followed[ident] = max(self._followed.get(ident, 0), version)
+            subscription = Subscription(address, record, buffer)
             self.followers.add(ident, subscription)
         return subscription
 

@@ -251,3 +251,53 @@ async def test_a_worker_that_joins_gets_its_share_and_nothing_is_lost(postgres_d
     assert states == [3] * 16
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         assert connection.execute("SELECT count(*) FROM pachyderm_inbox").fetchone() == (0,)
+
+
+async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> None:
+    """A follower in a client sees the state now, then every change the worker commits,
+    in commit order, each once; it stops hearing of it once it closes."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        await worker.send_sync(Tally("t"), "x")
+        seen: list[int] = []
+        async with client.follow(Tally("t")) as updates:
+            assert updates.state == 1
+            for _ in range(5):
+                await worker.send_sync(Tally("t"), "x")  # one commit each
+            with trio.fail_after(10):
+                async for _, state in updates:
+                    seen.append(state)
+                    if state == 6:
+                        break
+        assert seen == [2, 3, 4, 5, 6]
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        assert connection.execute("SELECT count(*) FROM pachyderm_follows").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM pachyderm_updates").fetchone() == (0,)
+
+
+async def test_a_version_1_database_is_upgraded_with_its_data(postgres_dsn: str) -> None:
+    """A database made by schema version 1 (no followers' tables) opens upgraded to the
+    current version, its entities' states kept."""
+    from ecosystems._postgres_schema import SCHEMA_VERSION, ensure_schema
+    from ecosystems._postgres_storage import partition_of
+    from pachyderm._layout import address_key
+    from pachyderm._step import record_bytes
+
+    address = address_key("tests.postgres.Tally", "old")
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        ensure_schema(connection, "test", 8, version=1)
+        connection.execute(
+            "INSERT INTO pachyderm_entities (eco, address, p, record) VALUES (%s, %s, %s, %s)",
+            ("default", address, partition_of("default", address, 8), record_bytes(1, b"\x29")),
+        )
+        assert connection.execute("SELECT to_regclass('pachyderm_follows')").fetchone() == (None,)
+    async with Postgres.open(postgres_dsn) as eco:
+        assert await eco.state_of(Tally("old")) == 41
+        assert await eco.send_sync(Tally("old"), "x") == 42
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        assert connection.execute(
+            "SELECT value FROM pachyderm_meta WHERE key = 'schema_version'"
+        ).fetchone() == (SCHEMA_VERSION,)
+        assert connection.execute("SELECT version FROM pachyderm_entities").fetchone() == (2,)
