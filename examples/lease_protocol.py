@@ -17,8 +17,11 @@ clock passing ``lease_until``). A worker paused past its lease is a message
 of its that stays in flight meanwhile: on the default unordered network any
 message can wait while everything else goes on, so a zombie's late commit
 meets the new owner's takeover and commits in every order. The partition
-logs what it did, in order: takeovers, applied commits (epoch, worker) and
-refused ones.
+logs what it did, in order: takeovers, applied commits (epoch, worker),
+hand-overs and refused commits. With ``hand_over=True`` each worker's last
+commit also hands the partition over (owner set to NULL in the same fenced
+transaction), as a worker holding more than its fair share does, and the
+other takes it without waiting for the lease to run out.
 
 Checked in every reachable world: commits applied under one epoch all come
 from one worker, and every applied commit carries the epoch it was applied
@@ -36,13 +39,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pachyderm import After, Entity, Outbox, after
+from pachyderm import After, Entity, Outbox, after, cancel
 from simulation import Exploration, Simulation, World
 
 LEASE = 30
 """Seconds a lease lasts. Any value: only the order of events matters to the model."""
 
-Event = tuple[str, int, "Worker"]  # ("take" | "commit" | "refuse", epoch, worker)
+Event = tuple[str, int, "Worker"]  # ("take" | "commit" | "release" | "refuse", epoch, worker)
 Property = Callable[[World], bool]
 
 
@@ -75,9 +78,13 @@ class Partition(Entity[Any, dict[str, Any]]):
                 return [(worker, ("lost", epoch))], state
             return [self._lease(epoch), (worker, ("renewed", epoch))], {**state, "expired": False}
         if kind == "commit":  # one group's transaction, fenced
-            worker, epoch = rest
+            worker, epoch, hand_over = rest
             if self.admits(epoch, state):
                 log = [*state["log"], ("commit", epoch, worker)]
+                if hand_over and state["owner"] == worker:  # SET owner = NULL WHERE owner = me
+                    log.append(("release", epoch, worker))
+                    state = {**state, "owner": None, "expired": False, "log": log}
+                    return [cancel("lease"), (worker, ("applied", epoch))], state
                 return [(worker, ("applied", epoch))], {**state, "log": log}
             log = [*state["log"], ("refuse", epoch, worker)]
             return [(worker, ("refused", epoch))], {**state, "log": log}
@@ -112,42 +119,63 @@ class Worker(Entity[Any, dict[str, Any]]):
     entity_name = "examples.lease_protocol.Worker"
 
     def init(self) -> dict[str, Any]:
-        return {"partition": None, "epoch": None, "commits": 0, "stopped": False}
+        return {
+            "partition": None,
+            "epoch": None,
+            "commits": 0,
+            "hand_over": False,  # whether its last commit hands the partition over
+            "stopped": False,
+        }
 
     def activate(self, message: Any, state: dict[str, Any]) -> tuple[Outbox, dict[str, Any]]:
         kind, *rest = message
         partition = state["partition"]
         if state["stopped"]:
             return [], state
-        if kind == "start":  # ("start", the partition, how many commits to make)
-            partition, commits = rest
-            state = {**state, "partition": partition, "commits": commits}
+        if kind == "start":  # ("start", the partition, how many commits, hand over after)
+            partition, commits, hand_over = rest
+            state = {**state, "partition": partition, "commits": commits, "hand_over": hand_over}
             return [(partition, ("take", self))], state
         if kind == "busy":  # the real worker tries again on its next lease round
             return [(partition, ("take", self))], state
         if kind == "taken":
             (epoch,) = rest
             # The writer and the lease thread work independently: both go out at once.
-            outbox = [(partition, ("commit", self, epoch)), (partition, ("renew", self, epoch))]
+            outbox = [self._commit(epoch, state), (partition, ("renew", self, epoch))]
             return outbox, {**state, "epoch": epoch}
         if kind == "applied":
             (epoch,) = rest
             left = state["commits"] - 1
-            more = [(partition, ("commit", self, epoch))] if left else []
-            return more, {**state, "commits": left}
+            if left:
+                return [self._commit(epoch, {**state, "commits": left})], {**state, "commits": left}
+            held = None if state["hand_over"] else epoch  # handed over: no longer its
+            return [], {**state, "commits": 0, "epoch": held}
         if kind == "renewed":
             return [], state
+        if kind == "lost" and state["hand_over"] and state["commits"] <= 1:
+            return [], state  # being handed over: not lost (see Leases.releasing)
         if kind in ("lost", "refused"):  # PartitionLostError: the worker must stop
             return [], {**state, "epoch": None, "stopped": True}
         raise ValueError(f"a worker cannot handle {message!r}")
+
+    def _commit(self, epoch: int, state: dict[str, Any]) -> tuple[Partition, Any]:
+        """A group commit under ``epoch``; the last one hands over, if the worker does."""
+        last = state["commits"] == 1
+        return state["partition"], ("commit", self, epoch, last and state["hand_over"])
 
 
 WORKERS = (Worker("a"), Worker("b"))
 
 
-def start(partition: type[Partition] = Partition, commits: int = 1) -> list[tuple[Worker, Any]]:
-    """Both workers start at once, each meaning to make ``commits`` commits."""
-    return [(worker, ("start", partition(0), commits)) for worker in WORKERS]
+def start(
+    partition: type[Partition] = Partition, commits: int = 1, hand_over: bool = False
+) -> list[tuple[Worker, Any]]:
+    """Both workers start at once, each meaning to make ``commits`` commits.
+
+    With ``hand_over`` each worker's last commit hands the partition over, as a
+    worker holding more than its share does: the other takes it at once.
+    """
+    return [(worker, ("start", partition(0), commits, hand_over)) for worker in WORKERS]
 
 
 def log_of(world: World, partition: Partition) -> list[Event]:
@@ -193,6 +221,8 @@ def check(
     partition: type[Partition] = Partition,
     commits: int = 1,
     invariants: Sequence[Property] | None = None,
+    *,
+    hand_over: bool = False,
     **options: Any,
 ) -> Exploration:
     """Explore every order of two workers on one partition (default: checking both properties).
@@ -206,7 +236,8 @@ def check(
     if invariants is None:
         invariants = properties(partition(0))
     options.setdefault("search", "breadth")
-    return Simulation.explore(start(partition, commits), invariants=invariants, **options)
+    envelopes = start(partition, commits, hand_over)
+    return Simulation.explore(envelopes, invariants=invariants, **options)
 
 
 if __name__ == "__main__":
