@@ -8,9 +8,13 @@ the rows are left out, saying why.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 import trio
@@ -20,6 +24,8 @@ from bench._entities import Tally
 from bench._measure import PAYLOAD, RUNS, Row, interleaved, progress
 from bench.throughput import ENTITIES, SENDERS, send_concurrently
 from ecosystems import Postgres
+from ecosystems._postgres_storage import partition_of
+from pachyderm._layout import address_key
 from tests.postgres_server import HOW_TO_GET_ONE, running_server
 
 
@@ -84,6 +90,79 @@ def sequential_send_sync(dsn: str, count: int) -> float:
     return count / elapsed
 
 
+@contextmanager
+def workers(dsn: str, count: int, lease: float = 2.0) -> Iterator[list[subprocess.Popen[str]]]:
+    """``count`` worker processes, each holding its share of the partitions."""
+    started = []
+    try:
+        for _ in range(count):
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bench._postgres_worker", dsn, str(lease)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            started.append(worker)
+            assert worker.stdout is not None
+            worker.stdout.readline()  # serving
+        deadline = time.monotonic() + 30
+        while len(_owners(dsn)) < count or max(_owners(dsn).values()) > -(-64 // count):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"partitions not shared out: {_owners(dsn)}")
+            time.sleep(0.1)
+        yield started
+    finally:
+        for worker in started:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGINT)
+        for worker in started:
+            worker.wait(timeout=30)
+
+
+def _owners(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as connection:
+        return dict(
+            connection.execute(
+                "SELECT owner, count(*) FROM pachyderm_partitions "
+                "WHERE owner IS NOT NULL GROUP BY owner"
+            ).fetchall()
+        )
+
+
+def client_send_sync(dsn: str, count: int, worker_processes: int) -> float:
+    """A client process's 200 trio send_sync senders, served by worker processes."""
+
+    async def run() -> float:
+        async with Postgres.open(dsn, worker=False, poll=0.1) as client:
+            return await send_concurrently(client, count, verb="send_sync")
+
+    with workers(dsn, worker_processes):
+        return trio.run(run)
+
+
+def takeover_seconds(dsn: str, lease: float = 2.0) -> float:
+    """Of two workers, SIGKILL the one running an entity: seconds until a client's
+    send_sync to that entity returns (served by the other)."""
+    entity = Tally("taken-over")
+    p = partition_of("default", address_key(entity.entity_name, entity.id), 64)
+
+    async def run(running: list[subprocess.Popen[str]]) -> float:
+        async with Postgres.open(dsn, worker=False, poll=0.1) as client:
+            await client.send_sync(entity, PAYLOAD)
+            with psycopg.connect(dsn) as connection:
+                (owner,) = connection.execute(  # type: ignore[misc]
+                    "SELECT owner FROM pachyderm_partitions WHERE p = %s", (p,)
+                ).fetchone()
+            [victim] = [w for w in running if owner.split(":")[1] == str(w.pid)]
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            started = time.perf_counter()
+            await client.send_sync(entity, PAYLOAD)
+            return time.perf_counter() - started
+
+    with workers(dsn, 2, lease) as running:
+        return trio.run(run, running)
+
+
 def rows(quick: bool) -> list[Row]:
     with running_server() as base:
         if base is None:
@@ -113,6 +192,18 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
             "sequential": lambda: sequential_send_sync(fresh(), round_trips),
         },
     )
+    progress(
+        f"postgres: a client's {SENDERS} send_sync senders x {messages // 2:,}, served by 1 "
+        f"and by 3 worker processes; takeover after SIGKILL (lease 2 s); {runs} rounds"
+    )
+    spread = interleaved(
+        runs,
+        {
+            "one": lambda: client_send_sync(fresh(), messages // 2, 1),
+            "three": lambda: client_send_sync(fresh(), messages // 2, 3),
+        },
+    )
+    takeovers = sorted(takeover_seconds(fresh()) for _ in range(runs))
     raw_name = "raw psycopg INSERT+COMMIT, 1 by 1"
     return [
         Row(
@@ -130,5 +221,22 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
             measured["raw"],
             "msg/s",
             0.5,
+        ),
+        Row(
+            f"Postgres, client's {SENDERS} send_sync senders, 3 worker processes",
+            spread["three"],
+            "same, 1 worker process",
+            spread["one"],
+            "msg/s",
+            1.0,
+        ),
+        Row(
+            "Postgres, SIGKILLed worker's entity served again (lease 2 s)",
+            takeovers[len(takeovers) // 2],
+            "lease + 1 s",
+            3.0,
+            "s",
+            1.0,
+            at_most=True,
         ),
     ]

@@ -145,6 +145,7 @@ class Leases:
             "DELETE FROM pachyderm_workers WHERE seen < now() - %s::interval",
             (f"{3 * self.lease} seconds",),
         )
+        connection.execute("DELETE FROM pachyderm_replies WHERE made < now() - interval '1 hour'")
         # Follows of processes gone for long (they touch theirs every half minute).
         connection.execute("DELETE FROM pachyderm_follows WHERE seen < now() - interval '5 min'")
         connection.execute(

@@ -76,7 +76,8 @@ CREATE SEQUENCE pachyderm_incarnation;
 UPGRADES: dict[int, str] = {
     # 2: followers in other processes. Each entity row counts its versions; a
     # process following an entity it does not run has a pachyderm_follows row, and
-    # the commit that changes the entity leaves it a pachyderm_updates row.
+    # the commit that changes the entity leaves it a pachyderm_updates row. Replies
+    # are timed, so those of a process that died can be swept.
     1: """
     ALTER TABLE pachyderm_entities ADD COLUMN version bigint NOT NULL DEFAULT 1;
     CREATE TABLE pachyderm_follows (
@@ -95,6 +96,7 @@ UPGRADES: dict[int, str] = {
         record bytea NOT NULL
     );
     CREATE INDEX pachyderm_updates_by_follower ON pachyderm_updates (follower, id);
+    ALTER TABLE pachyderm_replies ADD COLUMN made timestamptz NOT NULL DEFAULT now();
     """,
 }
 

@@ -18,6 +18,7 @@ import math
 import os
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
@@ -27,6 +28,7 @@ import psycopg
 from ecosystems._postgres_leases import Leases
 from ecosystems._postgres_schema import DEFAULT_PARTITIONS, ensure_schema
 from pachyderm import _layout as layout
+from pachyderm._log import log
 from pachyderm._storage import Batch, Ident, PendingMessage, Timer
 from pachyderm.errors import (
     EcosystemClosedError,
@@ -41,6 +43,7 @@ __all__ = ["INCARNATION_BITS", "PostgresBatch", "PostgresEntity", "PostgresStora
 INCARNATION_BITS = 36
 """Sequence numbers per open: 2**36; the incarnation is the high bits."""
 _MICROSECONDS = 1_000_000
+_WRITE_ATTEMPTS = 3  # a group whose write failed, and did not commit, is written again
 _CHANNEL = "pachyderm"
 
 
@@ -215,6 +218,8 @@ class PostgresStorage:
         self.leaving: set[int] = set()  # owned, being handed over: nothing of them runs here
         self.following = False  # whether this process follows any entity
         self.fenced_commits = 0  # commits refused because a partition moved on
+        self.rewrites = 0  # groups written again after a connection failed mid-write
+        self._xid: int | None = None  # the transaction of the write in progress
         self._incarnation = 0
         self.identity = ""
         self._limit = 0
@@ -439,11 +444,15 @@ class PostgresStorage:
     def updates(self) -> list[tuple[Ident, int, bytes]]:
         """Changes to followed entities committed by other processes, oldest first."""
         rows = self._read(
-            "DELETE FROM pachyderm_updates WHERE follower = %s "
-            "RETURNING id, eco, address, version, record",
+            "SELECT id, eco, address, version, record FROM pachyderm_updates "
+            "WHERE follower = %s ORDER BY id",
             (self.identity,),
         )
-        rows.sort()
+        if rows:  # (read, then deleted: a version told twice is skipped by the runtime)
+            self._read(
+                "DELETE FROM pachyderm_updates WHERE id = ANY(%s) RETURNING 1",
+                ([row[0] for row in rows],),
+            )
         return [
             (_ident(eco, address), version, bytes(record))
             for _, eco, address, version, record in rows
@@ -457,25 +466,45 @@ class PostgresStorage:
         )
 
     def answers(self, seqs: list[int]) -> list[tuple[int, bytes | None, int | None]]:
-        """Replies to messages this process sent and waits on (each handed over once)."""
-        return cast(
-            list[tuple[int, bytes | None, int | None]],
-            self._read(
-                "DELETE FROM pachyderm_replies WHERE seq = ANY(%s) "
-                "RETURNING seq, record, dead_letter",
-                (seqs,),
-            ),
+        """Replies to messages this process sent and waits on.
+
+        Read, then deleted: a connection lost in between loses no reply (a
+        reply read twice is told once; one left by a process that died is
+        swept after an hour).
+        """
+        rows = self._read(
+            "SELECT seq, record, dead_letter FROM pachyderm_replies WHERE seq = ANY(%s)", (seqs,)
         )
+        if rows:
+            self._read(
+                "DELETE FROM pachyderm_replies WHERE seq = ANY(%s) RETURNING 1",
+                ([row[0] for row in rows],),
+            )
+        return cast(list[tuple[int, bytes | None, int | None]], rows)
 
     # -- reading -------------------------------------------------------------
 
     def _read(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        if self._closed or self._reader is None:
-            raise EcosystemClosedError(f"{self.name} is closed")
-        try:
-            return self._reader.execute(query, parameters).fetchall()
-        except psycopg.Error as error:
-            raise StoreAccessError(f"{self.name}: reading failed: {error}") from error
+        """Run one statement on the reading connection; reconnect once if it failed.
+
+        Only statements that may run twice come here (reads, and deletes of rows
+        already handed over).
+        """
+        for attempt in range(2):
+            reader = self._reader
+            if self._closed or reader is None:
+                raise EcosystemClosedError(f"{self.name} is closed")
+            try:
+                return reader.execute(query, parameters).fetchall()
+            except psycopg.OperationalError as error:
+                if attempt or self._closed:
+                    raise StoreAccessError(f"{self.name}: reading failed: {error}") from error
+                with contextlib.suppress(psycopg.Error):
+                    reader.close()
+                self._reader = self._connect(autocommit=True)
+            except psycopg.Error as error:
+                raise StoreAccessError(f"{self.name}: reading failed: {error}") from error
+        raise AssertionError("unreachable")
 
     def handle(self, entity: Ident) -> PostgresEntity:
         eco, name, entity_id = entity
@@ -545,25 +574,32 @@ class PostgresStorage:
                 transaction committed is unknown.
         """
         changes = cast(PostgresBatch, batch)
-        connection = self._writer
-        if self._closed or connection is None:
+        if self._closed or self._writer is None:
             raise EcosystemClosedError(f"{self.name} is closed")
         with self._arrivals_lock:
-            try:
-                with connection.transaction(), connection.cursor() as cursor:
-                    if not sync:
-                        cursor.execute("SET LOCAL synchronous_commit = off")
-                    if changes.fenced:
-                        self._fence(cursor, changes.fenced)
-                    _apply(cursor, changes)
-            except PartitionLostError:
-                self.fenced_commits += 1
-                raise
-            except psycopg.Error as error:
-                raise StoreAccessError(
-                    f"{self.name}: writing a group failed ({type(error).__name__}: {error}); "
-                    f"whether it committed is unknown"
-                ) from error
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    self._transaction(changes, sync)
+                    break
+                except PartitionLostError:
+                    self.fenced_commits += 1
+                    raise
+                except psycopg.OperationalError as error:
+                    # The connection failed, maybe during COMMIT: ask the server what
+                    # became of the transaction, on a new connection.
+                    if self._outcome() == "committed":
+                        break
+                    if attempt == _WRITE_ATTEMPTS - 1:
+                        raise StoreAccessError(
+                            f"{self.name}: writing a group failed {_WRITE_ATTEMPTS} times, "
+                            f"nothing of it committed (last: {type(error).__name__}: {error})"
+                        ) from error
+                    self.rewrites += 1
+                    log("postgres.rewrite", store=self.name, error=str(error))
+                except psycopg.Error as error:
+                    raise StoreAccessError(
+                        f"{self.name}: writing a group failed ({type(error).__name__}: {error})"
+                    ) from error
             known = self.known
             for seq in changes.consumed:
                 known.pop(seq, None)
@@ -572,10 +608,56 @@ class PostgresStorage:
                 self._released(changes.released)
         if changes.forwarded or changes.replies:
             try:
-                connection.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
-                connection.commit()
+                with self._writer.transaction():
+                    self._writer.execute("SET LOCAL synchronous_commit = off")
+                    self._writer.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
             except psycopg.Error:
                 pass  # committed already: the others find it by polling
+
+    def _transaction(self, changes: PostgresBatch, sync: bool) -> None:
+        """One attempt at writing a group; its transaction id kept for :meth:`_outcome`."""
+        connection = self._writer
+        assert connection is not None
+        self._xid = None
+        with connection.transaction(), connection.cursor() as cursor:
+            (self._xid,) = cursor.execute("SELECT txid_current()").fetchone()  # type: ignore[misc]
+            if not sync:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            if changes.fenced:
+                self._fence(cursor, changes.fenced)
+            _apply(cursor, changes)
+
+    def _outcome(self) -> str:
+        """After the writing connection failed: "committed" or "aborted", from the server.
+
+        A backend still running the transaction (the connection cut, not the
+        server) is terminated first, so the answer is final.
+        """
+        old = self._writer
+        assert old is not None
+        pid = old.info.backend_pid
+        with contextlib.suppress(psycopg.Error):
+            old.close()
+        self._writer = connection = self._connect(autocommit=True)
+        connection.autocommit = False
+        if self._xid is None:
+            return "aborted"  # it failed before it began
+        try:
+            while True:
+                (status,) = connection.execute(  # type: ignore[misc]
+                    "SELECT txid_status(%s)", (self._xid,)
+                ).fetchone()
+                if status != "in progress":
+                    connection.commit()
+                    return "committed" if status == "committed" else "aborted"
+                connection.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                connection.commit()
+                time.sleep(0.01)
+        except psycopg.Error as error:
+            raise StoreAccessError(
+                f"{self.name}: lost the connection while writing, and cannot learn whether "
+                f"the group committed ({error}): its outcome is unknown"
+            ) from error
 
     def _fence(self, cursor: psycopg.Cursor[Any], partitions: set[int]) -> None:
         owned = self.owned

@@ -7,10 +7,16 @@ against the real server the test run starts (``tests/postgres_server.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +307,94 @@ async def test_a_version_1_database_is_upgraded_with_its_data(postgres_dsn: str)
             "SELECT value FROM pachyderm_meta WHERE key = 'schema_version'"
         ).fetchone() == (SCHEMA_VERSION,)
         assert connection.execute("SELECT version FROM pachyderm_entities").fetchone() == (2,)
+
+
+class CommitCutter:
+    """A unix-socket proxy in front of the server that cuts a connection at a COMMIT.
+
+    Armed with ``"before"``, it drops the next COMMIT and closes the client's
+    connection (the server aborts the transaction); with ``"after"``, it passes
+    the COMMIT on and closes the connection before the answer comes back (the
+    server commits; the client never hears so). Real sockets, a real server.
+    """
+
+    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
+
+    def __init__(self, server_dsn: str, directory: Path) -> None:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        target = conninfo_to_dict(server_dsn)
+        self.target = os.path.join(str(target["host"]), ".s.PGSQL.5432")
+        self.dsn = make_conninfo(server_dsn, host=str(directory))
+        self.armed: str | None = None
+        self.cuts = 0
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(str(directory / ".s.PGSQL.5432"))
+        self._listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.target)
+            held = threading.Event()  # set: the server's answers are no longer passed on
+            for source, sink, upstream in ((client, server, True), (server, client, False)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, upstream, held), daemon=True
+                ).start()
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, upstream: bool, held: threading.Event
+    ) -> None:
+        try:
+            while data := source.recv(65536):
+                if held.is_set():
+                    return
+                if upstream and self.armed and self.COMMIT in data:
+                    mode, self.armed = self.armed, None
+                    held.set()
+                    self.cuts += 1
+                    if mode == "after":
+                        sink.sendall(data)
+                        time.sleep(0.2)  # the server reads and commits it
+                    source.shutdown(socket.SHUT_RDWR)
+                    sink.shutdown(socket.SHUT_RDWR)
+                    return
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.mark.parametrize(("cut", "rewrites"), [("before", 1), ("after", 0)])
+async def test_a_connection_lost_at_commit_neither_loses_nor_doubles_the_group(
+    postgres_dsn: str, cut: str, rewrites: int
+) -> None:
+    """The connection drops at a group's COMMIT: the worker asks the server what became
+    of the transaction. Committed: the caller is answered; aborted: the group is written
+    again. Either way the activation is applied exactly once and the worker goes on."""
+    directory = Path(tempfile.mkdtemp(prefix="cutter-", dir="/tmp"))
+    cutter = CommitCutter(postgres_dsn, directory)
+    try:
+        async with Postgres.open(cutter.dsn, poll=0.05) as eco:
+            assert await eco.send_sync(Tally("t"), "x") == 1
+            cutter.armed = cut
+            assert await eco.send_sync(Tally("t"), "x") == 2
+            assert cutter.cuts == 1
+            assert eco.runtime.storage.rewrites == rewrites  # type: ignore[attr-defined]
+            assert await eco.send_sync(Tally("t"), "x") == 3
+        async with Postgres.open(postgres_dsn) as eco:
+            assert await eco.state_of(Tally("t")) == 3
+    finally:
+        cutter.close()
+        shutil.rmtree(directory, ignore_errors=True)
