@@ -322,6 +322,9 @@ class PostgresStorage:
         p = partition_of(eco, layout.address_key(name, entity_id), self.partitions)
         return p in self._leases.owned and p not in self.leaving
 
+    def partition(self, entity: PostgresEntity) -> int:
+        return entity.p
+
     def timer_partition(self, timer: Timer) -> int:
         """A timer lives with its owner (who may cancel it), else with its recipient."""
         eco, name, entity_id = timer.owner if timer.owner is not None else timer.recipient

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -51,12 +51,12 @@ from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscriptio
 from pachyderm._forks import track
 from pachyderm._log import log
 from pachyderm._residents import Residents
+from pachyderm._sharing import Sharing
 from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, inside_handler, load_state, own_call
-from pachyderm._storage import Ident, Storage
+from pachyderm._storage import Ident, SharedStorage, Storage
 from pachyderm._timers import Timers
 from pachyderm._values import value_types
 from pachyderm.errors import (
-    ActivationError,
     EcosystemClosedError,
     ForkedProcessError,
     InvalidAddressError,
@@ -64,7 +64,6 @@ from pachyderm.errors import (
     MessageTooLargeError,
     OutcomeUnknownError,
     PachydermError,
-    RemoteActivationFailure,
     UnknownDeadLetterError,
     describe,
 )
@@ -79,7 +78,6 @@ _QUEUE_BOUND = 256  # messages queued for a volatile store before their sender p
 _MAIN_THREAD = threading.main_thread().ident
 _MAX_DEAD_LETTER_ID = 1 << 63  # ids are sequence numbers: no stored key holds a larger one
 _REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
-_TOUCH_FOLLOWS = 30.0  # seconds between a shared storage's "still following" marks
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
@@ -109,7 +107,7 @@ class Runtime:
         self.name = storage.name
         self.storage = storage
         self.volatile = storage.volatile  # (read on every shell send)
-        self.shared = bool(getattr(storage, "shared", False))  # other processes share it
+        shared = bool(getattr(storage, "shared", False))  # other processes share it
         self.clock: Clock = WallClock() if clock is None else clock
         self.max_message_bytes = max_message_bytes
         self.lock: CombiningLock[_Request] = CombiningLock(self._accept_request)
@@ -130,8 +128,11 @@ class Runtime:
             on_commit=self._signal_commit,
             wake=self._post_wake,
         )
-        if self.shared:
-            self.dispatcher.owns = storage.owns  # type: ignore[attr-defined]
+        self.sharing: Sharing | None = None
+        if shared:
+            shared_storage = cast(SharedStorage, storage)
+            self.sharing = Sharing(self, shared_storage)
+            self.dispatcher.owns = shared_storage.owns
         self.token: trio.lowlevel.TrioToken | None = None
         self.started = False
         self.closed = False
@@ -147,7 +148,6 @@ class Runtime:
         self._posted: set[str] = set()  # wake-ups posted from other threads, not yet run
         self._writing_elsewhere = 0  # groups being written by callers' threads
         self._taken: dict[tuple[str, int], int] = {}  # dead letters taken, by group number
-        self._followed: dict[Ident, int] = {}  # shared storage: the last version told, by entity
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self.forked_from: int | None = None  # set in a forked child: the process that owns us
@@ -213,8 +213,8 @@ class Runtime:
                     nursery.start_soon(self._commit_loop)
                     nursery.start_soon(self._timekeeper, timekeeping)
                     news = trio.CancelScope()
-                    if self.shared:
-                        nursery.start_soon(self._news_loop, news)
+                    if self.sharing is not None:
+                        nursery.start_soon(self.sharing.run, news)
                     self.started = True
                     task_status.started()
                     await self._stop.wait()
@@ -250,129 +250,6 @@ class Runtime:
             self.storage.close()
             self._stopped.set()
             log("runtime.closed", store=self.name)
-
-    async def _news_loop(self, scope: trio.CancelScope) -> None:
-        """A shared storage's news: messages for entities this process took over or was
-        sent by others, timers of partitions it took over, replies to what it forwarded."""
-        storage: Any = self.storage
-        dispatcher = self.dispatcher
-        touch_at = trio.current_time() + _TOUCH_FOLLOWS
-        with scope:
-            while True:
-                await trio.to_thread.run_sync(
-                    storage.wait_news, storage.poll, abandon_on_cancel=True
-                )
-                if storage.lost is not None:
-                    with self.lock:
-                        self._fail(storage.lost, "keeping partition leases")
-                    return
-                arrivals = await trio.to_thread.run_sync(storage.arrivals, abandon_on_cancel=True)
-                waiting = list(dispatcher.remote)
-                answers = []
-                if waiting:
-                    answers = await trio.to_thread.run_sync(
-                        storage.answers, waiting, abandon_on_cancel=True
-                    )
-                updates = []
-                if storage.following:
-                    updates = await trio.to_thread.run_sync(storage.updates, abandon_on_cancel=True)
-                    if trio.current_time() >= touch_at:
-                        touch_at = trio.current_time() + _TOUCH_FOLLOWS
-                        await trio.to_thread.run_sync(storage.touch_follows, abandon_on_cancel=True)
-                with self.lock:
-                    if self.closed:
-                        return
-                    try:
-                        self._tell_followers(updates)
-                        self._take_news(arrivals, answers)
-                    except BaseException as error:
-                        self._fail(error, "reading news from the store")
-                        return
-
-    def _take_news(
-        self, arrivals: list[Any], answers: list[tuple[int, bytes | None, int | None]]
-    ) -> None:
-        storage: Any = self.storage
-        dispatcher = self.dispatcher
-        for pending in arrivals:
-            dispatcher.start(dispatcher.recover(pending))
-        releases = storage.take_releases()
-        if releases:
-            self._hand_over(releases)
-        gained = storage.take_gained()
-        if gained:
-            for timer in storage.timers_of(gained, self.timers.horizon):
-                self.timers.gain(timer)
-            due = self.timers.next_due()
-            if due is not None:
-                self._signal_timer(due)
-        for seq, record, dead_letter_id in answers:
-            entry = dispatcher.remote.pop(seq, None)
-            if entry is None:
-                continue
-            reply, _, eco = entry
-            if dead_letter_id is None:
-                reply.resolve(None if record is None else bytes(record), None, call_now)
-            else:
-                reply.resolve(None, self._remote_failure(eco, dead_letter_id), call_now)
-
-    def _tell_followers(self, updates: list[tuple[Ident, int, bytes]]) -> None:
-        """Changes committed by other processes to entities followed here, each told once."""
-        followed = self._followed
-        for ident, version, record in updates:
-            if version > followed.get(ident, 0):
-                followed[ident] = version
-                self.followers.push(ident, record, call_now)
-
-    def _hand_over(self, partitions: list[int]) -> None:
-        """Stop running the entities of ``partitions`` and release them in the open group.
-
-        Their messages are all stored (or stored by the open group), so the next
-        owner finds them; a caller here waiting on one gets its reply from there.
-        """
-        storage: Any = self.storage
-        dispatcher = self.dispatcher
-        group = self.commit.open
-        batch: Any = group.batch
-        leaving = set(partitions)
-        run_queue = dispatcher.run_queue
-        for record in list(self.residents.table.values()):
-            if record.handle.p not in leaving:
-                continue
-            for envelope in record.inbox:
-                if envelope.reply is not None:
-                    batch.want_reply(
-                        envelope.token if envelope.group is group else None, envelope.seq
-                    )
-                    dispatcher.remote[envelope.seq] = (envelope.reply, group, record.ident[0])
-            if record.scheduled:
-                record.scheduled = False
-                run_queue.remove(record)
-            self.residents.forget(record)
-        self.timers.drop(lambda timer: storage.timer_partition(timer) in leaving)
-        batch.hand_over(partitions)
-        log("partitions.handed_over", store=self.name, partitions=partitions)
-        self._signal_commit()
-
-    def _remote_failure(self, eco: str, dead_letter_id: int) -> PachydermError:
-        """The error of an activation that failed in another process, from its dead letter."""
-        blob = self.storage.dead_letter(eco, dead_letter_id)
-        if blob is not None:
-            letter = decode_dead_letter(dead_letter_id, blob)
-            return ActivationError(
-                letter.address,
-                letter.message,
-                RemoteActivationFailure(letter.error),
-                letter.recent_messages,
-                dead_letter_id,
-            )
-        return ActivationError(
-            None,
-            None,
-            RemoteActivationFailure("the activation failed in another process"),
-            (),
-            dead_letter_id,
-        )
 
     async def aclose(self) -> None:
         """Commit what is done, answer what can be answered, and close the store."""
@@ -1038,12 +915,8 @@ class Runtime:
         with self.lock:
             self.check_open()
             record = self._committed_record(ident)
-            if self.shared:  # changes committed by other processes come through the store
-                stored, version = self.storage.follow(ident)  # type: ignore[attr-defined]
-                resident = self.residents.get(ident)
-                if resident is None or not resident.loaded:
-                    record = stored
-                self._followed[ident] = max(self._followed.get(ident, 0), version)
+            if self.sharing is not None:  # changes committed elsewhere come through the store
+                record = self.sharing.follow(ident, record)
             subscription = Subscription(address, record, buffer)
             self.followers.add(ident, subscription)
         return subscription

@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["Batch", "Ident", "PendingMessage", "Storage", "Timer"]
+__all__ = [
+    "Batch",
+    "Ident",
+    "PendingMessage",
+    "SharedBatch",
+    "SharedStorage",
+    "Storage",
+    "Timer",
+]
 
 Ident = tuple[str, str, Any]
 """An entity as stored data names it: ``(ecosystem id, entity name, entity id)``.
@@ -171,4 +179,89 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release the storage; later calls are errors."""
+        ...
+
+
+class SharedBatch(Batch, Protocol):
+    """A batch of a :class:`SharedStorage`: it can also write to entities run elsewhere."""
+
+    def forward(self, entity: Ident, seq: int, message: bytes, reply: bool) -> None:
+        """Add ``message`` to the stored inbox of an entity another process runs;
+        ``reply``: the sender waits for the state after its activation."""
+        ...
+
+    def hand_over(self, partitions: list[int]) -> None:
+        """Release these partitions in this batch's transaction."""
+        ...
+
+    def want_reply(self, token: int | None, seq: int) -> None:
+        """A sender here waits on message ``seq`` of an entity being handed over: its
+        next owner answers. ``token``: its acceptance in this batch; None: stored."""
+        ...
+
+
+class SharedStorage(Storage, Protocol):
+    """A storage that many processes share (Postgres): each runs the entities of the
+    partitions it owns, and hears from the store what the others did.
+
+    The runtime waits for news in a worker thread (:meth:`wait_news`), then
+    takes it under its lock: messages that arrived for its entities, partitions
+    gained or to hand over, replies to messages it forwarded, and changes to
+    entities it follows.
+    """
+
+    shared: bool
+    #: Seconds between looks at the store when no notification comes.
+    poll: float
+    #: Set when this process lost a partition it owned: the runtime must stop.
+    lost: BaseException | None
+    #: Whether this process follows any entity (through :meth:`follow`).
+    following: bool
+
+    def owns(self, entity: Ident) -> bool:
+        """Whether this process runs ``entity``'s activations now."""
+        ...
+
+    def partition(self, entity: Any) -> int:
+        """The partition of an entity (a handle)."""
+        ...
+
+    def timer_partition(self, timer: Timer) -> int:
+        """The partition a timer lives in."""
+        ...
+
+    def wait_news(self, timeout: float) -> None:
+        """Block until something may have happened, or ``timeout`` passes."""
+        ...
+
+    def arrivals(self) -> list[PendingMessage]:
+        """Stored messages of entities this process runs that it does not hold yet."""
+        ...
+
+    def take_gained(self) -> list[int]:
+        """Partitions taken since the last call; their timers are the runtime's now."""
+        ...
+
+    def take_releases(self) -> list[int]:
+        """Partitions to hand over; nothing of them runs here from now on."""
+        ...
+
+    def timers_of(self, partitions: list[int], before: tuple[float, int]) -> list[Timer]:
+        """The timers of ``partitions`` due before ``before``."""
+        ...
+
+    def answers(self, seqs: list[int]) -> list[tuple[int, bytes | None, int | None]]:
+        """``(seq, record, dead letter id)`` replies to forwarded messages, if there."""
+        ...
+
+    def follow(self, entity: Ident) -> tuple[bytes | None, int]:
+        """Be told of the entity's commits by others; its record and version now."""
+        ...
+
+    def updates(self) -> list[tuple[Ident, int, bytes]]:
+        """``(entity, version, record)`` changes by others to followed entities, in order."""
+        ...
+
+    def touch_follows(self) -> None:
+        """Say this process still follows what it follows."""
         ...

@@ -16,7 +16,10 @@ durably when asked to sync; ``scan`` returns keys in byte order.
 ``examples/sqlite_kind.py`` does this with SQLite in about 100 lines.
 
 A store that is not a key-value store (SQL tables for entities, inboxes and
-timers, say) implements :class:`Storage` and :class:`Batch` instead.
+timers, say) implements :class:`Storage` and :class:`Batch` instead; one that
+many processes share, each running the entities of the partitions it owns,
+implements :class:`SharedStorage` and :class:`SharedBatch` (as
+``ecosystems.Postgres`` does).
 A host that runs activations its own way (a simulator, a worker pool) uses
 the step: :func:`activate` turns an entity, its state and a message into a
 transition value (:class:`Activated` or :class:`Failed`), whose commands
@@ -42,7 +45,15 @@ from pachyderm._step import (
     load_state,
     record_bytes,
 )
-from pachyderm._storage import Batch, Ident, PendingMessage, Storage, Timer
+from pachyderm._storage import (
+    Batch,
+    Ident,
+    PendingMessage,
+    SharedBatch,
+    SharedStorage,
+    Storage,
+    Timer,
+)
 from pachyderm._store import Operation, Store
 
 __all__ = [
@@ -59,6 +70,8 @@ __all__ = [
     "PendingMessage",
     "Send",
     "SetTimer",
+    "SharedBatch",
+    "SharedStorage",
     "Storage",
     "StorageOpener",
     "Store",

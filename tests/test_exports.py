@@ -124,6 +124,8 @@ def test_hosting_exports() -> None:
         "PendingMessage",
         "Send",
         "SetTimer",
+        "SharedBatch",
+        "SharedStorage",
         "Storage",
         "StorageOpener",
         "Store",

@@ -1,0 +1,166 @@
+"""Hosting on a storage that other processes share (Postgres): what the runtime adds.
+
+A process runs only the entities of the partitions it owns. What the others
+do reaches it as *news*, taken under the runtime's lock: messages stored for
+its entities, partitions it gained (their timers) or must hand over, replies
+to messages it forwarded, and changes to entities it follows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import trio
+
+from pachyderm._commit import call_now
+from pachyderm._dead_letters import decode_dead_letter
+from pachyderm._log import log
+from pachyderm._storage import Ident, PendingMessage, SharedBatch, SharedStorage
+from pachyderm.errors import ActivationError, PachydermError, RemoteActivationFailure
+
+if TYPE_CHECKING:
+    from pachyderm._runtime import Runtime
+
+__all__ = ["Sharing"]
+
+_TOUCH_FOLLOWS = 30.0  # seconds between "still following" marks
+
+Answers = list[tuple[int, bytes | None, int | None]]
+Updates = list[tuple[Ident, int, bytes]]
+
+
+class Sharing:
+    """One runtime's part in a shared storage: its news task, hand-over and followers."""
+
+    def __init__(self, runtime: Runtime, storage: SharedStorage) -> None:
+        self.runtime = runtime
+        self.storage = storage
+        self.followed: dict[Ident, int] = {}  # the last version told, by entity
+
+    async def run(self, scope: trio.CancelScope) -> None:
+        """Wait for news, read it in worker threads, take it under the lock; until cancelled."""
+        storage = self.storage
+        runtime = self.runtime
+        remote = runtime.dispatcher.remote
+        touch_at = trio.current_time() + _TOUCH_FOLLOWS
+        with scope:
+            while True:
+                await trio.to_thread.run_sync(
+                    storage.wait_news, storage.poll, abandon_on_cancel=True
+                )
+                if storage.lost is not None:
+                    with runtime.lock:
+                        runtime._fail(storage.lost, "keeping partition leases")
+                    return
+                arrivals = await trio.to_thread.run_sync(storage.arrivals, abandon_on_cancel=True)
+                answers: Answers = []
+                if remote:
+                    answers = await trio.to_thread.run_sync(
+                        storage.answers, list(remote), abandon_on_cancel=True
+                    )
+                updates: Updates = []
+                if storage.following:
+                    updates = await trio.to_thread.run_sync(storage.updates, abandon_on_cancel=True)
+                    if trio.current_time() >= touch_at:
+                        touch_at = trio.current_time() + _TOUCH_FOLLOWS
+                        await trio.to_thread.run_sync(storage.touch_follows, abandon_on_cancel=True)
+                with runtime.lock:
+                    if runtime.closed:
+                        return
+                    try:
+                        self._tell_followers(updates)
+                        self._take(arrivals, answers)
+                    except BaseException as error:
+                        runtime._fail(error, "reading news from the store")
+                        return
+
+    def follow(self, ident: Ident, record: bytes | None) -> bytes | None:
+        """Register a follower of ``ident`` with the store; its committed record now.
+
+        ``record`` is the runtime's own, newest if the entity is resident here.
+        """
+        stored, version = self.storage.follow(ident)
+        resident = self.runtime.residents.get(ident)
+        self.followed[ident] = max(self.followed.get(ident, 0), version)
+        return record if resident is not None and resident.loaded else stored
+
+    def _take(self, arrivals: list[PendingMessage], answers: Answers) -> None:
+        runtime = self.runtime
+        storage = self.storage
+        dispatcher = runtime.dispatcher
+        for pending in arrivals:
+            dispatcher.start(dispatcher.recover(pending))
+        releases = storage.take_releases()
+        if releases:
+            self._hand_over(releases)
+        gained = storage.take_gained()
+        if gained:
+            timers = runtime.timers
+            for timer in storage.timers_of(gained, timers.horizon):
+                timers.gain(timer)
+            due = timers.next_due()
+            if due is not None:
+                runtime._signal_timer(due)
+        for seq, record, dead_letter_id in answers:
+            entry = dispatcher.remote.pop(seq, None)
+            if entry is None:
+                continue  # read twice (a connection lost in between): told once
+            reply, _, eco = entry
+            if dead_letter_id is None:
+                reply.resolve(None if record is None else bytes(record), None, call_now)
+            else:
+                reply.resolve(None, self._remote_failure(eco, dead_letter_id), call_now)
+
+    def _tell_followers(self, updates: Updates) -> None:
+        """Changes committed by other processes to entities followed here, each told once."""
+        followed = self.followed
+        followers = self.runtime.followers
+        for ident, version, record in updates:
+            if version > followed.get(ident, 0):
+                followed[ident] = version
+                followers.push(ident, record, call_now)
+
+    def _hand_over(self, partitions: list[int]) -> None:
+        """Stop running the entities of ``partitions`` and release them in the open group.
+
+        Their messages are all stored (or stored by the open group), so the next
+        owner finds them; a caller here waiting on one gets its reply from there.
+        """
+        runtime = self.runtime
+        storage = self.storage
+        dispatcher = runtime.dispatcher
+        group = runtime.commit.open
+        batch = cast(SharedBatch, group.batch)
+        leaving = set(partitions)
+        for record in list(runtime.residents.table.values()):
+            if storage.partition(record.handle) not in leaving:
+                continue
+            for envelope in record.inbox:
+                if envelope.reply is not None:
+                    batch.want_reply(
+                        envelope.token if envelope.group is group else None, envelope.seq
+                    )
+                    dispatcher.remote[envelope.seq] = (envelope.reply, group, record.ident[0])
+            if record.scheduled:
+                record.scheduled = False
+                dispatcher.run_queue.remove(record)
+            runtime.residents.forget(record)
+        runtime.timers.drop(lambda timer: storage.timer_partition(timer) in leaving)
+        batch.hand_over(partitions)
+        log("partitions.handed_over", store=runtime.name, partitions=partitions)
+        runtime._signal_commit()
+
+    def _remote_failure(self, eco: str, dead_letter_id: int) -> PachydermError:
+        """The error of an activation that failed in another process, from its dead letter."""
+        blob = self.storage.dead_letter(eco, dead_letter_id)
+        if blob is None:  # already redelivered or discarded
+            cause = RemoteActivationFailure("the activation failed in another process")
+            return ActivationError(None, None, cause, (), dead_letter_id)
+        letter = decode_dead_letter(dead_letter_id, blob)
+        return ActivationError(
+            letter.address,
+            letter.message,
+            RemoteActivationFailure(letter.error),
+            letter.recent_messages,
+            dead_letter_id,
+        )
