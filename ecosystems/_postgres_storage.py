@@ -390,15 +390,25 @@ class PostgresStorage:
             return []
         found = []
         with self._arrivals_lock:
+            # The pending set is scanned by number only (the index holds them); the
+            # messages are read for the new ones alone: a backlog the runtime already
+            # holds costs little to look at again.
+            known = self.known
+            new = [
+                seq
+                for (seq,) in self._read(
+                    "SELECT seq FROM pachyderm_inbox WHERE p = ANY(%s)", (owned,)
+                )
+                if seq not in known
+            ]
+            if not new:
+                return []
             rows = self._read(
                 "SELECT seq, p, eco, address, message, reply FROM pachyderm_inbox "
-                "WHERE p = ANY(%s) ORDER BY seq",
-                (owned,),
+                "WHERE seq = ANY(%s) ORDER BY seq",
+                (new,),
             )
-            known = self.known
             for seq, p, eco, address, message, reply in rows:
-                if seq in known:
-                    continue
                 known[seq] = p
                 if reply:
                     self.reply_wanted.add(seq)
