@@ -72,6 +72,7 @@ class PostgresBatch:
         "dead_added",
         "dead_removed",
         "fenced",
+        "followed",
         "forwarded",
         "outcome",
         "records",
@@ -98,7 +99,8 @@ class PostgresBatch:
         self.fenced: set[int] = set()
         self.released: set[int] = set()
         self.reply_marks: list[int] = []  # stored inbox rows whose sender now waits remotely
-        self.forwarded = False
+        self.forwarded: set[int] = set()  # partitions given messages: their owners are told
+        self.followed = False  # the commit left followers elsewhere an update
         # The last activation's outcome (its record, or its dead letter id): the
         # dispatcher records it before consuming the message it ran on.
         self.outcome: tuple[bytes | None, int | None] = (None, None)
@@ -117,14 +119,13 @@ class PostgresBatch:
         self.writes += 1
         handle = self.storage.handle(entity)
         self.accepted.append((seq, handle.p, handle.eco, handle.address, message, reply))
-        self.forwarded = True
+        self.forwarded.add(handle.p)
 
     def hand_over(self, partitions: list[int]) -> None:
         """Release these partitions' leases in this group's transaction."""
         self.writes += 1
         self.released.update(partitions)
         self.fenced.update(partitions)
-        self.forwarded = True  # the next owner is told at once
 
     def want_reply(self, token: int | None, seq: int) -> None:
         """A message of a leaving entity whose sender waits here: its reply comes from the
@@ -373,10 +374,20 @@ class PostgresStorage:
                 with psycopg.connect(self.dsn, autocommit=True) as connection:
                     connection.execute(f"LISTEN {_CHANNEL}")
                     while not self._closed:
-                        for _ in connection.notifies(timeout=self.poll, stop_after=1):
-                            self._news.set()
+                        for notification in connection.notifies(timeout=self.poll, stop_after=1):
+                            if self._concerns_me(notification.payload):
+                                self._news.set()
             except psycopg.Error:
                 self._news.wait(self.poll)
+
+    def _concerns_me(self, payload: str) -> bool:
+        for part in payload.split(";"):
+            if part in ("r", "*", ""):
+                return True
+            owned = self.owned
+            if owned and any(int(p) in owned for p in part.split(",")):
+                return True
+        return False
 
     def wait_news(self, timeout: float) -> None:
         """Block until something may have arrived or been answered, or ``timeout`` passes."""
@@ -619,13 +630,25 @@ class PostgresStorage:
             self.reply_wanted.difference_update(changes.consumed)
             if changes.released:
                 self._released(changes.released)
-        if changes.forwarded or changes.replies:
-            try:
-                with self._writer.transaction():
-                    self._writer.execute("SET LOCAL synchronous_commit = off")
-                    self._writer.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
-            except psycopg.Error:
-                pass  # committed already: the others find it by polling
+        if changes.forwarded or changes.replies or changes.followed:
+            self._notify(changes)
+
+    def _notify(self, changes: PostgresBatch) -> None:
+        """One notification after a commit, saying whom it concerns, so that only they look:
+        the owners of partitions given messages, and (``r``) waiters and followers."""
+        parts = []
+        if changes.replies or changes.followed:
+            parts.append("r")
+        if changes.forwarded:
+            partitions = sorted(changes.forwarded)
+            parts.append("*" if len(partitions) > 256 else ",".join(map(str, partitions)))
+        assert self._writer is not None
+        try:
+            with self._writer.transaction():
+                self._writer.execute("SET LOCAL synchronous_commit = off")
+                self._writer.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, ";".join(parts)))
+        except psycopg.Error:
+            pass  # committed already: the others find it by polling
 
     def _transaction(self, changes: PostgresBatch, sync: bool) -> None:
         """One attempt at writing a group; its transaction id kept for :meth:`_outcome`."""
@@ -729,7 +752,7 @@ def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
             ),
         )
         if cursor.rowcount:
-            changes.forwarded = True  # (a notification after the commit: followers wake)
+            changes.followed = True  # (a notification after the commit: followers wake)
     if changes.reply_marks:
         cursor.execute(
             "UPDATE pachyderm_inbox SET reply = true WHERE seq = ANY(%s)", (changes.reply_marks,)
