@@ -218,11 +218,23 @@ class PostgresStorage:
             ) from error
 
     def open(self) -> int:
+        try:
+            return self._open()
+        except psycopg.OperationalError as error:
+            # The connection dropped or the server went away: nothing is wrong
+            # with the data, and opening again may well succeed.
+            raise StoreAccessError(
+                f"{self.name}: the connection to the server failed while opening: {error}"
+            ) from error
+
+    def _open(self) -> int:
         self._writer = self._connect(autocommit=False)
         self._reader = self._connect(autocommit=True)
         self._writer.autocommit = True
         try:
             self.partitions = ensure_schema(self._writer, self.name, self.partitions)
+        except psycopg.OperationalError:
+            raise
         except psycopg.Error as error:
             raise StoreCorruptedError(
                 f"{self.name}: creating the schema failed: {error}"
