@@ -72,6 +72,7 @@ class PostgresBatch:
         "outcome",
         "records",
         "replies",
+        "serial",
         "storage",
         "timers_removed",
         "timers_set",
@@ -80,6 +81,8 @@ class PostgresBatch:
 
     def __init__(self, storage: PostgresStorage) -> None:
         self.storage = storage
+        storage.batches += 1
+        self.serial = storage.batches  # groups are written in the order they were made
         self.writes = 0
         self.records: dict[tuple[str, bytes], tuple[int, bytes]] = {}
         self.accepted: list[tuple[int, int, str, bytes, bytes, bool] | None] = []
@@ -107,9 +110,12 @@ class PostgresBatch:
     def forward(self, entity: Ident, seq: int, message: bytes, reply: bool) -> None:
         """Write a message to the inbox of an entity this process does not run."""
         self.writes += 1
-        handle = self.storage.handle(entity)
+        storage = self.storage
+        handle = storage.handle(entity)
         self.accepted.append((seq, handle.p, handle.eco, handle.address, message, reply))
         self.forwarded = True
+        if storage.worker:  # this worker may take the partition over before a scan sees it
+            storage.forwards.append((self, len(self.accepted) - 1))
 
     def unaccept(self, token: int) -> None:
         accepted = self.accepted[token]
@@ -190,6 +196,17 @@ class PostgresStorage:
         self.reply_wanted: set[int] = set()  # pending seqs whose sender waits for a reply
         self.lost: BaseException | None = None  # a lease lost: the runtime must stop
         self.fenced_commits = 0  # commits refused because a partition moved on
+        # A partition taken over is run here only once an arrivals scan that began
+        # after the takeover brought its inbox: before that, a message sent here
+        # and run at once would overtake older ones from the same sender in the
+        # table. Until then (joining), messages to it are forwarded; those the
+        # scan did not see are taken back into the inboxes when it becomes active.
+        self._active: set[int] = set()
+        self._joining: list[int] = []
+        self.batches = 0  # batches made; the last written is _committed
+        self._committed = 0
+        self._scanned: tuple[frozenset[int], int] = (frozenset(), 0)  # last scan: what, after
+        self.forwards: list[tuple[PostgresBatch, int]] = []  # maybe unseen by the last scan
         self._incarnation = 0
         self._limit = 0
         self._news = threading.Event()
@@ -253,7 +270,9 @@ class PostgresStorage:
                 self.dsn, identity, self.partitions, self.lease, self._on_gained, self._on_lost
             )
             self._leases.start()
-            self._timer_partitions.update(self._leases.take_gained())
+            taken = self._leases.take_gained()  # nothing was sent yet: active at once
+            self._active.update(taken)
+            self._timer_partitions.update(taken)
         self._listener = threading.Thread(
             target=self._listen, name=f"pachyderm-listen-{identity}", daemon=True
         )
@@ -289,11 +308,9 @@ class PostgresStorage:
 
     def owns(self, entity: Ident) -> bool:
         """Whether this process runs ``entity``'s activations now."""
-        if self._leases is None:
-            return False
         eco, name, entity_id = entity
         return partition_of(eco, layout.address_key(name, entity_id), self.partitions) in (
-            self._leases.owned
+            self._active
         )
 
     def timer_partition(self, timer: Timer) -> int:
@@ -301,13 +318,40 @@ class PostgresStorage:
         eco, name, entity_id = timer.owner if timer.owner is not None else timer.recipient
         return partition_of(eco, layout.address_key(name, entity_id), self.partitions)
 
-    def take_gained(self) -> list[int]:
-        """Partitions taken since the last call; their timers are the runtime's from now on."""
+    def take_gained(self) -> tuple[list[int], list[tuple[PendingMessage, PostgresBatch, int]]]:
+        """Partitions that become active, and this worker's messages to them the last scan missed.
+
+        Called under the runtime's lock after the arrivals of the last scan were
+        taken in. A partition taken over becomes active once a scan that began
+        after the takeover read its inbox; from then on its entities run here
+        (see :meth:`owns`) and its timers are the runtime's. The messages
+        returned were forwarded to them by this worker, in batches written
+        after that scan or not yet: they go into their inboxes after what the
+        scan found, as ``(message, its batch, its index in the batch)``.
+        """
         if self._leases is None:
-            return []
-        gained = self._leases.take_gained()
+            return [], []
+        scanned, committed = self._scanned
+        self.forwards = [entry for entry in self.forwards if entry[0].serial > committed]
+        self._joining.extend(self._leases.take_gained())
+        gained = [p for p in self._joining if p in scanned]
+        if not gained:
+            return [], []
+        self._joining = [p for p in self._joining if p not in scanned]
+        self._active.update(gained)
         self._timer_partitions.update(gained)
-        return gained
+        taken, kept = [], []
+        for batch, token in self.forwards:
+            row = batch.accepted[token]
+            assert row is not None, "a forwarded message is never taken back from its batch"
+            seq, p, eco, address, message, _ = row
+            if p in self._active:
+                self.known.add(seq)  # a later scan must not bring it again
+                taken.append((PendingMessage(_ident(eco, address), seq, message), batch, token))
+            else:
+                kept.append((batch, token))
+        self.forwards = kept
+        return gained, taken
 
     def _on_gained(self, partitions: list[int]) -> None:
         self._news.set()
@@ -338,10 +382,14 @@ class PostgresStorage:
     def arrivals(self) -> list[PendingMessage]:
         """Pending messages of owned entities that the runtime does not hold yet, in order."""
         owned = list(self.owned)
-        if not owned or self._closed:
+        if self._closed:
             return []
         found = []
         with self._arrivals_lock:
+            # Batches written up to _committed are all seen by this scan, later ones not.
+            self._scanned = (frozenset(owned), self._committed)
+            if not owned:
+                return []
             rows = self._read(
                 "SELECT seq, eco, address, message, reply FROM pachyderm_inbox "
                 "WHERE p = ANY(%s) ORDER BY seq",
@@ -478,6 +526,7 @@ class PostgresStorage:
                     f"{self.name}: writing a group failed ({type(error).__name__}: {error}); "
                     f"whether it committed is unknown"
                 ) from error
+            self._committed = changes.serial
             self.known.difference_update(changes.consumed)
             self.reply_wanted.difference_update(changes.consumed)
         if changes.forwarded or changes.replies:

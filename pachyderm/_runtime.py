@@ -286,7 +286,9 @@ class Runtime:
         dispatcher = self.dispatcher
         for pending in arrivals:
             dispatcher.start(dispatcher.recover(pending))
-        gained = storage.take_gained()
+        gained, forwarded = storage.take_gained()
+        for pending, batch, token in forwarded:  # after what the scan found: they are newer
+            dispatcher.start(dispatcher.adopt(pending, batch, token))
         if gained:
             for timer in storage.timers_of(gained, self.timers.horizon):
                 self.timers.gain(timer)
