@@ -14,7 +14,7 @@ from pachyderm.errors import StoreCorruptedError
 
 __all__ = ["DEFAULT_PARTITIONS", "SCHEMA_VERSION", "ensure_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PARTITIONS = 64
 _LOCK_KEY = 0x7061636879  # "pachy": serializes schema creation and upgrades between processes
 
@@ -34,15 +34,17 @@ CREATE TABLE pachyderm_entities (
     record bytea NOT NULL,
     PRIMARY KEY (eco, address)
 );
+CREATE SEQUENCE pachyderm_inbox_pos;
 CREATE TABLE pachyderm_inbox (
     seq bigint PRIMARY KEY,
     p integer NOT NULL,
     eco text NOT NULL,
     address bytea NOT NULL,
     message bytea NOT NULL,
-    reply boolean NOT NULL DEFAULT false
+    reply boolean NOT NULL DEFAULT false,
+    pos bigint NOT NULL DEFAULT nextval('pachyderm_inbox_pos')
 );
-CREATE INDEX pachyderm_inbox_by_partition ON pachyderm_inbox (p, seq);
+CREATE INDEX pachyderm_inbox_by_partition ON pachyderm_inbox (p, pos);
 CREATE TABLE pachyderm_timers (
     seq bigint PRIMARY KEY,
     due bigint NOT NULL,
@@ -71,8 +73,18 @@ CREATE SEQUENCE pachyderm_incarnation;
 """
 
 # Upgrades from each older version to the next, run in one transaction each.
-# (Version 1 is the first: the list grows with the schema.)
-UPGRADES: dict[int, str] = {}
+UPGRADES: dict[int, str] = {
+    # 2: inbox rows are taken in the order they were written (pos), not by seq:
+    # seqs of different processes do not compare, and a sender that moved from
+    # a newer process to an older one had its later messages applied first.
+    # Rows already there get positions in the order the table holds them.
+    1: """
+CREATE SEQUENCE pachyderm_inbox_pos;
+ALTER TABLE pachyderm_inbox ADD COLUMN pos bigint NOT NULL DEFAULT nextval('pachyderm_inbox_pos');
+DROP INDEX pachyderm_inbox_by_partition;
+CREATE INDEX pachyderm_inbox_by_partition ON pachyderm_inbox (p, pos);
+""",
+}
 
 
 def ensure_schema(connection: Any, name: str, partitions: int) -> int:

@@ -380,7 +380,13 @@ class PostgresStorage:
         self._news.clear()
 
     def arrivals(self) -> list[PendingMessage]:
-        """Pending messages of owned entities that the runtime does not hold yet, in order."""
+        """Pending messages of owned entities that the runtime does not hold yet, in order.
+
+        In the order their rows were written (``pos``), not by ``seq``: each
+        process numbers its own messages, so seqs of two processes do not
+        compare, while a sender's message is written after its earlier ones
+        (after their commit, if it was run elsewhere then).
+        """
         owned = list(self.owned)
         if self._closed:
             return []
@@ -392,7 +398,7 @@ class PostgresStorage:
                 return []
             rows = self._read(
                 "SELECT seq, eco, address, message, reply FROM pachyderm_inbox "
-                "WHERE p = ANY(%s) ORDER BY seq",
+                "WHERE p = ANY(%s) ORDER BY pos",
                 (owned,),
             )
             known = self.known

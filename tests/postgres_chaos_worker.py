@@ -60,8 +60,9 @@ class Link(Entity[int, list[int]]):
         return [(Link(link + 1), message)], state
 
 
-def partition(link: int) -> int:
-    return partition_of(DEFAULT_ECOSYSTEM, layout.address_key(Link.entity_name, link), PARTITIONS)
+def partition(link: int, partitions: int = PARTITIONS) -> int:
+    """The partition of ``Link(link)``."""
+    return partition_of(DEFAULT_ECOSYSTEM, layout.address_key(Link.entity_name, link), partitions)
 
 
 def chains(count: int) -> list[int]:

@@ -28,7 +28,16 @@ import trio
 
 from ecosystems import Postgres
 from pachyderm.errors import EcosystemClosedError
-from tests.postgres_chaos_worker import HOPS, LEASE, PARTITIONS, POLL, SENDER, Link, chains
+from tests.postgres_chaos_worker import (
+    HOPS,
+    LEASE,
+    PARTITIONS,
+    POLL,
+    SENDER,
+    Link,
+    chains,
+    partition,
+)
 
 WORKER = Path(__file__).with_name("postgres_chaos_worker.py")
 WORKERS = 3
@@ -290,7 +299,8 @@ def _diff(a: list[int], b: list[int]) -> str:
     """Where two lists of messages part (for the failure message)."""
     i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     return (
-        f"lengths {len(a)} and {len(b)}, first difference at {i}: {a[i : i + 6]} vs {b[i : i + 6]}; "
+        f"lengths {len(a)} and {len(b)}, first difference at {i}: "
+        f"{a[i : i + 6]} vs {b[i : i + 6]}; "
         f"only in the first {sorted(set(a) - set(b))[:10]}, only in the second "
         f"{sorted(set(b) - set(a))[:10]}"
     )
@@ -353,3 +363,76 @@ async def test_chaos_keeps_exactly_once_order_and_one_owner(
     assert all(line.split()[1] == "PartitionLostError" for line in zombies), zombies
     assert set(stops) <= {"PartitionLostError", "StoreAccessError"}, stops
     assert len(sends.acknowledged) > 1000, "the traffic hardly ran"
+
+
+async def test_messages_from_a_sender_that_moved_keep_its_order(postgres_dsn: str) -> None:
+    """A sender moved from a newer process to an older one: its recipient's new owner
+    applies its messages in the order it sent them (not by the processes' numbering)."""
+    partitions, lease = 4, 0.3
+    head = next(
+        head
+        for head in range(0, 300, HOPS)
+        if len({partition(head + hop, partitions) for hop in range(HOPS)}) == HOPS
+    )
+    sender, recipient = Link(head), Link(head + 1)
+    held = [partition(head, partitions), partition(head + 1, partitions)]
+
+    def leases(statement: str, p: int) -> None:
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            connection.execute(statement, (p,))
+
+    async def until_owned(storage: Any, p: int) -> None:
+        with trio.fail_after(10):
+            while p not in storage.owned:
+                await trio.sleep(0.02)
+
+    options: dict[str, Any] = {"partitions": partitions, "lease": lease, "poll": 0.05}
+    async with Postgres.open(postgres_dsn, worker=False, **options):
+        pass  # the schema, so that the two partitions can be held by nobody for a while
+    for p in held:
+        leases(
+            "UPDATE pachyderm_partitions SET owner = 'nobody', "
+            "lease_until = now() + interval '1 hour' WHERE p = %s",
+            p,
+        )
+    free = "UPDATE pachyderm_partitions SET owner = NULL, lease_until = NULL WHERE p = %s"
+    async with Postgres.open(postgres_dsn, **options) as older:
+        async with Postgres.open(postgres_dsn, **options) as newer:
+            leases(free, held[0])
+            await until_owned(newer.runtime.storage, held[0])
+            await newer.send_sync(sender, 1)  # forwarded from the newer process
+        await until_owned(older.runtime.storage, held[0])
+        await older.send_sync(sender, 2)  # forwarded from the older one
+        leases(free, held[1])
+        await until_owned(older.runtime.storage, held[1])
+        await older.settle()
+        with trio.fail_after(10):
+            while len(await older.state_of(recipient)) < 2:
+                await trio.sleep(0.02)
+        assert await older.state_of(sender) == [1, 2]
+        assert await older.state_of(recipient) == [1, 2]
+
+
+async def test_a_version_1_database_is_upgraded_with_its_pending_messages(
+    postgres_dsn: str,
+) -> None:
+    """A database of schema version 1 (inbox without ``pos``) opens as version 2, and the
+    messages waiting in its inbox are applied."""
+    options: dict[str, Any] = {"partitions": 4, "lease": 0.3, "poll": 0.05}
+    async with Postgres.open(postgres_dsn, worker=False, **options) as client:
+        await client.send(Link(2), 7)  # a tail: waits in the inbox, no worker runs it
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute(
+            "ALTER TABLE pachyderm_inbox DROP COLUMN pos; DROP SEQUENCE pachyderm_inbox_pos; "
+            "CREATE INDEX pachyderm_inbox_by_partition ON pachyderm_inbox (p, seq); "
+            "UPDATE pachyderm_meta SET value = 1 WHERE key = 'schema_version'"
+        )
+    async with Postgres.open(postgres_dsn, **options) as eco:
+        with trio.fail_after(10):
+            while await eco.state_of(Link(2)) != [7]:
+                await trio.sleep(0.02)
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        (version,) = connection.execute(  # type: ignore[misc]
+            "SELECT value FROM pachyderm_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    assert version == 2
