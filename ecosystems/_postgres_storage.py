@@ -248,6 +248,13 @@ class PostgresStorage:
         self._writer = self._connect(autocommit=False)
         self._reader = self._connect(autocommit=True)
         self._writer.autocommit = True
+        # A worker paused in the middle of a group holds the share locks of its
+        # partitions, and takeovers skip locked partitions: the server must end
+        # such a transaction, or the partitions stay unserved while it is paused.
+        idle = round(max(self.lease, 1.0) * 1000)
+        self._writer.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (str(idle),)
+        )
         try:
             self.partitions = ensure_schema(self._writer, self.name, self.partitions)
         except psycopg.OperationalError:
@@ -575,39 +582,64 @@ def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
                 f"dead letter {dead_letter_id} of ecosystem {eco!r} was taken by another "
                 f"process (redelivered or discarded there) while this one did the same"
             )
+    # One statement per table, the rows as arrays: never executemany(). It
+    # pipelines, and after a pipeline the server does not arm
+    # idle_in_transaction_session_timeout, so a worker paused there would hold
+    # its partitions' share locks until it resumes (see PostgresStorage.open).
     if changes.records:
-        cursor.executemany(
-            "INSERT INTO pachyderm_entities (eco, address, p, record) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (eco, address) DO UPDATE SET record = EXCLUDED.record",
+        _insert(
+            cursor,
+            "pachyderm_entities (eco, address, p, record)",
+            ("text", "bytea", "integer", "bytea"),
             [(eco, address, p, record) for (eco, address), (p, record) in changes.records.items()],
+            " ON CONFLICT (eco, address) DO UPDATE SET record = EXCLUDED.record",
         )
     accepted = [row for row in changes.accepted if row is not None]
-    if accepted:
-        cursor.executemany(
-            "INSERT INTO pachyderm_inbox (seq, p, eco, address, message, reply) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
+    if accepted:  # (pos numbers them in this order)
+        _insert(
+            cursor,
+            "pachyderm_inbox (seq, p, eco, address, message, reply)",
+            ("bigint", "integer", "text", "bytea", "bytea", "boolean"),
             accepted,
         )
     if changes.timers_set:
         storage = changes.storage
-        cursor.executemany(
-            "INSERT INTO pachyderm_timers (seq, due, p, eco, owner, name, recipient, message) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        _insert(
+            cursor,
+            "pachyderm_timers (seq, due, p, eco, owner, name, recipient, message)",
+            ("bigint", "bigint", "integer", "text", "bytea", "text", "bytea", "bytea"),
             [
                 _timer_row(timer, storage.timer_partition(timer))
                 for timer in changes.timers_set.values()
             ],
         )
     if changes.dead_added:
-        cursor.executemany(
-            "INSERT INTO pachyderm_dead_letters (eco, id, record) VALUES (%s, %s, %s)",
+        _insert(
+            cursor,
+            "pachyderm_dead_letters (eco, id, record)",
+            ("text", "bigint", "bytea"),
             [(eco, i, record) for (eco, i), record in changes.dead_added.items()],
         )
     if changes.replies:
-        cursor.executemany(
-            "INSERT INTO pachyderm_replies (seq, record, dead_letter) VALUES (%s, %s, %s)",
+        _insert(
+            cursor,
+            "pachyderm_replies (seq, record, dead_letter)",
+            ("bigint", "bytea", "bigint"),
             changes.replies,
         )
+
+
+def _insert(
+    cursor: psycopg.Cursor[Any],
+    table: str,
+    types: tuple[str, ...],
+    rows: list[Any],
+    conflict: str = "",
+) -> None:
+    """Insert ``rows`` into ``table`` (with its column list) in one statement, in order."""
+    arrays = ", ".join(f"%s::{kind}[]" for kind in types)
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    cursor.execute(f"INSERT INTO {table} SELECT * FROM unnest({arrays}){conflict}", columns)
 
 
 def _ident(eco: str, address: bytes) -> Ident:
