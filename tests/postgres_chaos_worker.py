@@ -13,7 +13,8 @@ what happens on standard output (the test sends it to a file), one line each:
 
 The entities form chains: the client sends ``sender * SENDER + n`` to the head
 of a chain, and each link records it and forwards it to the next link, in
-another partition. Every link's state is the list of messages it applied.
+another partition; the tail sets a timer that echoes it to an ``Echo``. Every
+entity's state is the list of messages it applied.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import trio
 
 from ecosystems import Postgres
 from ecosystems._postgres_storage import PostgresStorage, partition_of
-from pachyderm import Entity, Outbox
+from pachyderm import Entity, Outbox, after
 from pachyderm import _layout as layout
 from pachyderm._ecosystem import DEFAULT_ECOSYSTEM
 from pachyderm._runtime import Runtime
@@ -37,13 +38,18 @@ HOPS = 3
 """Links per chain: a head, a middle and a tail, each in its own partition."""
 SENDER = 10**6
 """A message is ``sender * SENDER + n``: the ``n``-th send (from 1) of a sender."""
+TIMER = 0.2
+"""Seconds after which the tail of a chain has each message echoed by a timer."""
 REPORT = 0.25
 LIFETIME = 300.0
 """Seconds after which a worker nobody killed stops by itself (if its parent died)."""
 
 
 class Link(Entity[int, list[int]]):
-    """Records every message, and forwards it to the next link of its chain."""
+    """Records every message, and forwards it to the next link of its chain.
+
+    The tail sets a timer for each instead, which delivers it to its ``Echo``.
+    """
 
     # The test imports this module as tests.postgres_chaos_worker, the worker runs
     # it as __main__: a fixed name makes both address the same entities.
@@ -56,8 +62,21 @@ class Link(Entity[int, list[int]]):
         state.append(message)
         link = cast(int, self.id)
         if link % HOPS == HOPS - 1:
-            return [], state
+            return [after(TIMER, Echo(link), message)], state
         return [(Link(link + 1), message)], state
+
+
+class Echo(Entity[int, list[int]]):
+    """Records the messages its chain's tail's timers deliver."""
+
+    entity_name = "tests.postgres_chaos.Echo"
+
+    def init(self) -> list[int]:
+        return []
+
+    def activate(self, message: int, state: list[int]) -> tuple[Outbox, list[int]]:
+        state.append(message)
+        return [], state
 
 
 def partition(link: int, partitions: int = PARTITIONS) -> int:

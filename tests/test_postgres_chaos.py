@@ -34,6 +34,7 @@ from tests.postgres_chaos_worker import (
     PARTITIONS,
     POLL,
     SENDER,
+    Echo,
     Link,
     chains,
     partition,
@@ -278,12 +279,15 @@ def served_by_others(dsn: str, identity: str) -> tuple[int, str]:
 
 
 def settled(dsn: str, workers: list[Worker]) -> bool:
-    """Inboxes empty, every partition leased, each exactly as the workers say they hold them."""
+    """Inboxes and timers empty, every partition leased, each as the workers say they hold it."""
     with psycopg.connect(dsn, autocommit=True) as connection:
         (schema,) = connection.execute("SELECT to_regclass('pachyderm_meta')").fetchone()  # type: ignore[misc]
         if schema is None:
             return False  # the workers have not created the schema yet
-        (pending,) = connection.execute("SELECT count(*) FROM pachyderm_inbox").fetchone()  # type: ignore[misc]
+        (pending,) = connection.execute(  # type: ignore[misc]
+            "SELECT (SELECT count(*) FROM pachyderm_inbox) "
+            "+ (SELECT count(*) FROM pachyderm_timers)"
+        ).fetchone()
         table: dict[int, str] = dict(
             connection.execute(
                 "SELECT p, owner FROM pachyderm_partitions WHERE lease_until > now()"
@@ -358,6 +362,7 @@ async def test_chaos_keeps_exactly_once_order_and_one_owner(
                 head: [await eco.state_of(Link(head + hop)) for hop in range(HOPS)]
                 for head in HEADS
             }
+            echoes = {head: await eco.state_of(Echo(head + HOPS - 1)) for head in HEADS}
             assert await eco.dead_letters() == []
     finally:
         for worker in workers:
@@ -367,6 +372,7 @@ async def test_chaos_keeps_exactly_once_order_and_one_owner(
 
     for head, links in states.items():
         check_chain(head, links, sends)
+        assert sorted(echoes[head]) == sorted(links[-1]), f"chain {head}: a timer lost or twice"
     applied = sum(len(links[0]) for links in states.values())
     assert len(sends.acknowledged) <= applied <= len(sends.attempted)
 
