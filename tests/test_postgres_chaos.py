@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 import trio
 
 from ecosystems import Postgres
@@ -333,7 +332,6 @@ def _diff(a: list[int], b: list[int]) -> str:
     )
 
 
-@pytest.mark.slow
 async def test_chaos_keeps_exactly_once_order_and_one_owner(
     postgres_dsn: str, tmp_path: Path
 ) -> None:
@@ -364,6 +362,10 @@ async def test_chaos_keeps_exactly_once_order_and_one_owner(
             }
             echoes = {head: await eco.state_of(Echo(head + HOPS - 1)) for head in HEADS}
             assert await eco.dead_letters() == []
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            (replies,) = connection.execute(  # type: ignore[misc]
+                "SELECT count(*) FROM pachyderm_replies"
+            ).fetchone()
     finally:
         for worker in workers:
             if worker.process is not None:
@@ -384,7 +386,7 @@ async def test_chaos_keeps_exactly_once_order_and_one_owner(
         f"attempted={len(sends.attempted)} acknowledged={len(sends.acknowledged)} "
         f"refused={len(sends.refused)} applied={applied} fenced_commits={fenced} "
         f"worker_stops={dict(stops)} client_reopens={dict(sends.reopened)} "
-        f"served_while_stopped={faults.served} zombie_said={zombies} "
+        f"replies_left={replies} served_while_stopped={faults.served} zombie_said={zombies} "
         f"seconds={time.monotonic() - began:.0f}"
     )
     assert faults.kills >= 10
