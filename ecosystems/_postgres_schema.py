@@ -77,7 +77,11 @@ UPGRADES: dict[int, str] = {
     # 2: followers in other processes. Each entity row counts its versions; a
     # process following an entity it does not run has a pachyderm_follows row, and
     # the commit that changes the entity leaves it a pachyderm_updates row. Replies
-    # are timed, so those of a process that died can be swept.
+    # are timed, so those of a process that died can be swept. Inbox rows are taken
+    # in the order they were written (pos), not by seq: seqs of different processes
+    # do not compare, and a sender that moved from a newer process to an older one
+    # had its later messages applied first. Rows already there get positions in
+    # the order the table holds them.
     1: """
     ALTER TABLE pachyderm_entities ADD COLUMN version bigint NOT NULL DEFAULT 1;
     CREATE TABLE pachyderm_follows (
@@ -97,6 +101,11 @@ UPGRADES: dict[int, str] = {
     );
     CREATE INDEX pachyderm_updates_by_follower ON pachyderm_updates (follower, id);
     ALTER TABLE pachyderm_replies ADD COLUMN made timestamptz NOT NULL DEFAULT now();
+    CREATE SEQUENCE pachyderm_inbox_pos;
+    ALTER TABLE pachyderm_inbox
+        ADD COLUMN pos bigint NOT NULL DEFAULT nextval('pachyderm_inbox_pos');
+    DROP INDEX pachyderm_inbox_by_partition;
+    CREATE INDEX pachyderm_inbox_by_partition ON pachyderm_inbox (p, pos);
     """,
 }
 

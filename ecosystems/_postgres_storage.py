@@ -79,6 +79,7 @@ class PostgresBatch:
         "released",
         "replies",
         "reply_marks",
+        "serial",
         "storage",
         "timers_removed",
         "timers_set",
@@ -87,6 +88,8 @@ class PostgresBatch:
 
     def __init__(self, storage: PostgresStorage) -> None:
         self.storage = storage
+        storage.batches += 1
+        self.serial = storage.batches  # groups are written in the order they were made
         self.writes = 0
         self.records: dict[tuple[str, bytes], tuple[int, bytes]] = {}
         self.accepted: list[tuple[int, int, str, bytes, bytes, bool] | None] = []
@@ -117,9 +120,12 @@ class PostgresBatch:
     def forward(self, entity: Ident, seq: int, message: bytes, reply: bool) -> None:
         """Write a message to the inbox of an entity this process does not run."""
         self.writes += 1
-        handle = self.storage.handle(entity)
+        storage = self.storage
+        handle = storage.handle(entity)
         self.accepted.append((seq, handle.p, handle.eco, handle.address, message, reply))
         self.forwarded.add(handle.p)
+        if storage.worker:  # this worker may take the partition over before a scan sees it
+            storage.forwards.append((self, len(self.accepted) - 1))
 
     def hand_over(self, partitions: list[int]) -> None:
         """Release these partitions' leases in this group's transaction."""
@@ -221,6 +227,17 @@ class PostgresStorage:
         self.fenced_commits = 0  # commits refused because a partition moved on
         self.rewrites = 0  # groups written again after a connection failed mid-write
         self._xid: int | None = None  # the transaction of the write in progress
+        # A partition taken over is run here only once an arrivals scan that began
+        # after the takeover brought its inbox: before that, a message sent here
+        # and run at once would overtake older ones from the same sender in the
+        # table. Until then (joining), messages to it are forwarded; those the
+        # scan did not see are taken back into the inboxes when it becomes active.
+        self._active: set[int] = set()
+        self._joining: list[int] = []
+        self.batches = 0  # batches made; the last written is _committed
+        self._committed = 0
+        self._scanned: tuple[frozenset[int], int] = (frozenset(), 0)  # last scan: what, after
+        self.forwards: list[tuple[PostgresBatch, int]] = []  # maybe unseen by the last scan
         self._incarnation = 0
         self.identity = ""
         self._limit = 0
@@ -249,12 +266,36 @@ class PostgresStorage:
                 + " (is the server running, and is the dsn right?)"
             ) from error
 
+    def _connect_writer(self) -> psycopg.Connection[Any]:
+        connection = self._connect(autocommit=True)
+        # A worker paused in the middle of a group holds the share locks of its
+        # partitions, and takeovers skip locked partitions: the server must end
+        # such a transaction, or the partitions stay unserved while it is paused.
+        idle = round(max(self.lease, 1.0) * 1000)
+        connection.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (str(idle),)
+        )
+        connection.autocommit = False
+        return connection
+
     def open(self) -> int:
-        self._writer = self._connect(autocommit=False)
+        try:
+            return self._open()
+        except psycopg.OperationalError as error:
+            # The connection dropped or the server went away: nothing is wrong
+            # with the data, and opening again may well succeed.
+            raise StoreAccessError(
+                f"{self.name}: the connection to the server failed while opening: {error}"
+            ) from error
+
+    def _open(self) -> int:
+        self._writer = self._connect_writer()
         self._reader = self._connect(autocommit=True)
         self._writer.autocommit = True
         try:
             self.partitions = ensure_schema(self._writer, self.name, self.partitions)
+        except psycopg.OperationalError:
+            raise
         except psycopg.Error as error:
             raise StoreCorruptedError(
                 f"{self.name}: creating the schema failed: {error}"
@@ -273,7 +314,9 @@ class PostgresStorage:
                 self.dsn, identity, self.partitions, self.lease, self._on_gained, self._on_lost
             )
             self._leases.start()
-            self._timer_partitions.update(self._leases.take_gained())
+            taken = self._leases.take_gained()  # nothing was sent yet: active at once
+            self._active.update(taken)
+            self._timer_partitions.update(taken)
         self._listener = threading.Thread(
             target=self._listen, name=f"pachyderm-listen-{identity}", daemon=True
         )
@@ -317,11 +360,9 @@ class PostgresStorage:
 
     def owns(self, entity: Ident) -> bool:
         """Whether this process runs ``entity``'s activations now."""
-        if self._leases is None:
-            return False
         eco, name, entity_id = entity
         p = partition_of(eco, layout.address_key(name, entity_id), self.partitions)
-        return p in self._leases.owned and p not in self.leaving
+        return p in self._active and p not in self.leaving
 
     def partition(self, entity: PostgresEntity) -> int:
         return entity.p
@@ -331,13 +372,40 @@ class PostgresStorage:
         eco, name, entity_id = timer.owner if timer.owner is not None else timer.recipient
         return partition_of(eco, layout.address_key(name, entity_id), self.partitions)
 
-    def take_gained(self) -> list[int]:
-        """Partitions taken since the last call; their timers are the runtime's from now on."""
+    def take_gained(self) -> tuple[list[int], list[tuple[PendingMessage, PostgresBatch, int]]]:
+        """Partitions that become active, and this worker's messages to them the last scan missed.
+
+        Called under the runtime's lock after the arrivals of the last scan were
+        taken in. A partition taken over becomes active once a scan that began
+        after the takeover read its inbox; from then on its entities run here
+        (see :meth:`owns`) and its timers are the runtime's. The messages
+        returned were forwarded to them by this worker, in batches written
+        after that scan or not yet: they go into their inboxes after what the
+        scan found, as ``(message, its batch, its index in the batch)``.
+        """
         if self._leases is None:
-            return []
-        gained = self._leases.take_gained()
+            return [], []
+        scanned, committed = self._scanned
+        self.forwards = [entry for entry in self.forwards if entry[0].serial > committed]
+        self._joining.extend(self._leases.take_gained())
+        gained = [p for p in self._joining if p in scanned]
+        if not gained:
+            return [], []
+        self._joining = [p for p in self._joining if p not in scanned]
+        self._active.update(gained)
         self._timer_partitions.update(gained)
-        return gained
+        taken, kept = [], []
+        for batch, token in self.forwards:
+            row = batch.accepted[token]
+            assert row is not None, "a forwarded message is never taken back from its batch"
+            seq, p, eco, address, message, _ = row
+            if p in self._active:
+                self.known[seq] = p  # a later scan must not bring it again
+                taken.append((PendingMessage(_ident(eco, address), seq, message), batch, token))
+            else:
+                kept.append((batch, token))
+        self.forwards = kept
+        return gained, taken
 
     def take_releases(self) -> list[int]:
         """Partitions to hand over (this worker holds more than its share): from now on
@@ -354,6 +422,7 @@ class PostgresStorage:
         assert self._leases is not None
         self._leases.drop(partitions)
         self.leaving.difference_update(partitions)
+        self._active.difference_update(partitions)
         for seq in [seq for seq, p in self.known.items() if p in partitions]:
             del self.known[seq]
             self.reply_wanted.discard(seq)
@@ -395,12 +464,22 @@ class PostgresStorage:
         self._news.clear()
 
     def arrivals(self) -> list[PendingMessage]:
-        """Pending messages of owned entities that the runtime does not hold yet, in order."""
+        """Pending messages of owned entities that the runtime does not hold yet, in order.
+
+        In the order their rows were written (``pos``), not by ``seq``: each
+        process numbers its own messages, so seqs of two processes do not
+        compare, while a sender's message is written after its earlier ones
+        (after their commit, if it was run elsewhere then).
+        """
         owned = [p for p in self.owned if p not in self.leaving]
-        if not owned or self._closed:
+        if self._closed:
             return []
         found = []
         with self._arrivals_lock:
+            # Batches written up to _committed are all seen by this scan, later ones not.
+            self._scanned = (frozenset(owned), self._committed)
+            if not owned:
+                return []
             # The pending set is scanned by number only (the index holds them); the
             # messages are read for the new ones alone: a backlog the runtime already
             # holds costs little to look at again.
@@ -416,7 +495,7 @@ class PostgresStorage:
                 return []
             rows = self._read(
                 "SELECT seq, p, eco, address, message, reply FROM pachyderm_inbox "
-                "WHERE seq = ANY(%s) ORDER BY seq",
+                "WHERE seq = ANY(%s) ORDER BY pos",
                 (new,),
             )
             for seq, p, eco, address, message, reply in rows:
@@ -624,6 +703,7 @@ class PostgresStorage:
                     raise StoreAccessError(
                         f"{self.name}: writing a group failed ({type(error).__name__}: {error})"
                     ) from error
+            self._committed = changes.serial
             known = self.known
             for seq in changes.consumed:
                 known.pop(seq, None)
@@ -674,8 +754,7 @@ class PostgresStorage:
         pid = old.info.backend_pid
         with contextlib.suppress(psycopg.Error):
             old.close()
-        self._writer = connection = self._connect(autocommit=True)
-        connection.autocommit = False
+        self._writer = connection = self._connect_writer()
         if self._xid is None:
             return "aborted"  # it failed before it began
         try:
@@ -728,6 +807,10 @@ def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
                 f"dead letter {dead_letter_id} of ecosystem {eco!r} was taken by another "
                 f"process (redelivered or discarded there) while this one did the same"
             )
+    # One statement per table, the rows as arrays: never executemany(). It
+    # pipelines, and after a pipeline the server does not arm
+    # idle_in_transaction_session_timeout, so a worker paused there would hold
+    # its partitions' share locks until it resumes (see PostgresStorage.open).
     if changes.records:
         # One statement: the records, and an update row for each process following one
         # (this process tells its own followers itself).
@@ -764,32 +847,51 @@ def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
             (sorted(changes.released), changes.storage.identity),
         )
     accepted = [row for row in changes.accepted if row is not None]
-    if accepted:
-        cursor.executemany(
-            "INSERT INTO pachyderm_inbox (seq, p, eco, address, message, reply) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
+    if accepted:  # (pos numbers them in this order)
+        _insert(
+            cursor,
+            "pachyderm_inbox (seq, p, eco, address, message, reply)",
+            ("bigint", "integer", "text", "bytea", "bytea", "boolean"),
             accepted,
         )
     if changes.timers_set:
         storage = changes.storage
-        cursor.executemany(
-            "INSERT INTO pachyderm_timers (seq, due, p, eco, owner, name, recipient, message) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        _insert(
+            cursor,
+            "pachyderm_timers (seq, due, p, eco, owner, name, recipient, message)",
+            ("bigint", "bigint", "integer", "text", "bytea", "text", "bytea", "bytea"),
             [
                 _timer_row(timer, storage.timer_partition(timer))
                 for timer in changes.timers_set.values()
             ],
         )
     if changes.dead_added:
-        cursor.executemany(
-            "INSERT INTO pachyderm_dead_letters (eco, id, record) VALUES (%s, %s, %s)",
+        _insert(
+            cursor,
+            "pachyderm_dead_letters (eco, id, record)",
+            ("text", "bigint", "bytea"),
             [(eco, i, record) for (eco, i), record in changes.dead_added.items()],
         )
     if changes.replies:
-        cursor.executemany(
-            "INSERT INTO pachyderm_replies (seq, record, dead_letter) VALUES (%s, %s, %s)",
+        _insert(
+            cursor,
+            "pachyderm_replies (seq, record, dead_letter)",
+            ("bigint", "bytea", "bigint"),
             changes.replies,
         )
+
+
+def _insert(
+    cursor: psycopg.Cursor[Any],
+    table: str,
+    types: tuple[str, ...],
+    rows: list[Any],
+    conflict: str = "",
+) -> None:
+    """Insert ``rows`` into ``table`` (with its column list) in one statement, in order."""
+    arrays = ", ".join(f"%s::{kind}[]" for kind in types)
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    cursor.execute(f"INSERT INTO {table} SELECT * FROM unnest({arrays}){conflict}", columns)
 
 
 def _ident(eco: str, address: bytes) -> Ident:

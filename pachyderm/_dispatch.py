@@ -173,6 +173,26 @@ class Dispatcher:
             self.seq = max(self.seq, seq + 1)
         return record
 
+    def adopt(self, pending: PendingMessage, batch: object, token: int) -> Resident:
+        """A message this process forwarded to an entity it has just taken over: into its inbox.
+
+        Its acceptance is ``token`` in ``batch``: while that is the open group's,
+        running it takes the acceptance back, as for a message accepted here.
+        Whoever waits on it is answered by its activation here.
+        """
+        ident, seq, blob = pending
+        record = self.residents.get(ident)
+        if record is None:
+            record = self.residents.add(ident, None)
+        group = None
+        for candidate in (self.commit.open, self.commit.writing):
+            if candidate is not None and candidate.batch is batch:
+                group = candidate
+        remote = self.remote.pop(seq, None)
+        reply = None if remote is None else remote[0]
+        record.inbox.append(Envelope(seq, blob, reply, group, token))
+        return record
+
     def start(self, record: Resident) -> None:
         """Schedule a recovered record, or park it until its class is registered."""
         if self._address_of(record) is not None:

@@ -93,7 +93,9 @@ class Sharing:
         releases = storage.take_releases()
         if releases:
             self._hand_over(releases)
-        gained = storage.take_gained()
+        gained, forwarded = storage.take_gained()
+        for pending, batch, token in forwarded:  # after what the scan found: they are newer
+            dispatcher.start(dispatcher.adopt(pending, batch, token))
         if gained:
             timers = runtime.timers
             for timer in storage.timers_of(gained, timers.horizon):

@@ -238,8 +238,10 @@ class SharedStorage(Storage, Protocol):
         """Stored messages of entities this process runs that it does not hold yet."""
         ...
 
-    def take_gained(self) -> list[int]:
-        """Partitions taken since the last call; their timers are the runtime's now."""
+    def take_gained(self) -> tuple[list[int], list[tuple[PendingMessage, Batch, int]]]:
+        """Partitions that join this process's now (their timers are the runtime's), and
+        the messages it forwarded to them that its stored inboxes do not show yet:
+        ``(message, the batch holding it, its token there)``, to run after those found."""
         ...
 
     def take_releases(self) -> list[int]:

@@ -284,10 +284,12 @@ async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> 
 
 
 async def test_a_version_1_database_is_upgraded_with_its_data(postgres_dsn: str) -> None:
-    """A database made by schema version 1 (no followers' tables) opens upgraded to the
-    current version, its entities' states kept."""
+    """A database made by schema version 1 (no followers' tables, inbox rows without
+    positions) opens upgraded to the current version: its entities' states kept, the
+    message waiting in its inbox applied once."""
     from ecosystems._postgres_schema import SCHEMA_VERSION, ensure_schema
     from ecosystems._postgres_storage import partition_of
+    from pachyderm._codec import encode
     from pachyderm._layout import address_key
     from pachyderm._step import record_bytes
 
@@ -298,15 +300,22 @@ async def test_a_version_1_database_is_upgraded_with_its_data(postgres_dsn: str)
             "INSERT INTO pachyderm_entities (eco, address, p, record) VALUES (%s, %s, %s, %s)",
             ("default", address, partition_of("default", address, 8), record_bytes(1, b"\x29")),
         )
+        connection.execute(  # a message accepted by version 1, not yet applied
+            "INSERT INTO pachyderm_inbox (seq, p, eco, address, message) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (5, partition_of("default", address, 8), "default", address, encode("x")),
+        )
         assert connection.execute("SELECT to_regclass('pachyderm_follows')").fetchone() == (None,)
     async with Postgres.open(postgres_dsn) as eco:
-        assert await eco.state_of(Tally("old")) == 41
-        assert await eco.send_sync(Tally("old"), "x") == 42
+        await eco.settle()
+        assert await eco.state_of(Tally("old")) == 42
+        assert await eco.send_sync(Tally("old"), "x") == 43
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         assert connection.execute(
             "SELECT value FROM pachyderm_meta WHERE key = 'schema_version'"
         ).fetchone() == (SCHEMA_VERSION,)
-        assert connection.execute("SELECT version FROM pachyderm_entities").fetchone() == (2,)
+        assert connection.execute("SELECT version FROM pachyderm_entities").fetchone() == (3,)
+        assert connection.execute("SELECT count(*) FROM pachyderm_inbox").fetchone() == (0,)
 
 
 class CommitCutter:
