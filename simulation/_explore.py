@@ -437,6 +437,7 @@ def explore_from(
     timeout: float | None = None,
     progress: bool | None = None,
     symmetric: Iterable[Iterable[Any]] | None = None,
+    workers: int = 1,
 ) -> Exploration:
     """Explore every world reachable from ``initial``; see :func:`Simulation.explore`."""
     if search not in ("depth", "breadth"):
@@ -467,6 +468,10 @@ def explore_from(
                 "merges: use one or the other"
             )
         symmetry = Symmetry(groups, network) if groups else None
+    if type(workers) is not int or workers != 1:  # True == 1, but is no number of processes
+        from simulation._parallel import check_workers  # it imports this module
+
+        check_workers(workers, count_paths)
     searcher = _Search(
         network,
         invariants,
@@ -487,7 +492,9 @@ def explore_from(
     try:
         # Sleep sets are sound for concrete worlds, not for classes of them: with
         # symmetry every transition of every new world is taken.
-        if search == "depth" and not count_paths and symmetry is None:
+        if workers > 1:
+            searcher.result = _explore_parallel(initial, workers, searcher)
+        elif search == "depth" and not count_paths and symmetry is None:
             searcher.depth_first(initial)
         else:
             searcher.breadth_first(initial)
@@ -502,3 +509,25 @@ def explore_from(
     searcher.result.seconds = time.perf_counter() - started
     searcher.budget.finish(searcher.result)
     return searcher.result
+
+
+def _explore_parallel(initial: World, workers: int, searcher: _Search) -> Exploration:
+    from simulation import _parallel, _worker  # they import this module
+
+    config = _worker.Config(
+        searcher.network,
+        searcher.invariants,
+        searcher.final_checks,
+        searcher.max_depth,
+        searcher.failures,
+        searcher.symmetry,
+        _parallel.deadline_after(searcher.budget),
+    )
+    return _parallel.explore_parallel(
+        initial,
+        workers,
+        config,
+        searcher.budget,
+        searcher.stop_at_first_violation,
+        searcher.max_worlds,
+    )
