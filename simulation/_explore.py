@@ -26,7 +26,7 @@ from pachyderm._step import Failed
 from pachyderm.errors import InvalidArgumentError, describe
 from simulation._network import Network
 from simulation._render import sequence_diagram, trace_text
-from simulation._step import Action, enabled, step
+from simulation._step import Action, enabled, step, still_asleep
 from simulation._symmetry import Symmetry, check_symmetric
 from simulation._world import World
 
@@ -343,23 +343,7 @@ class _Search:
             action = frame.todo[frame.index]
             frame.index += 1
             child = self.transition(frame.world, frame.fingerprint, action)
-            # Sleepers independent of this action stay asleep in the child.
-            # Independent: they commute and neither disables the other, which
-            # holds for deliveries to different entities; anything touching
-            # the same entity does not, nor do two faults (they share budgets),
-            # nor a timer firing (it moves the virtual time every activation reads).
-            if action.envelope is None:
-                child_sleep: dict[bytes, Action] = {}
-            else:
-                target = action.envelope.recipient_key
-                delivering = action.kind == "deliver"
-                child_sleep = {
-                    key: asleep
-                    for key, asleep in frame.sleep.items()
-                    if asleep.envelope is not None
-                    and asleep.envelope.recipient_key != target
-                    and (delivering or asleep.kind == "deliver")
-                }
+            child_sleep = still_asleep(frame.sleep, action)
             frame.sleep[action.key] = action
             if child.fingerprint not in self.parents:
                 self.discovered(child, child.fingerprint, frame.fingerprint, action)

@@ -35,7 +35,7 @@ from simulation._world import (
     state_entry,
 )
 
-__all__ = ["Action", "enabled", "step"]
+__all__ = ["Action", "enabled", "step", "still_asleep"]
 
 _NOTHING: Any = object()
 
@@ -126,6 +126,39 @@ def enabled(world: World, network: Network) -> list[Action]:
     if world.duplicates_left:
         actions.extend(Action("duplicate", envelopes[index], index) for index in heads)
     return actions
+
+
+def still_asleep(sleepers: dict[bytes, Action], action: Action) -> dict[bytes, Action]:
+    """The sleepers independent of ``action``, which stay asleep after it (sleep sets).
+
+    Independent: they commute and neither disables the other, which holds for
+    deliveries to different entities; anything touching the same entity does
+    not, nor do two faults (they share budgets), nor a timer firing (it moves
+    the virtual time every activation reads). Under FIFO a copy joins the end
+    of its channel, after whatever the channel's sender sends meanwhile: a
+    duplicate does not commute with a delivery to that sender either.
+    """
+    item = action.envelope
+    if item is None or not sleepers:
+        return {}
+    target = item.recipient_key
+    if action.kind == "deliver":
+        return {
+            key: sleeper
+            for key, sleeper in sleepers.items()
+            if sleeper.envelope is not None
+            and sleeper.envelope.recipient_key != target
+            and not (sleeper.kind == "duplicate" and sleeper.envelope.channel.startswith(target))
+        }
+    sender = item.channel[: len(item.channel) - len(target)] if action.kind == "duplicate" else b""
+    return {
+        key: sleeper
+        for key, sleeper in sleepers.items()
+        if sleeper.kind == "deliver"
+        and sleeper.envelope is not None
+        and sleeper.envelope.recipient_key != target
+        and sleeper.envelope.recipient_key != sender
+    }
 
 
 def step(

@@ -258,6 +258,18 @@ def test_search_agrees_with_brute_force(
         assert result.unique_states == len(reached)
 
 
+def test_a_duplicate_and_a_delivery_to_its_sender_do_not_commute_under_fifo() -> None:
+    """Under fifo a copy joins its channel after what the channel's sender sends meanwhile,
+    so both orders are explored: the oracle's 39 worlds and 6 finals."""
+    envelopes = [(Scripted(1), (0, ((0, (0, ())),))), (Scripted(1), (0, ((0, (1, ())),)))]
+    finals, reached = brute_force(envelopes, "fifo", 0, 1)
+    assert (len(reached), len(finals)) == (39, 6)
+    for search in ("depth", "breadth"):
+        result = Simulation.explore(envelopes, network="fifo", duplicates=1, search=search)  # type: ignore[arg-type]
+        assert {w.canonical for w in result.final_worlds} == finals
+        assert result.unique_states == len(reached)
+
+
 timed_message = st.recursive(
     st.tuples(st.integers(0, 3), st.just(()), st.just(()), st.just(())),
     lambda inner: st.tuples(
