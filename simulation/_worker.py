@@ -26,7 +26,7 @@ from typing import Any
 
 from simulation._explore import Failures, Property, failure_report
 from simulation._network import Network
-from simulation._step import Action, enabled, step
+from simulation._step import Action, enabled, step, still_asleep
 from simulation._symmetry import Symmetry
 from simulation._transfer import dumps, loads
 from simulation._world import World
@@ -284,7 +284,7 @@ class Worker:
                 sleep: AbstractSet[bytes] = _EMPTY
                 if reduce:
                     if asleep:
-                        sleep = _child_sleep(asleep, action)
+                        sleep = set(still_asleep(asleep, action))
                     asleep[action.key] = action
                 child_key = child.fingerprint if key_of is None else key_of(child)
                 tie = (key, ordinal)
@@ -321,22 +321,3 @@ class Worker:
         ]
         counts = (self.transitions, self.handler_calls, self.truncated)
         return dumps((finals, violations, counts))
-
-
-def _child_sleep(asleep: dict[bytes, Action], action: Action) -> AbstractSet[bytes]:
-    """The sleepers that stay asleep after ``action``: those independent of it.
-
-    As in the depth-first search: deliveries to other entities, and faults only
-    beside a delivery (two faults share budgets); nothing beside a timer firing.
-    """
-    if action.envelope is None:
-        return _EMPTY
-    target = action.envelope.recipient_key
-    delivering = action.kind == "deliver"
-    return {
-        key
-        for key, other in asleep.items()
-        if other.envelope is not None
-        and other.envelope.recipient_key != target
-        and (delivering or other.kind == "deliver")
-    }

@@ -265,7 +265,7 @@ def test_a_duplicate_and_a_delivery_to_its_sender_do_not_commute_under_fifo() ->
     finals, reached = brute_force(envelopes, "fifo", 0, 1)
     assert (len(reached), len(finals)) == (39, 6)
     for search in ("depth", "breadth"):
-        result = Simulation.explore(envelopes, network="fifo", duplicates=1, search=search)  # type: ignore[arg-type]
+        result = Simulation.explore(envelopes, network="fifo", duplicates=1, search=search)
         assert {w.canonical for w in result.final_worlds} == finals
         assert result.unique_states == len(reached)
 
