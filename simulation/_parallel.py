@@ -189,18 +189,26 @@ class _Coordinator:
 
     def ask(self, messages: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send each worker its message; its reply, in worker order."""
-        for connection, message in zip(self.connections, messages, strict=True):
-            connection.send(message)
-        replies = []
-        for index, connection in enumerate(self.connections):
-            reply = connection.recv()
-            if reply[0] == "error":
-                _, blob, text = reply
-                error = loads(blob) if blob is not None else PachydermError(text)
-                error.add_note(f"(raised in search worker {index}; its traceback:)\n{text}")
-                raise error
-            replies.append(reply[1])
-        return replies
+        try:
+            for connection, message in zip(self.connections, messages, strict=True):
+                connection.send(message)
+            replies = [connection.recv() for connection in self.connections]
+        except (EOFError, OSError) as lost:  # killed from outside, or out of memory
+            raise PachydermError(
+                "a search worker process ended in the middle of the search (killed, or out "
+                "of memory?); no result"
+            ) from lost
+        return [self.answer(index, reply) for index, reply in enumerate(replies)]
+
+    @staticmethod
+    def answer(index: int, reply: tuple[Any, ...]) -> Any:
+        """What a worker replied, or the error it raised, raised here."""
+        if reply[0] == "error":
+            _, blob, text = reply
+            error = loads(blob) if blob is not None else PachydermError(text)
+            error.add_note(f"(raised in search worker {index}; its traceback:)\n{text}")
+            raise error
+        return reply[1]
 
     def everyone(self, *message: Any) -> list[Any]:
         return self.ask([message] * self.workers)

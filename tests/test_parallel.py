@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pachyderm import Entity, InvalidArgumentError, Outbox
+from pachyderm import Entity, InvalidArgumentError, Outbox, PachydermError
 from simulation import Exploration, Simulation, World, _explore
 from tests.entities import Client, Counter, Fragile, Recorder, Relay, Server
 from tests.test_simulation import brute_force, brute_force_with_timers, systems, timed_systems
@@ -202,6 +202,19 @@ def test_an_invariant_that_raises_raises_here() -> None:
     with pytest.raises(KeyError, match="no such thing") as caught:
         Simulation.explore([(Counter("c"), "inc")], invariants=[broken], workers=2)
     assert any("search worker" in note for note in getattr(caught.value, "__notes__", []))
+
+
+def test_a_worker_killed_mid_search_is_an_error() -> None:
+    """A worker process killed from outside ends the search with a PachydermError."""
+    caller = os.getpid()
+
+    def killed(world: World) -> bool:
+        if os.getpid() != caller:  # in a worker
+            os.kill(os.getpid(), signal.SIGKILL)
+        return True
+
+    with pytest.raises(PachydermError, match="ended in the middle of the search"):
+        Simulation.explore([(Counter("c"), "inc")], invariants=[killed], workers=2)
 
 
 @pytest.mark.parametrize("search", ["depth", "breadth"])
