@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 
 from pachyderm import Entity, InvalidArgumentError, Outbox, PachydermError
 from simulation import Exploration, Simulation, World, _explore
-from tests.entities import Client, Counter, Fragile, Recorder, Relay, Server
-from tests.test_simulation import brute_force, brute_force_with_timers, systems, timed_systems
-from tests.test_symmetry import Voter
+from tests.entities import Client, Counter, Fragile, Recorder, Relay, Server, Voter
+from tests.oracle import brute_force, brute_force_with_timers, systems, timed_systems
 
 ROOT = Path(__file__).resolve().parent.parent
 
