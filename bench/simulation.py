@@ -93,10 +93,10 @@ def parallel(quick: bool) -> Row:
     """One search with two worker processes against the same search in one process.
 
     Five order-sensitive entities with three messages each: 16**5 = 1,048,576
-    worlds (quick: four, 65,536), 7,776 final worlds. The two take turns over
+    worlds, 7,776 final (quick: three entities, 4,096 worlds). The two take turns over
     three rounds (medians), and must find the same worlds and final worlds.
     """
-    entities = 4 if quick else 5
+    entities = 3 if quick else 5
     system = [(Journal(e), (e, m)) for e in range(entities) for m in range(3)]
     progress(
         f"simulation: {16**entities:,} worlds with workers=2 and workers=1, taking turns, 3 rounds"

@@ -40,6 +40,7 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         "exhaust, 2 entities x 3 order-sensitive messages: worlds visited",
         "unique worlds/s, trivial handlers",
         "handler calls per unique world",
+        "parallel search, workers=2",
     ):
         assert row in result.stdout
     assert "Targets: " in result.stdout
