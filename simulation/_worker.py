@@ -86,6 +86,7 @@ class Worker:
         # with symmetry or max_depth every transition is taken, as breadth-first does.
         self.reduce = config.symmetry is None and config.max_depth is None
         self.stored: dict[bytes, AbstractSet[bytes]] = {}  # owned keys -> asleep when taken
+        self.shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # one of each sleep set
         # Children made this level: key -> [world, node, sleep set, tie-break].
         self.candidates: dict[bytes, list[Any]] = {}
         self.own: list[tuple[bytes, AbstractSet[bytes], Tie]] = []  # arrivals this worker owns
@@ -134,11 +135,13 @@ class Worker:
         for key, (sleep, _, generator) in merged.items():
             before = stored.get(key)
             if before is None:
-                stored[key] = sleep
+                frozen = frozenset(sleep) if sleep else _EMPTY
+                stored[key] = self.shared.setdefault(frozen, frozen)
                 decisions[generator].append((key, sleep, None))
                 new_keys.append(key)
             elif not before <= sleep:  # some action asleep then is awake now
-                stored[key] = before & sleep
+                frozen = frozenset(before & sleep)
+                stored[key] = self.shared.setdefault(frozen, frozen)
                 decisions[generator].append((key, sleep, before))
         self.own = []
         self.mine = decisions[index]
