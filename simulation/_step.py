@@ -239,11 +239,28 @@ def _fire(
 _MAY_NEED_ORDER = re.compile(rb"[\x80-\x8f\xc7-\xc9\xd4-\xd8\xde\xdf]")
 
 
+# Plain encodings already made canonical: a search meets the same states and messages
+# in many worlds, and re-encoding one costs more than all the rest of a step as it
+# grows. The plain bytes determine the value, so they determine its canonical bytes.
+_canonical_of: dict[bytes, bytes] = {}
+_REMEMBERED = 1 << 24  # bytes of encodings kept at most, then all forgotten at once
+_remembered = 0
+
+
 def _canonical(plain: bytes, value: Any = _NOTHING) -> bytes:
     """The canonical encoding of what ``plain`` encodes (``value``, when at hand)."""
     if _MAY_NEED_ORDER.search(plain) is None:
         return plain
-    return encode_canonical(decode(plain) if value is _NOTHING else value)
+    global _remembered
+    canonical = _canonical_of.get(plain)
+    if canonical is None:
+        canonical = encode_canonical(decode(plain) if value is _NOTHING else value)
+        _remembered += len(plain) + len(canonical)
+        if _remembered > _REMEMBERED:
+            _canonical_of.clear()
+            _remembered = len(plain) + len(canonical)
+        _canonical_of[plain] = canonical
+    return canonical
 
 
 def _activate(
