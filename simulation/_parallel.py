@@ -2,8 +2,8 @@
 
 The coordinator (the calling process) runs the levels of the search that
 ``_worker`` describes: it routes each worker's arrivals to their owners and
-the owners' decisions back, evens out the number of worlds each worker
-expands, keeps the budgets and reports progress. Workers are forked, so they
+the owners' decisions back, evens out the number of actions each worker
+takes, keeps the budgets and reports progress. Workers are forked, so they
 share the caller's entity classes, invariants and registry of names, however
 they were defined; they ignore SIGINT, and Ctrl-C in the caller ends them.
 """
@@ -28,8 +28,8 @@ from simulation._world import World
 
 __all__ = ["check_workers", "explore_parallel"]
 
-_TOLERANCE = 0.05  # a worker this far over its share of a level gives the rest away
-_SLACK = 16  # ...and always this many: shipping a handful costs more than it saves
+_TOLERANCE = 0.02  # a worker this far over its share of a level's actions gives the rest away
+_SLACK = 32  # ...and always this many: shipping a handful costs more than it saves
 
 
 def check_workers(workers: object, count_paths: bool) -> int:
@@ -143,7 +143,7 @@ def _serve(
         "expand": worker.expand,
         "decide": worker.decide,
         "take": worker.take,
-        "check": worker.check,
+        "ship": worker.ship,
         "newest": worker.newest,
         "results": worker.results,
     }
@@ -228,22 +228,23 @@ class _Coordinator:
                 if not any(counts):
                     break
                 last = None
-                plans = _balance(counts)
                 if result.unique_states + new > self.max_worlds:
                     room = int(self.max_worlds) - result.unique_states
                     last, new = self.cut(room), room
-                    plans = [[] for _ in range(n)]
                     result.stopped = "max_worlds"
                 result.unique_states += new
-                shipped = self.ask([("take", decisions[g], plans[g], last) for g in range(n)])
-                received = [[part[t] for part in shipped if part[t] is not None] for t in range(n)]
-                checked = self.ask([("check", received[t], depth) for t in range(n)])
-                if stop_at_first_violation and any(found for _, found in checked):
+                taken = self.ask([("take", decisions[g], depth, last) for g in range(n)])
+                if stop_at_first_violation and any(found for _, _, found in taken):
                     result.stopped = "violation"
                 if result.stopped is not None:
                     break
-                self.budget.tick(result, sum(items for items, _ in checked), depth)
-                expanded = self.everyone("expand", depth)
+                self.budget.tick(result, sum(items for _, items, _ in taken), depth)
+                plans = _balance([actions for actions, _, _ in taken])
+                received: list[list[bytes]] = [[] for _ in range(n)]
+                if any(plans):
+                    shipped = self.ask([("ship", plans[g]) for g in range(n)])
+                    received = [[p[t] for p in shipped if p[t] is not None] for t in range(n)]
+                expanded = self.ask([("expand", depth, received[t]) for t in range(n)])
                 if any(cut for _, cut, _ in expanded):
                     result.stopped = "timeout"
                 elif stop_at_first_violation and any(found for _, _, found in expanded):
@@ -291,7 +292,7 @@ def _first(entry: tuple[Any, Violation]) -> Any:
 
 
 def _balance(counts: list[int]) -> list[list[tuple[int, int]]]:
-    """Which worker ships how many of its worlds to which, so that each expands its share."""
+    """Which worker ships how many of its actions to which, so that each takes its share."""
     workers = len(counts)
     total = sum(counts)
     shares = [total // workers + (index < total % workers) for index in range(workers)]

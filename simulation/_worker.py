@@ -156,17 +156,16 @@ class Worker:
     # -- the expanding side ---------------------------------------------------------------
 
     def take(
-        self,
-        decisions: Sequence[bytes | None],
-        plan: Sequence[tuple[int, int]],
-        last: bytes | None = None,
-    ) -> list[bytes | None]:
-        """Take the worlds the owners gave this worker; ship ``plan``'s counts to others.
+        self, decisions: Sequence[bytes | None], depth: int, last: bytes | None = None
+    ) -> tuple[int, int, int]:
+        """Take the worlds the owners gave this worker, check them, and make them the items.
 
         With ``last`` (a budget ran out), only new worlds with keys up to it.
+        Returns how many actions the items will take, how many items there
+        are, and how many violations so far.
         """
         candidates = self.candidates
-        taken = self.taken = []
+        taken = []
         for blob in decisions:
             for key, sleep, before in self.mine if blob is None else loads(blob):
                 if last is not None and (before is not None or key > last):
@@ -175,22 +174,37 @@ class Worker:
                 taken.append((world, key, node, sleep, before))
         candidates.clear()
         self.mine = []
+        self.taken = taken
+        return self.check(depth)
+
+    def ship(self, plan: Sequence[tuple[int, int]]) -> list[bytes | None]:
+        """Send other workers items worth ``plan``'s counts of actions, to even out the level."""
         shipments: list[bytes | None] = [None] * self.workers
-        for destination, count in plan:
-            chunk = [(w, k, trace_of(n), s, b) for w, k, n, s, b in taken[-count:]]
-            del taken[-count:]
+        items = self.items
+        for destination, actions in plan:
+            chunk = []
+            while actions > 0 and items:
+                world, key, asleep, todo, node, new = items.pop()
+                ordinals = [ordinal for ordinal, _ in todo]
+                chunk.append((world, key, trace_of(node), frozenset(asleep), ordinals, new))
+                actions -= len(todo)
             shipments[destination] = dumps(chunk)
         return shipments
 
-    def check(self, received: Sequence[bytes], depth: int) -> tuple[int, int]:
-        """Check the worlds taken this level; make them the items to expand.
+    def receive(self, shipments: Sequence[bytes]) -> None:
+        network = self.config.network
+        for blob in shipments:
+            for world, key, trace, asleep_keys, ordinals, new in loads(blob):
+                actions = enabled(world, network)
+                asleep = {a.key: a for a in actions if a.key in asleep_keys}
+                todo = [(ordinal, actions[ordinal]) for ordinal in ordinals]
+                self.items.append((world, key, asleep, todo, node_of(trace), new))
 
-        Returns how many items there are, and how many violations so far.
-        """
-        for blob in received:
-            self.taken.extend((w, k, node_of(t), s, b) for w, k, t, s, b in loads(blob))
+    def check(self, depth: int) -> tuple[int, int, int]:
+        """Check the worlds taken this level; make them the items to expand."""
         network, reduce = self.config.network, self.reduce
         items = self.items = []
+        actions_to_take = 0
         finals: list[bytes] = []
         for world, key, node, sleep, before in self.taken:
             if before is None:
@@ -213,12 +227,13 @@ class Worker:
                 asleep = {a.key: a for a in actions if a.key in sleep or a.key not in before}
             if todo:
                 items.append((world, key, asleep, todo, node, before is None))
+                actions_to_take += len(todo)
         self.taken = []
         checks = self.config.final_checks
         for final_key in finals:  # once each, on the first (smallest key) of this level's
             _, final, node = self.finals[final_key]
             self._check(final, checks, (depth, final.fingerprint), node, final_key)
-        return len(items), len(self.violations)
+        return actions_to_take, len(items), len(self.violations)
 
     def _discovered(
         self, world: World, key: bytes, node: Node, depth: int, finals: list[bytes]
@@ -256,12 +271,15 @@ class Worker:
                 name = getattr(check, "__name__", repr(check))
                 self.violations.append(((*where, name), name, world, node, detail, final_key))
 
-    def expand(self, depth: int) -> tuple[list[bytes | None], bool, int]:
-        """Take every action of every item; send each child's owner what it needs to know.
+    def expand(
+        self, depth: int, shipments: Sequence[bytes] = ()
+    ) -> tuple[list[bytes | None], bool, int]:
+        """Take every action of every item (and of those shipped here); tell owners.
 
         Returns an arrivals blob per owner (None for this worker's own),
         whether the deadline cut the expansion short, and how many violations so far.
         """
+        self.receive(shipments)
         config = self.config
         network, failures, reduce = config.network, config.failures, self.reduce
         candidates = self.candidates
