@@ -5,10 +5,11 @@ from __future__ import annotations
 import gc
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 from bench._entities import Tally
-from bench._measure import Row, progress
+from bench._measure import Row, interleaved, progress
 from pachyderm import Entity, Outbox
 from simulation import Simulation
 from simulation._network import initial_world
@@ -84,7 +85,46 @@ def rows(quick: bool) -> list[Row]:
             result, orders, naive_seconds, naive_worlds, independent, rates, naive_rates, few, name
         ),
         *scaling(quick),
+        parallel(quick),
     ]
+
+
+def parallel(quick: bool) -> Row:
+    """One search with two worker processes against the same search in one process.
+
+    Five order-sensitive entities with three messages each: 16**5 = 1,048,576
+    worlds, 7,776 final (quick: three entities, 4,096 worlds). The two take turns over
+    three rounds (medians), and must find the same worlds and final worlds.
+    """
+    entities = 3 if quick else 5
+    system = [(Journal(e), (e, m)) for e in range(entities) for m in range(3)]
+    progress(
+        f"simulation: {16**entities:,} worlds with workers=2 and workers=1, taking turns, 3 rounds"
+    )
+    results: dict[int, list[Any]] = {1: [], 2: []}
+
+    def measure(workers: int) -> Callable[[], float]:
+        def once() -> float:
+            result = Simulation.explore(system, workers=workers)
+            results[workers].append(result)
+            return float(result.unique_states / result.seconds)
+
+        return once
+
+    rates = interleaved(3, {"one": measure(1), "two": measure(2)})
+    one, two = results[1][0], results[2][0]
+    if (one.unique_states, len(one.final_worlds)) != (two.unique_states, len(two.final_worlds)):
+        raise AssertionError("the parallel search and the single-process one disagree")
+    if {w.canonical for w in one.final_worlds} != {w.canonical for w in two.final_worlds}:
+        raise AssertionError("the parallel search and the single-process one disagree on finals")
+    return Row(
+        f"parallel search, workers=2 ({one.unique_states:,} worlds): unique worlds/s",
+        rates["two"],
+        "same search, workers=1",
+        rates["one"],
+        "worlds/s",
+        1.6,  # issue "Exploration at scale": >= 1.6x on this 2-core machine
+    )
 
 
 def scaling(quick: bool) -> list[Row]:

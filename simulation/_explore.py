@@ -26,7 +26,7 @@ from pachyderm._step import Failed
 from pachyderm.errors import InvalidArgumentError, describe
 from simulation._network import Network
 from simulation._render import sequence_diagram, trace_text
-from simulation._step import Action, enabled, step
+from simulation._step import Action, enabled, step, still_asleep
 from simulation._symmetry import Symmetry, check_symmetric
 from simulation._world import World
 
@@ -311,13 +311,17 @@ class _Search:
 
     def depth_first(self, initial: World) -> None:
         stored: dict[bytes, tuple[frozenset[bytes], int]] = {}
+        # Most worlds share a few (sleep set, depth) pairs: stored once each, not once
+        # per world, they take a third of the memory a stored world needs off it.
+        shared: dict[tuple[frozenset[bytes], int], tuple[frozenset[bytes], int]] = {}
 
         def enter(world: World, sleep: dict[bytes, Action], depth: int) -> _Frame | None:
             fingerprint = world.fingerprint
             before = stored.get(fingerprint)
             actions = [] if world.quiescent else enabled(world, self.network)
             if before is None or depth < before[1]:
-                stored[fingerprint] = (frozenset(sleep), depth)
+                entry = (frozenset(sleep), depth)
+                stored[fingerprint] = shared.setdefault(entry, entry)
                 if self.max_depth is not None and depth >= self.max_depth and actions:
                     self.result.truncated += 1
                     return None
@@ -328,7 +332,8 @@ class _Search:
             todo = [a for a in actions if a.key in slept_before and a.key not in sleep]
             if not todo:
                 return None
-            stored[fingerprint] = (slept_before & frozenset(sleep), first_depth)
+            entry = (slept_before & frozenset(sleep), first_depth)
+            stored[fingerprint] = shared.setdefault(entry, entry)
             taken_before = {a.key: a for a in actions if a.key not in slept_before}
             return _Frame(world, {**sleep, **taken_before}, todo, depth)
 
@@ -343,23 +348,7 @@ class _Search:
             action = frame.todo[frame.index]
             frame.index += 1
             child = self.transition(frame.world, frame.fingerprint, action)
-            # Sleepers independent of this action stay asleep in the child.
-            # Independent: they commute and neither disables the other, which
-            # holds for deliveries to different entities; anything touching
-            # the same entity does not, nor do two faults (they share budgets),
-            # nor a timer firing (it moves the virtual time every activation reads).
-            if action.envelope is None:
-                child_sleep: dict[bytes, Action] = {}
-            else:
-                target = action.envelope.recipient_key
-                delivering = action.kind == "deliver"
-                child_sleep = {
-                    key: asleep
-                    for key, asleep in frame.sleep.items()
-                    if asleep.envelope is not None
-                    and asleep.envelope.recipient_key != target
-                    and (delivering or asleep.kind == "deliver")
-                }
+            child_sleep = still_asleep(frame.sleep, action)
             frame.sleep[action.key] = action
             if child.fingerprint not in self.parents:
                 self.discovered(child, child.fingerprint, frame.fingerprint, action)
@@ -437,6 +426,7 @@ def explore_from(
     timeout: float | None = None,
     progress: bool | None = None,
     symmetric: Iterable[Iterable[Any]] | None = None,
+    workers: int = 1,
 ) -> Exploration:
     """Explore every world reachable from ``initial``; see :func:`Simulation.explore`."""
     if search not in ("depth", "breadth"):
@@ -467,6 +457,10 @@ def explore_from(
                 "merges: use one or the other"
             )
         symmetry = Symmetry(groups, network) if groups else None
+    if type(workers) is not int or workers != 1:  # True == 1, but is no number of processes
+        from simulation._parallel import check_workers  # it imports this module
+
+        check_workers(workers, count_paths)
     searcher = _Search(
         network,
         invariants,
@@ -487,7 +481,9 @@ def explore_from(
     try:
         # Sleep sets are sound for concrete worlds, not for classes of them: with
         # symmetry every transition of every new world is taken.
-        if search == "depth" and not count_paths and symmetry is None:
+        if workers > 1:
+            searcher.result = _explore_parallel(initial, workers, searcher)
+        elif search == "depth" and not count_paths and symmetry is None:
             searcher.depth_first(initial)
         else:
             searcher.breadth_first(initial)
@@ -502,3 +498,25 @@ def explore_from(
     searcher.result.seconds = time.perf_counter() - started
     searcher.budget.finish(searcher.result)
     return searcher.result
+
+
+def _explore_parallel(initial: World, workers: int, searcher: _Search) -> Exploration:
+    from simulation import _parallel, _worker  # they import this module
+
+    config = _worker.Config(
+        searcher.network,
+        searcher.invariants,
+        searcher.final_checks,
+        searcher.max_depth,
+        searcher.failures,
+        searcher.symmetry,
+        _parallel.deadline_after(searcher.budget),
+    )
+    return _parallel.explore_parallel(
+        initial,
+        workers,
+        config,
+        searcher.budget,
+        searcher.stop_at_first_violation,
+        searcher.max_worlds,
+    )

@@ -102,6 +102,7 @@ class Simulation:
         timeout: float | None = None,
         progress: bool | None = None,
         symmetric: Iterable[Iterable[Any]] | None = None,
+        workers: int = 1,
     ) -> Exploration:
         """Every world reachable under ``network``, each visited once.
 
@@ -140,6 +141,13 @@ class Simulation:
                 really are interchangeable: handlers that treat every id alike,
                 and a start that is the same under renaming. The search is then
                 breadth-first without sleep sets, and ``count_paths`` is refused.
+            workers: processes to search with. 1 (default): this process.
+                More: forked worker processes share the worlds (Linux and
+                macOS; refused with ``count_paths``). They find the same worlds,
+                final worlds and violations as one process, level by level
+                whatever ``search`` says: a counterexample is a shortest one,
+                the same every run. ``transitions`` and the order of
+                ``final_worlds`` may differ from one process's.
         """
         network = check_network(network)
         initial = initial_world(envelopes, world, network, drops, duplicates)
@@ -157,6 +165,7 @@ class Simulation:
             timeout=timeout,
             progress=progress,
             symmetric=symmetric,
+            workers=workers,
         )
 
     @staticmethod

@@ -35,7 +35,7 @@ from simulation._world import (
     state_entry,
 )
 
-__all__ = ["Action", "enabled", "step"]
+__all__ = ["Action", "enabled", "step", "still_asleep"]
 
 _NOTHING: Any = object()
 
@@ -128,6 +128,39 @@ def enabled(world: World, network: Network) -> list[Action]:
     return actions
 
 
+def still_asleep(sleepers: dict[bytes, Action], action: Action) -> dict[bytes, Action]:
+    """The sleepers independent of ``action``, which stay asleep after it (sleep sets).
+
+    Independent: they commute and neither disables the other, which holds for
+    deliveries to different entities; anything touching the same entity does
+    not, nor do two faults (they share budgets), nor a timer firing (it moves
+    the virtual time every activation reads). Under FIFO a copy joins the end
+    of its channel, after whatever the channel's sender sends meanwhile: a
+    duplicate does not commute with a delivery to that sender either.
+    """
+    item = action.envelope
+    if item is None or not sleepers:
+        return {}
+    target = item.recipient_key
+    if action.kind == "deliver":
+        return {
+            key: sleeper
+            for key, sleeper in sleepers.items()
+            if sleeper.envelope is not None
+            and sleeper.envelope.recipient_key != target
+            and not (sleeper.kind == "duplicate" and sleeper.envelope.channel.startswith(target))
+        }
+    sender = item.channel[: len(item.channel) - len(target)] if action.kind == "duplicate" else b""
+    return {
+        key: sleeper
+        for key, sleeper in sleepers.items()
+        if sleeper.kind == "deliver"
+        and sleeper.envelope is not None
+        and sleeper.envelope.recipient_key != target
+        and sleeper.envelope.recipient_key != sender
+    }
+
+
 def step(
     world: World,
     action: Action,
@@ -206,11 +239,28 @@ def _fire(
 _MAY_NEED_ORDER = re.compile(rb"[\x80-\x8f\xc7-\xc9\xd4-\xd8\xde\xdf]")
 
 
+# Plain encodings already made canonical: a search meets the same states and messages
+# in many worlds, and re-encoding one costs more than all the rest of a step as it
+# grows. The plain bytes determine the value, so they determine its canonical bytes.
+_canonical_of: dict[bytes, bytes] = {}
+_REMEMBERED = 1 << 24  # bytes of encodings kept at most, then all forgotten at once
+_remembered = 0
+
+
 def _canonical(plain: bytes, value: Any = _NOTHING) -> bytes:
     """The canonical encoding of what ``plain`` encodes (``value``, when at hand)."""
     if _MAY_NEED_ORDER.search(plain) is None:
         return plain
-    return encode_canonical(decode(plain) if value is _NOTHING else value)
+    global _remembered
+    canonical = _canonical_of.get(plain)
+    if canonical is None:
+        canonical = encode_canonical(decode(plain) if value is _NOTHING else value)
+        _remembered += len(plain) + len(canonical)
+        if _remembered > _REMEMBERED:
+            _canonical_of.clear()
+            _remembered = len(plain) + len(canonical)
+        _canonical_of[plain] = canonical
+    return canonical
 
 
 def _activate(

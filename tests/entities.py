@@ -199,3 +199,17 @@ class Client(Entity[Any, str]):
             case "pong", "timed out":
                 return [], "timed out, late reply"
         raise AssertionError(f"{state!r} cannot handle {message!r}")
+
+
+class Voter(Entity[Any, str]):
+    """Votes once: tells the collector its own address."""
+
+    entity_name = "tests.symmetry.Voter"
+
+    def init(self) -> str:
+        return "idle"
+
+    def activate(self, message: Any, state: str) -> tuple[Outbox, str]:
+        if state == "voted":
+            return [], state
+        return [(Recorder("ballot box"), ("vote", self))], "voted"

@@ -42,6 +42,9 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         "handler calls per unique world",
         "Postgres, 1 worker, 200 trio send_sync senders",
         "Postgres, sequential shell send_sync",
+        "Postgres, client's 200 send_sync senders, 3 worker processes",
+        "SIGKILLed worker's entity served again",
+        "parallel search, workers=2",
     ):
         assert row in result.stdout
     assert "Targets: " in result.stdout

@@ -13,23 +13,9 @@ from typing import Any
 
 import pytest
 
-from pachyderm import Entity, InvalidArgumentError, Outbox
+from pachyderm import Entity, InvalidArgumentError
 from simulation import Simulation, World
-from tests.entities import Counter, Recorder
-
-
-class Voter(Entity[Any, str]):
-    """Votes once: tells the collector its own address."""
-
-    entity_name = "tests.symmetry.Voter"
-
-    def init(self) -> str:
-        return "idle"
-
-    def activate(self, message: Any, state: str) -> tuple[Outbox, str]:
-        if state == "voted":
-            return [], state
-        return [(Recorder("ballot box"), ("vote", self))], "voted"
+from tests.entities import Counter, Recorder, Voter
 
 
 def renamed(value: Any, renaming: dict[Any, Any]) -> Any:

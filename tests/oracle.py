@@ -1,0 +1,103 @@
+"""Generated systems, and the brute-force oracle that searches are checked against.
+
+The oracle enumerates every order naively (no fingerprints, no sleep sets):
+what it reaches is what a search must reach.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from simulation import World
+from simulation._network import arrange, deliverable
+from simulation._step import Action, enabled, step
+from simulation._world import envelope
+from tests.entities import Scripted, Timed
+
+__all__ = ["brute_force", "brute_force_with_timers", "systems", "timed_systems"]
+
+
+def brute_force(
+    envelopes: list[tuple[Any, Any]], network: str, drops: int = 0, duplicates: int = 0
+) -> tuple[set[bytes], set[bytes]]:
+    """(final worlds, reachable worlds) as canonical bytes, branching on every choice."""
+    net: Any = network
+    start = World((), arrange(net, [envelope(*e) for e in envelopes]), drops, duplicates)
+    finals: set[bytes] = set()
+    reached: set[bytes] = set()
+
+    def walk(world: World) -> None:
+        reached.add(world.canonical)
+        if world.quiescent:
+            finals.add(world.outcome().canonical)
+            return
+        heads = [world.envelopes[i] for i in deliverable(net, world.envelopes)]
+        choices = [Action("deliver", h) for h in heads]
+        choices += [Action("drop", h) for h in heads] if world.drops_left else []
+        choices += [Action("duplicate", h) for h in heads] if world.duplicates_left else []
+        for action in choices:
+            child, failure = step(world, action, net)
+            assert failure is None, "generated systems do not fail"
+            walk(child)
+
+    walk(start)
+    return finals, reached
+
+
+def brute_force_with_timers(
+    envelopes: list[tuple[Any, Any]], network: str
+) -> tuple[set[bytes], set[bytes]]:
+    """The same oracle, taking every enabled action (timers firing included), unreduced."""
+    net: Any = network
+    start = World((), arrange(net, [envelope(*e) for e in envelopes]))
+    finals: set[bytes] = set()
+    reached: set[bytes] = set()
+
+    def walk(world: World) -> None:
+        if world.canonical in reached:
+            return
+        reached.add(world.canonical)
+        if world.quiescent:
+            finals.add(world.outcome().canonical)
+            return
+        for action in enabled(world, net):
+            child, failure = step(world, action, net)
+            assert failure is None, "generated systems do not fail"
+            walk(child)
+
+    walk(start)
+    return finals, reached
+
+
+scripts = st.recursive(
+    st.just(()),
+    lambda inner: st.lists(
+        st.tuples(st.integers(0, 2), st.tuples(st.integers(0, 3), inner)), max_size=2
+    ).map(tuple),
+    max_leaves=2,
+)
+systems = st.lists(
+    st.tuples(st.integers(0, 2), st.tuples(st.integers(0, 3), scripts)), min_size=1, max_size=3
+).map(lambda items: [(Scripted(target), message) for target, message in items])
+
+
+timed_message = st.recursive(
+    st.tuples(st.integers(0, 3), st.just(()), st.just(()), st.just(())),
+    lambda inner: st.tuples(
+        st.integers(0, 3),
+        st.lists(st.tuples(st.integers(0, 2), inner), max_size=2).map(tuple),
+        st.lists(
+            st.tuples(
+                st.sampled_from([None, "a", "b"]), st.integers(0, 3), st.integers(0, 2), inner
+            ),
+            max_size=2,
+        ).map(tuple),
+        st.lists(st.sampled_from(["a", "b"]), max_size=1).map(tuple),
+    ),
+    max_leaves=3,
+)
+timed_systems = st.lists(st.tuples(st.integers(0, 2), timed_message), min_size=1, max_size=2).map(
+    lambda items: [(Timed(target), message) for target, message in items]
+)
