@@ -731,16 +731,32 @@ class PostgresStorage:
             pass  # committed already: the others find it by polling
 
     def _transaction(self, changes: PostgresBatch, sync: bool) -> None:
-        """One attempt at writing a group; its transaction id kept for :meth:`_outcome`."""
+        """One attempt at writing a group; its transaction id kept for :meth:`_outcome`.
+
+        The first statement does three things, to save round trips: takes the
+        transaction's id, sets its durability, and share-locks the partitions
+        it changes (the fence), returning their epochs to check.
+        """
         connection = self._writer
         assert connection is not None
         self._xid = None
         with connection.transaction(), connection.cursor() as cursor:
-            (self._xid,) = cursor.execute("SELECT txid_current()").fetchone()  # type: ignore[misc]
-            if not sync:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-            if changes.fenced:
-                self._fence(cursor, changes.fenced)
+            rows = cursor.execute(
+                "SELECT txid_current(), set_config('synchronous_commit', %s, true), "
+                "f.p, f.epoch FROM (SELECT 1) AS one LEFT JOIN "
+                "(SELECT p, epoch FROM pachyderm_partitions WHERE p = ANY(%s) FOR SHARE) AS f "
+                "ON true",
+                ("on" if sync else "off", sorted(changes.fenced)),
+            ).fetchall()
+            self._xid = rows[0][0]
+            owned = self.owned
+            for _, _, p, epoch in rows:
+                if p is not None and owned.get(p) != epoch:
+                    raise PartitionLostError(
+                        f"{self.name}: partition {p} moved to another worker (epoch {epoch}, "
+                        f"this worker had {owned.get(p)}): this group was not written; "
+                        f"its entities are run there now"
+                    )
             _apply(cursor, changes)
 
     def _outcome(self) -> str:
@@ -773,20 +789,6 @@ class PostgresStorage:
                 f"{self.name}: lost the connection while writing, and cannot learn whether "
                 f"the group committed ({error}): its outcome is unknown"
             ) from error
-
-    def _fence(self, cursor: psycopg.Cursor[Any], partitions: set[int]) -> None:
-        owned = self.owned
-        rows = cursor.execute(
-            "SELECT p, epoch FROM pachyderm_partitions WHERE p = ANY(%s) FOR SHARE",
-            (sorted(partitions),),
-        ).fetchall()
-        for p, epoch in rows:
-            if owned.get(p) != epoch:
-                raise PartitionLostError(
-                    f"{self.name}: partition {p} moved to another worker (epoch {epoch}, "
-                    f"this worker had {owned.get(p)}): this group was not written; "
-                    f"its entities are run there now"
-                )
 
 
 def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
