@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from bench._entities import Tally
 from bench._measure import PAYLOAD, RUNS, Row, interleaved, progress
-from bench.throughput import ENTITIES, SENDERS, send_concurrently
+from bench.throughput import ENTITIES, SENDERS, send_concurrently, sequential_round_trips
 from ecosystems import Postgres
 from ecosystems._postgres_storage import partition_of
 from pachyderm._layout import address_key
@@ -76,18 +76,10 @@ def concurrent_send_sync(dsn: str, count: int) -> float:
 
 def sequential_send_sync(dsn: str, count: int) -> float:
     """Round trips per second of the shell face's send_sync, one after another."""
-    eco = Postgres.connect(dsn)
     try:
-        eco.send_sync(Tally("warm-up"), PAYLOAD)
-        started = time.perf_counter()
-        for _ in range(count):
-            state = eco.send_sync(Tally("sequential"), PAYLOAD)
-        elapsed = time.perf_counter() - started
-        if state != count:
-            raise AssertionError(f"send_sync returned {state}, expected {count}")
+        return sequential_round_trips(Postgres.connect(dsn), count)
     finally:
         Postgres.close()
-    return count / elapsed
 
 
 @contextmanager

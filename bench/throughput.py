@@ -18,7 +18,7 @@ import trio
 from bench._entities import Tally
 from bench._measure import PAYLOAD, RUNS, Row, interleaved, progress
 from ecosystems import InMemory, LocalDisk
-from pachyderm import Ecosystem
+from pachyderm import Ecosystem, ShellEcosystem
 
 ENTITIES = 1_000
 SENDERS = 200
@@ -108,21 +108,26 @@ def trio_channel(count: int) -> float:
     return trio.run(run)
 
 
+def sequential_round_trips(eco: ShellEcosystem, count: int) -> float:
+    """Round trips per second of ``count`` shell-face send_sync calls, one after another."""
+    eco.send_sync(Tally("warm-up"), PAYLOAD)
+    started = time.perf_counter()
+    for _ in range(count):
+        state = eco.send_sync(Tally("sequential"), PAYLOAD)
+    elapsed = time.perf_counter() - started
+    if state != count:
+        raise AssertionError(f"send_sync returned {state}, expected {count}")
+    return count / elapsed
+
+
 def shell_send_sync(count: int) -> float:
     """Round trips per second of sequential shell-face send_sync on LocalDisk (fsync)."""
     with tempfile.TemporaryDirectory() as directory:
         eco = LocalDisk.connect(directory)
         try:
-            eco.send_sync(Tally("warm-up"), PAYLOAD)
-            started = time.perf_counter()
-            for _ in range(count):
-                state = eco.send_sync(Tally("sequential"), PAYLOAD)
-            elapsed = time.perf_counter() - started
-            if state != count:
-                raise AssertionError(f"send_sync returned {state}, expected {count}")
+            return sequential_round_trips(eco, count)
         finally:
             eco.close()
-    return count / elapsed
 
 
 def shell_threads_send_sync(per_thread: int, threads: int = THREADS) -> float:
