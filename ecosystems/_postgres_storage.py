@@ -733,24 +733,50 @@ class PostgresStorage:
     def _transaction(self, changes: PostgresBatch, sync: bool) -> None:
         """One attempt at writing a group; its transaction id kept for :meth:`_outcome`.
 
-        The first statement does three things, to save round trips: takes the
-        transaction's id, sets its durability, and share-locks the partitions
-        it changes (the fence), returning their epochs to check.
+        The first statement does what most groups need, in one round trip: takes
+        the transaction's id, sets its durability, share-locks the partitions it
+        changes (the fence) returning their epochs, and writes the records
+        (with an update row for each other process following one of them). A
+        fence that fails rolls it all back: the lock is held from that
+        statement to the commit, so no owner change can come in between.
         """
         connection = self._writer
         assert connection is not None
         self._xid = None
+        records = changes.records
         with connection.transaction(), connection.cursor() as cursor:
             rows = cursor.execute(
+                "WITH f AS (SELECT p, epoch FROM pachyderm_partitions "
+                "           WHERE p = ANY(%s) FOR SHARE), "
+                "v AS (SELECT * FROM unnest(%s::text[], %s::bytea[], %s::int[], %s::bytea[]) "
+                "      AS v(eco, address, p, record)), "
+                "up AS (INSERT INTO pachyderm_entities AS e (eco, address, p, record) "
+                "       SELECT eco, address, p, record FROM v "
+                "       ON CONFLICT (eco, address) DO UPDATE "
+                "       SET record = EXCLUDED.record, version = e.version + 1 "
+                "       RETURNING eco, address, version, record), "
+                "told AS (INSERT INTO pachyderm_updates (follower, eco, address, version, record) "
+                "       SELECT w.follower, up.eco, up.address, up.version, up.record "
+                "       FROM up JOIN pachyderm_follows AS w USING (eco, address) "
+                "       WHERE w.follower <> %s RETURNING 1) "
                 "SELECT txid_current(), set_config('synchronous_commit', %s, true), "
-                "f.p, f.epoch FROM (SELECT 1) AS one LEFT JOIN "
-                "(SELECT p, epoch FROM pachyderm_partitions WHERE p = ANY(%s) FOR SHARE) AS f "
-                "ON true",
-                ("on" if sync else "off", sorted(changes.fenced)),
+                "f.p, f.epoch, (SELECT count(*) FROM told) "
+                "FROM (SELECT 1) AS one LEFT JOIN f ON true",
+                (
+                    sorted(changes.fenced),
+                    [eco for eco, _ in records],
+                    [address for _, address in records],
+                    [p for p, _ in records.values()],
+                    [record for _, record in records.values()],
+                    self.identity,
+                    "on" if sync else "off",
+                ),
             ).fetchall()
             self._xid = rows[0][0]
+            if rows[0][4]:
+                changes.followed = True  # (a notification after the commit: followers wake)
             owned = self.owned
-            for _, _, p, epoch in rows:
+            for _, _, p, epoch, _ in rows:
                 if p is not None and owned.get(p) != epoch:
                     raise PartitionLostError(
                         f"{self.name}: partition {p} moved to another worker (epoch {epoch}, "
@@ -792,7 +818,8 @@ class PostgresStorage:
 
 
 def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
-    """The statements of one group, removals first (a named timer's replacement, say)."""
+    """The statements of one group after its first (which wrote the records), removals
+    first (a named timer's replacement, say)."""
     if changes.consumed:
         cursor.execute("DELETE FROM pachyderm_inbox WHERE seq = ANY(%s)", (changes.consumed,))
     if changes.timers_removed:
@@ -813,31 +840,6 @@ def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
     # pipelines, and after a pipeline the server does not arm
     # idle_in_transaction_session_timeout, so a worker paused there would hold
     # its partitions' share locks until it resumes (see PostgresStorage.open).
-    if changes.records:
-        # One statement: the records, and an update row for each process following one
-        # (this process tells its own followers itself).
-        records = changes.records
-        cursor.execute(
-            "WITH v AS (SELECT * FROM unnest(%s::text[], %s::bytea[], %s::int[], %s::bytea[]) "
-            "           AS v(eco, address, p, record)), "
-            "up AS (INSERT INTO pachyderm_entities AS e (eco, address, p, record) "
-            "       SELECT eco, address, p, record FROM v "
-            "       ON CONFLICT (eco, address) DO UPDATE "
-            "       SET record = EXCLUDED.record, version = e.version + 1 "
-            "       RETURNING eco, address, version, record) "
-            "INSERT INTO pachyderm_updates (follower, eco, address, version, record) "
-            "SELECT f.follower, up.eco, up.address, up.version, up.record "
-            "FROM up JOIN pachyderm_follows AS f USING (eco, address) WHERE f.follower <> %s",
-            (
-                [eco for eco, _ in records],
-                [address for _, address in records],
-                [p for p, _ in records.values()],
-                [record for _, record in records.values()],
-                changes.storage.identity,
-            ),
-        )
-        if cursor.rowcount:
-            changes.followed = True  # (a notification after the commit: followers wake)
     if changes.reply_marks:
         cursor.execute(
             "UPDATE pachyderm_inbox SET reply = true WHERE seq = ANY(%s)", (changes.reply_marks,)
