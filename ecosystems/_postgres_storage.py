@@ -655,6 +655,21 @@ class PostgresStorage:
         ):
             yield dead_letter_id, bytes(record)
 
+    def claim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
+        """A dead letter to remove, claimed by a session advisory lock (keyed by its id,
+        unique in the database) on the reading connection until the group removing it
+        is written: another process claiming it meanwhile is told it is not there."""
+        ((locked,),) = self._read("SELECT pg_try_advisory_lock(%s)", (dead_letter_id,))
+        if not locked:
+            return None
+        record = self.dead_letter(ecosystem, dead_letter_id)  # (after the lock: current)
+        if record is None:
+            self.unclaim_dead_letter(ecosystem, dead_letter_id)
+        return record
+
+    def unclaim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> None:
+        self._read("SELECT pg_advisory_unlock(%s)", (dead_letter_id,))
+
     def dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
         rows = self._read(
             "SELECT record FROM pachyderm_dead_letters WHERE eco = %s AND id = %s",
@@ -710,6 +725,9 @@ class PostgresStorage:
             self.reply_wanted.difference_update(changes.consumed)
             if changes.released:
                 self._released(changes.released)
+        for eco, dead_letter_id in changes.dead_removed:  # written: others may look now
+            with contextlib.suppress(StoreAccessError, EcosystemClosedError):
+                self.unclaim_dead_letter(eco, dead_letter_id)
         if changes.forwarded or changes.replies or changes.followed:
             self._notify(changes)
 

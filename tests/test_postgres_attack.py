@@ -1,0 +1,350 @@
+"""Attacks on the Postgres ecosystem's guarantees across processes and connections.
+
+Each test runs against the real server the test run starts; several open
+more than one ecosystem (each its own connections, incarnation and runtime,
+as separate processes would) and some start real worker processes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from ecosystems import Postgres
+from pachyderm import Entity, Outbox, after
+from pachyderm.errors import (
+    ActivationError,
+    EcosystemClosedError,
+    OutcomeUnknownError,
+    UnknownDeadLetterError,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Ledger(Entity[str, list[str]]):
+    """Keeps every message it got, in order; fails on messages starting with "boom", and
+    on "fragile" until it got "arm"."""
+
+    entity_name = "tests.postgres_attack.Ledger"
+
+    def init(self) -> list[str]:
+        return []
+
+    def activate(self, message: str, state: list[str]) -> tuple[Outbox, list[str]]:
+        if message.startswith("boom") or (message == "fragile" and "arm" not in state):
+            raise ValueError(message)
+        return [], [*state, message]
+
+
+class Alarm(Entity[Any, list[str]]):
+    """``("set", seconds)`` sets a timer to itself; keeps what rang."""
+
+    entity_name = "tests.postgres_attack.Alarm"
+
+    def init(self) -> list[str]:
+        return []
+
+    def activate(self, message: Any, state: list[str]) -> tuple[Outbox, list[str]]:
+        if isinstance(message, tuple) and message[0] == "set":
+            return [after(message[1], self, "rang")], state
+        return [], [*state, message]
+
+
+def _owners(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT owner, count(*) FROM pachyderm_partitions WHERE owner IS NOT NULL "
+            "GROUP BY owner"
+        ).fetchall()
+    return dict(rows)
+
+
+async def _drained(dsn: str, *ecos: Any) -> None:
+    """Wait until no stored inbox row is left, and every one of ``ecos`` is settled."""
+    with trio.fail_after(10):
+        while _count(dsn, "pachyderm_inbox"):
+            await trio.sleep(0.02)
+    for eco in ecos:
+        await eco.settle()
+
+
+def _count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+    return int(count)
+
+
+async def test_two_clients_redelivering_one_dead_letter_at_once(postgres_dsn: str) -> None:
+    """Two clients redeliver the same dead letter (of an entity a worker runs) at the same
+    moment, several rounds: it is delivered once, the other gets UnknownDeadLetterError,
+    and both clients go on working (a lost race must not stop an ecosystem)."""
+    options: dict[str, Any] = {"poll": 0.05}
+    async with (
+        Postgres.open(postgres_dsn, **options) as worker,
+        Postgres.open(postgres_dsn, worker=False, **options) as one,
+        Postgres.open(postgres_dsn, worker=False, **options) as two,
+    ):
+        for round_ in range(5):
+            with pytest.raises(ActivationError):
+                await one.send_sync(Ledger("l"), f"boom{round_}")
+            (letter,) = await two.dead_letters()
+            outcomes: list[str] = []
+
+            async def redeliver(client: Any, letter_id: int, outcomes: list[str]) -> None:
+                try:
+                    await client.redeliver(letter_id)
+                    outcomes.append("redelivered")
+                except UnknownDeadLetterError:
+                    outcomes.append("unknown")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(redeliver, one, letter.id, outcomes)
+                nursery.start_soon(redeliver, two, letter.id, outcomes)
+            assert sorted(outcomes) == ["redelivered", "unknown"]
+            await _drained(postgres_dsn, worker)
+            # Redelivered once: it failed once more, one new dead letter.
+            letters = await worker.dead_letters()
+            assert [d.id != letter.id for d in letters] == [True]
+            await worker.discard(letters[0])
+        assert await one.send_sync(Ledger("l"), "ok") == ["ok"]
+        assert await two.send_sync(Ledger("l"), "ok") == ["ok", "ok"]
+
+
+async def test_a_client_discards_and_redelivers_a_workers_dead_letters(postgres_dsn: str) -> None:
+    """A client's redeliver puts a worker's entity's dead letter back as a new message,
+    applied once there (never run in the client); its discard removes one for every
+    process."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        await worker.send(Ledger("a"), "boom-a")
+        await worker.send(Ledger("b"), "fragile")
+        await worker.settle()
+        letters = {d.message: d for d in await client.dead_letters()}
+        assert set(letters) == {"boom-a", "fragile"}
+        await client.discard(letters["boom-a"])
+        with pytest.raises(UnknownDeadLetterError):
+            await worker.discard(letters["boom-a"])
+        assert await client.send_sync(Ledger("b"), "arm") == ["arm"]
+        await client.redeliver(letters["fragile"])
+        await _drained(postgres_dsn, worker)
+        assert await worker.dead_letters() == []
+        assert await client.state_of(Ledger("b")) == ["arm", "fragile"]
+        assert client.runtime.statistics["activations"] == 0
+        assert await client.send_sync(Ledger("a"), "x") == ["x"]
+
+
+async def test_timers_of_handed_over_partitions_fire_once_by_the_new_owner(
+    postgres_dsn: str,
+) -> None:
+    """Timers set by entities whose partitions are then handed over to a joining worker
+    fire exactly once each, those of the moved partitions in the new owner."""
+    options: dict[str, Any] = {"partitions": 8, "lease": 0.6, "poll": 0.05}
+    async with Postgres.open(postgres_dsn, **options) as first:
+        for n in range(16):
+            await first.send(Alarm(n), ("set", 3))
+        await first.settle()
+        assert _count(postgres_dsn, "pachyderm_timers") == 16
+        async with Postgres.open(postgres_dsn, **options) as second:
+            with trio.fail_after(10):
+                while sorted(_owners(postgres_dsn).values()) != [4, 4]:
+                    await trio.sleep(0.05)
+            with trio.fail_after(10):
+                while _count(postgres_dsn, "pachyderm_timers"):
+                    await trio.sleep(0.05)
+            await trio.sleep(1.0)  # a second firing, if any, would come now
+            await first.settle()
+            await second.settle()
+            assert second.runtime.statistics["activations"] > 0
+            states = [await second.state_of(Alarm(n)) for n in range(16)]
+    assert states == [["rang"]] * 16
+
+
+async def test_timers_of_a_frozen_owner_fire_once_in_the_taker(postgres_dsn: str) -> None:
+    """A worker that set timers and then stops renewing its leases (frozen) loses its
+    partitions; the worker that takes over fires each timer once, and the frozen one,
+    whose own firing comes too late, is fenced and stops without a trace."""
+    options: dict[str, Any] = {"partitions": 4, "lease": 0.6, "poll": 0.05}
+    set_up = trio.Event()
+
+    async def run_first() -> None:
+        async with Postgres.open(postgres_dsn, **options) as first:
+            for n in range(8):
+                await first.send(Alarm(n), ("set", 2))
+            await first.settle()
+            first.runtime.storage._leases._stop.set()  # type: ignore[attr-defined]
+            set_up.set()
+            with trio.fail_after(15):
+                await first.runtime.wait_stopped()
+
+    async def frozen() -> None:
+        with pytest.raises(EcosystemClosedError, match="moved to another worker"):
+            await run_first()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(frozen)
+        await set_up.wait()
+        await trio.sleep(1.0)  # its leases run out
+        async with Postgres.open(postgres_dsn, **options) as second:
+            with trio.fail_after(10):
+                while _count(postgres_dsn, "pachyderm_timers"):
+                    await trio.sleep(0.05)
+            await trio.sleep(0.5)
+            await second.settle()
+            states = [await second.state_of(Alarm(n)) for n in range(8)]
+    assert states == [["rang"]] * 8
+
+
+async def test_ecosystem_ids_in_one_database_are_isolated(postgres_dsn: str) -> None:
+    """participate(...) ecosystems sharing one database never see each other's entities,
+    dead letters or timers, also across a worker and a client."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        a, b = client.participate("eco-a"), client.participate("eco-b")
+        assert await a.send_sync(Ledger("same"), "in a") == ["in a"]
+        assert await b.send_sync(Ledger("same"), "in b") == ["in b"]
+        with pytest.raises(ActivationError):
+            await a.send_sync(Ledger("same"), "boom in a")
+        assert [d.message for d in await a.dead_letters()] == ["boom in a"]
+        assert await b.dead_letters() == []
+        assert await worker.dead_letters() == []
+        assert await worker.participate("eco-b").state_of(Ledger("same")) == ["in b"]
+        assert await worker.state_of(Ledger("same")) == []
+        (letter,) = await a.dead_letters()
+        with pytest.raises(UnknownDeadLetterError):
+            await b.redeliver(letter.id)
+        with pytest.raises(UnknownDeadLetterError):
+            await b.discard(letter.id)
+        assert [d.id for d in await a.dead_letters()] == [letter.id]
+
+
+async def test_a_worker_with_a_long_poll_is_served_by_notifications(postgres_dsn: str) -> None:
+    """With poll=60 every wake-up must come from a notification: a client's send_sync to
+    entities of two workers, replies, and timers set across workers all finish fast."""
+    options: dict[str, Any] = {"partitions": 4, "poll": 60.0, "lease": 1.0}
+    async with (
+        Postgres.open(postgres_dsn, **options) as one,
+        Postgres.open(postgres_dsn, **options) as two,
+    ):
+        with trio.fail_after(10):
+            while sorted(_owners(postgres_dsn).values()) != [2, 2]:
+                await trio.sleep(0.05)
+        async with Postgres.open(postgres_dsn, worker=False, **options) as client:
+            with trio.fail_after(10):
+                for n in range(12):
+                    assert await client.send_sync(Ledger(n), "x") == ["x"]
+                    assert await one.send_sync(Ledger(n), "y") == ["x", "y"]
+                    assert await two.send_sync(Ledger(n), "z") == ["x", "y", "z"]
+            with trio.fail_after(10):
+                for n in range(8):
+                    await client.send(Alarm(n), ("set", 0.5))
+                while _count(postgres_dsn, "pachyderm_timers") or _count(
+                    postgres_dsn, "pachyderm_inbox"
+                ):
+                    await trio.sleep(0.05)
+            assert [await client.state_of(Alarm(n)) for n in range(8)] == [["rang"]] * 8
+
+
+async def test_closing_a_worker_while_callers_wait_never_hangs(postgres_dsn: str) -> None:
+    """Callers waiting in a worker (its dispatcher paused) and in a client (waiting on that
+    worker's reply) when the worker closes get a reply, OutcomeUnknownError or
+    EcosystemClosedError: none hangs, and each message is applied at most once."""
+    options: dict[str, Any] = {"poll": 0.05, "lease": 1.0}
+    outcomes: list[object] = []
+    async with Postgres.open(postgres_dsn, worker=False, **options) as client:
+        async with trio.open_nursery() as nursery:
+            async with Postgres.open(postgres_dsn, **options) as worker:
+                worker.runtime.pause()
+
+                async def call(eco: Any, n: int) -> None:
+                    try:
+                        outcomes.append(await eco.send_sync(Ledger(n), "x"))
+                    except (OutcomeUnknownError, EcosystemClosedError) as error:
+                        outcomes.append(type(error))
+
+                for n in range(6):
+                    nursery.start_soon(call, worker, n)
+                    nursery.start_soon(call, client, n + 100)
+                await trio.sleep(0.5)
+            # The worker is closed: its own callers are answered; the client's wait on.
+            assert len(outcomes) >= 6
+            async with Postgres.open(postgres_dsn, **options):
+                with trio.fail_after(10):
+                    while len(outcomes) < 12:
+                        await trio.sleep(0.05)
+        for n in [*range(6), *range(100, 106)]:
+            assert await client.state_of(Ledger(n)) in ([], ["x"])
+
+
+def test_many_threads_send_sync_through_one_shell_face(postgres_dsn: str) -> None:
+    """Postgres.connect(dsn).send_sync from 16 threads at once, to 4 entities, while a
+    second worker process holds half the partitions: every call returns the state after
+    its own activation, and each message is applied once, in its thread's order."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, postgres_dsn], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == b"open\n"
+        _threads_send_sync(postgres_dsn)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+        if worker.stdout is not None:
+            worker.stdout.close()
+
+
+_WORKER = """
+import sys, time, trio
+from ecosystems import Postgres
+import tests.test_postgres_attack
+
+async def main():
+    async with Postgres.open(sys.argv[1], poll=0.05, lease=1.0):
+        print("open", flush=True)
+        await trio.sleep(60)
+
+trio.run(main)
+"""
+
+
+def _threads_send_sync(postgres_dsn: str) -> None:
+    shell = Postgres.connect(postgres_dsn, poll=0.05, lease=1.0)
+    errors: list[BaseException] = []
+    results: dict[int, list[list[str]]] = {}
+
+    def sender(thread: int) -> None:
+        try:
+            got = results.setdefault(thread, [])
+            for i in range(25):
+                got.append(shell.send_sync(Ledger(f"t{thread % 4}"), f"{thread}:{i}"))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    finals = {e: shell.state_of(Ledger(f"t{e}")) for e in range(4)}
+    for number, got in results.items():
+        final = finals[number % 4]
+        mine = [m for m in final if m.split(":")[0] == str(number)]
+        assert mine == [f"{number}:{i}" for i in range(25)]  # once each, in order
+        for i, state in enumerate(got):
+            assert state[-1] == f"{number}:{i}"
+            assert state == final[: len(state)]
+    shell.close()
