@@ -11,18 +11,23 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
 import trio
 
 from ecosystems import Postgres
+from ecosystems._postgres_storage import partition_of
 from pachyderm import Entity, Outbox, after
+from pachyderm import _layout as layout
+from pachyderm._ecosystem import DEFAULT_ECOSYSTEM
 from pachyderm.errors import (
     ActivationError,
     EcosystemClosedError,
+    MessageTooLargeError,
     OutcomeUnknownError,
+    PachydermError,
     UnknownDeadLetterError,
 )
 
@@ -348,3 +353,128 @@ def _threads_send_sync(postgres_dsn: str) -> None:
             assert state[-1] == f"{number}:{i}"
             assert state == final[: len(state)]
     shell.close()
+
+
+def _ledger_in_partition(p: int, partitions: int) -> Ledger:
+    """A Ledger whose entity hashes into partition ``p`` of ``partitions``."""
+    for n in range(1000):
+        key = layout.address_key(Ledger.entity_name, f"f{n}")
+        if partition_of(DEFAULT_ECOSYSTEM, key, partitions) == p:
+            return Ledger(f"f{n}")
+    raise AssertionError("no id found")
+
+
+async def test_followers_see_every_change_while_the_entity_moves(postgres_dsn: str) -> None:
+    """A follower in a client and one in the first worker follow an entity whose partition
+    the first worker hands over to a joining one mid-stream: each sees strictly growing
+    states, each a prefix of the final one, ending with it (nothing told twice, none
+    out of order); state_of from the client is the final state."""
+    options: dict[str, Any] = {"partitions": 2, "lease": 0.6, "poll": 0.05}
+    ledger = _ledger_in_partition(1, 2)  # the partition handed over (the highest)
+    seen: dict[str, list[list[str]]] = {"client": [], "first": []}
+    async with (
+        Postgres.open(postgres_dsn, **options) as first,
+        Postgres.open(postgres_dsn, worker=False, **options) as client,
+    ):
+        assert await client.send_sync(ledger, "0") == ["0"]
+        final = [str(n) for n in range(40)]
+
+        async def watch(name: str, eco: Any) -> None:
+            async with eco.follow(ledger) as updates:
+                with trio.fail_after(15):
+                    async for _, state in updates:
+                        seen[name].append(state)
+                        if state == final:
+                            return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, "client", client)
+            nursery.start_soon(watch, "first", first)
+            await trio.sleep(0.2)
+            for n in range(1, 15):
+                await client.send_sync(ledger, str(n))
+            async with Postgres.open(postgres_dsn, **options) as second:
+                sent = 15
+                with trio.fail_after(10):  # sending while the partition moves
+                    while sorted(_owners(postgres_dsn).values()) != [1, 1]:
+                        if sent < 30:
+                            await client.send_sync(ledger, str(sent))
+                            sent += 1
+                        await trio.sleep(0.02)
+                for n in range(sent, 40):
+                    await client.send_sync(ledger, str(n))
+                assert second.runtime.statistics["activations"] > 0
+                assert await client.state_of(ledger) == final
+    for states in seen.values():
+        assert states[-1] == final
+        lengths = [len(state) for state in states]
+        assert lengths == sorted(set(lengths))
+        assert all(state == final[: len(state)] for state in states)
+
+
+async def test_messages_near_the_size_limit_from_a_client(postgres_dsn: str) -> None:
+    """A client's message just under max_message_bytes is stored and applied intact by
+    the worker; one just over is refused before anything is stored; values nested deep
+    or of unregistered classes are refused in the client, nothing stored, and the
+    ecosystems go on."""
+    limit = 256 * 1024
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05, max_message_bytes=limit) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05, max_message_bytes=limit) as client,
+    ):
+        fitting = None
+        for size in range(limit, limit - 64, -1):
+            try:
+                await client.send(Ledger("big"), "a" * size)
+            except MessageTooLargeError:
+                continue
+            fitting = size
+            break
+        assert fitting is not None
+        with pytest.raises(MessageTooLargeError):
+            await client.send(Ledger("big"), "a" * (fitting + 1))
+        deep: Any = "x"
+        for _ in range(100_000):
+            deep = [deep]
+        with pytest.raises(PachydermError):
+            await client.send(Ledger("big"), deep)
+
+        class Stranger:
+            pass
+
+        with pytest.raises(PachydermError):
+            await client.send(Ledger("big"), cast(Any, Stranger()))
+        await _drained(postgres_dsn, worker)
+        assert await client.state_of(Ledger("big")) == ["a" * fitting]
+        assert await client.send_sync(Ledger("big"), "ok") == ["a" * fitting, "ok"]
+    assert _count(postgres_dsn, "pachyderm_dead_letters") == 0
+
+
+async def test_closing_a_client_while_its_callers_wait_never_hangs(postgres_dsn: str) -> None:
+    """A client closed while its send_sync callers wait on a paused worker: each caller
+    gets OutcomeUnknownError (the message was accepted); once the worker resumes, each
+    message is applied once."""
+    outcomes: list[object] = []
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        worker.runtime.pause()
+        async with trio.open_nursery() as nursery:
+            async with Postgres.open(postgres_dsn, worker=False, poll=0.05) as client:
+
+                async def call(n: int) -> None:
+                    try:
+                        outcomes.append(await client.send_sync(Ledger(n), "x"))
+                    except (OutcomeUnknownError, EcosystemClosedError) as error:
+                        outcomes.append(type(error))
+
+                for n in range(8):
+                    nursery.start_soon(call, n)
+                with trio.fail_after(10):
+                    while _count(postgres_dsn, "pachyderm_inbox") < 8:
+                        await trio.sleep(0.02)
+            with trio.fail_after(10):
+                while len(outcomes) < 8:
+                    await trio.sleep(0.02)
+        assert outcomes == [OutcomeUnknownError] * 8
+        worker.runtime.resume()
+        await _drained(postgres_dsn, worker)
+        assert [await worker.state_of(Ledger(n)) for n in range(8)] == [["x"]] * 8
