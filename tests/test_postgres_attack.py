@@ -148,12 +148,14 @@ async def test_a_client_discards_and_redelivers_a_workers_dead_letters(postgres_
         assert await client.send_sync(Ledger("a"), "x") == ["x"]
 
 
+@pytest.mark.parametrize("poll", [0.05, 60.0])
 async def test_timers_of_handed_over_partitions_fire_once_by_the_new_owner(
-    postgres_dsn: str,
+    postgres_dsn: str, poll: float
 ) -> None:
     """Timers set by entities whose partitions are then handed over to a joining worker
-    fire exactly once each, those of the moved partitions in the new owner."""
-    options: dict[str, Any] = {"partitions": 8, "lease": 0.6, "poll": 0.05}
+    fire exactly once each, those of the moved partitions in the new owner (with a long
+    poll too: the hand-over and the timers then go by notifications and leases alone)."""
+    options: dict[str, Any] = {"partitions": 8, "lease": 0.6, "poll": poll}
     async with Postgres.open(postgres_dsn, **options) as first:
         for n in range(16):
             await first.send(Alarm(n), ("set", 3))
@@ -478,3 +480,73 @@ async def test_closing_a_client_while_its_callers_wait_never_hangs(postgres_dsn:
         worker.runtime.resume()
         await _drained(postgres_dsn, worker)
         assert [await worker.state_of(Ledger(n)) for n in range(8)] == [["x"]] * 8
+
+
+async def test_closing_a_worker_whose_callers_wait_on_another_worker(postgres_dsn: str) -> None:
+    """Callers in worker A waiting on entities run by worker B (paused) when A closes get
+    OutcomeUnknownError at once; B then applies each of their messages once."""
+    options: dict[str, Any] = {"partitions": 2, "lease": 0.6, "poll": 0.05}
+    outcomes: list[object] = []
+    async with Postgres.open(postgres_dsn, **options) as b:
+        b.runtime.pause()
+        async with trio.open_nursery() as nursery:
+            async with Postgres.open(postgres_dsn, **options) as a:
+                with trio.fail_after(10):
+                    while sorted(_owners(postgres_dsn).values()) != [1, 1]:
+                        await trio.sleep(0.05)
+                remote = [
+                    ledger
+                    for p in range(2)
+                    if p not in a.runtime.storage.owned  # type: ignore[attr-defined]
+                    for ledger in [_ledger_in_partition(p, 2)]
+                ]
+                (ledger,) = remote
+
+                async def call(n: int) -> None:
+                    try:
+                        outcomes.append(await a.send_sync(ledger, str(n)))
+                    except (OutcomeUnknownError, EcosystemClosedError) as error:
+                        outcomes.append(type(error))
+
+                for n in range(6):
+                    nursery.start_soon(call, n)
+                with trio.fail_after(10):
+                    while _count(postgres_dsn, "pachyderm_inbox") < 6:
+                        await trio.sleep(0.02)
+            with trio.fail_after(5):
+                while len(outcomes) < 6:
+                    await trio.sleep(0.02)
+        assert outcomes == [OutcomeUnknownError] * 6
+        b.runtime.resume()
+        await _drained(postgres_dsn, b)
+        assert sorted(await b.state_of(ledger)) == [str(n) for n in range(6)]
+
+
+def test_the_default_shell_face_from_many_threads(postgres_dsn: str) -> None:
+    """Postgres.connect() (the DSN from $PACHYDERM_DSN) used by 8 threads at once, each
+    send_sync in a loop on its own entity and one shared one: each call's state is its
+    own activation's, the shared entity got every message once."""
+    shell = Postgres.connect()
+    errors: list[BaseException] = []
+
+    def sender(thread: int) -> None:
+        try:
+            for i in range(20):
+                assert shell.send_sync(Ledger(f"own{thread}"), str(i)) == [
+                    str(j) for j in range(i + 1)
+                ]
+                assert shell.send_sync(Ledger("shared"), f"{thread}:{i}")[-1] == f"{thread}:{i}"
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert errors == []
+        shared = shell.state_of(Ledger("shared"))
+        assert sorted(shared) == sorted(f"{t}:{i}" for t in range(8) for i in range(20))
+    finally:
+        shell.close()
