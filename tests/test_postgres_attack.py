@@ -550,3 +550,29 @@ def test_the_default_shell_face_from_many_threads(postgres_dsn: str) -> None:
         assert sorted(shared) == sorted(f"{t}:{i}" for t in range(8) for i in range(20))
     finally:
         shell.close()
+
+
+async def test_a_long_poll_neither_slows_closing_nor_outlasts_a_lost_listener(
+    postgres_dsn: str,
+) -> None:
+    """With poll=60: closing takes well under a second (the listening thread does not sit
+    out its poll), and once the server ends every LISTEN connection, a client's send_sync
+    to a worker is still answered within seconds (the listeners reconnect at once and
+    look, instead of waiting a poll with notifications lost)."""
+    options: dict[str, Any] = {"poll": 60.0, "lease": 1.0}
+    async with (
+        Postgres.open(postgres_dsn, **options) as worker,
+        Postgres.open(postgres_dsn, worker=False, **options) as client,
+    ):
+        assert await client.send_sync(Ledger("l"), "a") == ["a"]
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            ended = connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            ).fetchall()
+        assert len(ended) == 2
+        with trio.fail_after(5):
+            assert await client.send_sync(Ledger("l"), "b") == ["a", "b"]
+            assert await worker.send_sync(Ledger("l"), "c") == ["a", "b", "c"]
+        started = trio.current_time()
+    assert trio.current_time() - started < 1.5
