@@ -29,6 +29,7 @@ from pachyderm.errors import (
     OutcomeUnknownError,
     PachydermError,
     UnknownDeadLetterError,
+    UnregisteredNameError,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -576,3 +577,75 @@ async def test_a_long_poll_neither_slows_closing_nor_outlasts_a_lost_listener(
             assert await worker.send_sync(Ledger("l"), "c") == ["a", "b", "c"]
         started = trio.current_time()
     assert trio.current_time() - started < 1.5
+
+
+_SECRET_WORKER = """
+import sys, trio
+from ecosystems import Postgres
+from pachyderm import Entity
+
+class Secret(Entity):
+    entity_name = "tests.postgres_attack.Secret"
+    def init(self):
+        return []
+    def activate(self, message, state):
+        if message == "boom" and "arm" not in state:
+            raise ValueError("boom")
+        return [], [*state, message]
+
+async def main():
+    async with Postgres.open(sys.argv[1], poll=0.05, lease=1.0) as eco:
+        await eco.send(Secret("s"), "boom")
+        await eco.settle()
+        print("ready", flush=True)
+        await trio.sleep(60)
+
+trio.run(main)
+"""
+
+
+async def test_a_client_without_the_class_cannot_take_a_dead_letter_nor_block_it(
+    postgres_dsn: str,
+) -> None:
+    """A client that has not registered a dead letter's entity class cannot redeliver it
+    (UnregisteredNameError, the letter stays), and its attempt leaves no claim behind:
+    once the class is registered, another client redelivers it, and the worker process
+    applies it once."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _SECRET_WORKER, postgres_dsn], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert worker.stdout is not None
+        assert await trio.to_thread.run_sync(worker.stdout.readline) == b"ready\n"
+        async with (
+            Postgres.open(postgres_dsn, worker=False, poll=0.05) as one,
+            Postgres.open(postgres_dsn, worker=False, poll=0.05) as two,
+        ):
+            with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+                ((letter_id,),) = connection.execute(
+                    "SELECT id FROM pachyderm_dead_letters"
+                ).fetchall()
+            with pytest.raises(UnregisteredNameError):
+                await one.redeliver(letter_id)
+            assert _count(postgres_dsn, "pachyderm_dead_letters") == 1
+
+            class Secret(Entity[str, list[str]]):
+                entity_name = "tests.postgres_attack.Secret"
+
+                def init(self) -> list[str]:
+                    return []
+
+                def activate(self, message: str, state: list[str]) -> tuple[Outbox, list[str]]:
+                    raise AssertionError("run only in the worker process")
+
+            assert await two.send_sync(Secret("s"), "arm") == ["arm"]
+            await two.redeliver(letter_id)
+            with trio.fail_after(10):
+                while await two.state_of(Secret("s")) != ["arm", "boom"]:
+                    await trio.sleep(0.05)
+            assert _count(postgres_dsn, "pachyderm_dead_letters") == 0
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+        if worker.stdout is not None:
+            worker.stdout.close()
