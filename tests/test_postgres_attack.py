@@ -649,3 +649,73 @@ async def test_a_client_without_the_class_cannot_take_a_dead_letter_nor_block_it
         worker.wait(timeout=10)
         if worker.stdout is not None:
             worker.stdout.close()
+
+
+async def test_a_clients_stream_keeps_its_order_across_a_hand_over(postgres_dsn: str) -> None:
+    """A client sends (without waiting for activations) numbered messages to 6 entities
+    while a second worker joins and takes half the partitions: every entity applies
+    each message once, in the order sent."""
+    options: dict[str, Any] = {"partitions": 4, "lease": 0.6, "poll": 0.05}
+    async with (
+        Postgres.open(postgres_dsn, **options) as first,
+        Postgres.open(postgres_dsn, worker=False, **options) as client,
+    ):
+        done = trio.Event()
+
+        async def stream() -> None:
+            n = 0
+            while not done.is_set() or n < 300:
+                await client.send(Ledger(f"s{n % 6}"), str(n))
+                n += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream)
+            await trio.sleep(0.3)
+            async with Postgres.open(postgres_dsn, **options) as second:
+                with trio.fail_after(10):
+                    while sorted(_owners(postgres_dsn).values()) != [2, 2]:
+                        await trio.sleep(0.05)
+                await trio.sleep(0.3)
+                done.set()
+                nursery.cancel_scope.deadline = trio.current_time() + 15
+                await trio.sleep(0)
+            await _drained(postgres_dsn, first)
+        assert second.runtime.statistics["activations"] > 0
+        for e in range(6):
+            state = await client.state_of(Ledger(f"s{e}"))
+            numbers = [int(m) for m in state]
+            assert numbers == sorted(numbers)
+            assert numbers == list(range(e, numbers[-1] + 1, 6))
+
+
+_OPENER = """
+import sys, trio
+from ecosystems import Postgres
+import tests.test_postgres_attack as attack
+
+async def main():
+    async with Postgres.open(sys.argv[1], poll=0.05, lease=1.0, partitions=8) as eco:
+        for n in range(10):
+            await eco.send(attack.Ledger(f"o{n}"), sys.argv[2])
+        await eco.settle()
+
+trio.run(main)
+"""
+
+
+def test_processes_opening_a_fresh_database_at_once(postgres_dsn: str) -> None:
+    """Four processes open a database with no tables at the same moment and each sends
+    ten messages: one schema is made, none fails, every message is applied once."""
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _OPENER, postgres_dsn, str(i)], cwd=ROOT)
+        for i in range(4)
+    ]
+    assert [process.wait(timeout=30) for process in processes] == [0] * 4
+
+    async def check() -> list[list[str]]:
+        async with Postgres.open(postgres_dsn, poll=0.05) as eco:
+            await _drained(postgres_dsn, eco)
+            return [await eco.state_of(Ledger(f"o{n}")) for n in range(10)]
+
+    states = trio.run(check)
+    assert all(sorted(state) == ["0", "1", "2", "3"] for state in states)
