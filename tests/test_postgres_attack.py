@@ -368,13 +368,13 @@ def _ledger_in_partition(p: int, partitions: int) -> Ledger:
 
 
 async def test_followers_see_every_change_while_the_entity_moves(postgres_dsn: str) -> None:
-    """A follower in a client and one in the first worker follow an entity whose partition
-    the first worker hands over to a joining one mid-stream: each sees strictly growing
+    """Followers in a client, the first worker and the joining one follow an entity whose
+    partition the first worker hands over to the joining one mid-stream: each sees growing
     states, each a prefix of the final one, ending with it (nothing told twice, none
     out of order); state_of from the client is the final state."""
     options: dict[str, Any] = {"partitions": 2, "lease": 0.6, "poll": 0.05}
     ledger = _ledger_in_partition(1, 2)  # the partition handed over (the highest)
-    seen: dict[str, list[list[str]]] = {"client": [], "first": []}
+    seen: dict[str, list[list[str]]] = {"client": [], "first": [], "second": []}
     async with (
         Postgres.open(postgres_dsn, **options) as first,
         Postgres.open(postgres_dsn, worker=False, **options) as client,
@@ -397,6 +397,7 @@ async def test_followers_see_every_change_while_the_entity_moves(postgres_dsn: s
             for n in range(1, 15):
                 await client.send_sync(ledger, str(n))
             async with Postgres.open(postgres_dsn, **options) as second:
+                nursery.start_soon(watch, "second", second)
                 sent = 15
                 with trio.fail_after(10):  # sending while the partition moves
                     while sorted(_owners(postgres_dsn).values()) != [1, 1]:
@@ -408,6 +409,9 @@ async def test_followers_see_every_change_while_the_entity_moves(postgres_dsn: s
                     await client.send_sync(ledger, str(n))
                 assert second.runtime.statistics["activations"] > 0
                 assert await client.state_of(ledger) == final
+                with trio.fail_after(10):  # (told before second closes)
+                    while not seen["second"] or seen["second"][-1] != final:
+                        await trio.sleep(0.02)
     for states in seen.values():
         assert states[-1] == final
         lengths = [len(state) for state in states]
