@@ -528,33 +528,33 @@ async def test_closing_a_worker_whose_callers_wait_on_another_worker(postgres_ds
 
 
 def test_the_default_shell_face_from_many_threads(postgres_dsn: str) -> None:
-    """Postgres.connect() (the DSN from $PACHYDERM_DSN) used by 8 threads at once, each
-    send_sync in a loop on its own entity and one shared one: each call's state is its
-    own activation's, the shared entity got every message once."""
-    shell = Postgres.connect()
+    """Postgres.send_sync (the DSN from $PACHYDERM_DSN) called by 8 threads at once, each
+    in a loop on its own entity and one shared one: each call's state is its own
+    activation's, the shared entity got every message once."""
     errors: list[BaseException] = []
 
     def sender(thread: int) -> None:
         try:
             for i in range(20):
-                assert shell.send_sync(Ledger(f"own{thread}"), str(i)) == [
+                assert Postgres.send_sync(Ledger(f"own{thread}"), str(i)) == [
                     str(j) for j in range(i + 1)
                 ]
-                assert shell.send_sync(Ledger("shared"), f"{thread}:{i}")[-1] == f"{thread}:{i}"
+                state = Postgres.send_sync(Ledger("shared"), f"{thread}:{i}")
+                assert state[-1] == f"{thread}:{i}"
         except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=sender, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
     try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
         assert errors == []
-        shared = shell.state_of(Ledger("shared"))
+        shared = Postgres.state_of(Ledger("shared"))
         assert sorted(shared) == sorted(f"{t}:{i}" for t in range(8) for i in range(20))
     finally:
-        shell.close()
+        Postgres.close()
 
 
 async def test_a_long_poll_neither_slows_closing_nor_outlasts_a_lost_listener(
