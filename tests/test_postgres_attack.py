@@ -30,6 +30,7 @@ from pachyderm.errors import (
     PachydermError,
     UnknownDeadLetterError,
     UnregisteredNameError,
+    WaitingForClassError,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -723,3 +724,43 @@ def test_processes_opening_a_fresh_database_at_once(postgres_dsn: str) -> None:
 
     states = trio.run(check)
     assert all(sorted(state) == ["0", "1", "2", "3"] for state in states)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a client's send_sync to an entity whose class the worker process has not "
+    "registered waits forever: the worker parks the stored message but writes no reply "
+    "row for it (pachyderm_replies has no way to say 'waiting for class'), so the "
+    "client never gets the WaitingForClassError the README promises once it is accepted",
+)
+async def test_a_clients_send_sync_to_a_class_the_worker_lacks_says_so(
+    postgres_dsn: str,
+) -> None:
+    """A client's send_sync to an entity whose class the worker process has not imported
+    raises WaitingForClassError once the message is stored (as on every kind), and the
+    message stays stored, untouched."""
+
+    class Stranger(Entity[int, int]):  # registered here only, not in the worker process
+        entity_name = "tests.postgres_attack.Stranger"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: int, state: int) -> tuple[Outbox, int]:
+            return [], state + message
+
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, postgres_dsn], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert worker.stdout is not None
+        assert await trio.to_thread.run_sync(worker.stdout.readline) == b"open\n"
+        async with Postgres.open(postgres_dsn, worker=False, poll=0.05) as client:
+            with trio.fail_after(4), pytest.raises(WaitingForClassError):
+                await client.send_sync(Stranger("x"), 1)
+        assert _count(postgres_dsn, "pachyderm_inbox") == 1
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+        if worker.stdout is not None:
+            worker.stdout.close()
