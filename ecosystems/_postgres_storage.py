@@ -45,6 +45,7 @@ INCARNATION_BITS = 36
 _MICROSECONDS = 1_000_000
 _WRITE_ATTEMPTS = 3  # a group whose write failed, and did not commit, is written again
 _CHANNEL = "pachyderm"
+_LISTEN_TICK = 0.25  # seconds between the listener's looks at whether it is closed
 
 
 class PostgresEntity:
@@ -244,6 +245,7 @@ class PostgresStorage:
         self._news = threading.Event()
         self._arrivals_lock = threading.Lock()  # an arrivals scan never overlaps a write
         self._closed = False
+        self._stopping = threading.Event()  # set on close: the listener's retry wait ends
         # Partitions whose timers the runtime holds: a partition's timers join in one
         # step (take_gained, under the runtime's lock), never half through a load.
         self._timer_partitions: set[int] = set()
@@ -335,6 +337,7 @@ class PostgresStorage:
                     "DELETE FROM pachyderm_updates WHERE follower = %s", (self.identity,)
                 )
         self._closed = True
+        self._stopping.set()
         self._news.set()
         if self._leases is not None:
             self._leases.stop()
@@ -437,17 +440,26 @@ class PostgresStorage:
     # -- news: notifications and polling ------------------------------------
 
     def _listen(self) -> None:
-        """Turn notifications into news until closed; reconnect when the connection drops."""
+        """Turn notifications into news until closed; reconnect when the connection drops.
+
+        It looks whether it is closed every ``_LISTEN_TICK`` seconds, not every
+        ``poll`` (a long poll would hold up close), and retries a lost connection
+        as often. Notifications sent before it listens are lost (between the
+        runtime's first look at the tables and the first LISTEN, or while the
+        connection was down), so listening anew is news: the runtime looks.
+        """
+        tick = min(self.poll, _LISTEN_TICK)
         while not self._closed:
             try:
                 with psycopg.connect(self.dsn, autocommit=True) as connection:
                     connection.execute(f"LISTEN {_CHANNEL}")
+                    self._news.set()
                     while not self._closed:
-                        for notification in connection.notifies(timeout=self.poll, stop_after=1):
+                        for notification in connection.notifies(timeout=tick, stop_after=1):
                             if self._concerns_me(notification.payload):
                                 self._news.set()
             except psycopg.Error:
-                self._news.wait(self.poll)
+                self._stopping.wait(tick)
 
     def _concerns_me(self, payload: str) -> bool:
         for part in payload.split(";"):
@@ -655,6 +667,21 @@ class PostgresStorage:
         ):
             yield dead_letter_id, bytes(record)
 
+    def claim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
+        """A dead letter to remove, claimed by a session advisory lock (keyed by its id,
+        unique in the database) on the reading connection until the group removing it
+        is written: another process claiming it meanwhile is told it is not there."""
+        ((locked,),) = self._read("SELECT pg_try_advisory_lock(%s)", (dead_letter_id,))
+        if not locked:
+            return None
+        record = self.dead_letter(ecosystem, dead_letter_id)  # (after the lock: current)
+        if record is None:
+            self.unclaim_dead_letter(ecosystem, dead_letter_id)
+        return record
+
+    def unclaim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> None:
+        self._read("SELECT pg_advisory_unlock(%s)", (dead_letter_id,))
+
     def dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
         rows = self._read(
             "SELECT record FROM pachyderm_dead_letters WHERE eco = %s AND id = %s",
@@ -710,6 +737,9 @@ class PostgresStorage:
             self.reply_wanted.difference_update(changes.consumed)
             if changes.released:
                 self._released(changes.released)
+        for eco, dead_letter_id in changes.dead_removed:  # written: others may look now
+            with contextlib.suppress(StoreAccessError, EcosystemClosedError):
+                self.unclaim_dead_letter(eco, dead_letter_id)
         if changes.forwarded or changes.replies or changes.followed:
             self._notify(changes)
 

@@ -147,8 +147,9 @@ class Dispatcher:
             self.remote[seq] = (reply, group, ident[0])
         self._on_commit()
 
-    def _send(self, ident: Ident, address: Entity[Any, Any] | None, blob: bytes) -> None:
-        """An activation's or a timer's message: into a resident inbox, or forwarded."""
+    def send(self, ident: Ident, address: Entity[Any, Any] | None, blob: bytes) -> None:
+        """An activation's, a timer's or a redelivered message: into a resident inbox, or
+        forwarded."""
         if self.owns is not None and ident not in self.residents.table and not self.owns(ident):
             self.forward(ident, blob, None)
         else:
@@ -368,7 +369,7 @@ class Dispatcher:
         for timer in timers:
             batch.remove_timer(timer)
             self._forget_fired(timer)
-            self._send(timer.recipient, None, timer.message)
+            self.send(timer.recipient, None, timer.message)
         self.timers_fired += len(timers)
 
     def _forget_fired(self, timer: Timer) -> None:

@@ -949,12 +949,19 @@ class Runtime:
         if (
             not 0 <= dead_letter_id < _MAX_DEAD_LETTER_ID  # (ids are sequence numbers)
             or (eco, dead_letter_id) in self._taken
-            or (blob := self.storage.dead_letter(eco, dead_letter_id)) is None
+            or (blob := self._read_dead_letter_to_claim(eco, dead_letter_id)) is None
         ):
             raise UnknownDeadLetterError(
                 f"no dead letter {dead_letter_id!r} in this ecosystem; dead_letters() lists them"
             )
         return dead_letter_id, blob
+
+    def _read_dead_letter_to_claim(self, eco: str, dead_letter_id: int) -> bytes | None:
+        # Another process may redeliver or discard the same letter at once: a shared
+        # store claims it first, or the loser's group would fail to write and stop it.
+        if self.sharing is not None:
+            return self.sharing.storage.claim_dead_letter(eco, dead_letter_id)
+        return self.storage.dead_letter(eco, dead_letter_id)
 
     def _claim_dead_letter(self, eco: str, dead_letter_id: int) -> None:
         """Remove a found dead letter in the open group (with the lock held)."""
@@ -973,12 +980,19 @@ class Runtime:
         with self.lock:
             dead_letter_id, blob = self._find_dead_letter(eco, dead_letter)
             # Read before it is claimed: a letter that cannot be read here stays as it is.
-            address, message_blob = dead_letter_message_blob(dead_letter_id, blob)
+            try:
+                address, message_blob = dead_letter_message_blob(dead_letter_id, blob)
+            except BaseException:
+                if self.sharing is not None:
+                    self.sharing.storage.unclaim_dead_letter(eco, dead_letter_id)
+                raise
             self._claim_dead_letter(eco, dead_letter_id)
             ident = (eco, address.entity_name, address._id)
             dispatcher = self.dispatcher
             group = self.commit.open
-            dispatcher.enqueue(dispatcher.record_for(ident, address), message_blob, None)
+            # As an activation's message: in a shared store, an entity run by another
+            # process gets it in its stored inbox (never run here, see Dispatcher.owns).
+            dispatcher.send(ident, address, message_blob)
             sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()
         await sleeper

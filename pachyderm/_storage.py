@@ -267,3 +267,12 @@ class SharedStorage(Storage, Protocol):
     def touch_follows(self) -> None:
         """Say this process still follows what it follows."""
         ...
+
+    def claim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
+        """Read a dead letter to remove it, claimed against other processes until the
+        group removing it is written; None if it is gone or another process claims it."""
+        ...
+
+    def unclaim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> None:
+        """Give up a claim whose removal will not be written after all."""
+        ...
