@@ -29,7 +29,7 @@ from ecosystems._postgres_leases import Leases
 from ecosystems._postgres_schema import DEFAULT_PARTITIONS, ensure_schema
 from pachyderm import _layout as layout
 from pachyderm._log import log
-from pachyderm._storage import Batch, Ident, PendingMessage, Timer
+from pachyderm._storage import WAITING_FOR_CLASS, Batch, Ident, PendingMessage, Timer
 from pachyderm.errors import (
     EcosystemClosedError,
     PartitionLostError,
@@ -79,6 +79,7 @@ class PostgresBatch:
         "records",
         "released",
         "replies",
+        "reply_clears",
         "reply_marks",
         "serial",
         "storage",
@@ -103,6 +104,7 @@ class PostgresBatch:
         self.fenced: set[int] = set()
         self.released: set[int] = set()
         self.reply_marks: list[int] = []  # stored inbox rows whose sender now waits remotely
+        self.reply_clears: list[int] = []  # stored inbox rows whose sender was answered
         self.forwarded: set[int] = set()  # partitions given messages: their owners are told
         self.followed = False  # the commit left followers elsewhere an update
         # The last activation's outcome (its record, or its dead letter id): the
@@ -144,6 +146,16 @@ class PostgresBatch:
             self.accepted[token] = (*accepted[:5], True)
         else:
             self.reply_marks.append(seq)
+
+    def tell_waiting(self, seq: int, name: str) -> bool:
+        storage = self.storage
+        if seq not in storage.reply_wanted:
+            return False
+        storage.reply_wanted.discard(seq)  # its activation, later, answers nobody
+        self.writes += 1
+        self.replies.append((seq, name.encode(), WAITING_FOR_CLASS))
+        self.reply_clears.append(seq)
+        return True
 
     def unaccept(self, token: int) -> None:
         accepted = self.accepted[token]
@@ -870,6 +882,10 @@ def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
     # pipelines, and after a pipeline the server does not arm
     # idle_in_transaction_session_timeout, so a worker paused there would hold
     # its partitions' share locks until it resumes (see PostgresStorage.open).
+    if changes.reply_clears:
+        cursor.execute(
+            "UPDATE pachyderm_inbox SET reply = false WHERE seq = ANY(%s)", (changes.reply_clears,)
+        )
     if changes.reply_marks:
         cursor.execute(
             "UPDATE pachyderm_inbox SET reply = true WHERE seq = ANY(%s)", (changes.reply_marks,)

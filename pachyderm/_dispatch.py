@@ -33,7 +33,7 @@ from pachyderm._step import (
     load_state,
     record_bytes,
 )
-from pachyderm._storage import Ident, PendingMessage, Storage, Timer
+from pachyderm._storage import Ident, PendingMessage, SharedBatch, Storage, Timer
 from pachyderm._timers import Timers, due_at
 from pachyderm.errors import (
     ActivationError,
@@ -74,8 +74,8 @@ class Dispatcher:
         # others are forwarded to their stored inboxes. None: every entity is ours.
         self.owns: Callable[[Ident], bool] | None = None
         # Forwarded messages whose sender waits for the activation:
-        # seq -> (reply, group that forwarded it, ecosystem id).
-        self.remote: dict[int, tuple[Reply, Group, str]] = {}
+        # seq -> (reply, group that forwarded it, recipient).
+        self.remote: dict[int, tuple[Reply, Group, Ident]] = {}
         self.paused = False
         self.activations = 0
         self.failures = 0
@@ -142,9 +142,9 @@ class Dispatcher:
         seq = self.seq
         self.seq = seq + 1
         group = self.commit.open
-        cast(Any, group.batch).forward(ident, seq, blob, reply is not None)
+        cast(SharedBatch, group.batch).forward(ident, seq, blob, reply is not None)
         if reply is not None:
-            self.remote[seq] = (reply, group, ident[0])
+            self.remote[seq] = (reply, group, ident)
         self._on_commit()
 
     def send(self, ident: Ident, address: Entity[Any, Any] | None, blob: bytes) -> None:
@@ -448,6 +448,11 @@ class Dispatcher:
         for envelope in record.inbox:
             if envelope.reply is not None:
                 self._tell_waiting(record, envelope)
+        if self.owns is not None:  # senders in other processes may wait on these too
+            batch = cast(SharedBatch, self.commit.open.batch)
+            told = [batch.tell_waiting(envelope.seq, name) for envelope in record.inbox]
+            if any(told):
+                self._on_commit()  # no activation will make anyone write it
 
     def _tell_waiting(self, record: Resident, envelope: Envelope) -> None:
         """Answer a send_sync whose message waits in a parked entity's inbox.

@@ -14,9 +14,16 @@ import trio
 
 from pachyderm._commit import call_now
 from pachyderm._dead_letters import decode_dead_letter
+from pachyderm._entity import entity_classes
 from pachyderm._log import log
-from pachyderm._storage import Ident, PendingMessage, SharedBatch, SharedStorage
-from pachyderm.errors import ActivationError, PachydermError, RemoteActivationFailure
+from pachyderm._storage import WAITING_FOR_CLASS, Ident, PendingMessage, SharedBatch, SharedStorage
+from pachyderm.errors import (
+    ActivationError,
+    PachydermError,
+    RemoteActivationFailure,
+    UnregisteredNameError,
+    WaitingForClassError,
+)
 
 if TYPE_CHECKING:
     from pachyderm._runtime import Runtime
@@ -107,11 +114,14 @@ class Sharing:
             entry = dispatcher.remote.pop(seq, None)
             if entry is None:
                 continue  # read twice (a connection lost in between): told once
-            reply, _, eco = entry
+            reply, _, ident = entry
             if dead_letter_id is None:
                 reply.resolve(None if record is None else bytes(record), None, call_now)
+            elif dead_letter_id == WAITING_FOR_CLASS:
+                assert record is not None
+                reply.resolve(None, _waiting(ident, bytes(record).decode()), call_now)
             else:
-                reply.resolve(None, self._remote_failure(eco, dead_letter_id), call_now)
+                reply.resolve(None, self._remote_failure(ident[0], dead_letter_id), call_now)
 
     def _tell_followers(self, updates: Updates) -> None:
         """Changes committed by other processes to entities followed here, each told once."""
@@ -142,7 +152,7 @@ class Sharing:
                     batch.want_reply(
                         envelope.token if envelope.group is group else None, envelope.seq
                     )
-                    dispatcher.remote[envelope.seq] = (envelope.reply, group, record.ident[0])
+                    dispatcher.remote[envelope.seq] = (envelope.reply, group, record.ident)
             if record.scheduled:
                 record.scheduled = False
                 dispatcher.run_queue.remove(record)
@@ -166,3 +176,12 @@ class Sharing:
             letter.recent_messages,
             dead_letter_id,
         )
+
+
+def _waiting(ident: Ident, name: str) -> WaitingForClassError:
+    """What a sender hears when the process running its message's entity lacks a class."""
+    _, entity_name, entity_id = ident
+    address: object = ident
+    if entity_name in entity_classes:
+        address = entity_classes.resolve(entity_name)(entity_id)
+    return WaitingForClassError(address, UnregisteredNameError(name, "entity class or value type"))

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
 __all__ = [
+    "WAITING_FOR_CLASS",
     "Batch",
     "Ident",
     "PendingMessage",
@@ -182,8 +183,18 @@ class Storage(Protocol):
         ...
 
 
+WAITING_FOR_CLASS = -1
+"""The dead letter id of a reply that says: the message waits for a class to be registered
+where it runs (the reply's record is then the class's stored name)."""
+
+
 class SharedBatch(Batch, Protocol):
     """A batch of a :class:`SharedStorage`: it can also write to entities run elsewhere."""
+
+    def tell_waiting(self, seq: int, name: str) -> bool:
+        """If a sender elsewhere waits on stored message ``seq``, reply that it waits for
+        class ``name`` (and no other reply follows); whether one did."""
+        ...
 
     def forward(self, entity: Ident, seq: int, message: bytes, reply: bool) -> None:
         """Add ``message`` to the stored inbox of an entity another process runs;

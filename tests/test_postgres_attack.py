@@ -726,13 +726,6 @@ def test_processes_opening_a_fresh_database_at_once(postgres_dsn: str) -> None:
     assert all(sorted(state) == ["0", "1", "2", "3"] for state in states)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client's send_sync to an entity whose class the worker process has not "
-    "registered waits forever: the worker parks the stored message but writes no reply "
-    "row for it (pachyderm_replies has no way to say 'waiting for class'), so the "
-    "client never gets the WaitingForClassError the README promises once it is accepted",
-)
 async def test_a_clients_send_sync_to_a_class_the_worker_lacks_says_so(
     postgres_dsn: str,
 ) -> None:
