@@ -55,6 +55,21 @@ _PROGRESS_EVERY = 1.0  # seconds between progress reports
 _QUIET_FOR = 2.0  # a search shorter than this prints nothing on its own
 
 
+def failed_checks(world: World, checks: Sequence[Property]) -> list[tuple[str, str]]:
+    """``(name, detail)`` of each check that ``world`` fails (returns False or raises
+    AssertionError, whose text is the detail)."""
+    failed = []
+    for check in checks:
+        try:
+            passed = check(world)
+            detail = ""
+        except AssertionError as error:
+            passed, detail = False, str(error)
+        if passed is False:
+            failed.append((getattr(check, "__name__", repr(check)), detail))
+    return failed
+
+
 def check_failures(failures: object) -> Failures:
     if failures not in FAILURES:
         raise InvalidArgumentError(
@@ -256,18 +271,11 @@ class _Search:
 
     def check(self, world: World, checks: Sequence[Property], reached: bytes) -> None:
         """Run ``checks`` on ``world``, reached as the world fingerprinted ``reached``."""
-        for check in checks:
-            try:
-                passed = check(world)
-                detail = ""
-            except AssertionError as error:
-                passed, detail = False, str(error)
-            if passed is False:
-                name = getattr(check, "__name__", repr(check))
-                trace = self.trace_to(reached)
-                self.result.violations.append(Violation(name, world, trace, detail))
-                if self.stop_at_first_violation:
-                    raise _Stop("violation")
+        for name, detail in failed_checks(world, checks):
+            trace = self.trace_to(reached)
+            self.result.violations.append(Violation(name, world, trace, detail))
+            if self.stop_at_first_violation:
+                raise _Stop("violation")
 
     def key(self, world: World) -> bytes:
         """What identifies ``world`` in this search: its fingerprint, up to symmetry if declared."""

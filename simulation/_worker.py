@@ -24,7 +24,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from simulation._explore import Failures, Property, failure_report
+from simulation._explore import Failures, Property, failed_checks, failure_report
 from simulation._network import Network
 from simulation._step import Action, enabled, step, still_asleep
 from simulation._symmetry import Symmetry
@@ -261,15 +261,8 @@ class Worker:
         node: Node,
         final_key: bytes | None,
     ) -> None:
-        for check in checks:
-            try:
-                passed = check(world)
-                detail = ""
-            except AssertionError as error:
-                passed, detail = False, str(error)
-            if passed is False:
-                name = getattr(check, "__name__", repr(check))
-                self.violations.append(((*where, name), name, world, node, detail, final_key))
+        for name, detail in failed_checks(world, checks):
+            self.violations.append(((*where, name), name, world, node, detail, final_key))
 
     def expand(
         self, depth: int, shipments: Sequence[bytes] = ()
