@@ -26,7 +26,14 @@ from pachyderm._step import Failed
 from pachyderm.errors import InvalidArgumentError, describe
 from simulation._network import Network
 from simulation._render import sequence_diagram, trace_text
-from simulation._step import Action, enabled, step, still_asleep
+from simulation._step import (
+    Action,
+    Activations,
+    enabled,
+    fingerprint_after,
+    step,
+    still_asleep,
+)
 from simulation._symmetry import Symmetry, check_symmetric
 from simulation._world import World
 
@@ -260,6 +267,8 @@ class _Search:
     finals: dict[bytes, World] = field(default_factory=dict)  # quiescent world -> its outcome
     parents: dict[bytes, tuple[bytes | None, Action | None]] = field(default_factory=dict)
     final_keys: set[bytes] = field(default_factory=set)  # with symmetry: classes of finals seen
+    activations: Activations = field(default_factory=Activations)
+    known_actions: dict[bytes, Action] = field(default_factory=dict)  # deliveries, by key
 
     def trace_to(self, fingerprint: bytes) -> tuple[Action, ...]:
         actions: list[Action] = []
@@ -306,9 +315,7 @@ class _Search:
 
     def transition(self, world: World, fingerprint: bytes, action: Action) -> World:
         self.result.transitions += 1
-        if action.activates:
-            self.result.handler_calls += 1
-        child, failure = step(world, action, self.network)
+        child, failure = step(world, action, self.network, activations=self.activations)
         if failure is not None and self.failures == "violation":
             trace = (*self.trace_to(fingerprint), action)
             detail = failure_report(failure, action, trace)
@@ -322,21 +329,34 @@ class _Search:
         # Most worlds share a few (sleep set, depth) pairs: stored once each, not once
         # per world, they take a third of the memory a stored world needs off it.
         shared: dict[tuple[frozenset[bytes], int], tuple[frozenset[bytes], int]] = {}
+        max_depth = self.max_depth
+        limited = max_depth is not None
+
+        network, known, activations = self.network, self.known_actions, self.activations
+        result, parents, discovered = self.result, self.parents, self.discovered
 
         def enter(world: World, sleep: dict[bytes, Action], depth: int) -> _Frame | None:
+            """A frame for ``world``, reached with ``sleep`` asleep; None if nothing to take."""
             fingerprint = world.fingerprint
             before = stored.get(fingerprint)
-            actions = [] if world.quiescent else enabled(world, self.network)
-            if before is None or depth < before[1]:
+            # A shallower path matters only under max_depth: it may reach worlds the deeper
+            # one was cut short of.
+            if before is None or (limited and depth < before[1]):
                 entry = (frozenset(sleep), depth)
                 stored[fingerprint] = shared.setdefault(entry, entry)
-                if self.max_depth is not None and depth >= self.max_depth and actions:
-                    self.result.truncated += 1
+                if world.quiescent:
+                    return None
+                actions = enabled(world, network, known)
+                if max_depth is not None and depth >= max_depth:
+                    result.truncated += 1
                     return None
                 todo = [action for action in actions if action.key not in sleep]
-                return _Frame(world, dict(sleep), todo, depth)
+                return _Frame(world, sleep, todo, depth)
             slept_before, first_depth = before
+            if not slept_before or sleep.keys() >= slept_before:
+                return None  # everything taken from here before is asleep now too
             # Actions asleep last time but awake now were never taken from here.
+            actions = enabled(world, network, known)
             todo = [a for a in actions if a.key in slept_before and a.key not in sleep]
             if not todo:
                 return None
@@ -345,7 +365,7 @@ class _Search:
             taken_before = {a.key: a for a in actions if a.key not in slept_before}
             return _Frame(world, {**sleep, **taken_before}, todo, depth)
 
-        self.discovered(initial, initial.fingerprint, None, None)
+        discovered(initial, initial.fingerprint, None, None)
         first = enter(initial, {}, 0)
         stack = [first] if first is not None else []
         while stack:
@@ -355,16 +375,27 @@ class _Search:
                 continue
             action = frame.todo[frame.index]
             frame.index += 1
+            sleep = frame.sleep
+            child_sleep = still_asleep(sleep, action) if sleep else {}
+            sleep[action.key] = action
+            if not limited:  # a world been to, with nothing new to take: not made again
+                known_child = fingerprint_after(frame.world, action, activations)
+                if known_child is not None:
+                    before = stored.get(known_child)
+                    if before is not None and (not before[0] or child_sleep.keys() >= before[0]):
+                        result.transitions += 1
+                        if not result.transitions % _TICK:
+                            self.budget.tick(result, len(stack), frame.depth)
+                        continue
             child = self.transition(frame.world, frame.fingerprint, action)
-            child_sleep = still_asleep(frame.sleep, action)
-            frame.sleep[action.key] = action
-            if child.fingerprint not in self.parents:
-                self.discovered(child, child.fingerprint, frame.fingerprint, action)
+            fingerprint = child.fingerprint
+            if fingerprint not in parents:
+                discovered(child, fingerprint, frame.fingerprint, action)
             entered = enter(child, child_sleep, frame.depth + 1)
             if entered is not None:
                 stack.append(entered)
-            if not self.result.transitions % _TICK:
-                self.budget.tick(self.result, len(stack), frame.depth)
+            if not result.transitions % _TICK:
+                self.budget.tick(result, len(stack), frame.depth)
 
     def paths(self, initial: World) -> dict[World, int] | None:
         """How many delivery orders reach each final world, over the state graph.
@@ -407,7 +438,7 @@ class _Search:
                 self.result.truncated += 1
                 continue
             targets = self.edges.setdefault(fingerprint, []) if self.count_paths else None
-            for action in enabled(world, self.network):
+            for action in enabled(world, self.network, self.known_actions):
                 child = self.transition(world, fingerprint, action)
                 reached = key(child)
                 if targets is not None:
@@ -503,6 +534,8 @@ def explore_from(
     finally:
         if collecting:
             gc.enable()
+        if workers <= 1:
+            searcher.result.handler_calls = searcher.activations.calls
     searcher.result.seconds = time.perf_counter() - started
     searcher.budget.finish(searcher.result)
     return searcher.result

@@ -109,4 +109,5 @@ def initial_world(
         drops_left=_budget("drops", drops),
         duplicates_left=_budget("duplicates", duplicates),
         next_order=start.next_order + len(sent),
+        fifo=network == "fifo",
     )

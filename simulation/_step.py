@@ -10,7 +10,9 @@ what the simulation proves about a handler holds for them.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from bisect import bisect_left, bisect_right
+from operator import itemgetter
+from typing import Any, Literal, NamedTuple
 
 from pachyderm._codec import decode, encode_canonical
 from pachyderm._entity import Entity
@@ -26,18 +28,24 @@ from pachyderm._step import (
 from pachyderm._timers import due_at
 from simulation._network import Network, arrange, deliverable
 from simulation._world import (
+    MASK,
     Envelope,
     PendingTimer,
+    State,
     World,
+    assemble,
     dead_letter,
+    header,
     make_envelope,
     pending_timer,
+    power,
     state_entry,
 )
 
-__all__ = ["Action", "enabled", "step", "still_asleep"]
+__all__ = ["Action", "Activations", "enabled", "fingerprint_after", "step", "still_asleep"]
 
 _NOTHING: Any = object()
+_new = tuple.__new__
 
 Kind = Literal["deliver", "drop", "duplicate", "fire"]
 _PREFIX = {"deliver": b"de", "drop": b"dr", "duplicate": b"du", "fire": b"fi"}
@@ -51,7 +59,7 @@ class Action:
     millions, and a frozen dataclass is several times slower to create.)
     """
 
-    __slots__ = ("envelope", "index", "key", "kind", "timer")
+    __slots__ = ("copier", "envelope", "index", "key", "kind", "lane", "timer")
 
     def __init__(
         self,
@@ -63,8 +71,16 @@ class Action:
         self.kind = kind
         self.envelope = envelope
         self.timer = timer
+        # For sleep sets: the entity a message action touches (None: a timer, which touches
+        # the clock every activation reads), and whose sends a duplicate's copy joins.
+        self.lane: bytes | None = None
+        self.copier: bytes | None = None
         if envelope is not None:
             self.key = envelope.deliver_key if kind == "deliver" else _PREFIX[kind] + envelope.key
+            self.lane = envelope.recipient_key
+            if kind == "duplicate":
+                channel = envelope.channel
+                self.copier = channel[: len(channel) - len(envelope.recipient_key)]
         else:
             assert timer is not None
             self.key = _PREFIX[kind] + timer.key
@@ -105,16 +121,38 @@ class Action:
         return f"{self.kind} {self.envelope!r}"
 
 
-def enabled(world: World, network: Network) -> list[Action]:
+def enabled(
+    world: World, network: Network, known: dict[bytes, Action] | None = None
+) -> list[Action]:
     """Every action possible in ``world``, in a deterministic order.
 
     Deliveries first, then timers firing (each entity's earliest one: an
     entity's timers fire in due order), then faults: the order traces and
-    shrinking rely on.
+    shrinking rely on. ``known``: a search's deliveries made so far, by key,
+    handed out again instead of made anew.
     """
     envelopes = world.envelopes
-    heads = deliverable(network, envelopes)
-    actions = [Action("deliver", envelopes[index], index) for index in heads]
+    if known is None:
+        heads = deliverable(network, envelopes)
+        actions = [Action("deliver", envelopes[index], index) for index in heads]
+    else:
+        heads = []
+        actions = []
+        previous = None
+        # Unordered: identical messages are adjacent (sorted), one choice. FIFO: the head of
+        # each channel (channels are contiguous).
+        field = 6 if network == "fifo" else 4  # Envelope.channel, Envelope.key
+        for index, item in enumerate(envelopes):
+            if item[field] == previous:
+                continue
+            previous = item[field]
+            heads.append(index)
+            action = known.get(item.deliver_key)
+            if action is None:
+                if len(known) >= _KNOWN_ACTIONS:
+                    known.clear()
+                action = known[item.deliver_key] = Action("deliver", item, index)
+            actions.append(action)
     if world.pending:
         owner = None
         for index, timer in enumerate(world.pending):
@@ -128,6 +166,9 @@ def enabled(world: World, network: Network) -> list[Action]:
     return actions
 
 
+_KNOWN_ACTIONS = 1 << 16  # deliveries a search keeps to hand out again, then forgets at once
+
+
 def still_asleep(sleepers: dict[bytes, Action], action: Action) -> dict[bytes, Action]:
     """The sleepers independent of ``action``, which stay asleep after it (sleep sets).
 
@@ -138,26 +179,20 @@ def still_asleep(sleepers: dict[bytes, Action], action: Action) -> dict[bytes, A
     of its channel, after whatever the channel's sender sends meanwhile: a
     duplicate does not commute with a delivery to that sender either.
     """
-    item = action.envelope
-    if item is None or not sleepers:
+    target = action.lane
+    if target is None or not sleepers:
         return {}
-    target = item.recipient_key
     if action.kind == "deliver":
         return {
             key: sleeper
             for key, sleeper in sleepers.items()
-            if sleeper.envelope is not None
-            and sleeper.envelope.recipient_key != target
-            and not (sleeper.kind == "duplicate" and sleeper.envelope.channel.startswith(target))
+            if sleeper.lane is not None and sleeper.lane != target and sleeper.copier != target
         }
-    sender = item.channel[: len(item.channel) - len(target)] if action.kind == "duplicate" else b""
+    sender = action.copier
     return {
         key: sleeper
         for key, sleeper in sleepers.items()
-        if sleeper.kind == "deliver"
-        and sleeper.envelope is not None
-        and sleeper.envelope.recipient_key != target
-        and sleeper.envelope.recipient_key != sender
+        if sleeper.kind == "deliver" and sleeper.lane != target and sleeper.lane != sender
     }
 
 
@@ -166,19 +201,24 @@ def step(
     action: Action,
     network: Network,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    activations: Activations | None = None,
 ) -> tuple[World, Failed | None]:
     """The world after ``action``, and the failure if its activation failed.
 
     A failed activation is a dead letter in the returned world, as live.
+    ``activations``: a search's memory of the activations it has run.
     """
+    fifo = network == "fifo"
+    if world.fifo is not fifo:  # a world made elsewhere: its channels' order now counts
+        world = world.replace(fifo=fifo)
     if action.timer is not None:
-        return _fire(world, action.timer, action.index, network, max_message_bytes)
+        return _fire(world, action.timer, action.index, max_message_bytes, activations)
     target = action.envelope
     assert target is not None
     index = action.index
     envelopes = world.envelopes
     if not 0 <= index < len(envelopes) or envelopes[index].key != target.key:
-        index = next(i for i, item in enumerate(envelopes) if item.key == target.key)
+        index = _find(envelopes, target, fifo)
     rest = envelopes[:index] + envelopes[index + 1 :]
     if action.kind == "drop":
         return world.replace(envelopes=rest, drops_left=world.drops_left - 1), None
@@ -198,6 +238,11 @@ def step(
             duplicates_left=world.duplicates_left - 1,
             next_order=world.next_order + 1,
         ), None
+    if fifo:  # the channel's later messages move up a place
+        channel = target.channel
+        total = world.total - _channel_share(envelopes, channel) + _channel_share(rest, channel)
+    else:
+        total = world.total - target.digest
     return _activate(
         world,
         target.recipient,
@@ -206,19 +251,88 @@ def step(
         rest,
         world.pending,
         world.now,
-        network,
+        total,
         max_message_bytes,
+        activations,
     )
 
 
+def fingerprint_after(
+    world: World,
+    action: Action,
+    activations: Activations,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> bytes | None:
+    """The fingerprint of the world ``step`` would make, without making it.
+
+    For a delivery on an unordered network whose activation (remembered in
+    ``activations``) succeeded and set no timers: a few additions. None for
+    anything else, which ``step`` itself must fingerprint. A search asks this
+    first, and makes only the worlds it has not been to, or must go on from.
+    """
+    if action.kind != "deliver" or world.fifo:
+        return None
+    target = action.envelope
+    assert target is not None
+    key = target.recipient_key
+    states = world.states
+    position = bisect_left(states, key, key=_STATE_KEY)
+    old = states[position] if position < len(states) else None
+    if old is not None and old.key != key:
+        old = None
+    record = None if old is None else old.record
+    outcome = activations.outcome(target.recipient, key, record, target.blob, max_message_bytes)
+    entry = outcome.entry
+    if entry is None or outcome.timers:
+        return None
+    total = world.total - target.digest + entry.digest
+    if old is not None:
+        total -= old.digest
+    for template in outcome.sends:
+        total += template[_DIGEST]
+    return (total & MASK).to_bytes(16, "little")
+
+
+_DIGEST = 8  # Envelope.digest, in a send's template
+
+
+def _find(envelopes: tuple[Envelope, ...], target: Envelope, fifo: bool) -> int:
+    """Where ``target`` is in ``envelopes`` (the first of its identical copies; under FIFO,
+    the first in its channel): its action was found in another world."""
+    if fifo:
+        index = bisect_left(envelopes, target.channel, key=_CHANNEL)
+    else:
+        index = bisect_left(envelopes, target.key, key=_KEY)
+    if index < len(envelopes) and envelopes[index].key == target.key:
+        return index
+    return next(i for i, item in enumerate(envelopes) if item.key == target.key)
+
+
+def _channel_share(envelopes: tuple[Envelope, ...], channel: bytes) -> int:
+    """A FIFO channel's share of the fingerprint: its messages, weighted by their places."""
+    start = bisect_left(envelopes, channel, key=_CHANNEL)
+    total = 0
+    for place, item in enumerate(envelopes[start:]):
+        if item.channel != channel:
+            break
+        total += item.digest * power(place)
+    return total
+
+
 def _fire(
-    world: World, timer: PendingTimer, index: int, network: Network, max_message_bytes: int
+    world: World,
+    timer: PendingTimer,
+    index: int,
+    max_message_bytes: int,
+    activations: Activations | None,
 ) -> tuple[World, Failed | None]:
     pending = world.pending
     if not 0 <= index < len(pending) or pending[index].key != timer.key:
         index = next(i for i, item in enumerate(pending) if item.key == timer.key)
     rest = pending[:index] + pending[index + 1 :]
     now = max(world.now, timer.due)
+    drops, duplicates = world.drops_left, world.duplicates_left
+    total = world.total - timer.digest - header(drops, duplicates, world.now)
     return _activate(
         world,
         timer.recipient,
@@ -227,8 +341,9 @@ def _fire(
         world.envelopes,
         rest,
         now,
-        network,
+        total + header(drops, duplicates, now),
         max_message_bytes,
+        activations,
     )
 
 
@@ -263,6 +378,94 @@ def _canonical(plain: bytes, value: Any = _NOTHING) -> bytes:
     return canonical
 
 
+class Activations:
+    """What activations returned in one search, by entity, stored state and message.
+
+    Handlers are pure (no I/O, no clock, no randomness), so an activation is a
+    function of the entity, its stored record and the message: a search meets
+    the same one in many worlds, and runs the handler once for all of them.
+    ``calls`` counts the handler runs. Bounded: past ``limit`` entries, all are
+    forgotten at once, so a long search's memory stays with its worlds.
+    """
+
+    __slots__ = ("calls", "known", "limit")
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self.known: dict[tuple[bytes, bytes | None, bytes], _Outcome] = {}
+        self.calls = 0
+        self.limit = limit
+
+    def outcome(
+        self,
+        recipient: Entity[Any, Any],
+        recipient_key: bytes,
+        record: bytes | None,
+        blob: bytes,
+        max_message_bytes: int,
+    ) -> _Outcome:
+        """The activation of ``recipient`` (stored as ``record``) on the message ``blob``."""
+        known = self.known
+        key = (recipient_key, record, blob)
+        outcome = known.get(key)
+        if outcome is None:
+            self.calls += 1
+            outcome = _run(recipient, recipient_key, record, blob, max_message_bytes)
+            if len(known) >= self.limit:
+                known.clear()
+            known[key] = outcome
+        return outcome
+
+
+class _Outcome(NamedTuple):
+    """An activation, ready to apply to any world: its entry, sends and timer commands."""
+
+    entry: State | None  # None: the activation failed
+    sends: tuple[tuple[Any, ...], ...]  # each an Envelope but for its order
+    timers: tuple[tuple[str | None, float, Entity[Any, Any], bytes, bytes] | str, ...]
+    failed: Failed | None
+    error: str  # the failure as a dead letter tells it: "ValueError: boom"
+
+
+def _run(
+    recipient: Entity[Any, Any],
+    recipient_key: bytes,
+    record: bytes | None,
+    blob: bytes,
+    max_message_bytes: int,
+) -> _Outcome:
+    """Run the activation step and encode what it returned for worlds."""
+    outcome: Activated | Failed
+    try:
+        state = load_state(recipient, record)
+        message = decode(blob)
+    except Exception as problem:  # init(), upgrade() and undecodable bytes fail like activate()
+        outcome = Failed(None, problem, "")
+    else:
+        outcome = activate(recipient, state, message, max_message_bytes)
+    if isinstance(outcome, Failed):
+        error = outcome.error
+        return _Outcome(None, (), (), outcome, f"{type(error).__name__}: {error}")
+    state_bytes = outcome.state_bytes
+    entry = state_entry(
+        recipient, recipient_key, state_bytes, _canonical(state_bytes, outcome.state)
+    )
+    sends: list[tuple[Any, ...]] = []
+    timers: list[tuple[str | None, float, Entity[Any, Any], bytes, bytes] | str] = []
+    for command in outcome.commands:
+        if isinstance(command, Send):
+            to, stored = command
+            item = make_envelope(
+                to, encode_canonical(to), recipient, recipient_key, stored, _canonical(stored)
+            )
+            sends.append(item[:-1])
+        elif isinstance(command, SetTimer):
+            name, delay, to, stored = command
+            timers.append((name, delay, to, stored, _canonical(stored)))
+        else:
+            timers.append(command.name)
+    return _Outcome(entry, tuple(sends), tuple(timers), None, "")
+
+
 def _activate(
     world: World,
     recipient: Entity[Any, Any],
@@ -271,70 +474,96 @@ def _activate(
     envelopes: tuple[Envelope, ...],
     pending: tuple[PendingTimer, ...],
     now: float,
-    network: Network,
+    total: int,
     max_message_bytes: int,
+    activations: Activations | None,
 ) -> tuple[World, Failed | None]:
     """Activate ``recipient`` on a message and interpret the transition into a world.
 
-    ``message_bytes``: the message's plain and canonical encodings.
+    ``message_bytes``: the message's plain and canonical encodings. ``envelopes``,
+    ``pending`` and ``now``: the world's, the message taken out; ``total``: the
+    fingerprint sum of ``world`` with those in place of its own.
     """
     blob, canonical = message_bytes
-    outcome: Activated | Failed
-    try:
-        state = load_state(recipient, world.record_at(recipient_key))
-        message = decode(blob)
-    except Exception as problem:  # init(), upgrade() and undecodable bytes fail like activate()
-        outcome = Failed(None, problem, "")
+    states = world.states
+    position = bisect_left(states, recipient_key, key=_STATE_KEY)
+    old = states[position] if position < len(states) else None
+    if old is not None and old.key != recipient_key:
+        old = None
+    record = None if old is None else old.record
+    if activations is None:
+        outcome = _run(recipient, recipient_key, record, blob, max_message_bytes)
     else:
-        outcome = activate(recipient, state, message, max_message_bytes)
-    if isinstance(outcome, Failed):
-        error = outcome.error
-        letter = dead_letter(
-            recipient, recipient_key, blob, canonical, f"{type(error).__name__}: {error}"
-        )
+        outcome = activations.outcome(recipient, recipient_key, record, blob, max_message_bytes)
+    entry = outcome.entry
+    fifo = world.fifo
+    if entry is None:
+        letter = dead_letter(recipient, recipient_key, blob, canonical, outcome.error)
         dead = tuple(sorted((*world.dead, letter), key=lambda item: item.key))
-        return world.replace(envelopes=envelopes, pending=pending, dead=dead, now=now), outcome
-    state_bytes = outcome.state_bytes
-    states = world.states_with(
-        state_entry(recipient, recipient_key, state_bytes, _canonical(state_bytes, outcome.state))
-    )
+        return World(
+            states,
+            envelopes,
+            world.drops_left,
+            world.duplicates_left,
+            pending=pending,
+            dead=dead,
+            now=now,
+            next_order=world.next_order,
+            fifo=fifo,
+        ), outcome.failed
+    if old is None:
+        states = (*states[:position], entry, *states[position:])
+    else:
+        states = (*states[:position], entry, *states[position + 1 :])
+        total -= old.digest
+    total += entry.digest
     order = world.next_order
-    sent: list[Envelope] = []
-    timers = list(pending)
-    changed_timers = False
-    for command in outcome.commands:
-        if isinstance(command, Send):
-            to, stored = command
-            key = encode_canonical(to)
-            sent.append(
-                make_envelope(to, key, recipient, recipient_key, stored, _canonical(stored), order)
-            )
-            order += 1
-        elif isinstance(command, SetTimer):
-            name, delay, to, stored = command
+    for template in outcome.sends:
+        item = _new(Envelope, (*template, order))
+        order += 1
+        if fifo:  # at the end of its channel
+            place = bisect_right(envelopes, item.channel, key=_CHANNEL)
+            length = place - bisect_left(envelopes, item.channel, key=_CHANNEL)
+            total += item.digest * power(length)
+        else:
+            place = bisect_right(envelopes, item.key, key=_KEY)
+            total += item.digest
+        envelopes = (*envelopes[:place], item, *envelopes[place:])
+    if outcome.timers:
+        timers = list(pending)
+        for command in outcome.timers:
+            if isinstance(command, str):
+                timers = _without(timers, recipient_key, command)
+                continue
+            name, delay, to, stored, canonical_message = command
             if name is not None:
                 timers = _without(timers, recipient_key, name)
             due = due_at(now, delay)
             timers.append(
-                pending_timer(recipient, recipient_key, name, due, to, stored, _canonical(stored))
+                pending_timer(recipient, recipient_key, name, due, to, stored, canonical_message)
             )
-            changed_timers = True
-        else:
-            timers = _without(timers, recipient_key, command.name)
-            changed_timers = True
-    if changed_timers:
         # Each entity's timers in due order; ties in the order they were set (a stable sort).
         timers.sort(key=lambda timer: (timer.owner_key, timer.due))
-    return World(
+        total += sum(timer.digest for timer in timers) - sum(timer.digest for timer in pending)
+        pending = tuple(timers)
+    world = assemble(
         states,
-        arrange(network, (*envelopes, *sent)) if sent else envelopes,
+        envelopes,
+        pending,
+        world.dead,
+        now,
         world.drops_left,
         world.duplicates_left,
-        pending=tuple(timers) if changed_timers else pending,
-        dead=world.dead,
-        now=now,
-        next_order=order,
-    ), None
+        order,
+        fifo,
+        total,
+    )
+    return world, None
+
+
+_KEY = itemgetter(4)  # Envelope.key
+_CHANNEL = itemgetter(6)  # Envelope.channel
+_STATE_KEY = itemgetter(0)  # State.key
 
 
 def _without(timers: list[PendingTimer], owner_key: bytes, name: str) -> list[PendingTimer]:

@@ -135,6 +135,7 @@ class Symmetry:
             dead=tuple(dead),
             now=world.now,
             next_order=world.next_order,
+            fifo=world.fifo,
         )
 
     @staticmethod

@@ -4,7 +4,7 @@ A parallel search hands worlds, traces and violations from one worker
 process to another. Entity classes defined in a function or in ``__main__``
 cannot be pickled by reference, so addresses travel as their codec encoding
 (every forked worker has the parent's registry of names); a world travels as
-its parts and recomputes its canonical bytes and fingerprint on arrival.
+its parts and sums its fingerprint again on arrival.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def _world(
     dead: tuple[DeadLetter, ...],
     now: float,
     next_order: int,
+    fifo: bool,
 ) -> World:
     return World(
         states,
@@ -48,6 +49,7 @@ def _world(
         dead=dead,
         now=now,
         next_order=next_order,
+        fifo=fifo,
     )
 
 
@@ -57,5 +59,5 @@ class _Pickler(pickle.Pickler):
             return decode, (encode(obj),)
         if type(obj) is World:
             parts = (obj.states, obj.envelopes, obj.drops_left, obj.duplicates_left)
-            return _world, (*parts, obj.pending, obj.dead, obj.now, obj.next_order)
+            return _world, (*parts, obj.pending, obj.dead, obj.now, obj.next_order, obj.fifo)
         return NotImplemented

@@ -26,7 +26,7 @@ from typing import Any
 
 from simulation._explore import Failures, Property, failed_checks, failure_report
 from simulation._network import Network
-from simulation._step import Action, enabled, step, still_asleep
+from simulation._step import Action, Activations, enabled, step, still_asleep
 from simulation._symmetry import Symmetry
 from simulation._transfer import dumps, loads
 from simulation._world import World
@@ -98,6 +98,7 @@ class Worker:
         self.finals: dict[bytes, tuple[Order, World, Node]] = {}  # final key -> the first
         self.violations: list[tuple[Order, str, World, Node, str, bytes | None]] = []
         self.transitions = self.handler_calls = self.truncated = 0
+        self.activations = Activations()
         if initial is not None:
             self.candidates[self.key(initial)] = [initial, None, _EMPTY, _ROOT]
 
@@ -281,13 +282,13 @@ class Worker:
         if config.max_depth is not None and depth >= config.max_depth:
             self.truncated += sum(new for *_, new in self.items)
             self.items = []
-        transitions = calls = 0
+        transitions = 0
+        activations = self.activations
+        calls_before = activations.calls
         for world, key, asleep, todo, node, _ in self.items:
             for ordinal, action in todo:
                 transitions += 1
-                if action.activates:
-                    calls += 1
-                child, failure = step(world, action, network)
+                child, failure = step(world, action, network, activations=activations)
                 child_node = (node, action)
                 if failure is not None and failures == "violation":
                     detail = failure_report(failure, action, trace_of(child_node))
@@ -312,10 +313,10 @@ class Worker:
                         candidate[0], candidate[1], candidate[3] = child, child_node, tie
                 if not transitions % _TICK and time.monotonic() >= config.deadline:
                     self.transitions += transitions
-                    self.handler_calls += calls
+                    self.handler_calls += activations.calls - calls_before
                     return [None] * self.workers, True, len(self.violations)
         self.transitions += transitions
-        self.handler_calls += calls
+        self.handler_calls += activations.calls - calls_before
         self.items = []
         workers = self.workers
         outgoing: list[list[Any]] = [[] for _ in range(workers)]

@@ -4,10 +4,16 @@ A world is the entity states, the messages in flight, the pending timers, the
 dead letters and the virtual time. Handlers are handed states and messages
 decoded from their *stored* form (the codec's plain encoding, which keeps dict
 order): the same values a live ecosystem hands them. Worlds are compared,
-hashed and fingerprinted (BLAKE2b, stable across processes, unlike ``hash()``)
-by the *canonical* encoding of those values, so that equal worlds are one.
-Which messages may be delivered next is the network's business (see
-``_network``), not the world's.
+identified by the *canonical* encoding of those values, so that equal worlds
+are one. The fingerprint is incremental: every part of a world (a state, a
+message in flight, a timer, a dead letter) carries a 128-bit BLAKE2b digest of
+its canonical bytes, made once, and a world's fingerprint is their sum (in a
+FIFO channel, each message weighted by its place), so a step that changes one
+state and a message or two fingerprints the new world in a few additions,
+whatever the world's size, and its canonical bytes are made only when asked
+for. Fingerprints are stable across processes, unlike ``hash()``. Which
+messages may be delivered next is the network's business (see ``_network``),
+not the world's.
 """
 
 from __future__ import annotations
@@ -23,20 +29,57 @@ from pachyderm._step import load_state, record_bytes
 from pachyderm.errors import InvalidAddressError, describe
 
 __all__ = [
+    "MASK",
+    "WEIGHT",
     "DeadLetter",
     "Envelope",
     "PendingTimer",
     "State",
     "World",
+    "assemble",
     "dead_letter",
+    "digest",
     "envelope",
+    "envelope_total",
+    "header",
     "make_envelope",
     "pending_timer",
+    "power",
     "state_entry",
     "world_from",
 ]
 
 StateT = TypeVar("StateT")
+
+MASK = (1 << 128) - 1  # fingerprints are sums modulo 2**128
+WEIGHT = 0x9E3779B97F4A7C15F39CC0605CEDC835  # odd: a FIFO message's weight is WEIGHT**place
+_powers = [1]
+
+
+def power(place: int) -> int:
+    """``WEIGHT ** place`` modulo 2**128: the weight of the message at ``place`` in its channel."""
+    while len(_powers) <= place:
+        _powers.append(_powers[-1] * WEIGHT & MASK)
+    return _powers[place]
+
+
+def digest(data: bytes) -> int:
+    """A part's 128-bit digest, from bytes that say what kind of part it is and what it holds."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "little")
+
+
+_headers: dict[tuple[int, int, float], int] = {}
+
+
+def header(drops_left: int, duplicates_left: int, now: float) -> int:
+    """The digest of what a world holds besides its parts: fault budgets and the time."""
+    key = (drops_left, duplicates_left, now)
+    found = _headers.get(key)
+    if found is None:
+        if len(_headers) > 4096:
+            _headers.clear()
+        found = _headers[key] = digest(b"h%d:%d:%r" % key)
+    return found
 
 
 class State(NamedTuple):
@@ -45,7 +88,8 @@ class State(NamedTuple):
     key: bytes  # the address, canonically encoded: orders the states
     address: Entity[Any, Any]
     record: bytes  # the stored record, encode([version, state]): what handlers get
-    canonical: bytes  # key + the record encoded canonically: what the fingerprint sees
+    canonical: bytes  # key + the record encoded canonically: what identifies it
+    digest: int  # of the canonical bytes: its share of the world's fingerprint
 
 
 class Envelope(NamedTuple):
@@ -63,6 +107,7 @@ class Envelope(NamedTuple):
     recipient_key: bytes  # the recipient, canonically encoded
     channel: bytes  # sender and recipient, canonically encoded: its FIFO channel
     deliver_key: bytes  # the key of the action that delivers it, made once
+    digest: int  # of the key: its share of the world's fingerprint (weighted in a FIFO channel)
     order: int = 0  # when it was sent, in this world's history: not part of its identity
 
     @property
@@ -88,6 +133,7 @@ class PendingTimer:
     blob: bytes  # the message as stored
     canonical: bytes  # the message, canonically encoded
     key: bytes  # owner, name, due, recipient and message, canonically: names it in every world
+    digest: int  # of the key: its share of the world's fingerprint
 
     @property
     def message(self) -> Any:
@@ -109,6 +155,7 @@ class DeadLetter:
     blob: bytes
     error: str  # the exception's type and text, e.g. "ValueError: boom"
     key: bytes  # recipient, message and error, canonically encoded: orders them
+    digest: int  # of the key: its share of the world's fingerprint
 
     @property
     def message(self) -> Any:
@@ -131,14 +178,26 @@ def pending_timer(
     """A pending timer from parts already encoded (``canonical``: the message's)."""
     recipient_key = encode_canonical(recipient)
     key = encode_canonical([owner_key, name, due, recipient_key]) + canonical
-    return PendingTimer(owner_key, owner, name, due, recipient, recipient_key, blob, canonical, key)
+    return PendingTimer(
+        owner_key,
+        owner,
+        name,
+        due,
+        recipient,
+        recipient_key,
+        blob,
+        canonical,
+        key,
+        digest(b"t" + key),
+    )
 
 
 def dead_letter(
     recipient: Entity[Any, Any], recipient_key: bytes, blob: bytes, canonical: bytes, error: str
 ) -> DeadLetter:
     """A dead letter from parts already encoded (``canonical``: the message's)."""
-    return DeadLetter(recipient, blob, error, recipient_key + canonical + encode_canonical(error))
+    key = recipient_key + canonical + encode_canonical(error)
+    return DeadLetter(recipient, blob, error, key, digest(b"d" + key))
 
 
 def envelope(
@@ -175,7 +234,18 @@ def make_envelope(
     channel = sender_key + recipient_key
     return _new(
         Envelope,
-        (recipient, sender, blob, canonical, key, recipient_key, channel, b"de" + key, order),
+        (
+            recipient,
+            sender,
+            blob,
+            canonical,
+            key,
+            recipient_key,
+            channel,
+            b"de" + key,
+            digest(b"m" + key),
+            order,
+        ),
     )
 
 
@@ -185,25 +255,28 @@ _new = tuple.__new__  # a NamedTuple without its Python-level __new__
 class World:
     """States, messages in flight, pending timers, dead letters and the virtual time.
 
-    An immutable value, equal to another iff the same canonical bytes.
-    ``entities`` maps every entity that has been activated to its state;
-    ``in_flight`` lists the messages not yet delivered as ``(address, message)``;
-    ``timers`` the pending timers; ``dead_letters`` the failed activations;
-    ``now`` the virtual time (seconds). Its attributes cannot be set: every
-    change makes a new world.
+    An immutable value, equal to another iff the same fingerprint and the same
+    canonical bytes. ``entities`` maps every entity that has been activated to
+    its state; ``in_flight`` lists the messages not yet delivered as
+    ``(address, message)``; ``timers`` the pending timers; ``dead_letters``
+    the failed activations; ``now`` the virtual time (seconds). ``fifo``: its
+    messages travel in per-channel order, so a channel's order is part of it.
+    Its attributes cannot be set: every change makes a new world.
     """
 
     __slots__ = (
-        "canonical",
+        "_canonical",
         "dead",
         "drops_left",
         "duplicates_left",
         "envelopes",
+        "fifo",
         "fingerprint",
         "next_order",
         "now",
         "pending",
         "states",
+        "total",
     )
 
     states: tuple[State, ...]
@@ -214,8 +287,10 @@ class World:
     drops_left: int
     duplicates_left: int
     next_order: int
-    canonical: bytes
+    fifo: bool
+    total: int  # the fingerprint as a number: the sum of the parts' digests, modulo 2**128
     fingerprint: bytes
+    _canonical: bytes
 
     def __init__(
         self,
@@ -228,44 +303,65 @@ class World:
         dead: tuple[DeadLetter, ...] = (),
         now: float = 0.0,
         next_order: int = 0,
+        fifo: bool = False,
     ) -> None:
-        # msgpack items delimit themselves: counts up front are all the framing needed.
-        if pending or dead or now:
+        total = header(drops_left, duplicates_left, now) + envelope_total(envelopes, fifo)
+        for part in (states, pending, dead):
+            for item in part:
+                total += item.digest
+        _fill(
+            self,
+            states,  # sorted by key
+            envelopes,  # in the network's canonical order
+            pending,  # by owner key, then due order per owner
+            dead,  # sorted by key
+            now,
+            drops_left,
+            duplicates_left,
+            next_order,  # bookkeeping for run's send order, not identity
+            fifo,
+            total & MASK,
+        )
+
+    @property
+    def canonical(self) -> bytes:
+        """The world's canonical bytes: its parts' canonical encodings, framed (made on demand)."""
+        canonical: bytes | None = getattr(self, "_canonical", None)  # unset until asked for
+        if canonical is None:
+            pending, dead, now = self.pending, self.dead, self.now
+            # msgpack items delimit themselves: counts up front are all the framing needed.
             head = b"%d:%d:%d:%d:%d:%r;" % (
-                drops_left,
-                duplicates_left,
-                len(states),
+                self.drops_left,
+                self.duplicates_left,
+                len(self.states),
                 len(pending),
                 len(dead),
                 now,
             )
-            tail = b"".join([timer.key for timer in pending] + [letter.key for letter in dead])
-        else:
-            head = b"%d:%d:%d;" % (drops_left, duplicates_left, len(states))
-            tail = b""
-        canonical = b"".join(
-            [head, *[state.canonical for state in states], *[item.key for item in envelopes], tail]
-        )
-        setter = object.__setattr__
-        setter(self, "states", states)  # sorted by key
-        setter(self, "envelopes", envelopes)  # in the network's canonical order
-        setter(self, "pending", pending)  # by owner key, then due order per owner
-        setter(self, "dead", dead)  # sorted by key
-        setter(self, "now", now)
-        setter(self, "drops_left", drops_left)
-        setter(self, "duplicates_left", duplicates_left)
-        setter(self, "next_order", next_order)  # bookkeeping for run's send order, not identity
-        setter(self, "canonical", canonical)
-        setter(self, "fingerprint", hashlib.blake2b(canonical, digest_size=16).digest())
+            canonical = b"".join(
+                [
+                    head,
+                    *[state.canonical for state in self.states],
+                    *[item.key for item in self.envelopes],
+                    *[timer.key for timer in pending],
+                    *[letter.key for letter in dead],
+                ]
+            )
+            object.__setattr__(self, "_canonical", canonical)
+        return canonical
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a World is an immutable value; {name!r} cannot be set")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, World) and other.canonical == self.canonical
+        return (
+            isinstance(other, World)
+            and other.total == self.total
+            and other.canonical == self.canonical
+        )
 
     def __hash__(self) -> int:
-        return hash(self.fingerprint)
+        return hash(self.total)
 
     def replace(self, **changes: Any) -> World:
         """This world with some parts changed."""
@@ -278,6 +374,7 @@ class World:
             "dead": self.dead,
             "now": self.now,
             "next_order": self.next_order,
+            "fifo": self.fifo,
             **changes,
         }
         states = parts.pop("states")
@@ -291,7 +388,9 @@ class World:
 
         Not the search's fault budgets left over, nor the virtual time it took.
         """
-        return World(self.states, self.envelopes, pending=self.pending, dead=self.dead)
+        return World(
+            self.states, self.envelopes, pending=self.pending, dead=self.dead, fifo=self.fifo
+        )
 
     @property
     def entities(self) -> dict[Entity[Any, Any], Any]:
@@ -330,19 +429,6 @@ class World:
                 return state.record
         return None
 
-    def states_with(self, state: State) -> tuple[State, ...]:
-        """This world's states with ``state`` in place of (or beside) its entity's."""
-        states = self.states
-        key = state.key
-        position = 0
-        for position, entry in enumerate(states):  # noqa: B007 - position is used after
-            if entry.key >= key:
-                break
-        else:
-            position = len(states)
-        replaced = 1 if position < len(states) and states[position].key == key else 0
-        return (*states[:position], state, *states[position + replaced :])
-
     def __repr__(self) -> str:
         states = ", ".join(
             f"{s.address!r}: {load_state(s.address, s.record)!r}" for s in self.states
@@ -357,6 +443,80 @@ class World:
         return f"World({{{states}}}, in_flight={self.in_flight!r}{extra})"
 
 
+_set = object.__setattr__
+
+
+def _fill(
+    world: World,
+    states: tuple[State, ...],
+    envelopes: tuple[Envelope, ...],
+    pending: tuple[PendingTimer, ...],
+    dead: tuple[DeadLetter, ...],
+    now: float,
+    drops_left: int,
+    duplicates_left: int,
+    next_order: int,
+    fifo: bool,
+    total: int,
+) -> World:
+    _set(world, "states", states)
+    _set(world, "envelopes", envelopes)
+    _set(world, "pending", pending)
+    _set(world, "dead", dead)
+    _set(world, "now", now)
+    _set(world, "drops_left", drops_left)
+    _set(world, "duplicates_left", duplicates_left)
+    _set(world, "next_order", next_order)
+    _set(world, "fifo", fifo)
+    _set(world, "total", total)
+    _set(world, "fingerprint", total.to_bytes(16, "little"))
+    return world
+
+
+def assemble(
+    states: tuple[State, ...],
+    envelopes: tuple[Envelope, ...],
+    pending: tuple[PendingTimer, ...],
+    dead: tuple[DeadLetter, ...],
+    now: float,
+    drops_left: int,
+    duplicates_left: int,
+    next_order: int,
+    fifo: bool,
+    total: int,
+) -> World:
+    """A world from its parts and its fingerprint sum, ``total``, worked out by the caller
+    from the world it came from: nothing is summed or encoded again."""
+    return _fill(
+        object.__new__(World),
+        states,
+        envelopes,
+        pending,
+        dead,
+        now,
+        drops_left,
+        duplicates_left,
+        next_order,
+        fifo,
+        total & MASK,
+    )
+
+
+def envelope_total(envelopes: tuple[Envelope, ...], fifo: bool) -> int:
+    """The envelopes' share of a fingerprint: their digests, each weighted by its place
+    in its channel when the order in a channel matters (FIFO)."""
+    if not fifo:
+        return sum(item.digest for item in envelopes)
+    total = place = 0
+    channel = None
+    for item in envelopes:  # channels are contiguous, each in send order
+        if item.channel != channel:
+            channel, place = item.channel, 0
+        total += item.digest * power(place)
+        place += 1
+    return total
+
+
 def state_entry(
     address: Entity[Any, Any], key: bytes, state_bytes: bytes, canonical: bytes
 ) -> State:
@@ -364,7 +524,8 @@ def state_entry(
     version = address.version
     record = record_bytes(version, state_bytes)
     fingerprinted = record if canonical is state_bytes else record_bytes(version, canonical)
-    return _new(State, (key, address, record, key + fingerprinted))
+    identity = key + fingerprinted
+    return _new(State, (key, address, record, identity, digest(b"s" + identity)))
 
 
 def world_from(

@@ -1,0 +1,133 @@
+"""Incremental fingerprints, and a search's memory of activations.
+
+A world's fingerprint is the sum of its parts' digests, worked out from its
+parent's in a step; these tests hold every such sum to the one made afresh
+from the parts, and every shortcut to the world the step really makes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pachyderm import Entity, Outbox
+from simulation import Simulation, World
+from simulation._network import initial_world
+from simulation._step import Activations, enabled, fingerprint_after, step
+from simulation._world import envelope
+from tests.entities import Fragile, Recorder
+from tests.oracle import systems, timed_systems
+
+
+def afresh(world: World) -> World:
+    """``world`` made again from its parts: every digest summed anew."""
+    return World(
+        world.states,
+        world.envelopes,
+        world.drops_left,
+        world.duplicates_left,
+        pending=world.pending,
+        dead=world.dead,
+        now=world.now,
+        next_order=world.next_order,
+        fifo=world.fifo,
+    )
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    envelopes=st.one_of(systems, timed_systems),
+    network=st.sampled_from(["unordered", "fifo"]),
+    drops=st.integers(0, 1),
+    duplicates=st.integers(0, 1),
+    data=st.data(),
+)
+def test_every_step_fingerprints_its_world_as_summing_afresh_would(
+    envelopes: list[tuple[Any, Any]], network: Any, drops: int, duplicates: int, data: Any
+) -> None:
+    """Along random paths (timers, drops, copies, both networks), each world's incremental
+    fingerprint is the one summed afresh; the shortcut, and remembered activations, agree."""
+    world = initial_world(envelopes, None, network, drops, duplicates)
+    activations = Activations()
+    for _ in range(12):
+        assert world.fingerprint == afresh(world).fingerprint
+        actions = enabled(world, network, {})
+        if not actions:
+            break
+        for action in actions:
+            plain, _ = step(world, action, network)
+            remembered, _ = step(world, action, network, activations=activations)
+            assert remembered == plain
+            assert remembered.fingerprint == plain.fingerprint == afresh(plain).fingerprint
+            shortcut = fingerprint_after(world, action, activations)
+            assert shortcut is None or shortcut == plain.fingerprint
+        world, _ = step(world, data.draw(st.sampled_from(actions)), network)
+
+
+def test_fifo_fingerprints_tell_a_channels_orders_apart() -> None:
+    """Two messages on one channel in either order: two FIFO worlds, one unordered world."""
+    first, second = envelope(Recorder("r"), 1), envelope(Recorder("r"), 2)
+    one_way = World((), (first, second), fifo=True)
+    other_way = World((), (second, first), fifo=True)
+    assert one_way.fingerprint != other_way.fingerprint
+    assert one_way != other_way
+    system = [(Recorder("r"), 1), (Recorder("r"), 2)]
+    assert initial_world(system, None, "unordered", 0, 0) == initial_world(
+        list(reversed(system)), None, "unordered", 0, 0
+    )
+
+
+runs: list[tuple[int, int]] = []
+
+
+class Bit(Entity[int, int]):
+    """Sets the bit it is sent, and notes each time its handler runs."""
+
+    entity_name = "tests.fingerprints.Bit"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: int, state: int) -> tuple[Outbox, int]:
+        runs.append((state, message))
+        return [], state | message
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_search_runs_each_activation_once(workers: int) -> None:
+    """3 entities x 3 bits: 512 worlds, and each entity's 12 (state, message) pairs run once
+    (once in each worker process)."""
+    runs.clear()
+    system = [(Bit(e), 1 << m) for e in range(3) for m in range(3)]
+    result = Simulation.explore(system, workers=workers)
+    assert result.unique_states == 512
+    if workers == 1:
+        # Per entity: each of its 3 bits, sent in each of the 4 states the other two make.
+        assert result.handler_calls == len(runs) == 3 * 12
+        assert len(set(runs)) == 12
+    else:  # the workers remember for themselves, in their own processes
+        assert 3 * 12 <= result.handler_calls <= workers * 3 * 12
+
+
+def test_remembered_activations_are_bounded_and_counted() -> None:
+    """Past its limit the memory forgets everything at once; calls count the handler's runs."""
+    activations = Activations(limit=4)
+    address = Bit("b")
+    key = World().fingerprint  # any bytes serve as the entity's key here
+    for bit in range(10):
+        activations.outcome(address, key, None, envelope(address, 1 << bit).blob, 1 << 20)
+    assert activations.calls == 10
+    assert len(activations.known) <= 4
+    activations.outcome(address, key, None, envelope(address, 1 << 9).blob, 1 << 20)
+    assert activations.calls == 10  # the last one is still remembered
+
+
+def test_a_remembered_failure_is_a_dead_letter_in_every_world_it_happens_in() -> None:
+    """The same failing activation, met on many paths, is a dead letter on each."""
+    result = Simulation.explore([(Fragile("f"), "boom"), (Recorder("r"), 1), (Recorder("r"), 2)])
+    assert result.final_worlds
+    for world in result.final_worlds:
+        assert [letter.address for letter in world.dead_letters] == [Fragile("f")]
