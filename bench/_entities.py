@@ -17,3 +17,31 @@ class Tally(Entity[Any, int]):
 
     def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
         return [], state + 1
+
+
+class Bits(Entity[int, int]):
+    """Sets the bit it is sent: order-insensitive, so n messages make 2**n worlds."""
+
+    entity_name = "bench.Bits"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: int, state: int) -> tuple[Outbox, int]:
+        return [], state | message
+
+
+class Hop(Entity[tuple[int, int], int]):
+    """Passes a token round a ring of four, ``hops`` more times: what is in flight stays put."""
+
+    entity_name = "bench.Hop"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: tuple[int, int], state: int) -> tuple[Outbox, int]:
+        token, hops = message
+        position = self.id
+        assert isinstance(position, int)
+        onward = [(Hop((position + 1) % 4), (token, hops - 1))] if hops else []
+        return onward, state + 1
