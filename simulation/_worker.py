@@ -99,6 +99,7 @@ class Worker:
         self.violations: list[tuple[Order, str, World, Node, str, bytes | None]] = []
         self.transitions = self.handler_calls = self.truncated = 0
         self.activations = Activations()
+        self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
         if initial is not None:
             self.candidates[self.key(initial)] = [initial, None, _EMPTY, _ROOT]
 
@@ -196,7 +197,7 @@ class Worker:
         network = self.config.network
         for blob in shipments:
             for world, key, trace, asleep_keys, ordinals, new in loads(blob):
-                actions = enabled(world, network)
+                actions = enabled(world, network, self.known_actions)
                 asleep = {a.key: a for a in actions if a.key in asleep_keys}
                 todo = [(ordinal, actions[ordinal]) for ordinal in ordinals]
                 self.items.append((world, key, asleep, todo, node_of(trace), new))
@@ -212,7 +213,7 @@ class Worker:
                 self._discovered(world, key, node, depth, finals)
             if not world.envelopes and not world.pending:  # quiescent
                 continue
-            actions = enabled(world, network)
+            actions = enabled(world, network, self.known_actions)
             if not reduce:
                 todo = list(enumerate(actions))
                 asleep: dict[bytes, Action] = {}
