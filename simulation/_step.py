@@ -217,7 +217,13 @@ def step(
     assert target is not None
     index = action.index
     envelopes = world.envelopes
-    if not 0 <= index < len(envelopes) or envelopes[index].key != target.key:
+    # The hint is from the world the action was found in. Under FIFO an identical copy
+    # further down the channel is not the message to take: the head is.
+    if (
+        not 0 <= index < len(envelopes)
+        or envelopes[index].key != target.key
+        or (fifo and index and envelopes[index - 1].channel == target.channel)
+    ):
         index = _find(envelopes, target, fifo)
     rest = envelopes[:index] + envelopes[index + 1 :]
     if action.kind == "drop":

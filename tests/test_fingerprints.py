@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pachyderm import Entity, Outbox
 from simulation import Simulation, World
 from simulation._network import initial_world
-from simulation._step import Activations, enabled, fingerprint_after, step
+from simulation._step import Action, Activations, enabled, fingerprint_after, step
 from simulation._world import envelope
 from tests.entities import Fragile, Recorder
 from tests.oracle import systems, timed_systems
@@ -131,3 +131,14 @@ def test_a_remembered_failure_is_a_dead_letter_in_every_world_it_happens_in() ->
     assert result.final_worlds
     for world in result.final_worlds:
         assert [letter.address for letter in world.dead_letters] == [Fragile("f")]
+
+
+def test_a_delivery_found_in_another_world_takes_the_head_of_its_fifo_channel() -> None:
+    """A search hands one Action to every world with that message; where a copy of it also
+    waits further down the channel, the delivery still takes the channel's head."""
+    message, other = envelope(Recorder("r"), 1), envelope(Recorder("r"), 2)
+    world = World((), (message, other, message), fifo=True)
+    found_elsewhere = Action("deliver", message, index=2)  # its place in some other world
+    child, _ = step(world, found_elsewhere, "fifo")
+    assert child.in_flight == [(Recorder("r"), 2), (Recorder("r"), 1)]
+    assert child.state_of(Recorder("r")) == [1]
