@@ -29,6 +29,7 @@ from simulation._render import sequence_diagram, trace_text
 from simulation._step import (
     Action,
     Activations,
+    actions_after,
     enabled,
     fingerprint_after,
     step,
@@ -237,12 +238,18 @@ class _Budget:
 
 
 class _Frame:
-    __slots__ = ("depth", "fingerprint", "index", "sleep", "todo", "world")
+    __slots__ = ("actions", "depth", "fingerprint", "index", "sleep", "todo", "world")
 
     def __init__(
-        self, world: World, sleep: dict[bytes, Action], todo: list[Action], depth: int
+        self,
+        world: World,
+        sleep: dict[bytes, Action],
+        todo: list[Action],
+        depth: int,
+        actions: list[Action],
     ) -> None:
         self.world = world
+        self.actions = actions  # every action enabled in the world
         self.fingerprint = world.fingerprint
         self.sleep = sleep
         self.todo = todo
@@ -314,7 +321,7 @@ class _Search:
                 self.check(final, self.final_checks, fingerprint)
 
     def transition(self, world: World, fingerprint: bytes, action: Action) -> World:
-        self.result.transitions += 1
+        """The world after ``action`` (the caller counts the transition)."""
         child, failure = step(world, action, self.network, activations=self.activations)
         if failure is not None and self.failures == "violation":
             trace = (*self.trace_to(fingerprint), action)
@@ -335,8 +342,16 @@ class _Search:
         network, known, activations = self.network, self.known_actions, self.activations
         result, parents, discovered = self.result, self.parents, self.discovered
 
-        def enter(world: World, sleep: dict[bytes, Action], depth: int) -> _Frame | None:
-            """A frame for ``world``, reached with ``sleep`` asleep; None if nothing to take."""
+        def enter(
+            world: World,
+            sleep: dict[bytes, Action],
+            depth: int,
+            actions: list[Action] | None = None,
+        ) -> _Frame | None:
+            """A frame for ``world``, reached with ``sleep`` asleep; None if nothing to take.
+
+            ``actions``: those enabled in ``world``, when the caller knows them.
+            """
             fingerprint = world.fingerprint
             before = stored.get(fingerprint)
             # A shallower path matters only under max_depth: it may reach worlds the deeper
@@ -346,24 +361,26 @@ class _Search:
                 stored[fingerprint] = shared.setdefault(entry, entry)
                 if world.quiescent:
                     return None
-                actions = enabled(world, network, known)
+                if actions is None:
+                    actions = enabled(world, network, known)
                 if max_depth is not None and depth >= max_depth:
                     result.truncated += 1
                     return None
                 todo = [action for action in actions if action.key not in sleep]
-                return _Frame(world, sleep, todo, depth)
+                return _Frame(world, sleep, todo, depth, actions)
             slept_before, first_depth = before
             if not slept_before or sleep.keys() >= slept_before:
                 return None  # everything taken from here before is asleep now too
             # Actions asleep last time but awake now were never taken from here.
-            actions = enabled(world, network, known)
+            if actions is None:
+                actions = enabled(world, network, known)
             todo = [a for a in actions if a.key in slept_before and a.key not in sleep]
             if not todo:
                 return None
             entry = (slept_before & frozenset(sleep), first_depth)
             stored[fingerprint] = shared.setdefault(entry, entry)
             taken_before = {a.key: a for a in actions if a.key not in slept_before}
-            return _Frame(world, {**sleep, **taken_before}, todo, depth)
+            return _Frame(world, {**sleep, **taken_before}, todo, depth, actions)
 
         discovered(initial, initial.fingerprint, None, None)
         first = enter(initial, {}, 0)
@@ -375,27 +392,38 @@ class _Search:
                 continue
             action = frame.todo[frame.index]
             frame.index += 1
+            result.transitions += 1
+            if not result.transitions % _TICK:
+                self.budget.tick(result, len(stack), frame.depth)
             sleep = frame.sleep
-            child_sleep = still_asleep(sleep, action) if sleep else {}
-            sleep[action.key] = action
             if not limited:  # a world been to, with nothing new to take: not made again
                 known_child = fingerprint_after(frame.world, action, activations)
                 if known_child is not None:
                     before = stored.get(known_child)
-                    if before is not None and (not before[0] or child_sleep.keys() >= before[0]):
-                        result.transitions += 1
-                        if not result.transitions % _TICK:
-                            self.budget.tick(result, len(stack), frame.depth)
+                    if before is not None:
+                        slept_before = before[0]
+                        if not slept_before:
+                            sleep[action.key] = action
+                            continue
+                        child_sleep = still_asleep(sleep, action) if sleep else {}
+                        sleep[action.key] = action
+                        if child_sleep.keys() >= slept_before:
+                            continue
+                        child = self.transition(frame.world, frame.fingerprint, action)
+                        entered = enter(child, child_sleep, frame.depth + 1)
+                        if entered is not None:
+                            stack.append(entered)
                         continue
+            child_sleep = still_asleep(sleep, action) if sleep else {}
+            sleep[action.key] = action
             child = self.transition(frame.world, frame.fingerprint, action)
             fingerprint = child.fingerprint
             if fingerprint not in parents:
                 discovered(child, fingerprint, frame.fingerprint, action)
-            entered = enter(child, child_sleep, frame.depth + 1)
+            following = actions_after(frame.world, frame.actions, action, child)
+            entered = enter(child, child_sleep, frame.depth + 1, following)
             if entered is not None:
                 stack.append(entered)
-            if not result.transitions % _TICK:
-                self.budget.tick(result, len(stack), frame.depth)
 
     def paths(self, initial: World) -> dict[World, int] | None:
         """How many delivery orders reach each final world, over the state graph.
@@ -439,6 +467,7 @@ class _Search:
                 continue
             targets = self.edges.setdefault(fingerprint, []) if self.count_paths else None
             for action in enabled(world, self.network, self.known_actions):
+                self.result.transitions += 1
                 child = self.transition(world, fingerprint, action)
                 reached = key(child)
                 if targets is not None:

@@ -42,7 +42,15 @@ from simulation._world import (
     state_entry,
 )
 
-__all__ = ["Action", "Activations", "enabled", "fingerprint_after", "step", "still_asleep"]
+__all__ = [
+    "Action",
+    "Activations",
+    "actions_after",
+    "enabled",
+    "fingerprint_after",
+    "step",
+    "still_asleep",
+]
 
 _NOTHING: Any = object()
 _new = tuple.__new__
@@ -164,6 +172,31 @@ def enabled(
     if world.duplicates_left:
         actions.extend(Action("duplicate", envelopes[index], index) for index in heads)
     return actions
+
+
+def actions_after(
+    world: World, actions: list[Action], action: Action, child: World
+) -> list[Action] | None:
+    """``child``'s enabled actions from ``world``'s, when the step between them was a
+    delivery on an unordered network that sent nothing (no timers, no faults): the
+    same, less the delivery if no copy of its message waits. None otherwise."""
+    if (
+        action.kind != "deliver"
+        or child.fifo
+        or world.pending
+        or child.pending
+        or child.drops_left
+        or child.duplicates_left
+        or len(child.envelopes) != len(world.envelopes) - 1
+    ):
+        return None
+    assert action.envelope is not None
+    key = action.envelope.key
+    envelopes = child.envelopes
+    place = bisect_left(envelopes, key, key=_KEY)
+    if place < len(envelopes) and envelopes[place].key == key:
+        return actions  # a copy waits: the same choices
+    return [other for other in actions if other is not action]
 
 
 _KNOWN_ACTIONS = 1 << 16  # deliveries a search keeps to hand out again, then forgets at once

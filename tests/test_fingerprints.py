@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from pachyderm import Entity, Outbox
 from simulation import Simulation, World
 from simulation._network import initial_world
-from simulation._step import Action, Activations, enabled, fingerprint_after, step
+from simulation._step import (
+    Action,
+    Activations,
+    actions_after,
+    enabled,
+    fingerprint_after,
+    step,
+)
 from simulation._world import envelope
 from tests.entities import Fragile, Recorder
 from tests.oracle import systems, timed_systems
@@ -49,7 +56,8 @@ def test_every_step_fingerprints_its_world_as_summing_afresh_would(
     envelopes: list[tuple[Any, Any]], network: Any, drops: int, duplicates: int, data: Any
 ) -> None:
     """Along random paths (timers, drops, copies, both networks), each world's incremental
-    fingerprint is the one summed afresh; the shortcut, and remembered activations, agree."""
+    fingerprint is the one summed afresh; the shortcuts (a child's fingerprint without the
+    child, its actions from its parent's) and remembered activations agree with a step."""
     world = initial_world(envelopes, None, network, drops, duplicates)
     activations = Activations()
     known: dict[bytes, Action] = {}  # one Action per delivery for the whole path, as a search
@@ -67,6 +75,9 @@ def test_every_step_fingerprints_its_world_as_summing_afresh_would(
             assert remembered.fingerprint == plain.fingerprint == afresh(plain).fingerprint
             shortcut = fingerprint_after(world, action, activations)
             assert shortcut is None or shortcut == plain.fingerprint
+            following = actions_after(world, actions, action, plain)
+            if following is not None:
+                assert [a.key for a in following] == [a.key for a in enabled(plain, network)]
         world, _ = step(world, data.draw(st.sampled_from(actions)), network)
 
 
