@@ -4,7 +4,9 @@ It uses the server binaries on the machine (Debian's ``postgresql-15``
 package, or whatever ``pg_config --bindir`` names): ``initdb`` a cluster in
 a temporary directory, ``pg_ctl start`` it on a unix socket there, with no
 TCP port. ``pg_ctl`` refuses to run as root, so under root the cluster
-belongs to the ``postgres`` user (or ``nobody``). ``$PACHYDERM_TEST_DSN``
+belongs to the ``postgres`` user (or ``nobody``). A watchdog process stops
+the server and removes its directory when the test run ends in any way,
+a SIGKILL included: it waits for the end of a pipe only the run holds. ``$PACHYDERM_TEST_DSN``
 names a server to use instead. Where neither exists the Postgres tests are
 skipped with a message saying how to get one, unless
 ``$PACHYDERM_REQUIRE_POSTGRES`` is set (CI sets it): then they fail.
@@ -18,6 +20,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -78,6 +81,13 @@ class PostgresServer:
             "pg_ctl", "-D", self.data, "-o", options, "-l",
             os.path.join(self.directory, "log"), "-w", "-t", "60", "start",
         )  # fmt: skip
+        # In a session of its own, so that Ctrl-C at the terminal leaves it to clean up.
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, os.path.join(binaries, "pg_ctl"), self.data,
+             self.directory, self.user or ""],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
 
     def _run(self, tool: str, *arguments: str) -> None:
         subprocess.run(
@@ -99,6 +109,21 @@ class PostgresServer:
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self.watchdog.stdin is not None:
+            self.watchdog.stdin.close()
+        self.watchdog.wait(timeout=60)
+
+
+# Reads its stdin until the test run's end of the pipe closes (the run ended, however),
+# then stops the server and removes its directory.
+_WATCHDOG = """
+import shutil, subprocess, sys
+pg_ctl, data, directory, user = sys.argv[1:]
+sys.stdin.buffer.read()
+subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], user=user or None,
+               capture_output=True, check=False)
+shutil.rmtree(directory, ignore_errors=True)
+"""
 
 
 @contextlib.contextmanager

@@ -407,3 +407,43 @@ async def test_a_connection_lost_at_commit_neither_loses_nor_doubles_the_group(
     finally:
         cutter.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_killed_test_run_leaves_no_server_behind() -> None:
+    """A run SIGKILLed with its server up: the watchdog stops the server, removes its files."""
+    from tests.postgres_server import HOW_TO_GET_ONE, find_binaries
+
+    if find_binaries() is None:
+        if os.environ.get("PACHYDERM_REQUIRE_POSTGRES"):
+            pytest.fail(HOW_TO_GET_ONE)
+        pytest.skip(HOW_TO_GET_ONE)
+    code = (
+        "import sys, time; from tests.postgres_server import PostgresServer, find_binaries; "
+        "server = PostgresServer(find_binaries()); print(server.directory, flush=True); "
+        "time.sleep(600)"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert run.stdout is not None
+    directory = run.stdout.readline().strip()
+    pid_file = Path(directory, "data", "postmaster.pid")
+    assert pid_file.exists()  # the server is up
+    postmaster = int(pid_file.read_text().split()[0])
+    run.kill()
+    run.wait()
+    run.stdout.close()
+    deadline = time.monotonic() + 60
+    while Path(directory).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(directory).exists()
+    assert not _running(postmaster)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie left for a reaper that never comes does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
