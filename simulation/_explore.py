@@ -31,7 +31,8 @@ from simulation._step import (
     Activations,
     actions_after,
     enabled,
-    fingerprint_after,
+    make_planned,
+    plan_delivery,
     step,
     still_asleep,
 )
@@ -305,8 +306,9 @@ class _Search:
             raise _Stop("max_worlds")  # only when there is one more: a space of N is complete
         self.parents[fingerprint] = (parent, action)
         self.result.unique_states += 1
-        self.check(world, self.invariants, fingerprint)
-        if world.quiescent:
+        if self.invariants:
+            self.check(world, self.invariants, fingerprint)
+        if not world.envelopes and not world.pending:  # quiescent
             final = world.outcome()
             self.finals[fingerprint] = final
             if self.symmetry is None:
@@ -396,31 +398,34 @@ class _Search:
             if not result.transitions % _TICK:
                 self.budget.tick(result, len(stack), frame.depth)
             sleep = frame.sleep
-            if not limited:  # a world been to, with nothing new to take: not made again
-                known_child = fingerprint_after(frame.world, action, activations)
-                if known_child is not None:
-                    before = stored.get(known_child)
-                    if before is not None:
-                        slept_before = before[0]
-                        if not slept_before:
-                            sleep[action.key] = action
-                            continue
-                        child_sleep = still_asleep(sleep, action) if sleep else {}
+            world = frame.world
+            # A delivery planned first: a world been to, with nothing new to take, is not
+            # made again.
+            plan = None if limited else plan_delivery(world, action, activations)
+            if plan is not None:
+                before = stored.get(plan.fingerprint)
+                if before is not None:
+                    slept_before = before[0]
+                    if not slept_before:
                         sleep[action.key] = action
-                        if child_sleep.keys() >= slept_before:
-                            continue
-                        child = self.transition(frame.world, frame.fingerprint, action)
-                        entered = enter(child, child_sleep, frame.depth + 1)
-                        if entered is not None:
-                            stack.append(entered)
                         continue
+                    child_sleep = still_asleep(sleep, action) if sleep else {}
+                    sleep[action.key] = action
+                    if child_sleep.keys() >= slept_before:
+                        continue
+                    entered = enter(make_planned(world, action, plan), child_sleep, frame.depth + 1)
+                    if entered is not None:
+                        stack.append(entered)
+                    continue
+                child = make_planned(world, action, plan)
+            else:
+                child = self.transition(world, frame.fingerprint, action)
             child_sleep = still_asleep(sleep, action) if sleep else {}
             sleep[action.key] = action
-            child = self.transition(frame.world, frame.fingerprint, action)
             fingerprint = child.fingerprint
             if fingerprint not in parents:
                 discovered(child, fingerprint, frame.fingerprint, action)
-            following = actions_after(frame.world, frame.actions, action, child)
+            following = actions_after(world, frame.actions, action, child)
             entered = enter(child, child_sleep, frame.depth + 1, following)
             if entered is not None:
                 stack.append(entered)

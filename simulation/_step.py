@@ -45,9 +45,11 @@ from simulation._world import (
 __all__ = [
     "Action",
     "Activations",
+    "Planned",
     "actions_after",
     "enabled",
-    "fingerprint_after",
+    "make_planned",
+    "plan_delivery",
     "step",
     "still_asleep",
 ]
@@ -296,18 +298,29 @@ def step(
     )
 
 
-def fingerprint_after(
+class Planned(NamedTuple):
+    """A delivery worked out but not made: the new world's fingerprint, and how to make it."""
+
+    fingerprint: bytes
+    total: int  # the new world's fingerprint sum, before its new state's share
+    position: int  # where the recipient's state goes among the world's states
+    old: State | None  # the recipient's state before
+    outcome: _Outcome
+
+
+def plan_delivery(
     world: World,
     action: Action,
     activations: Activations,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-) -> bytes | None:
+) -> Planned | None:
     """The fingerprint of the world ``step`` would make, without making it.
 
     For a delivery on an unordered network whose activation (remembered in
     ``activations``) succeeded and set no timers: a few additions. None for
     anything else, which ``step`` itself must fingerprint. A search asks this
-    first, and makes only the worlds it has not been to, or must go on from.
+    first, and makes (:func:`make_planned`) only the worlds it has not been
+    to, or must go on from.
     """
     if action.kind != "deliver" or world.fifo:
         return None
@@ -320,16 +333,40 @@ def fingerprint_after(
     if old is not None and old.key != key:
         old = None
     record = None if old is None else old.record
-    outcome = activations.outcome(target.recipient, key, record, target.blob, max_message_bytes)
+    outcome = activations.known.get((key, record, target.blob))
+    if outcome is None:
+        outcome = activations.outcome(target.recipient, key, record, target.blob, max_message_bytes)
     entry = outcome.entry
     if entry is None or outcome.timers:
         return None
-    total = world.total - target.digest + entry.digest
+    total = world.total - target.digest
+    final = total + entry.digest
     if old is not None:
-        total -= old.digest
+        final -= old.digest
     for template in outcome.sends:
-        total += template[_DIGEST]
-    return (total & MASK).to_bytes(16, "little")
+        final += template[_DIGEST]
+    return _new(Planned, ((final & MASK).to_bytes(16, "little"), total, position, old, outcome))
+
+
+def make_planned(world: World, action: Action, plan: Planned) -> World:
+    """The world :func:`plan_delivery` planned: ``action`` delivered in ``world``."""
+    target = action.envelope
+    assert target is not None
+    envelopes = world.envelopes
+    index = bisect_left(envelopes, target.key, key=_KEY)  # unordered: sorted by key
+    rest = envelopes[:index] + envelopes[index + 1 :]
+    return _apply(
+        world,
+        target.recipient,
+        target.recipient_key,
+        plan.position,
+        plan.old,
+        plan.outcome,
+        rest,
+        world.pending,
+        world.now,
+        plan.total,
+    )
 
 
 _DIGEST = 8  # Envelope.digest, in a send's template
@@ -534,9 +571,7 @@ def _activate(
         outcome = _run(recipient, recipient_key, record, blob, max_message_bytes)
     else:
         outcome = activations.outcome(recipient, recipient_key, record, blob, max_message_bytes)
-    entry = outcome.entry
-    fifo = world.fifo
-    if entry is None:
+    if outcome.entry is None:
         letter = dead_letter(recipient, recipient_key, blob, canonical, outcome.error)
         dead = tuple(sorted((*world.dead, letter), key=lambda item: item.key))
         return World(
@@ -548,8 +583,31 @@ def _activate(
             dead=dead,
             now=now,
             next_order=world.next_order,
-            fifo=fifo,
+            fifo=world.fifo,
         ), outcome.failed
+    return _apply(
+        world, recipient, recipient_key, position, old, outcome, envelopes, pending, now, total
+    ), None
+
+
+def _apply(
+    world: World,
+    recipient: Entity[Any, Any],
+    recipient_key: bytes,
+    position: int,
+    old: State | None,
+    outcome: _Outcome,
+    envelopes: tuple[Envelope, ...],
+    pending: tuple[PendingTimer, ...],
+    now: float,
+    total: int,
+) -> World:
+    """The world after a successful activation: its new state at ``position`` (in place of
+    ``old``), its sends and timers. The arguments as for :func:`_activate`."""
+    entry = outcome.entry
+    assert entry is not None
+    states = world.states
+    fifo = world.fifo
     if old is None:
         states = (*states[:position], entry, *states[position:])
     else:
@@ -585,7 +643,7 @@ def _activate(
         timers.sort(key=lambda timer: (timer.owner_key, timer.due))
         total += sum(timer.digest for timer in timers) - sum(timer.digest for timer in pending)
         pending = tuple(timers)
-    world = assemble(
+    return assemble(
         states,
         envelopes,
         pending,
@@ -597,7 +655,6 @@ def _activate(
         fifo,
         total,
     )
-    return world, None
 
 
 _KEY = itemgetter(4)  # Envelope.key
