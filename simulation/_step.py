@@ -39,6 +39,7 @@ from simulation._world import (
     make_envelope,
     pending_timer,
     power,
+    powers,
     state_entry,
 )
 
@@ -316,13 +317,13 @@ def plan_delivery(
 ) -> Planned | None:
     """The fingerprint of the world ``step`` would make, without making it.
 
-    For a delivery on an unordered network whose activation (remembered in
-    ``activations``) succeeded and set no timers: a few additions. None for
-    anything else, which ``step`` itself must fingerprint. A search asks this
-    first, and makes (:func:`make_planned`) only the worlds it has not been
-    to, or must go on from.
+    For a delivery whose activation (remembered in ``activations``) succeeded
+    and set no timers: a few additions (under FIFO, a pass over the delivered
+    message's channel). None for anything else, which ``step`` itself must
+    fingerprint. A search asks this first, and makes (:func:`make_planned`)
+    only the worlds it has not been to, or must go on from.
     """
-    if action.kind != "deliver" or world.fifo:
+    if action.kind != "deliver":
         return None
     target = action.envelope
     assert target is not None
@@ -339,13 +340,55 @@ def plan_delivery(
     entry = outcome.entry
     if entry is None or outcome.timers:
         return None
-    total = world.total - target.digest
-    final = total + entry.digest
+    if world.fifo:
+        total = world.total - _fifo_removal(world.envelopes, target)
+        final = total + _fifo_sends(world.envelopes, target.channel, outcome.sends)
+    else:
+        total = world.total - target.digest
+        final = total
+        for template in outcome.sends:
+            final += template[_DIGEST]
+    final += entry.digest
     if old is not None:
         final -= old.digest
-    for template in outcome.sends:
-        final += template[_DIGEST]
     return _new(Planned, ((final & MASK).to_bytes(16, "little"), total, position, old, outcome))
+
+
+def _fifo_removal(envelopes: tuple[Envelope, ...], target: Envelope) -> int:
+    """What the fingerprint loses when the head of ``target``'s FIFO channel is delivered:
+    the head, and a place for each message behind it."""
+    channel = target.channel
+    start = bisect_left(envelopes, channel, key=_CHANNEL)
+    end = bisect_right(envelopes, channel, key=_CHANNEL)
+    if end - start == 1:
+        return target.digest  # alone in its channel: nothing moves up
+    weights = powers(end - start)
+    lost = 0
+    for place, item in enumerate(envelopes[start:end]):
+        # At its place before, less at the place it moves up to.
+        lost += item.digest * (weights[place] - (weights[place - 1] if place else 0))
+    return lost
+
+
+def _fifo_sends(
+    envelopes: tuple[Envelope, ...], delivered: bytes, sends: tuple[tuple[Any, ...], ...]
+) -> int:
+    """What sends add to a FIFO world's fingerprint, each at the end of its channel, once
+    the head of channel ``delivered`` is gone."""
+    added = 0
+    lengths: dict[bytes, int] = {}
+    for template in sends:
+        channel = template[_CHANNEL_FIELD]
+        length = lengths.get(channel)
+        if length is None:
+            length = bisect_right(envelopes, channel, key=_CHANNEL) - bisect_left(
+                envelopes, channel, key=_CHANNEL
+            )
+            if channel == delivered:
+                length -= 1
+        added += template[_DIGEST] * power(length)
+        lengths[channel] = length + 1
+    return added
 
 
 def make_planned(world: World, action: Action, plan: Planned) -> World:
@@ -353,7 +396,10 @@ def make_planned(world: World, action: Action, plan: Planned) -> World:
     target = action.envelope
     assert target is not None
     envelopes = world.envelopes
-    index = bisect_left(envelopes, target.key, key=_KEY)  # unordered: sorted by key
+    if world.fifo:  # the head of its channel
+        index = bisect_left(envelopes, target.channel, key=_CHANNEL)
+    else:  # sorted by key: the first of its identical copies
+        index = bisect_left(envelopes, target.key, key=_KEY)
     rest = envelopes[:index] + envelopes[index + 1 :]
     return _apply(
         world,
@@ -370,6 +416,7 @@ def make_planned(world: World, action: Action, plan: Planned) -> World:
 
 
 _DIGEST = 8  # Envelope.digest, in a send's template
+_CHANNEL_FIELD = 6  # Envelope.channel, in a send's template
 
 
 def _find(envelopes: tuple[Envelope, ...], target: Envelope, fifo: bool) -> int:

@@ -45,6 +45,7 @@ __all__ = [
     "make_envelope",
     "pending_timer",
     "power",
+    "powers",
     "state_entry",
     "world_from",
 ]
@@ -58,9 +59,14 @@ _powers = [1]
 
 def power(place: int) -> int:
     """``WEIGHT ** place`` modulo 2**128: the weight of the message at ``place`` in its channel."""
-    while len(_powers) <= place:
+    return powers(place + 1)[place]
+
+
+def powers(count: int) -> list[int]:
+    """The weights of the first ``count`` places, at least (one shared list: read it only)."""
+    while len(_powers) < count:
         _powers.append(_powers[-1] * WEIGHT & MASK)
-    return _powers[place]
+    return _powers
 
 
 def digest(data: bytes) -> int:

@@ -26,7 +26,7 @@ from simulation._step import (
     step,
 )
 from simulation._world import envelope
-from tests.entities import Fragile, Recorder
+from tests.entities import Fragile, Recorder, Scripted
 from tests.oracle import systems, timed_systems
 
 
@@ -159,3 +159,25 @@ def test_a_delivery_found_in_another_world_takes_the_head_of_its_fifo_channel() 
     child, _ = step(world, found_elsewhere, "fifo")
     assert child.in_flight == [(Recorder("r"), 2), (Recorder("r"), 1)]
     assert child.state_of(Recorder("r")) == [1]
+
+
+def test_a_plan_places_a_send_behind_its_own_channel_under_fifo() -> None:
+    """An entity that sends to itself while a message of its own to itself is delivered: the
+    planned fingerprint puts the new message where the step does, behind the one waiting."""
+    # Scripted(0) sends itself A (which sends it C when delivered) and B: channel 0 -> 0.
+    a = (1, ((0, (3, ())),))
+    start = (0, ((0, a), (0, (2, ()))))
+    world = initial_world([(Scripted(0), start)], None, "fifo", 0, 0)
+    activations = Activations()
+    checked = 0
+    frontier = [world]
+    while frontier:
+        world = frontier.pop()
+        for action in enabled(world, "fifo"):
+            child, _ = step(world, action, "fifo")
+            plan = plan_delivery(world, action, activations)
+            assert plan is not None
+            assert plan.fingerprint == child.fingerprint == afresh(child).fingerprint
+            checked += 1
+            frontier.append(child)
+    assert checked == 4  # start, A, then B and C in the order they were sent
