@@ -328,11 +328,7 @@ def plan_delivery(
     target = action.envelope
     assert target is not None
     key = target.recipient_key
-    states = world.states
-    position = bisect_left(states, key, key=_STATE_KEY)
-    old = states[position] if position < len(states) else None
-    if old is not None and old.key != key:
-        old = None
+    position, old = _state_at(world.states, key)
     record = None if old is None else old.record
     outcome = activations.known.get((key, record, target.blob))
     if outcome is None:
@@ -352,6 +348,14 @@ def plan_delivery(
     if old is not None:
         final -= old.digest
     return _new(Planned, ((final & MASK).to_bytes(16, "little"), total, position, old, outcome))
+
+
+def _state_at(states: tuple[State, ...], key: bytes) -> tuple[int, State | None]:
+    """Where the entity whose key is ``key`` has (or would have) its state, and that state."""
+    position = bisect_left(states, key, key=_STATE_KEY)
+    if position < len(states) and states[position].key == key:
+        return position, states[position]
+    return position, None
 
 
 def _fifo_removal(envelopes: tuple[Envelope, ...], target: Envelope) -> int:
@@ -609,10 +613,7 @@ def _activate(
     """
     blob, canonical = message_bytes
     states = world.states
-    position = bisect_left(states, recipient_key, key=_STATE_KEY)
-    old = states[position] if position < len(states) else None
-    if old is not None and old.key != recipient_key:
-        old = None
+    position, old = _state_at(states, recipient_key)
     record = None if old is None else old.record
     if activations is None:
         outcome = _run(recipient, recipient_key, record, blob, max_message_bytes)

@@ -315,8 +315,7 @@ class World:
         for part in (states, pending, dead):
             for item in part:
                 total += item.digest
-        _fill(
-            self,
+        assemble(
             states,  # sorted by key
             envelopes,  # in the network's canonical order
             pending,  # by owner key, then due order per owner
@@ -326,7 +325,8 @@ class World:
             duplicates_left,
             next_order,  # bookkeeping for run's send order, not identity
             fifo,
-            total & MASK,
+            total,
+            self,
         )
 
     @property
@@ -467,8 +467,7 @@ _set_drops, _set_duplicates, _set_order, _set_fifo, _set_total, _set_fingerprint
 )
 
 
-def _fill(
-    world: World,
+def assemble(
     states: tuple[State, ...],
     envelopes: tuple[Envelope, ...],
     pending: tuple[PendingTimer, ...],
@@ -479,7 +478,14 @@ def _fill(
     next_order: int,
     fifo: bool,
     total: int,
+    world: World | None = None,
 ) -> World:
+    """A world from its parts and its fingerprint sum, ``total``, worked out by the caller
+    from the world it came from: nothing is summed or encoded again. (``world``: the
+    blank world to fill, for ``World()`` itself.)"""
+    if world is None:
+        world = _blank(World)
+    total &= MASK
     _set_states(world, states)
     _set_envelopes(world, envelopes)
     _set_pending(world, pending)
@@ -492,35 +498,6 @@ def _fill(
     _set_total(world, total)
     _set_fingerprint(world, total.to_bytes(16, "little"))
     return world
-
-
-def assemble(
-    states: tuple[State, ...],
-    envelopes: tuple[Envelope, ...],
-    pending: tuple[PendingTimer, ...],
-    dead: tuple[DeadLetter, ...],
-    now: float,
-    drops_left: int,
-    duplicates_left: int,
-    next_order: int,
-    fifo: bool,
-    total: int,
-) -> World:
-    """A world from its parts and its fingerprint sum, ``total``, worked out by the caller
-    from the world it came from: nothing is summed or encoded again."""
-    return _fill(
-        _blank(World),
-        states,
-        envelopes,
-        pending,
-        dead,
-        now,
-        drops_left,
-        duplicates_left,
-        next_order,
-        fifo,
-        total & MASK,
-    )
 
 
 _blank = object.__new__
