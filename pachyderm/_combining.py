@@ -25,12 +25,15 @@ RequestT = TypeVar("RequestT")
 class CombiningLock(Generic[RequestT]):
     """A mutex (``with lock:``) that also processes submitted requests while held.
 
-    ``process`` is called with the lock held, once per request, in submission
-    order; it must not raise (it answers its request instead). It may be
-    called from whichever thread holds the lock when the request is there.
+    ``process`` is called with the lock held and the queue of requests: it
+    takes them from the left, in submission order, and processes each, until
+    the queue is empty (requests submitted meanwhile included). It must not
+    raise (it answers each request instead). It may be called from whichever
+    thread holds the lock when requests are there. Handing it the whole queue
+    lets it do once what a run of requests needs, not once per request.
     """
 
-    def __init__(self, process: Callable[[RequestT], None]) -> None:
+    def __init__(self, process: Callable[[deque[RequestT]], None]) -> None:
         self._lock = threading.Lock()
         self._process = process
         self._requests: deque[RequestT] = deque()
@@ -52,7 +55,7 @@ class CombiningLock(Generic[RequestT]):
         process = self._process
         try:
             while requests:
-                process(requests.popleft())
+                process(requests)
         finally:  # whatever happens (a signal's handler raising, say), the lock is free after
             self._lock.release()
 

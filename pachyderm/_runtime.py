@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, cast
@@ -110,7 +111,7 @@ class Runtime:
         shared = bool(getattr(storage, "shared", False))  # other processes share it
         self.clock: Clock = WallClock() if clock is None else clock
         self.max_message_bytes = max_message_bytes
-        self.lock: CombiningLock[_Request] = CombiningLock(self._accept_request)
+        self.lock: CombiningLock[_Request] = CombiningLock(self._accept_requests)
         self._forming = False  # a caller's thread is about to write the open group
         self.residents = Residents(storage, max_resident)
         self.commit = GroupCommit(storage, sync=durability == "fsync")
@@ -370,7 +371,7 @@ class Runtime:
         """
         if self._stopped.is_set():
             return  # closed before the fork: nothing of the parent's is left to guard
-        self.lock = CombiningLock(self._accept_request)
+        self.lock = CombiningLock(self._accept_requests)
         self.forked_from = parent
         self.closed = True
         self.followers.forsake()
@@ -567,6 +568,31 @@ class Runtime:
             self._signal_commit()
         return False
 
+    def _accept_requests(self, requests: deque[_Request]) -> None:
+        """Process the requests of other threads, oldest first (the lock held; never raises).
+
+        Messages queued for a volatile store (no reply: accepted already) are
+        delivered here, in one loop; the committer is told once, after the
+        run of them, not once per message.
+        """
+        deliver = self.dispatcher.deliver
+        delivered = False
+        try:
+            while requests:
+                request = requests.popleft()
+                ident, address, blob, reply, _, _ = request
+                if reply is not None:
+                    self._accept_request(request)
+                elif not self.closed:  # (closed: its queued messages are gone with the store)
+                    delivered = True
+                    try:
+                        deliver(ident, address, blob, None)
+                    except BaseException as error:
+                        self._fail(error, "carrying out a transition")
+        finally:
+            if delivered and not self._dirty.is_set():  # (set: the committer looks again)
+                self._signal_commit()
+
     def _accept_request(self, request: _Request) -> None:
         """Process a thread's message (with the lock held; never raises).
 
@@ -575,9 +601,7 @@ class Runtime:
         leads); one processed by another thread goes to the committer.
         """
         ident, address, blob, reply, sync, thread = request
-        if reply is None:  # queued for a volatile store: accepted already
-            self._accept_queued(ident, address, blob)
-            return
+        assert reply is not None, "queued messages are delivered by _accept_requests"
         if self.closed:
             reply.resolve(None, self._closed_error(), call_now)
             return
@@ -607,18 +631,6 @@ class Runtime:
             reply.lead = True  # nobody writes: the caller itself will, no thread hop at all
             self._forming = True
         else:
-            self._signal_commit()
-
-    def _accept_queued(self, ident: Ident, address: Entity[Any, Any], blob: bytes) -> None:
-        """Process a message queued for a volatile store (the lock held; never raises)."""
-        if self.closed:  # its queued messages are gone with the store anyway
-            return
-        try:
-            self.dispatcher.deliver(ident, address, blob, None)
-        except BaseException as error:
-            self._fail(error, "carrying out a transition")
-            return
-        if not self._dirty.is_set():  # (set: the committer looks again, under this lock)
             self._signal_commit()
 
     def _lead(self) -> None:
