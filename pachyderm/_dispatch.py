@@ -261,10 +261,15 @@ class Dispatcher:
         except Exception as error:  # damaged bytes: the message cannot be read
             outcome: Activated | Failed = _failed(None, error)
         else:
-            transition = self._run(record, address, message)
-            if transition is None:
+            loaded = record.loaded or self._load(record, address, message)
+            if loaded is True:
+                outcome = activate(address, record.state, message, self.max_message_bytes)
+                if type(outcome) is Activated and outcome.commands and record.timers is None:
+                    self._load_timers(record, outcome.commands)
+            elif loaded is False:
                 return False
-            outcome = transition
+            else:
+                outcome = loaded
         record.remember(blob)
         group = self.commit.open
         record.uncommitted += 1
@@ -286,36 +291,31 @@ class Dispatcher:
             log("activation", level="debug", address=address, seq=seq, sent=len(commands))
         return True
 
-    def _run(
-        self, record: Resident, address: Entity[Any, Any], message: Any
-    ) -> Activated | Failed | None:
-        """The transition of ``record`` on ``message``, with what it needs read from storage.
+    def _load(self, record: Resident, address: Entity[Any, Any], message: Any) -> bool | Failed:
+        """Load the state of ``record`` from storage before its activation: True once loaded.
 
-        None (the entity parked) if its stored state names an unregistered class.
+        False (the entity parked) if its stored state names an unregistered
+        class; a Failed transition if ``init()`` or ``upgrade()`` failed.
         """
-        if not record.loaded:
-            stored = record.record  # newest, if loaded before (see refresh)
-            if stored is None:
-                stored = self.storage.load(record.handle)  # a failure here is the runtime's
-            try:
-                state = load_state(address, stored)
-            except UnregisteredNameError as missing:
-                self.park(record, missing)
-                return None
-            except BaseException as error:  # init() and upgrade() are user code too
-                return _failed(message, error)
-            record.durable = record.record = stored
-            record.state = state
-            record.loaded = True
-        outcome = activate(address, record.state, message, self.max_message_bytes)
-        if (
-            type(outcome) is Activated
-            and outcome.commands
-            and record.timers is None
-            and any(_names_a_timer(command) for command in outcome.commands)
-        ):
+        stored = record.record  # newest, if loaded before (see refresh)
+        if stored is None:
+            stored = self.storage.load(record.handle)  # a failure here is the runtime's
+        try:
+            state = load_state(address, stored)
+        except UnregisteredNameError as missing:
+            self.park(record, missing)
+            return False
+        except BaseException as error:  # init() and upgrade() are user code too
+            return _failed(message, error)
+        record.durable = record.record = stored
+        record.state = state
+        record.loaded = True
+        return True
+
+    def _load_timers(self, record: Resident, commands: tuple[Any, ...]) -> None:
+        """Read the entity's named timers before its first command that needs them."""
+        if any(_names_a_timer(command) for command in commands):
             record.timers = self.storage.named_timers(record.handle)
-        return outcome
 
     def _carry_out(self, record: Resident, commands: tuple[Any, ...]) -> None:
         """Interpret an activation's commands: sends and timers."""
