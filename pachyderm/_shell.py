@@ -256,15 +256,15 @@ class ShellEcosystem:
         """
         check_blocking_caller()
         runtime = self._runtime
-        blob = runtime.encode_message(address, message)  # errors surface before anything is stored
         if runtime.volatile:  # accepted once queued in memory (InMemory)
-            if runtime.queue_from_thread(self._id, address, blob):
+            if runtime.queue_from_thread(self._id, address, message):  # (encodes it first)
                 # At the bound: wait for the lock (its holder drains the queue meanwhile),
                 # then process what is left. The queue stays bounded, and the committer,
                 # which needs the lock too, gets its turn.
                 with deferred_interrupts(), runtime.lock:
                     pass
             return
+        blob = runtime.encode_message(address, message)  # errors surface before anything is stored
         with deferred_interrupts():
             reply = runtime.send_from_thread(self._id, address, blob, sync=False)
         runtime.wait_from_thread(reply)  # Ctrl-C may interrupt the wait: the message stays accepted
