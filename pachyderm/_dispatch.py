@@ -264,25 +264,28 @@ class Dispatcher:
             loaded = record.loaded or self._load(record, address, message)
             if loaded is True:
                 outcome = activate(address, record.state, message, self.max_message_bytes)
-                if type(outcome) is Activated and outcome.commands and record.timers is None:
-                    self._load_timers(record, outcome.commands)
             elif loaded is False:
                 return False
             else:
                 outcome = loaded
-        record.remember(blob)
-        group = self.commit.open
-        record.uncommitted += 1
-        self.activations += 1
         if isinstance(outcome, Failed):
-            group.activations.append((record, None))
+            record.remember(blob)
+            record.uncommitted += 1
+            self.activations += 1
+            self.commit.open.activations.append((record, None))
             self._dead_letter(record, blob, reply, outcome)
             return True
-        record.state = outcome.state
-        record.record = stored = record_bytes(address.version, outcome.state_bytes)
+        _, state, state_bytes, commands = outcome
+        if commands and record.timers is None:
+            self._load_timers(record, commands)  # (read before the open group changes)
+        record.remember(blob)
+        record.uncommitted += 1
+        self.activations += 1
+        record.state = state
+        record.record = stored = record_bytes(address.version, state_bytes)
+        group = self.commit.open
         group.batch.set_record(record.handle, stored)
         group.activations.append((record, stored))
-        commands = outcome.commands
         if commands:
             self._carry_out(record, commands)
         if reply is not None:

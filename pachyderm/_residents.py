@@ -90,8 +90,9 @@ class Resident:
         size = self.recent_bytes + len(blob)
         if len(recent) > RECENT_MESSAGES:  # (one over at most: the usual case, once full)
             size -= len(recent.pop(0))
-        while size > RECENT_BYTES and len(recent) > 1:
-            size -= len(recent.pop(0))
+        if size > RECENT_BYTES:
+            while size > RECENT_BYTES and len(recent) > 1:
+                size -= len(recent.pop(0))
         self.recent_bytes = size
 
 
