@@ -568,8 +568,9 @@ class Runtime:
             raise MessageTooLargeError(len(blob), self.max_message_bytes)
         if self.closed:
             self.check_open()
-        ident = (eco, address.entity_name, address._id)
-        if self.lock.post((ident, address, blob, None, False, 0)) >= _QUEUE_BOUND:
+        requests = self.lock.requests  # (CombiningLock.post, inlined: every send)
+        requests.append(((eco, address.entity_name, address._id), address, blob, None, False, 0))
+        if len(requests) >= _QUEUE_BOUND:
             return True
         if "commit" not in self._posted:  # (this is never the runtime's thread)
             self._signal_commit()
