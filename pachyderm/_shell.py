@@ -31,7 +31,7 @@ from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower, waiting
 from pachyderm._interrupts import deferred_interrupts
 from pachyderm._log import log
 from pachyderm._runtime import Runtime
-from pachyderm._step import load_state, refuse_inside_activation
+from pachyderm._step import handler_marks, load_state, refuse_inside_activation
 from pachyderm.errors import EcosystemClosedError, PachydermError
 
 __all__ = ["Portal", "ShellEcosystem"]
@@ -42,37 +42,43 @@ StateT = TypeVar("StateT")
 
 
 def check_blocking_caller() -> None:
-    """The shell face blocks: refuse it inside activate() and inside trio, saying why."""
-    refuse_inside_activation("the shell face (send_sync, send, follow, ...)")
-    if _in_trio_run():
+    """The shell face blocks: refuse it inside activate() and inside trio, saying why.
+
+    Every shell call checks: both marks are read here, without a call each.
+    """
+    if handler_marks.active or (
+        "runner" in _TRIO_RUN_CONTEXT.__dict__
+        if _TRIO_RUN_CONTEXT is not None
+        else trio.lowlevel.in_trio_run()
+    ):
+        refuse_inside_activation("the shell face (send_sync, send, follow, ...)")
         raise PachydermError(
             "the shell face (LocalDisk.send_sync, ...) blocks, so it cannot be used "
             "inside trio; use the trio face instead: async with LocalDisk.open(path) as eco"
         )
 
 
-def _cheap_in_trio_run() -> Callable[[], bool]:
-    """``trio.lowlevel.in_trio_run``, without its cost on every shell call.
+def _trio_run_context() -> threading.local | None:
+    """trio's per-thread run context: it holds a ``runner`` inside a run. None if it moved.
 
-    Outside a run, trio's check raises and catches an AttributeError: about
-    0.9 us, a tenth of a fire-and-forget ``send``. The same fact is whether
-    trio's per-thread run context holds a runner, read without raising. If
-    trio's internals move, trio's own check it is (tests compare the two).
+    ``trio.lowlevel.in_trio_run`` raises and catches an AttributeError
+    outside a run: about 0.9 us, a tenth of a fire-and-forget ``send``.
+    Whether the context holds a runner is the same fact, read without
+    raising. If trio's internals move, trio's own check it is (a test compares
+    the two).
     """
     try:
         from trio._core._run import GLOBAL_RUN_CONTEXT
     except ImportError:
-        return trio.lowlevel.in_trio_run
+        return None
     if not isinstance(GLOBAL_RUN_CONTEXT, threading.local):
-        return trio.lowlevel.in_trio_run
-
-    def in_trio_run() -> bool:
-        return "runner" in GLOBAL_RUN_CONTEXT.__dict__
-
-    return in_trio_run
+        return None
+    return GLOBAL_RUN_CONTEXT
 
 
-_in_trio_run = _cheap_in_trio_run()
+_TRIO_RUN_CONTEXT = _trio_run_context()
+
+
 _get_ident = threading.get_ident
 _MAIN_THREAD = threading.main_thread().ident
 _EXIT_POLL = 0.02  # seconds between looks at the threads still running, at exit
@@ -256,15 +262,15 @@ class ShellEcosystem:
         """
         check_blocking_caller()
         runtime = self._runtime
-        blob = runtime.encode_message(address, message)  # errors surface before anything is stored
         if runtime.volatile:  # accepted once queued in memory (InMemory)
-            if runtime.queue_from_thread(self._id, address, blob):
+            if runtime.queue_from_thread(self._id, address, message):  # (encodes it first)
                 # At the bound: wait for the lock (its holder drains the queue meanwhile),
                 # then process what is left. The queue stays bounded, and the committer,
                 # which needs the lock too, gets its turn.
                 with deferred_interrupts(), runtime.lock:
                     pass
             return
+        blob = runtime.encode_message(address, message)  # errors surface before anything is stored
         with deferred_interrupts():
             reply = runtime.send_from_thread(self._id, address, blob, sync=False)
         runtime.wait_from_thread(reply)  # Ctrl-C may interrupt the wait: the message stays accepted

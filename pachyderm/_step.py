@@ -40,6 +40,7 @@ __all__ = [
     "Transition",
     "activate",
     "encode_message",
+    "handler_marks",
     "inside_handler",
     "inside_own_handler",
     "load_state",
@@ -232,6 +233,9 @@ class _Inside(threading.local):
 
 
 _inside = _Inside()
+handler_marks = _inside
+"""This thread's marks, ``.active`` and ``.own``: read, never set, where even the call of
+:func:`inside_handler` costs too much (the shell face checks on every call)."""
 
 
 def _user_code(function: Callable[..., Any], *arguments: Any) -> Any:

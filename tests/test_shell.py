@@ -130,12 +130,18 @@ def test_shell_face_inside_trio_points_to_the_trio_face(shell: EcosystemKind) ->
 
 def test_cheap_trio_check_agrees_with_trio() -> None:
     """The shell face's own in-a-trio-run check says what trio's does, in and out of runs."""
-    from pachyderm._shell import _in_trio_run
+    from pachyderm._shell import check_blocking_caller
 
-    seen: list[tuple[bool, bool]] = []
+    seen: list[tuple[str, bool]] = []
 
     def look() -> None:
-        seen.append((_in_trio_run(), trio.lowlevel.in_trio_run()))
+        try:
+            check_blocking_caller()
+        except PachydermError as error:
+            refused = "refused" if "use the trio face" in str(error) else repr(error)
+        else:
+            refused = "allowed"
+        seen.append((refused, trio.lowlevel.in_trio_run()))
 
     async def main() -> None:
         look()  # inside this thread's run
@@ -144,7 +150,12 @@ def test_cheap_trio_check_agrees_with_trio() -> None:
     look()
     trio.run(main)
     look()
-    assert seen == [(False, False), (True, True), (False, False), (False, False)]
+    assert seen == [
+        ("allowed", False),
+        ("refused", True),
+        ("allowed", False),
+        ("allowed", False),
+    ]
 
 
 def test_default_directory_is_pachyderm_home(pachyderm_home: Path) -> None:
