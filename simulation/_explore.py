@@ -402,25 +402,20 @@ class _Search:
             # A delivery planned first: a world been to, with nothing new to take, is not
             # made again.
             plan = None if limited else plan_delivery(world, action, activations)
+            child_sleep = None
             if plan is not None:
                 before = stored.get(plan.fingerprint)
-                if before is not None:
+                if before is not None:  # been there: anything asleep then awake now?
                     slept_before = before[0]
-                    if not slept_before:
+                    child_sleep = still_asleep(sleep, action) if sleep and slept_before else {}
+                    if child_sleep.keys() >= slept_before:
                         sleep[action.key] = action
                         continue
-                    child_sleep = still_asleep(sleep, action) if sleep else {}
-                    sleep[action.key] = action
-                    if child_sleep.keys() >= slept_before:
-                        continue
-                    entered = enter(make_planned(world, action, plan), child_sleep, frame.depth + 1)
-                    if entered is not None:
-                        stack.append(entered)
-                    continue
                 child = make_planned(world, action, plan)
             else:
                 child = self.transition(world, frame.fingerprint, action)
-            child_sleep = still_asleep(sleep, action) if sleep else {}
+            if child_sleep is None:
+                child_sleep = still_asleep(sleep, action) if sleep else {}
             sleep[action.key] = action
             fingerprint = child.fingerprint
             if fingerprint not in parents:

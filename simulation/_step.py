@@ -281,8 +281,7 @@ def step(
             next_order=world.next_order + 1,
         ), None
     if fifo:  # the channel's later messages move up a place
-        channel = target.channel
-        total = world.total - _channel_share(envelopes, channel) + _channel_share(rest, channel)
+        total = world.total - _fifo_removal(envelopes, target)
     else:
         total = world.total - target.digest
     return _activate(
@@ -433,17 +432,6 @@ def _find(envelopes: tuple[Envelope, ...], target: Envelope, fifo: bool) -> int:
     if index < len(envelopes) and envelopes[index].key == target.key:
         return index
     return next(i for i, item in enumerate(envelopes) if item.key == target.key)
-
-
-def _channel_share(envelopes: tuple[Envelope, ...], channel: bytes) -> int:
-    """A FIFO channel's share of the fingerprint: its messages, weighted by their places."""
-    start = bisect_left(envelopes, channel, key=_CHANNEL)
-    total = 0
-    for place, item in enumerate(envelopes[start:]):
-        if item.channel != channel:
-            break
-        total += item.digest * power(place)
-    return total
 
 
 def _fire(
