@@ -38,6 +38,7 @@ from simulation._world import (
     header,
     make_envelope,
     pending_timer,
+    pending_total,
     power,
     powers,
     state_entry,
@@ -447,7 +448,12 @@ def _fire(
     rest = pending[:index] + pending[index + 1 :]
     now = max(world.now, timer.due)
     drops, duplicates = world.drops_left, world.duplicates_left
-    total = world.total - timer.digest - header(drops, duplicates, world.now)
+    total = (
+        world.total
+        - pending_total(pending)
+        + pending_total(rest)
+        - header(drops, duplicates, world.now)
+    )
     return _activate(
         world,
         timer.recipient,
@@ -677,7 +683,7 @@ def _apply(
             )
         # Each entity's timers in due order; ties in the order they were set (a stable sort).
         timers.sort(key=lambda timer: (timer.owner_key, timer.due))
-        total += sum(timer.digest for timer in timers) - sum(timer.digest for timer in pending)
+        total += pending_total(timers) - pending_total(pending)
         pending = tuple(timers)
     return assemble(
         states,

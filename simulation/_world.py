@@ -8,7 +8,8 @@ identified by the *canonical* encoding of those values, so that equal worlds
 are one. The fingerprint is incremental: every part of a world (a state, a
 message in flight, a timer, a dead letter) carries a 128-bit BLAKE2b digest of
 its canonical bytes, made once, and a world's fingerprint is their sum (in a
-FIFO channel, each message weighted by its place), so a step that changes one
+FIFO channel, each message weighted by its place, and each timer by its place
+among its owner's), so a step that changes one
 state and a message or two fingerprints the new world in a few additions,
 whatever the world's size, and its canonical bytes are made only when asked
 for. Fingerprints are stable across processes, unlike ``hash()``. Which
@@ -44,6 +45,7 @@ __all__ = [
     "header",
     "make_envelope",
     "pending_timer",
+    "pending_total",
     "power",
     "powers",
     "state_entry",
@@ -139,7 +141,7 @@ class PendingTimer:
     blob: bytes  # the message as stored
     canonical: bytes  # the message, canonically encoded
     key: bytes  # owner, name, due, recipient and message, canonically: names it in every world
-    digest: int  # of the key: its share of the world's fingerprint
+    digest: int  # of the key: its share of the fingerprint (weighted by place among its owner's)
 
     @property
     def message(self) -> Any:
@@ -312,7 +314,8 @@ class World:
         fifo: bool = False,
     ) -> None:
         total = header(drops_left, duplicates_left, now) + envelope_total(envelopes, fifo)
-        for part in (states, pending, dead):
+        total += pending_total(pending)
+        for part in (states, dead):
             for item in part:
                 total += item.digest
         assemble(
@@ -514,6 +517,19 @@ def envelope_total(envelopes: tuple[Envelope, ...], fifo: bool) -> int:
         if item.channel != channel:
             channel, place = item.channel, 0
         total += item.digest * power(place)
+        place += 1
+    return total
+
+
+def pending_total(pending: tuple[PendingTimer, ...] | list[PendingTimer]) -> int:
+    """The timers' share of a fingerprint: their digests, each weighted by its place among
+    its owner's timers, since of two due at once the one set first fires first."""
+    total = place = 0
+    owner = None
+    for timer in pending:  # each owner's timers are contiguous, in the order they fire
+        if timer.owner_key != owner:
+            owner, place = timer.owner_key, 0
+        total += timer.digest * power(place)
         place += 1
     return total
 

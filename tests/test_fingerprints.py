@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pachyderm import Entity, Outbox
+from pachyderm import Entity, Outbox, after
 from simulation import Simulation, World
 from simulation._network import initial_world
 from simulation._step import (
@@ -27,7 +27,7 @@ from simulation._step import (
 )
 from simulation._world import envelope
 from tests.entities import Fragile, Recorder, Scripted
-from tests.oracle import systems, timed_systems
+from tests.oracle import brute_force_with_timers, systems, timed_systems
 
 
 def afresh(world: World) -> World:
@@ -181,3 +181,32 @@ def test_a_plan_places_a_send_behind_its_own_channel_under_fifo() -> None:
             checked += 1
             frontier.append(child)
     assert checked == 4  # start, A, then B and C in the order they were sent
+
+
+class Setter(Entity[Any, Any]):
+    """Sets a timer on "x" and on "y", ending in the same state whichever came first; a
+    ringing timer notes which rang, and what had arrived by then."""
+
+    entity_name = "tests.fingerprints.Setter"
+
+    def init(self) -> Any:
+        return (frozenset(), ())
+
+    def activate(self, message: Any, state: Any) -> tuple[Outbox, Any]:
+        seen, log = state
+        if message in ("x", "y"):
+            return [after(1, self, ("rang", message))], (seen | {message}, log)
+        _, which = message
+        return [], (seen, (*log, (which, tuple(sorted(seen)))))
+
+
+@pytest.mark.parametrize("search", ["depth", "breadth"])
+def test_timers_due_at_once_in_either_order_are_two_worlds(search: str) -> None:
+    """One entity's two timers due at the same time fire in the order they were set: pending
+    in either order, the worlds differ, and the search finds the brute force's 15 and 4."""
+    system = [(Setter("s"), "x"), (Setter("s"), "y")]
+    finals, reached = brute_force_with_timers(system, "unordered")
+    result = Simulation.explore(system, search=search)  # type: ignore[arg-type]
+    assert (result.unique_states, len(result.final_worlds)) == (len(reached), len(finals))
+    assert (len(reached), len(finals)) == (15, 4)
+    assert {world.canonical for world in result.final_worlds} == finals
