@@ -146,6 +146,8 @@ class Leases:
             (f"{3 * self.lease} seconds",),
         )
         connection.execute("DELETE FROM pachyderm_replies WHERE made < now() - interval '1 hour'")
+        # Marks of groups written long ago (a group in doubt has just marked its own).
+        connection.execute("DELETE FROM pachyderm_writes WHERE at < now() - interval '1 day'")
         # Follows of processes gone for long (they touch theirs every half minute).
         connection.execute("DELETE FROM pachyderm_follows WHERE seen < now() - interval '5 min'")
         connection.execute(

@@ -12,10 +12,14 @@ from typing import Any
 
 from pachyderm.errors import StoreCorruptedError
 
-__all__ = ["DEFAULT_PARTITIONS", "SCHEMA_VERSION", "ensure_schema"]
+__all__ = ["DEAD_LETTER_TAKEN", "DEFAULT_PARTITIONS", "FENCED", "SCHEMA_VERSION", "ensure_schema"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_PARTITIONS = 64
+FENCED = "PD001"
+"""SQLSTATE of a group refused by ``pachyderm_fence``: a partition it changes moved on."""
+DEAD_LETTER_TAKEN = "PD002"
+"""SQLSTATE of a group removing a dead letter another process removed first."""
 _LOCK_KEY = 0x7061636879  # "pachy": serializes schema creation and upgrades between processes
 
 _CREATE = """
@@ -106,6 +110,64 @@ UPGRADES: dict[int, str] = {
         ADD COLUMN pos bigint NOT NULL DEFAULT nextval('pachyderm_inbox_pos');
     DROP INDEX pachyderm_inbox_by_partition;
     CREATE INDEX pachyderm_inbox_by_partition ON pachyderm_inbox (p, pos);
+    """,
+    # 3: a group in one round trip. Its statements and its COMMIT go to the server
+    # together (a pipeline), so what must refuse a group is checked there: the fence
+    # (partitions moved on) and dead letters taken by another process raise, with
+    # SQLSTATEs of their own, and the server rolls the group back. Each process marks
+    # the last group it wrote in pachyderm_writes, in that group's transaction: after
+    # a connection lost mid-group, the mark says whether the group committed. Inbox
+    # rows carry the id of the transaction that wrote them, so that a scan reads only
+    # the rows of transactions the last scan's snapshot did not see, and the process
+    # waiting on a reply (its incarnation: its notification channel), instead of a
+    # flag (a waiter from before the upgrade is gone: 0).
+    2: """
+    CREATE FUNCTION pachyderm_fence(ps integer[], epochs bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        moved record;
+    BEGIN
+        -- The share locks are held to the commit: no owner change comes in between.
+        FOR moved IN
+            SELECT t.p, t.epoch, e.epoch AS mine
+            FROM pachyderm_partitions AS t JOIN unnest(ps, epochs) AS e (p, epoch) USING (p)
+            ORDER BY t.p FOR SHARE OF t
+        LOOP
+            IF moved.epoch <> moved.mine THEN
+                RAISE EXCEPTION 'partition % moved to another worker (epoch %, this worker '
+                    'had %): this group was not written; its entities are run there now',
+                    moved.p, moved.epoch, NULLIF(moved.mine, -1)
+                    USING ERRCODE = 'PD001';
+            END IF;
+        END LOOP;
+    END $$;
+    CREATE FUNCTION pachyderm_take_dead_letters(ecos text[], ids bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        letter record;
+    BEGIN
+        FOR letter IN SELECT * FROM unnest(ecos, ids) AS l (eco, id) LOOP
+            DELETE FROM pachyderm_dead_letters WHERE eco = letter.eco AND id = letter.id;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'dead letter % of ecosystem % was taken by another process '
+                    '(redelivered or discarded there) while this one did the same',
+                    letter.id, quote_literal(letter.eco)
+                    USING ERRCODE = 'PD002';
+            END IF;
+        END LOOP;
+    END $$;
+    ALTER TABLE pachyderm_inbox
+        ADD COLUMN xid bigint NOT NULL DEFAULT pg_current_xact_id()::text::bigint,
+        ADD COLUMN waiter bigint;
+    UPDATE pachyderm_inbox SET waiter = 0 WHERE reply;
+    ALTER TABLE pachyderm_inbox DROP COLUMN reply;
+    DROP INDEX pachyderm_inbox_by_partition;
+    CREATE INDEX pachyderm_inbox_by_partition ON pachyderm_inbox (p, xid);
+    CREATE TABLE pachyderm_writes (
+        incarnation bigint PRIMARY KEY,
+        serial bigint NOT NULL,
+        at timestamptz NOT NULL DEFAULT now()
+    );
     """,
 }
 

@@ -26,7 +26,12 @@ from typing import Any, cast
 import psycopg
 
 from ecosystems._postgres_leases import Leases
-from ecosystems._postgres_schema import DEFAULT_PARTITIONS, ensure_schema
+from ecosystems._postgres_schema import (
+    DEAD_LETTER_TAKEN,
+    DEFAULT_PARTITIONS,
+    FENCED,
+    ensure_schema,
+)
 from pachyderm import _layout as layout
 from pachyderm._log import log
 from pachyderm._storage import WAITING_FOR_CLASS, Batch, Ident, PendingMessage, Timer
@@ -44,7 +49,13 @@ INCARNATION_BITS = 36
 """Sequence numbers per open: 2**36; the incarnation is the high bits."""
 _MICROSECONDS = 1_000_000
 _WRITE_ATTEMPTS = 3  # a group whose write failed, and did not commit, is written again
+# Notifications: partitions given messages go to the channel of the workers; replies
+# and followers' updates to the channel of the process they concern (its incarnation).
 _CHANNEL = "pachyderm"
+_NOTIFY = (
+    "SELECT set_config('synchronous_commit', 'off', true), pg_notify(channel, payload) "
+    "FROM unnest(%b::text[], %b::text[]) AS n(channel, payload)"
+)
 _LISTEN_TICK = 0.25  # seconds between the listener's looks at whether it is closed
 
 
@@ -73,7 +84,7 @@ class PostgresBatch:
         "dead_added",
         "dead_removed",
         "fenced",
-        "followed",
+        "followers",
         "forwarded",
         "outcome",
         "records",
@@ -85,6 +96,7 @@ class PostgresBatch:
         "storage",
         "timers_removed",
         "timers_set",
+        "waiters",
         "writes",
     )
 
@@ -94,7 +106,8 @@ class PostgresBatch:
         self.serial = storage.batches  # groups are written in the order they were made
         self.writes = 0
         self.records: dict[tuple[str, bytes], tuple[int, bytes]] = {}
-        self.accepted: list[tuple[int, int, str, bytes, bytes, bool] | None] = []
+        # (seq, partition, eco, address, message, the incarnation waiting on it or None)
+        self.accepted: list[tuple[int, int, str, bytes, bytes, int | None] | None] = []
         self.consumed: list[int] = []
         self.timers_set: dict[int, Timer] = {}
         self.timers_removed: list[int] = []
@@ -106,7 +119,8 @@ class PostgresBatch:
         self.reply_marks: list[int] = []  # stored inbox rows whose sender now waits remotely
         self.reply_clears: list[int] = []  # stored inbox rows whose sender was answered
         self.forwarded: set[int] = set()  # partitions given messages: their owners are told
-        self.followed = False  # the commit left followers elsewhere an update
+        self.waiters: set[int] = set()  # processes (incarnations) answered: told after commit
+        self.followers: list[str] = []  # processes whose followers the commit left updates
         # The last activation's outcome (its record, or its dead letter id): the
         # dispatcher records it before consuming the message it ran on.
         self.outcome: tuple[bytes | None, int | None] = (None, None)
@@ -116,7 +130,7 @@ class PostgresBatch:
 
     def accept(self, entity: PostgresEntity, seq: int, message: bytes) -> int:
         self.writes += 1
-        self.accepted.append((seq, entity.p, entity.eco, entity.address, message, False))
+        self.accepted.append((seq, entity.p, entity.eco, entity.address, message, None))
         self.storage.known[seq] = entity.p  # resident here: the arrivals scan must not bring it
         return len(self.accepted) - 1
 
@@ -125,7 +139,8 @@ class PostgresBatch:
         self.writes += 1
         storage = self.storage
         handle = storage.handle(entity)
-        self.accepted.append((seq, handle.p, handle.eco, handle.address, message, reply))
+        waiter = storage.incarnation if reply else None
+        self.accepted.append((seq, handle.p, handle.eco, handle.address, message, waiter))
         self.forwarded.add(handle.p)
         if storage.worker:  # this worker may take the partition over before a scan sees it
             storage.forwards.append((self, len(self.accepted) - 1))
@@ -143,16 +158,17 @@ class PostgresBatch:
         if token is not None:
             accepted = self.accepted[token]
             assert accepted is not None
-            self.accepted[token] = (*accepted[:5], True)
+            self.accepted[token] = (*accepted[:5], self.storage.incarnation)
         else:
             self.reply_marks.append(seq)
 
     def tell_waiting(self, seq: int, name: str) -> bool:
         storage = self.storage
-        if seq not in storage.reply_wanted:
+        waiter = storage.reply_wanted.pop(seq, None)  # its activation, later, answers nobody
+        if waiter is None:
             return False
-        storage.reply_wanted.discard(seq)  # its activation, later, answers nobody
         self.writes += 1
+        self.waiters.add(waiter)
         self.replies.append((seq, name.encode(), WAITING_FOR_CLASS))
         self.reply_clears.append(seq)
         return True
@@ -167,9 +183,11 @@ class PostgresBatch:
         self.writes += 1
         self.consumed.append(seq)
         self.fenced.add(entity.p)
-        if seq in self.storage.reply_wanted:
+        waiter = self.storage.reply_wanted.get(seq)
+        if waiter is not None:
             record, dead_letter = self.outcome
             self.replies.append((seq, record, dead_letter))
+            self.waiters.add(waiter)
 
     def set_record(self, entity: PostgresEntity, record: bytes) -> None:
         self.writes += 1
@@ -233,13 +251,13 @@ class PostgresStorage:
         self.partitions = partitions
         self.name = f"Postgres({dsn!r})"
         self.known: dict[int, int] = {}  # pending seqs the runtime holds -> their partition
-        self.reply_wanted: set[int] = set()  # pending seqs whose sender waits for a reply
+        # Pending seqs whose sender waits for a reply: the process (incarnation) to tell.
+        self.reply_wanted: dict[int, int] = {}
         self.lost: BaseException | None = None  # a lease lost: the runtime must stop
         self.leaving: set[int] = set()  # owned, being handed over: nothing of them runs here
         self.following = False  # whether this process follows any entity
         self.fenced_commits = 0  # commits refused because a partition moved on
         self.rewrites = 0  # groups written again after a connection failed mid-write
-        self._xid: int | None = None  # the transaction of the write in progress
         # A partition taken over is run here only once an arrivals scan that began
         # after the takeover brought its inbox: before that, a message sent here
         # and run at once would overtake older ones from the same sender in the
@@ -250,8 +268,13 @@ class PostgresStorage:
         self.batches = 0  # batches made; the last written is _committed
         self._committed = 0
         self._scanned: tuple[frozenset[int], int] = (frozenset(), 0)  # last scan: what, after
+        # The last scan's snapshot (xmax, in-progress xids): a scan of the same
+        # partitions reads only rows written by transactions it did not see.
+        self._snapshot: tuple[int, list[int]] = (0, [])
+        self._told: list[int] = []  # replies read: deleted with the next read (or on close)
+        self._seen_updates: list[int] = []  # the same for updates of followed entities
         self.forwards: list[tuple[PostgresBatch, int]] = []  # maybe unseen by the last scan
-        self._incarnation = 0
+        self.incarnation = 0
         self.identity = ""
         self._limit = 0
         self._news = threading.Event()
@@ -282,15 +305,15 @@ class PostgresStorage:
 
     def _connect_writer(self) -> psycopg.Connection[Any]:
         connection = self._connect(autocommit=True)
-        # A worker paused in the middle of a group holds the share locks of its
-        # partitions, and takeovers skip locked partitions: the server must end
-        # such a transaction, or the partitions stay unserved while it is paused.
+        # A group's transaction never waits on this process (its COMMIT goes with
+        # it) except when refused, until the ROLLBACK: a worker paused just then
+        # would hold its partitions' share locks, and takeovers skip locked
+        # partitions. The server ends a transaction idle for a lease.
         idle = round(max(self.lease, 1.0) * 1000)
         connection.execute(
             "SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (str(idle),)
         )
-        connection.autocommit = False
-        return connection
+        return connection  # (in autocommit: a group sends its own BEGIN and COMMIT)
 
     def open(self) -> int:
         try:
@@ -305,7 +328,6 @@ class PostgresStorage:
     def _open(self) -> int:
         self._writer = self._connect_writer()
         self._reader = self._connect(autocommit=True)
-        self._writer.autocommit = True
         try:
             self.partitions = ensure_schema(self._writer, self.name, self.partitions)
         except psycopg.OperationalError:
@@ -314,15 +336,14 @@ class PostgresStorage:
             raise StoreCorruptedError(
                 f"{self.name}: creating the schema failed: {error}"
             ) from error
-        (self._incarnation,) = self._writer.execute(
+        (self.incarnation,) = self._writer.execute(
             "SELECT nextval('pachyderm_incarnation')"
         ).fetchone()  # type: ignore[misc]
-        self._writer.autocommit = False
-        if self._incarnation >= 1 << (63 - INCARNATION_BITS):
+        if self.incarnation >= 1 << (63 - INCARNATION_BITS):
             raise StoreCorruptedError(f"{self.name}: the incarnation sequence is exhausted")
-        first = self._incarnation << INCARNATION_BITS
+        first = self.incarnation << INCARNATION_BITS
         self._limit = first + (1 << INCARNATION_BITS)
-        self.identity = identity = f"{socket.gethostname()}:{os.getpid()}:{self._incarnation}"
+        self.identity = identity = f"{socket.gethostname()}:{os.getpid()}:{self.incarnation}"
         if self.worker:
             self._leases = Leases(
                 self.dsn, identity, self.partitions, self.lease, self._on_gained, self._on_lost
@@ -340,6 +361,16 @@ class PostgresStorage:
     def close(self) -> None:
         if self._closed:
             return
+        if self._reader is not None and self._committed:
+            with contextlib.suppress(psycopg.Error):
+                self._reader.execute(
+                    "DELETE FROM pachyderm_writes WHERE incarnation = %s", (self.incarnation,)
+                )
+        if self._told and self._reader is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._reader.execute(
+                    "DELETE FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])", (self._told,)
+                )
         if self.following and self._reader is not None:
             with contextlib.suppress(psycopg.Error):
                 self._reader.execute(
@@ -438,9 +469,11 @@ class PostgresStorage:
         self._leases.drop(partitions)
         self.leaving.difference_update(partitions)
         self._active.difference_update(partitions)
+        scanned, committed = self._scanned  # (taken again, each is scanned whole)
+        self._scanned = (scanned - partitions, committed)
         for seq in [seq for seq, p in self.known.items() if p in partitions]:
             del self.known[seq]
-            self.reply_wanted.discard(seq)
+            self.reply_wanted.pop(seq, None)
 
     def _on_gained(self, partitions: list[int]) -> None:
         self._news.set()
@@ -461,26 +494,29 @@ class PostgresStorage:
         connection was down), so listening anew is news: the runtime looks.
         """
         tick = min(self.poll, _LISTEN_TICK)
+        own = _channel(self.incarnation)
         while not self._closed:
             try:
                 with psycopg.connect(self.dsn, autocommit=True) as connection:
-                    connection.execute(f"LISTEN {_CHANNEL}")
+                    connection.execute(f"LISTEN {own}")
+                    if self.worker:
+                        connection.execute(f"LISTEN {_CHANNEL}")
                     self._news.set()
                     while not self._closed:
                         for notification in connection.notifies(timeout=tick, stop_after=1):
-                            if self._concerns_me(notification.payload):
+                            if notification.channel == own or self._concerns_me(
+                                notification.payload
+                            ):
                                 self._news.set()
             except psycopg.Error:
                 self._stopping.wait(tick)
 
-    def _concerns_me(self, payload: str) -> bool:
-        for part in payload.split(";"):
-            if part in ("r", "*", ""):
-                return True
-            owned = self.owned
-            if owned and any(int(p) in owned for p in part.split(",")):
-                return True
-        return False
+    def _concerns_me(self, partitions: str) -> bool:
+        """Whether partitions given messages (a list, or ``*``: many) are owned here."""
+        if partitions == "*":
+            return True
+        owned = self.owned
+        return any(int(p) in owned for p in partitions.split(","))
 
     def wait_news(self, timeout: float) -> None:
         """Block until something may have arrived or been answered, or ``timeout`` passes."""
@@ -494,39 +530,52 @@ class PostgresStorage:
         process numbers its own messages, so seqs of two processes do not
         compare, while a sender's message is written after its earlier ones
         (after their commit, if it was run elsewhere then).
+
+        A partition the last scan covered is read from that scan's snapshot on:
+        only rows of transactions it did not see (an index range on ``xid``),
+        so a backlog, or the dead rows of a busy inbox, is not read again. A
+        partition new to this scan is read whole.
         """
         owned = [p for p in self.owned if p not in self.leaving]
         if self._closed:
             return []
         found = []
         with self._arrivals_lock:
+            scanned = self._scanned[0]
             # Batches written up to _committed are all seen by this scan, later ones not.
             self._scanned = (frozenset(owned), self._committed)
             if not owned:
                 return []
-            # The pending set is scanned by number only (the index holds them); the
-            # messages are read for the new ones alone: a backlog the runtime already
-            # holds costs little to look at again.
-            known = self.known
-            new = [
-                seq
-                for (seq,) in self._read(
-                    "SELECT seq FROM pachyderm_inbox WHERE p = ANY(%s)", (owned,)
-                )
-                if seq not in known
-            ]
-            if not new:
-                return []
+            xmax, running = self._snapshot
+            again = [p for p in owned if p in scanned]
             rows = self._read(
-                "SELECT seq, p, eco, address, message, reply FROM pachyderm_inbox "
-                "WHERE seq = ANY(%s) ORDER BY pos",
-                (new,),
+                "SELECT seq, p, eco, address, message, waiter, pos, NULL FROM pachyderm_inbox "
+                "WHERE p = ANY(%b::int[]) "
+                "UNION ALL SELECT seq, p, eco, address, message, waiter, pos, NULL "
+                "FROM pachyderm_inbox WHERE p = ANY(%b::int[]) AND xid >= %s "
+                "AND (xid >= %s OR xid = ANY(%b::bigint[])) "
+                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+                "pg_current_snapshot()::text "
+                "ORDER BY pos NULLS FIRST",
+                (
+                    [p for p in owned if p not in scanned],
+                    again,
+                    min(running, default=xmax),  # (one index range: the xids at hand are recent)
+                    xmax,
+                    running,
+                ),
             )
-            for seq, p, eco, address, message, reply in rows:
+            # xmin:xmax:running (the statement's own snapshot, that of every row here)
+            _, top, listed = rows[0][7].split(":")
+            self._snapshot = (int(top), [int(xid) for xid in listed.split(",") if xid])
+            known = self.known
+            for seq, p, eco, address, message, waiter, _, _ in rows[1:]:
+                if seq in known:
+                    continue  # held already (accepted here, or found before)
                 known[seq] = p
-                if reply:
-                    self.reply_wanted.add(seq)
-                found.append(PendingMessage(_ident(eco, address), seq, message))
+                if waiter is not None:
+                    self.reply_wanted[seq] = waiter
+                found.append(PendingMessage(_ident(eco, address), seq, bytes(message)))
         return found
 
     def timers_of(self, partitions: Iterable[int], before: tuple[float, int]) -> list[Timer]:
@@ -537,7 +586,7 @@ class PostgresStorage:
             _timer(row)
             for row in self._read(
                 "SELECT due, seq, eco, owner, name, recipient, message FROM pachyderm_timers "
-                "WHERE p = ANY(%s) AND (due, seq) < (%s, %s) ORDER BY due, seq",
+                "WHERE p = ANY(%b::int[]) AND (due, seq) < (%s, %s) ORDER BY due, seq",
                 (list(partitions), limit, seq),
             )
         ]
@@ -569,17 +618,18 @@ class PostgresStorage:
         return (bytes(rows[0][0]), rows[0][1]) if rows else (None, 0)
 
     def updates(self) -> list[tuple[Ident, int, bytes]]:
-        """Changes to followed entities committed by other processes, oldest first."""
+        """Changes to followed entities committed by other processes, oldest first.
+
+        Read, and deleted with the next read (a version told twice is skipped by
+        the runtime; what is left at close is deleted then).
+        """
         rows = self._read(
+            "WITH gone AS (DELETE FROM pachyderm_updates WHERE id = ANY(%b::bigint[])) "
             "SELECT id, eco, address, version, record FROM pachyderm_updates "
-            "WHERE follower = %s ORDER BY id",
-            (self.identity,),
+            "WHERE follower = %s AND NOT id = ANY(%b::bigint[]) ORDER BY id",
+            (self._seen_updates, self.identity, self._seen_updates),
         )
-        if rows:  # (read, then deleted: a version told twice is skipped by the runtime)
-            self._read(
-                "DELETE FROM pachyderm_updates WHERE id = ANY(%s) RETURNING 1",
-                ([row[0] for row in rows],),
-            )
+        self._seen_updates = [row[0] for row in rows]
         return [
             (_ident(eco, address), version, bytes(record))
             for _, eco, address, version, record in rows
@@ -595,18 +645,16 @@ class PostgresStorage:
     def answers(self, seqs: list[int]) -> list[tuple[int, bytes | None, int | None]]:
         """Replies to messages this process sent and waits on.
 
-        Read, then deleted: a connection lost in between loses no reply (a
-        reply read twice is told once; one left by a process that died is
-        swept after an hour).
+        Read, and deleted with the next read, in one round trip: a connection
+        lost in between loses no reply (a reply read twice is told once; one
+        left by a process that died is swept after an hour).
         """
         rows = self._read(
-            "SELECT seq, record, dead_letter FROM pachyderm_replies WHERE seq = ANY(%s)", (seqs,)
+            "WITH gone AS (DELETE FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])) "
+            "SELECT seq, record, dead_letter FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])",
+            (self._told, seqs),
         )
-        if rows:
-            self._read(
-                "DELETE FROM pachyderm_replies WHERE seq = ANY(%s) RETURNING 1",
-                ([row[0] for row in rows],),
-            )
+        self._told = [row[0] for row in rows]
         return cast(list[tuple[int, bytes | None, int | None]], rows)
 
     # -- reading -------------------------------------------------------------
@@ -622,7 +670,7 @@ class PostgresStorage:
             if self._closed or reader is None:
                 raise EcosystemClosedError(f"{self.name} is closed")
             try:
-                return reader.execute(query, parameters).fetchall()
+                return reader.execute(query, parameters, binary=True).fetchall()
             except psycopg.OperationalError as error:
                 if attempt or self._closed:
                     raise StoreAccessError(f"{self.name}: reading failed: {error}") from error
@@ -657,7 +705,7 @@ class PostgresStorage:
             _timer(row)
             for row in self._read(
                 "SELECT due, seq, eco, owner, name, recipient, message FROM pachyderm_timers "
-                "WHERE p = ANY(%s) AND (due, seq) >= (%s, %s) ORDER BY due, seq LIMIT %s",
+                "WHERE p = ANY(%b::int[]) AND (due, seq) >= (%s, %s) ORDER BY due, seq LIMIT %s",
                 (owned, due, seq, limit),
             )
         ]
@@ -723,13 +771,10 @@ class PostgresStorage:
                 try:
                     self._transaction(changes, sync)
                     break
-                except PartitionLostError:
-                    self.fenced_commits += 1
-                    raise
                 except psycopg.OperationalError as error:
                     # The connection failed, maybe during COMMIT: ask the server what
                     # became of the transaction, on a new connection.
-                    if self._outcome() == "committed":
+                    if self._outcome(changes.serial) == "committed":
                         break
                     if attempt == _WRITE_ATTEMPTS - 1:
                         raise StoreAccessError(
@@ -739,6 +784,12 @@ class PostgresStorage:
                     self.rewrites += 1
                     log("postgres.rewrite", store=self.name, error=str(error))
                 except psycopg.Error as error:
+                    self._roll_back()
+                    if error.sqlstate == FENCED:
+                        self.fenced_commits += 1
+                        raise PartitionLostError(f"{self.name}: {_message(error)}") from None
+                    if error.sqlstate == DEAD_LETTER_TAKEN:
+                        raise UnknownDeadLetterError(_message(error)) from None
                     raise StoreAccessError(
                         f"{self.name}: writing a group failed ({type(error).__name__}: {error})"
                     ) from error
@@ -746,92 +797,67 @@ class PostgresStorage:
             known = self.known
             for seq in changes.consumed:
                 known.pop(seq, None)
-            self.reply_wanted.difference_update(changes.consumed)
+            for seq in changes.consumed:
+                self.reply_wanted.pop(seq, None)
             if changes.released:
                 self._released(changes.released)
         for eco, dead_letter_id in changes.dead_removed:  # written: others may look now
             with contextlib.suppress(StoreAccessError, EcosystemClosedError):
                 self.unclaim_dead_letter(eco, dead_letter_id)
-        if changes.forwarded or changes.replies or changes.followed:
-            self._notify(changes)
+        if changes.followers:  # (known only now: rare)
+            self._notify_followers(changes.followers)
 
-    def _notify(self, changes: PostgresBatch) -> None:
-        """One notification after a commit, saying whom it concerns, so that only they look:
-        the owners of partitions given messages, and (``r``) waiters and followers."""
-        parts = []
-        if changes.replies or changes.followed:
-            parts.append("r")
-        if changes.forwarded:
-            partitions = sorted(changes.forwarded)
-            parts.append("*" if len(partitions) > 256 else ",".join(map(str, partitions)))
+    def _notify_followers(self, followers: list[str]) -> None:
+        """Tell processes following entities that their updates are there (after the commit)."""
         assert self._writer is not None
-        try:
-            with self._writer.transaction():
-                self._writer.execute("SET LOCAL synchronous_commit = off")
-                self._writer.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, ";".join(parts)))
-        except psycopg.Error:
-            pass  # committed already: the others find it by polling
+        channels = [_channel(int(identity.rsplit(":", 1)[1])) for identity in followers]
+        with contextlib.suppress(psycopg.Error):  # committed already: polling finds it
+            self._writer.execute(_NOTIFY, (channels, [""] * len(channels)))
 
     def _transaction(self, changes: PostgresBatch, sync: bool) -> None:
-        """One attempt at writing a group; its transaction id kept for :meth:`_outcome`.
+        """One attempt at writing a group, in one round trip.
 
-        The first statement does what most groups need, in one round trip: takes
-        the transaction's id, sets its durability, share-locks the partitions it
-        changes (the fence) returning their epochs, and writes the records
-        (with an update row for each other process following one of them). A
-        fence that fails rolls it all back: the lock is held from that
-        statement to the commit, so no owner change can come in between.
+        Its statement (:func:`_group`, with the group's rare changes after it),
+        its COMMIT and then its notification go to the server together (a
+        pipeline), so no lock is held while this process waits: a worker paused
+        in the middle of a group holds nothing. The notification is a
+        transaction of its own after the commit (in the group's own, it would
+        hold a database-wide lock through the commit's flush), and goes only to
+        whom it concerns: to the workers, which partitions were given messages
+        (each looks if it owns one), and to each process a reply is for.
         """
         connection = self._writer
         assert connection is not None
-        self._xid = None
-        records = changes.records
-        with connection.transaction(), connection.cursor() as cursor:
-            rows = cursor.execute(
-                "WITH f AS (SELECT p, epoch FROM pachyderm_partitions "
-                "           WHERE p = ANY(%s) FOR SHARE), "
-                "v AS (SELECT * FROM unnest(%s::text[], %s::bytea[], %s::int[], %s::bytea[]) "
-                "      AS v(eco, address, p, record)), "
-                "up AS (INSERT INTO pachyderm_entities AS e (eco, address, p, record) "
-                "       SELECT eco, address, p, record FROM v "
-                "       ON CONFLICT (eco, address) DO UPDATE "
-                "       SET record = EXCLUDED.record, version = e.version + 1 "
-                "       RETURNING eco, address, version, record), "
-                "told AS (INSERT INTO pachyderm_updates (follower, eco, address, version, record) "
-                "       SELECT w.follower, up.eco, up.address, up.version, up.record "
-                "       FROM up JOIN pachyderm_follows AS w USING (eco, address) "
-                "       WHERE w.follower <> %s RETURNING 1) "
-                "SELECT txid_current(), set_config('synchronous_commit', %s, true), "
-                "f.p, f.epoch, (SELECT count(*) FROM told) "
-                "FROM (SELECT 1) AS one LEFT JOIN f ON true",
-                (
-                    sorted(changes.fenced),
-                    [eco for eco, _ in records],
-                    [address for _, address in records],
-                    [p for p, _ in records.values()],
-                    [record for _, record in records.values()],
-                    self.identity,
-                    "on" if sync else "off",
-                ),
-            ).fetchall()
-            self._xid = rows[0][0]
-            if rows[0][4]:
-                changes.followed = True  # (a notification after the commit: followers wake)
-            owned = self.owned
-            for _, _, p, epoch, _ in rows:
-                if p is not None and owned.get(p) != epoch:
-                    raise PartitionLostError(
-                        f"{self.name}: partition {p} moved to another worker (epoch {epoch}, "
-                        f"this worker had {owned.get(p)}): this group was not written; "
-                        f"its entities are run there now"
-                    )
-            _apply(cursor, changes)
+        with connection.pipeline(), connection.cursor() as cursor:
+            cursor.execute("BEGIN", prepare=False)
+            group = connection.cursor()
+            group.execute(*_group(changes, self.owned, sync))
+            _apply_rare(cursor, changes)
+            cursor.execute("COMMIT", prepare=False)  # (its text on the wire: tests cut there)
+            channels = [_channel(waiter) for waiter in sorted(changes.waiters)]
+            payloads = [""] * len(channels)
+            if changes.forwarded:
+                partitions = sorted(changes.forwarded)
+                channels.append(_CHANNEL)
+                payloads.append("*" if len(partitions) > 256 else ",".join(map(str, partitions)))
+            if channels:
+                cursor.execute(_NOTIFY, (channels, payloads))
+        row = group.fetchone()
+        assert row is not None
+        changes.followers = row[1] or []
 
-    def _outcome(self) -> str:
-        """After the writing connection failed: "committed" or "aborted", from the server.
+    def _roll_back(self) -> None:
+        """End a group the server refused (its transaction is in error)."""
+        assert self._writer is not None
+        with contextlib.suppress(psycopg.Error):
+            self._writer.execute("ROLLBACK")
+
+    def _outcome(self, serial: int) -> str:
+        """After the writing connection failed: whether group ``serial`` committed.
 
         A backend still running the transaction (the connection cut, not the
-        server) is terminated first, so the answer is final.
+        server) is terminated first, so the answer is final; then the mark the
+        group's transaction leaves in ``pachyderm_writes`` says.
         """
         old = self._writer
         assert old is not None
@@ -839,109 +865,153 @@ class PostgresStorage:
         with contextlib.suppress(psycopg.Error):
             old.close()
         self._writer = connection = self._connect_writer()
-        if self._xid is None:
-            return "aborted"  # it failed before it began
         try:
-            while True:
-                (status,) = connection.execute(  # type: ignore[misc]
-                    "SELECT txid_status(%s)", (self._xid,)
-                ).fetchone()
-                if status != "in progress":
-                    connection.commit()
-                    return "committed" if status == "committed" else "aborted"
-                connection.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                connection.commit()
+            while connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchall():
                 time.sleep(0.01)
+            rows = connection.execute(
+                "SELECT serial FROM pachyderm_writes WHERE incarnation = %s", (self.incarnation,)
+            ).fetchall()
         except psycopg.Error as error:
             raise StoreAccessError(
                 f"{self.name}: lost the connection while writing, and cannot learn whether "
                 f"the group committed ({error}): its outcome is unknown"
             ) from error
+        return "committed" if rows and rows[0][0] >= serial else "aborted"
 
 
-def _apply(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
-    """The statements of one group after its first (which wrote the records), removals
-    first (a named timer's replacement, say)."""
+def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[str, list[Any]]:
+    """The statement that writes what most groups change, and its parameters.
+
+    One statement, its parts as data-modifying CTEs, the rows as arrays (one
+    round trip of the server's executor, and of psycopg's, per group). The
+    fence (``pachyderm_fence``) share-locks the partitions the group changes,
+    to the commit, so that no owner change comes in between, and raises if one
+    has moved on (a partition not owned here has epoch -1): the server rolls
+    the group back. It writes the records, an update row for each other
+    process following one of them, this process's write mark, the consumed
+    and the new inbox rows, timers and replies. No two parts touch one row.
+    It answers the durability it set and the followers told (identities, or None).
+    """
+    storage = changes.storage
+    parts = []
+    parameters: list[Any] = []
+    fenced = sorted(changes.fenced)
+    if fenced:
+        parts.append("fence AS (SELECT pachyderm_fence(%b::int[], %b::bigint[]))")
+        parameters += [fenced, [owned.get(p, -1) for p in fenced]]
+    records = changes.records
+    if records:
+        parts.append(
+            "up AS (INSERT INTO pachyderm_entities AS e (eco, address, p, record) "
+            "       SELECT * FROM unnest(%b::text[], %b::bytea[], %b::int[], %b::bytea[]) "
+            "       ON CONFLICT (eco, address) DO UPDATE "
+            "       SET record = EXCLUDED.record, version = e.version + 1 "
+            "       RETURNING eco, address, version, record), "
+            "told AS (INSERT INTO pachyderm_updates (follower, eco, address, version, record) "
+            "       SELECT w.follower, up.eco, up.address, up.version, up.record "
+            "       FROM up JOIN pachyderm_follows AS w USING (eco, address) "
+            "       WHERE w.follower <> %s RETURNING follower)"
+        )
+        parameters += [
+            [eco for eco, _ in records],
+            [address for _, address in records],
+            [p for p, _ in records.values()],
+            [record for _, record in records.values()],
+            storage.identity,
+        ]
+    parts.append(
+        "mark AS (INSERT INTO pachyderm_writes (incarnation, serial) VALUES (%s, %s) "
+        "       ON CONFLICT (incarnation) DO UPDATE SET serial = EXCLUDED.serial, at = now())"
+    )
+    parameters += [storage.incarnation, changes.serial]
     if changes.consumed:
-        cursor.execute("DELETE FROM pachyderm_inbox WHERE seq = ANY(%s)", (changes.consumed,))
-    if changes.timers_removed:
-        cursor.execute(
-            "DELETE FROM pachyderm_timers WHERE seq = ANY(%s)", (changes.timers_removed,)
+        parts.append("consumed AS (DELETE FROM pachyderm_inbox WHERE seq = ANY(%b::bigint[]))")
+        parameters.append(changes.consumed)
+    if changes.timers_removed:  # (a named timer's replacement has a seq of its own)
+        parts.append("unset AS (DELETE FROM pachyderm_timers WHERE seq = ANY(%b::bigint[]))")
+        parameters.append(changes.timers_removed)
+    accepted = [row for row in changes.accepted if row is not None]
+    if accepted:  # (pos numbers them in this order)
+        parts.append(
+            "sent AS (INSERT INTO pachyderm_inbox (seq, p, eco, address, message, waiter) "
+            "       SELECT * FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::bytea[], "
+            "                            %b::bytea[], %b::bigint[]))"
         )
-    for eco, dead_letter_id in changes.dead_removed:
-        cursor.execute(
-            "DELETE FROM pachyderm_dead_letters WHERE eco = %s AND id = %s",
-            (eco, dead_letter_id),
+        parameters += [list(column) for column in zip(*accepted, strict=True)]
+    if changes.timers_set:
+        parts.append(
+            "timed AS (INSERT INTO pachyderm_timers "
+            "       (seq, due, p, eco, owner, name, recipient, message) "
+            "       SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::int[], %b::text[], "
+            "                            %b::bytea[], %b::text[], %b::bytea[], %b::bytea[]))"
         )
-        if cursor.rowcount != 1:
-            raise UnknownDeadLetterError(
-                f"dead letter {dead_letter_id} of ecosystem {eco!r} was taken by another "
-                f"process (redelivered or discarded there) while this one did the same"
-            )
-    # One statement per table, the rows as arrays: never executemany(). It
-    # pipelines, and after a pipeline the server does not arm
-    # idle_in_transaction_session_timeout, so a worker paused there would hold
-    # its partitions' share locks until it resumes (see PostgresStorage.open).
+        rows = [
+            _timer_row(timer, storage.timer_partition(timer))
+            for timer in changes.timers_set.values()
+        ]
+        parameters += [list(column) for column in zip(*rows, strict=True)]
+    if changes.replies:
+        parts.append(
+            "answered AS (INSERT INTO pachyderm_replies (seq, record, dead_letter) "
+            "       SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::bigint[]))"
+        )
+        parameters += [list(column) for column in zip(*changes.replies, strict=True)]
+    checks = "(SELECT count(*) FROM fence)" if fenced else "0"
+    told = "(SELECT array_agg(DISTINCT follower) FROM told)" if records else "NULL"
+    parameters.append("on" if sync else "off")
+    query = (
+        f"WITH {', '.join(parts)} "
+        f"SELECT set_config('synchronous_commit', %s, true), {told}, {checks}"
+    )
+    return query, parameters
+
+
+def _apply_rare(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
+    """A group's rare changes, each a statement after the group's own (:func:`_group`)."""
+    if changes.dead_removed:  # (each must be there: another process may have taken it)
+        cursor.execute(
+            "SELECT pachyderm_take_dead_letters(%b::text[], %b::bigint[])",
+            ([eco for eco, _ in changes.dead_removed], [i for _, i in changes.dead_removed]),
+        )
+    if changes.dead_added:
+        cursor.execute(
+            "INSERT INTO pachyderm_dead_letters (eco, id, record) "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bytea[])",
+            [
+                [eco for eco, _ in changes.dead_added],
+                [i for _, i in changes.dead_added],
+                list(changes.dead_added.values()),
+            ],
+        )
     if changes.reply_clears:
         cursor.execute(
-            "UPDATE pachyderm_inbox SET reply = false WHERE seq = ANY(%s)", (changes.reply_clears,)
+            "UPDATE pachyderm_inbox SET waiter = NULL WHERE seq = ANY(%b::bigint[])",
+            (changes.reply_clears,),
         )
     if changes.reply_marks:
         cursor.execute(
-            "UPDATE pachyderm_inbox SET reply = true WHERE seq = ANY(%s)", (changes.reply_marks,)
+            "UPDATE pachyderm_inbox SET waiter = %s WHERE seq = ANY(%b::bigint[])",
+            (changes.storage.incarnation, changes.reply_marks),
         )
     if changes.released:
         cursor.execute(
             "UPDATE pachyderm_partitions SET owner = NULL, lease_until = NULL "
-            "WHERE p = ANY(%s) AND owner = %s",
+            "WHERE p = ANY(%b::int[]) AND owner = %s",
             (sorted(changes.released), changes.storage.identity),
         )
-    accepted = [row for row in changes.accepted if row is not None]
-    if accepted:  # (pos numbers them in this order)
-        _insert(
-            cursor,
-            "pachyderm_inbox (seq, p, eco, address, message, reply)",
-            ("bigint", "integer", "text", "bytea", "bytea", "boolean"),
-            accepted,
-        )
-    if changes.timers_set:
-        storage = changes.storage
-        _insert(
-            cursor,
-            "pachyderm_timers (seq, due, p, eco, owner, name, recipient, message)",
-            ("bigint", "bigint", "integer", "text", "bytea", "text", "bytea", "bytea"),
-            [
-                _timer_row(timer, storage.timer_partition(timer))
-                for timer in changes.timers_set.values()
-            ],
-        )
-    if changes.dead_added:
-        _insert(
-            cursor,
-            "pachyderm_dead_letters (eco, id, record)",
-            ("text", "bigint", "bytea"),
-            [(eco, i, record) for (eco, i), record in changes.dead_added.items()],
-        )
-    if changes.replies:
-        _insert(
-            cursor,
-            "pachyderm_replies (seq, record, dead_letter)",
-            ("bigint", "bytea", "bigint"),
-            changes.replies,
-        )
 
 
-def _insert(
-    cursor: psycopg.Cursor[Any],
-    table: str,
-    types: tuple[str, ...],
-    rows: list[Any],
-    conflict: str = "",
-) -> None:
-    """Insert ``rows`` into ``table`` (with its column list) in one statement, in order."""
-    arrays = ", ".join(f"%s::{kind}[]" for kind in types)
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    cursor.execute(f"INSERT INTO {table} SELECT * FROM unnest({arrays}){conflict}", columns)
+def _channel(incarnation: int) -> str:
+    """The notification channel of one process: its replies and followers' updates."""
+    return f"{_CHANNEL}_{incarnation}"
+
+
+def _message(error: psycopg.Error) -> str:
+    """The message a Pachyderm function raised on the server."""
+    diagnostic = error.diag.message_primary
+    return diagnostic if diagnostic is not None else str(error)
 
 
 def _ident(eco: str, address: bytes) -> Ident:

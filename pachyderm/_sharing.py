@@ -8,6 +8,7 @@ to messages it forwarded, and changes to entities it follows.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -43,34 +44,22 @@ class Sharing:
         self.runtime = runtime
         self.storage = storage
         self.followed: dict[Ident, int] = {}  # the last version told, by entity
+        self._touch_at = time.monotonic() + _TOUCH_FOLLOWS  # next "still following" mark
 
     async def run(self, scope: trio.CancelScope) -> None:
-        """Wait for news, read it in worker threads, take it under the lock; until cancelled."""
-        storage = self.storage
+        """Wait for news and read it in a worker thread, take it under the lock; until
+        cancelled."""
         runtime = self.runtime
-        remote = runtime.dispatcher.remote
-        touch_at = trio.current_time() + _TOUCH_FOLLOWS
         with scope:
             while True:
-                await trio.to_thread.run_sync(
-                    storage.wait_news, storage.poll, abandon_on_cancel=True
-                )
-                if storage.lost is not None:
+                news = await trio.to_thread.run_sync(self._read_news, abandon_on_cancel=True)
+                lost = self.storage.lost
+                if news is None and lost is not None:
                     with runtime.lock:
-                        runtime._fail(storage.lost, "keeping partition leases")
+                        runtime._fail(lost, "keeping partition leases")
                     return
-                arrivals = await trio.to_thread.run_sync(storage.arrivals, abandon_on_cancel=True)
-                answers: Answers = []
-                if remote:
-                    answers = await trio.to_thread.run_sync(
-                        storage.answers, list(remote), abandon_on_cancel=True
-                    )
-                updates: Updates = []
-                if storage.following:
-                    updates = await trio.to_thread.run_sync(storage.updates, abandon_on_cancel=True)
-                    if trio.current_time() >= touch_at:
-                        touch_at = trio.current_time() + _TOUCH_FOLLOWS
-                        await trio.to_thread.run_sync(storage.touch_follows, abandon_on_cancel=True)
+                assert news is not None
+                arrivals, answers, updates = news
                 with runtime.lock:
                     if runtime.closed:
                         return
@@ -80,6 +69,26 @@ class Sharing:
                     except BaseException as error:
                         runtime._fail(error, "reading news from the store")
                         return
+
+    def _read_news(self) -> tuple[list[PendingMessage], Answers, Updates] | None:
+        """In a worker thread (one hop for all of it): wait for news, then read what came;
+        None when a lease was lost."""
+        storage = self.storage
+        storage.wait_news(storage.poll)
+        if storage.lost is not None:
+            return None
+        arrivals = storage.arrivals()
+        # (a copy of the dict is made at once, in C: the runtime's thread may change it)
+        waiting = list(self.runtime.dispatcher.remote.copy())
+        answers: Answers = storage.answers(waiting) if waiting else []
+        updates: Updates = []
+        if storage.following:
+            updates = storage.updates()
+            now = time.monotonic()
+            if now >= self._touch_at:
+                self._touch_at = now + _TOUCH_FOLLOWS
+                storage.touch_follows()
+        return arrivals, answers, updates
 
     def follow(self, ident: Ident, record: bytes | None) -> bytes | None:
         """Register a follower of ``ident`` with the store; its committed record now.

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -261,10 +261,11 @@ async def test_a_worker_that_joins_gets_its_share_and_nothing_is_lost(postgres_d
 
 async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> None:
     """A follower in a client sees the state now, then every change the worker commits,
-    in commit order, each once; it stops hearing of it once it closes."""
+    in commit order, each once (told by notification: the client would look only once a
+    minute); it stops hearing of it once it closes."""
     async with (
         Postgres.open(postgres_dsn, poll=0.05) as worker,
-        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+        Postgres.open(postgres_dsn, worker=False, poll=60) as client,
     ):
         await worker.send_sync(Tally("t"), "x")
         seen: list[int] = []
@@ -286,7 +287,8 @@ async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> 
 async def test_a_version_1_database_is_upgraded_with_its_data(postgres_dsn: str) -> None:
     """A database made by schema version 1 (no followers' tables, inbox rows without
     positions) opens upgraded to the current version: its entities' states kept, the
-    message waiting in its inbox applied once."""
+    messages waiting in its inbox applied once, in order, and the one whose sender
+    waited answered (in the replies table: that sender is gone)."""
     from ecosystems._postgres_schema import SCHEMA_VERSION, ensure_schema
     from ecosystems._postgres_storage import partition_of
     from pachyderm._codec import encode
@@ -300,34 +302,74 @@ async def test_a_version_1_database_is_upgraded_with_its_data(postgres_dsn: str)
             "INSERT INTO pachyderm_entities (eco, address, p, record) VALUES (%s, %s, %s, %s)",
             ("default", address, partition_of("default", address, 8), record_bytes(1, b"\x29")),
         )
-        connection.execute(  # a message accepted by version 1, not yet applied
-            "INSERT INTO pachyderm_inbox (seq, p, eco, address, message) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (5, partition_of("default", address, 8), "default", address, encode("x")),
-        )
+        for seq, reply in ((5, False), (4, True)):  # accepted by version 1, not yet applied
+            connection.execute(
+                "INSERT INTO pachyderm_inbox (seq, p, eco, address, message, reply) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (seq, partition_of("default", address, 8), "default", address, encode("x"), reply),
+            )
         assert connection.execute("SELECT to_regclass('pachyderm_follows')").fetchone() == (None,)
     async with Postgres.open(postgres_dsn) as eco:
         await eco.settle()
-        assert await eco.state_of(Tally("old")) == 42
-        assert await eco.send_sync(Tally("old"), "x") == 43
+        assert await eco.state_of(Tally("old")) == 43
+        assert await eco.send_sync(Tally("old"), "x") == 44
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         assert connection.execute(
             "SELECT value FROM pachyderm_meta WHERE key = 'schema_version'"
         ).fetchone() == (SCHEMA_VERSION,)
         assert connection.execute("SELECT version FROM pachyderm_entities").fetchone() == (3,)
         assert connection.execute("SELECT count(*) FROM pachyderm_inbox").fetchone() == (0,)
+        assert connection.execute("SELECT seq FROM pachyderm_replies").fetchall() == [(4,)]
+
+
+async def test_a_message_whose_writer_was_running_at_a_scan_is_found_after(
+    postgres_dsn: str,
+) -> None:
+    """A worker's scans read only the inbox rows of transactions their last snapshot did
+    not see. A message written by a transaction still running at such a scan (so it
+    was not seen), and committed after, is found by a later scan and applied once."""
+    from ecosystems._postgres_storage import PostgresStorage, partition_of
+    from pachyderm._codec import encode
+    from pachyderm._layout import address_key
+
+    address = address_key("tests.postgres.Tally", "late")
+    p = partition_of("default", address, 64)
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        assert await worker.send_sync(Tally("late"), "x") == 1
+        with psycopg.connect(postgres_dsn) as writer:  # (not autocommit: held open)
+            writer.execute(
+                "INSERT INTO pachyderm_inbox (seq, p, eco, address, message) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (1 << 62, p, "default", address, encode("x")),  # (a seq no open takes)
+            )
+            (xid,) = writer.execute("SELECT pg_current_xact_id()::text").fetchone()  # type: ignore[misc]
+            # A later transaction commits (the writer's xid is then below the snapshots'
+            # xmax), and a scan lists the writer as running: only that tells it apart.
+            assert await worker.send_sync(Tally("other"), "x") == 1
+            storage = cast(PostgresStorage, worker.runtime.storage)
+            with trio.fail_after(5):
+                while int(xid) not in storage._snapshot[1]:
+                    await trio.sleep(0.05)
+            assert await worker.state_of(Tally("late")) == 1
+            writer.commit()
+        with trio.fail_after(5):
+            while await worker.state_of(Tally("late")) != 2:
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)  # (and once only)
+        assert await worker.state_of(Tally("late")) == 2
 
 
 class CommitCutter:
     """A unix-socket proxy in front of the server that cuts a connection at a COMMIT.
 
-    Armed with ``"before"``, it drops the next COMMIT and closes the client's
+    Armed with ``"before"``, it drops the next COMMIT (with whatever came in the
+    same read: a group's whole pipeline) and closes the client's
     connection (the server aborts the transaction); with ``"after"``, it passes
     the COMMIT on and closes the connection before the answer comes back (the
     server commits; the client never hears so). Real sockets, a real server.
     """
 
-    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
+    COMMIT = b"COMMIT\x00"  # the end of a query's text, in a Query or a Parse message
 
     def __init__(self, server_dsn: str, directory: Path) -> None:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo

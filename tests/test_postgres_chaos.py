@@ -62,7 +62,7 @@ WRITERS = """
 SELECT pid FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid()
   AND (state = 'idle in transaction'
-       OR (state = 'active' AND (query LIKE '%FOR SHARE' OR query LIKE 'INSERT INTO pachyderm_e%'
+       OR (state = 'active' AND (query LIKE 'SELECT pachyderm_fence%' OR query LIKE 'WITH v AS%'
                                  OR query LIKE 'INSERT INTO pachyderm_i%' OR query = 'COMMIT'
                                  OR query LIKE 'DELETE FROM pachyderm_inbox%')))
 """
