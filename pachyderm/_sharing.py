@@ -46,7 +46,8 @@ class Sharing:
         self.followed: dict[Ident, int] = {}  # the last version told, by entity
         self._touch_at = time.monotonic() + _TOUCH_FOLLOWS  # next "still following" mark
 
-    async def run(self, scope: trio.CancelScope) -> None:
+    @trio.lowlevel.enable_ki_protection  # (like the runtime's own tasks: Ctrl-C goes to
+    async def run(self, scope: trio.CancelScope) -> None:  # the app, not into the news)
         """Wait for news and read it in a worker thread, take it under the lock; until
         cancelled."""
         runtime = self.runtime

@@ -30,8 +30,13 @@ interrupted call at most once. Prints one JSON line of counts; exits non-zero
   raising SystemExit, as servers install.
 - ``trio`` and ``trio_state_of``: ``await eco.send_sync`` / ``eco.state_of`` on
   the trio face in the main thread's ``trio.run``, where trio's own handler
-  decides (LocalDisk only: the store is reopened in a new ``trio.run`` to be
-  checked).
+  decides (LocalDisk and Postgres: the store is opened again in a new
+  ``trio.run`` to be checked).
+
+On Postgres (LOCATION is a DSN) the lines counted on the shell face include the
+storage's own (``ecosystems/``), run in the calling thread: reads, and waits on
+the server. (On the trio face, where each call opens the database twice, they
+would make the walk too long.)
 """
 
 from __future__ import annotations
@@ -50,10 +55,12 @@ sys.path.insert(0, str(ROOT))
 
 import trio  # noqa: E402
 
-from ecosystems import InMemory, LocalDisk  # noqa: E402
+from ecosystems import InMemory, LocalDisk, Postgres  # noqa: E402
 from pachyderm import ActivationError, Entity, Outbox, _runtime  # noqa: E402
 
 PACKAGE = str(ROOT / "pachyderm")
+TRACED = [PACKAGE]  # where lines are counted (and the storage's code on Postgres)
+KINDS: dict[str, Any] = {"InMemory": InMemory, "LocalDisk": LocalDisk, "Postgres": Postgres}
 THIS = str(Path(__file__).resolve())
 SETTLE_TIMEOUT = 30.0
 
@@ -96,7 +103,7 @@ class Injector:
     def __call__(self, frame: FrameType, event: str, argument: Any) -> Any:
         filename = frame.f_code.co_filename
         if not (
-            filename.startswith(PACKAGE)
+            filename.startswith(tuple(TRACED))
             or (filename == THIS and frame.f_code.co_name == "activate")
         ):
             return None
@@ -137,12 +144,13 @@ def settle(eco: Any, what: str) -> None:
         watchdog.cancel()
 
 
-def main_trio(location: str, verb: str) -> None:
+def main_trio(kind_name: str, location: str, verb: str) -> None:
     """The trio face: interrupt one call at every instant, check in a new trio.run."""
     interrupted = returned = at = 0
+    kind = KINDS[kind_name]
 
     async def send(number: int, injector: Injector) -> None:
-        async with LocalDisk.open(location) as eco:
+        async with kind.open(location) as eco:
             sys.settrace(injector)
             try:
                 if verb == "state_of":
@@ -154,10 +162,11 @@ def main_trio(location: str, verb: str) -> None:
                 sys.settrace(None)
 
     async def check(number: int) -> list[int]:
-        async with LocalDisk.open(location) as eco:
+        async with kind.open(location) as eco:
             with trio.fail_after(SETTLE_TIMEOUT):
                 await eco.settle()
-            return await eco.state_of(Ledger(number))
+            numbers: list[int] = await eco.state_of(Ledger(number))
+            return numbers
 
     while True:
         injector = Injector(at)
@@ -178,7 +187,7 @@ def main_trio(location: str, verb: str) -> None:
     print(
         json.dumps(
             {
-                "kind": "LocalDisk",
+                "kind": kind_name,
                 "path": f"trio {verb}",
                 "lines": at,
                 "interrupted": interrupted,
@@ -264,10 +273,12 @@ def queued_request(eco: Any, address: Ledger, message: int) -> Any:
 
 def main(kind_name: str, path: str, location: str) -> None:
     if path in ("trio", "trio_state_of"):
-        main_trio(location, "state_of" if path == "trio_state_of" else "send_sync")
+        main_trio(kind_name, location, "state_of" if path == "trio_state_of" else "send_sync")
         return
-    kind = {"InMemory": InMemory, "LocalDisk": LocalDisk}[kind_name]
-    eco = kind.connect(location) if kind is LocalDisk else kind.participate(f"ki-{path}")
+    if kind_name == "Postgres":
+        TRACED.append(str(ROOT / "ecosystems"))
+    kind = KINDS[kind_name]
+    eco = kind.participate(f"ki-{path}") if kind is InMemory else kind.connect(location)
     if path == "combined":
         main_combined(eco, kind_name)
         return
@@ -339,10 +350,10 @@ def main(kind_name: str, path: str, location: str) -> None:
     # The runtime still works, and (LocalDisk) what it holds survives a reopen.
     if eco.send_sync(Ledger("last"), 1) != [1]:
         fail("send_sync after the interrupts did not apply once")
-    if kind is LocalDisk:
+    if kind is not InMemory:
         before = [eco.state_of(Ledger(n)) for n in range(at + 1)]
-        eco.close()
-        again = LocalDisk.connect(location)
+        kind.close()
+        again = kind.connect(location)
         if [again.state_of(Ledger(n)) for n in range(at + 1)] != before:
             fail("the store read back differs after reopening")
     print(

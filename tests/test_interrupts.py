@@ -37,14 +37,23 @@ FEWEST_LINES = {("InMemory", "send"): 20, ("InMemory", "send_at_bound"): 200}
         ("LocalDisk", "sigterm"),
         ("LocalDisk", "trio"),
         ("LocalDisk", "trio_state_of"),
+        ("Postgres", "send_sync"),
+        ("Postgres", "send"),
+        ("Postgres", "handler"),
+        ("Postgres", "combined"),
+        ("Postgres", "sigterm"),
+        ("Postgres", "trio"),
     ],
 )
 def test_an_interrupt_at_any_line_loses_nothing_and_applies_nothing_twice(
-    kind: str, path: str, tmp_path: Path
+    kind: str, path: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """At every line: settle() returns, a message is applied at most once and never lost."""
+    location = str(tmp_path / "store")
+    if kind == "Postgres":
+        location = request.getfixturevalue("postgres_dsn")
     result = subprocess.run(
-        [sys.executable, str(WORKER), kind, path, str(tmp_path / "store")],
+        [sys.executable, str(WORKER), kind, path, location],
         capture_output=True,
         text=True,
         timeout=600,
