@@ -21,14 +21,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = """
 import json, os, signal, sys, threading, time
 import trio
-from ecosystems import InMemory, LocalDisk
+from ecosystems import InMemory, LocalDisk, Postgres
 from tests.entities import Counter
 
-kind = LocalDisk if sys.argv[1] == "LocalDisk" else InMemory
-location = sys.argv[2] if kind is LocalDisk else None
+kind = {"LocalDisk": LocalDisk, "InMemory": InMemory, "Postgres": Postgres}[sys.argv[1]]
+location = sys.argv[2] if kind is not InMemory else None
 eco = kind.connect(location)
 for _ in range(10):
     eco.send_sync(Counter("c"), "inc")
+if kind is Postgres:  # the parent's sessions, which the child must leave alone
+    storage = eco.runtime.storage
+    sessions = [c.info.backend_pid for c in (storage._writer, storage._reader)]
 follower = eco.follow(Counter("c"))
 sent = 10
 running = True
@@ -78,6 +81,7 @@ if pid == 0:
     attempt("kind.close", lambda: kind.close())
     if kind is LocalDisk:
         attempt("reopen", lambda: kind.connect(location).send_sync(Counter("c"), "inc"))
+    if kind is not InMemory:
         attempt("trio open", lambda: trio.run(trio_open))
     print(json.dumps(child), flush=True)
     sys.exit(0)
@@ -88,16 +92,23 @@ for _ in range(5):
     eco.send_sync(Counter("c"), "inc")
 sent += 5
 before_close = eco.state_of(Counter("c"))
+kept = None
+if kind is Postgres:
+    kept = sessions == [c.info.backend_pid for c in (storage._writer, storage._reader)]
+    kept = kept and storage.rewrites == 0
 kind.close()
-reopened = kind.connect(location).state_of(Counter("c")) if kind is LocalDisk else None
+reopened = kind.connect(location).state_of(Counter("c")) if kind is not InMemory else None
 kind.close()
-print(json.dumps({"status": status, "sent": sent, "state": before_close, "reopened": reopened}))
+print(json.dumps({"status": status, "sent": sent, "state": before_close, "reopened": reopened,
+                  "kept": kept}))
 """
 
 
-def run_fork_script(kind: str, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_fork_script(
+    kind: str, location: str, tmp_path: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, kind, str(tmp_path / "store")],
+        [sys.executable, "-c", SCRIPT, kind, location],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PACHYDERM_HOME": str(tmp_path / "store")},
         capture_output=True,
@@ -111,14 +122,19 @@ def run_fork_script(kind: str, tmp_path: Path) -> tuple[dict[str, Any], dict[str
     return json.loads(lines[0]), json.loads(lines[1])
 
 
-@pytest.mark.parametrize("kind", ["LocalDisk", "InMemory"])
+@pytest.mark.parametrize("kind", ["LocalDisk", "InMemory", "Postgres"])
 def test_a_forked_child_is_refused_at_once_and_the_parent_keeps_its_data(
-    kind: str, tmp_path: Path
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """In a child forked while the shell face is busy, every verb raises ForkedProcessError at
     once (no hang, nothing written), an inherited follower ends, close() is a no-op; the child
-    exits cleanly and the parent's store holds exactly the parent's increments."""
-    child, parent = run_fork_script(kind, tmp_path)
+    exits cleanly and the parent's store holds exactly the parent's increments. On Postgres
+    the child may open the database afresh (a process of its own), and the parent's
+    sessions, which the child inherited and let go of, are still the parent's."""
+    location = str(tmp_path / "store")
+    if kind == "Postgres":
+        location = request.getfixturevalue("postgres_dsn")
+    child, parent = run_fork_script(kind, location, tmp_path)
     assert parent["status"] == 0, "the child hung (killed by its alarm) or crashed"
     refused = [
         "send_sync",
@@ -150,9 +166,14 @@ def test_a_forked_child_is_refused_at_once_and_the_parent_keeps_its_data(
             assert result.startswith("StoreLockedError: "), (verb, result)
             assert "forked from" in result, result
             assert "spawn" in result, result
-    assert parent["state"] == parent["sent"]
-    if kind == "LocalDisk":
-        assert parent["reopened"] == parent["sent"]
+    sent = parent["sent"]
+    if kind == "Postgres":  # a fresh open in the child is a process of its own
+        assert child["trio open"][0].startswith("returned "), child["trio open"]
+        sent += 1
+        assert parent["kept"] is True, "the child closed or broke the parent's sessions"
+    assert parent["state"] == sent
+    if kind != "InMemory":
+        assert parent["reopened"] == sent
 
 
 MULTIPROCESSING_SCRIPT = """
