@@ -22,7 +22,14 @@ from psycopg.conninfo import make_conninfo
 
 from bench._entities import Tally
 from bench._measure import PAYLOAD, RUNS, Row, interleaved, progress
-from bench.throughput import ENTITIES, SENDERS, send_concurrently, sequential_round_trips
+from bench.throughput import (
+    ENTITIES,
+    SENDERS,
+    THREADS,
+    send_concurrently,
+    sequential_round_trips,
+    threads_round_trips,
+)
 from ecosystems import Postgres
 from ecosystems._postgres_storage import partition_of
 from pachyderm._layout import address_key
@@ -78,6 +85,15 @@ def sequential_send_sync(dsn: str, count: int) -> float:
     """Round trips per second of the shell face's send_sync, one after another."""
     try:
         return sequential_round_trips(Postgres.connect(dsn), count)
+    finally:
+        Postgres.close()
+
+
+def threads_send_sync(dsn: str, per_thread: int) -> float:
+    """Round trips per second of the shell face's send_sync from many threads (a web
+    server's request threads), in a process that is the only worker."""
+    try:
+        return threads_round_trips(Postgres.connect(dsn), per_thread)
     finally:
         Postgres.close()
 
@@ -172,9 +188,11 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
     inserts = 500 if quick else 2_000
     messages = 5_000 if quick else 30_000
     round_trips = 300 if quick else 1_000
+    per_thread = 20 if quick else 100
     progress(
         f"postgres: raw INSERT+COMMIT x {inserts:,}; {SENDERS} trio send_sync senders x "
-        f"{messages:,}; shell send_sync x {round_trips:,}; {runs} rounds, interleaved"
+        f"{messages:,}; shell send_sync x {round_trips:,}; {THREADS} threads' shell "
+        f"send_sync x {per_thread:,} each; {runs} rounds, interleaved"
     )
     measured = interleaved(
         runs,
@@ -182,6 +200,7 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
             "raw": lambda: raw_inserts(fresh(), inserts),
             "concurrent": lambda: concurrent_send_sync(fresh(), messages),
             "sequential": lambda: sequential_send_sync(fresh(), round_trips),
+            "threads": lambda: threads_send_sync(fresh(), per_thread),
         },
     )
     progress(
@@ -213,6 +232,14 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
             measured["raw"],
             "msg/s",
             0.5,
+        ),
+        Row(
+            f"Postgres, 1 worker, {THREADS} threads calling shell send_sync",
+            measured["threads"],
+            raw_name,
+            measured["raw"],
+            "msg/s",
+            None,
         ),
         Row(
             f"Postgres, client's {SENDERS} send_sync senders, 3 worker processes",

@@ -131,30 +131,35 @@ def shell_send_sync(count: int) -> float:
 
 
 def shell_threads_send_sync(per_thread: int, threads: int = THREADS) -> float:
-    """Round trips per second of shell send_sync from many threads, each to its own entities."""
+    """Round trips per second of shell send_sync from many threads on LocalDisk (fsync)."""
     with tempfile.TemporaryDirectory() as directory:
         eco = LocalDisk.connect(directory)
         try:
-            eco.send_sync(Tally("warm-up"), PAYLOAD)
-            start = threading.Barrier(threads + 1)
-
-            def caller(number: int) -> None:
-                start.wait()
-                for message in range(per_thread):
-                    eco.send_sync(Tally((number, message % 10)), PAYLOAD)
-
-            callers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
-            for thread in callers:
-                thread.start()
-            start.wait()
-            started = time.perf_counter()
-            for thread in callers:
-                thread.join()
-            elapsed = time.perf_counter() - started
-            if eco.state_of(Tally((0, 0))) != per_thread // 10:
-                raise AssertionError("a caller's messages were not all applied")
+            return threads_round_trips(eco, per_thread, threads)
         finally:
             eco.close()
+
+
+def threads_round_trips(eco: ShellEcosystem, per_thread: int, threads: int = THREADS) -> float:
+    """Round trips per second of shell send_sync from many threads, each to its own entities."""
+    eco.send_sync(Tally("warm-up"), PAYLOAD)
+    start = threading.Barrier(threads + 1)
+
+    def caller(number: int) -> None:
+        start.wait()
+        for message in range(per_thread):
+            eco.send_sync(Tally((number, message % 10)), PAYLOAD)
+
+    callers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+    for thread in callers:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in callers:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if eco.state_of(Tally((0, 0))) != per_thread // 10:
+        raise AssertionError("a caller's messages were not all applied")
     return threads * per_thread / elapsed
 
 
