@@ -757,3 +757,53 @@ async def test_a_clients_send_sync_to_a_class_the_worker_lacks_says_so(
         worker.wait(timeout=10)
         if worker.stdout is not None:
             worker.stdout.close()
+
+
+def _lock_waiters(dsn: str) -> int:
+    """How many backends of this database wait on a lock."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        (count,) = connection.execute(  # type: ignore[misc]
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return int(count)
+
+
+async def test_a_follower_that_starts_while_a_commit_waits_hears_of_it(postgres_dsn: str) -> None:
+    """A client starts following an entity while the group of the worker process that
+    changes it waits on a row lock (held, compatible with a reader's, by another
+    transaction): the follow reads the state before that group, so the group's version
+    must reach the follower, and does once the lock goes (a follow row committed before
+    the group's upsert is seen by the group, whatever the group's statement snapshot)."""
+    key = layout.address_key(Ledger.entity_name, "followed")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, postgres_dsn], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert worker.stdout is not None
+        assert await trio.to_thread.run_sync(worker.stdout.readline) == b"open\n"
+        seen: list[list[str]] = []
+        async with Postgres.open(postgres_dsn, worker=False, poll=0.05) as client:
+            assert await client.send_sync(Ledger("followed"), "1") == ["1"]
+            with psycopg.connect(postgres_dsn) as holder:  # (not autocommit: the lock is held)
+                holder.execute(
+                    "SELECT 1 FROM pachyderm_entities WHERE address = %s FOR SHARE", (key,)
+                )
+                await client.send(Ledger("followed"), "2")
+                with trio.fail_after(5):  # the worker's upsert waits on the share lock
+                    while not _lock_waiters(postgres_dsn):
+                        await trio.sleep(0.01)
+                async with client.follow(Ledger("followed")) as updates:
+                    assert updates.state == ["1"]
+                    holder.commit()
+                    with trio.move_on_after(5):
+                        async for _, state in updates:
+                            seen.append(state)
+                            break
+            assert await client.state_of(Ledger("followed")) == ["1", "2"]
+        assert seen == [["1", "2"]]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+        if worker.stdout is not None:
+            worker.stdout.close()
