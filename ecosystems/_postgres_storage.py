@@ -168,6 +168,11 @@ class PostgresBatch:
         if waiter is None:
             return False
         self.writes += 1
+        # Fenced: a worker that lost the partition must not answer for the new owner
+        # (which runs the message, and answers it, if it has the class).
+        p = storage.known.get(seq)
+        if p is not None:
+            self.fenced.add(p)
         self.waiters.add(waiter)
         self.replies.append((seq, name.encode(), WAITING_FOR_CLASS))
         self.reply_clears.append(seq)

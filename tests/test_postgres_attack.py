@@ -833,3 +833,88 @@ async def test_a_message_to_an_entity_with_a_very_long_id_stops_no_worker(
                 await worker.settle()
                 assert await worker.send_sync(Ledger("ok"), "z") == ["y", "z"]
             assert worker.runtime.failure is None
+
+
+_FREEZING_WORKER = """
+import sys, trio
+from ecosystems import Postgres
+
+async def main():
+    async with Postgres.open(sys.argv[1], partitions=1, poll=0.05, lease=1.0) as eco:
+        print("open", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.readline)
+        eco.runtime.storage._leases._stop.set()  # its lease keeper stops: a zombie
+        print("frozen", flush=True)
+        await trio.sleep(60)
+
+trio.run(main)
+"""
+
+
+async def test_a_zombie_lacking_a_class_cannot_answer_for_the_new_owner(
+    postgres_dsn: str,
+) -> None:
+    """A worker process whose lease keeper stopped (a zombie: its partition moved to a
+    worker of this process) lacks an entity class; a client's send_sync to an entity of
+    that class is found by both. The zombie must commit nothing: neither a "waiting for
+    class" reply nor the clearing of the message's waiter. The new owner, which has the
+    class, runs the message, and the client gets the state after its activation."""
+
+    class Newcomer(Entity[int, int]):  # registered here only, not in the zombie
+        entity_name = "tests.postgres_attack.Newcomer"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: int, state: int) -> tuple[Outbox, int]:
+            return [], state + message
+
+    options: dict[str, Any] = {"partitions": 1, "poll": 0.05, "lease": 1.0}
+    zombie = subprocess.Popen(
+        [sys.executable, "-c", _FREEZING_WORKER, postgres_dsn],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        assert zombie.stdin is not None
+        assert zombie.stdout is not None
+        assert await trio.to_thread.run_sync(zombie.stdout.readline) == b"open\n"
+        zombie.stdin.write(b"freeze\n")
+        zombie.stdin.flush()
+        assert await trio.to_thread.run_sync(zombie.stdout.readline) == b"frozen\n"
+        await trio.sleep(1.5)  # its lease runs out
+        outcomes: list[object] = []
+        async with (
+            Postgres.open(postgres_dsn, **options) as owner,
+            Postgres.open(postgres_dsn, worker=False, **options) as client,
+        ):
+            owner.runtime.pause()
+            storage = owner.runtime.storage
+            assert list(storage.owned) == [0]  # type: ignore[attr-defined]
+
+            async def call() -> None:
+                try:
+                    outcomes.append(await client.send_sync(Newcomer("n"), 5))
+                except PachydermError as error:
+                    outcomes.append(type(error))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                with trio.fail_after(5):  # the new owner found it, waiting
+                    while not storage.reply_wanted:  # type: ignore[attr-defined]
+                        await trio.sleep(0.02)
+                await trio.sleep(1.0)  # the zombie found it too, and tried to answer
+                owner.runtime.resume()
+                with trio.fail_after(10):
+                    while not outcomes:
+                        await trio.sleep(0.02)
+                assert await owner.send_sync(Newcomer("m"), 1) == 1
+            assert owner.runtime.failure is None
+        assert outcomes == [5]
+    finally:
+        zombie.kill()
+        zombie.wait(timeout=10)
+        for pipe in (zombie.stdin, zombie.stdout):
+            if pipe is not None:
+                pipe.close()
