@@ -918,3 +918,40 @@ async def test_a_zombie_lacking_a_class_cannot_answer_for_the_new_owner(
         for pipe in (zombie.stdin, zombie.stdout):
             if pipe is not None:
                 pipe.close()
+
+
+async def test_a_message_whose_writer_stays_open_across_a_hand_over_is_applied_once(
+    postgres_dsn: str,
+) -> None:
+    """An inbox row written by a transaction that stays open while its partition is
+    handed over to a worker that joins (the old owner's scans list the writer as
+    running; the new owner reads the partition whole, without it, then lists it) is
+    applied once, by the new owner, after the writer commits."""
+    from pachyderm._codec import encode
+
+    options: dict[str, Any] = {"partitions": 2, "lease": 0.6, "poll": 0.05}
+    ledger = _ledger_in_partition(1, 2)  # the partition handed over (the highest)
+    key = layout.address_key(Ledger.entity_name, ledger.id)
+    async with Postgres.open(postgres_dsn, **options) as first:
+        assert await first.send_sync(ledger, "a") == ["a"]
+        with psycopg.connect(postgres_dsn) as writer:  # (not autocommit: held open)
+            writer.execute(
+                "INSERT INTO pachyderm_inbox (seq, p, eco, address, message) "
+                "VALUES (%s, 1, %s, %s, %s)",
+                (1 << 62, DEFAULT_ECOSYSTEM, key, encode("b")),  # (a seq no open takes)
+            )
+            assert await first.send_sync(_ledger_in_partition(0, 2), "c") == ["c"]
+            await trio.sleep(0.3)  # scans of the first owner, the writer running
+            async with Postgres.open(postgres_dsn, **options) as second:
+                with trio.fail_after(10):
+                    while sorted(_owners(postgres_dsn).values()) != [1, 1]:
+                        await trio.sleep(0.05)
+                await trio.sleep(0.3)  # scans of the new owner, the writer running
+                assert await second.state_of(ledger) == ["a"]
+                writer.commit()
+                with trio.fail_after(10):
+                    while await second.state_of(ledger) != ["a", "b"]:
+                        await trio.sleep(0.05)
+                await trio.sleep(0.3)  # (and once only)
+                assert await second.state_of(ledger) == ["a", "b"]
+                assert await first.state_of(ledger) == ["a", "b"]
