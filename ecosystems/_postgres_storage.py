@@ -168,6 +168,11 @@ class PostgresBatch:
         if waiter is None:
             return False
         self.writes += 1
+        # Fenced: a worker that lost the partition must not answer for the new owner
+        # (which runs the message, and answers it, if it has the class).
+        p = storage.known.get(seq)
+        if p is not None:
+            self.fenced.add(p)
         self.waiters.add(waiter)
         self.replies.append((seq, name.encode(), WAITING_FOR_CLASS))
         self.reply_clears.append(seq)
@@ -830,8 +835,18 @@ class PostgresStorage:
         assert connection is not None
         with connection.pipeline(), connection.cursor() as cursor:
             cursor.execute("BEGIN", prepare=False)
-            group = connection.cursor()
-            group.execute(*_group(changes, self.owned, sync))
+            cursor.execute(*_group(changes, self.owned, sync))
+            told = None
+            if changes.records:
+                told = connection.cursor()
+                told.execute(
+                    _TOLD,
+                    (
+                        [eco for eco, _ in changes.records],
+                        [address for _, address in changes.records],
+                        self.identity,
+                    ),
+                )
             _apply_rare(cursor, changes)
             cursor.execute("COMMIT", prepare=False)  # (its text on the wire: tests cut there)
             channels = [_channel(waiter) for waiter in sorted(changes.waiters)]
@@ -842,9 +857,10 @@ class PostgresStorage:
                 payloads.append("*" if len(partitions) > 256 else ",".join(map(str, partitions)))
             if channels:
                 cursor.execute(_NOTIFY, (channels, payloads))
-        row = group.fetchone()
-        assert row is not None
-        changes.followers = row[1] or []
+        if told is not None:
+            row = told.fetchone()
+            assert row is not None
+            changes.followers = row[0] or []
 
     def _roll_back(self) -> None:
         """End a group the server refused (its transaction is in error)."""
@@ -889,10 +905,10 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
     fence (``pachyderm_fence``) share-locks the partitions the group changes,
     to the commit, so that no owner change comes in between, and raises if one
     has moved on (a partition not owned here has epoch -1): the server rolls
-    the group back. It writes the records, an update row for each other
-    process following one of them, this process's write mark, the consumed
-    and the new inbox rows, timers and replies. No two parts touch one row.
-    It answers the durability it set and the followers told (identities, or None).
+    the group back. It writes the records, this process's write mark, the
+    consumed and the new inbox rows, timers and replies (the followers' update
+    rows come after, see ``_TOLD``). No two parts touch one row. It answers
+    the durability it set.
     """
     storage = changes.storage
     parts = []
@@ -907,19 +923,13 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
             "up AS (INSERT INTO pachyderm_entities AS e (eco, address, p, record) "
             "       SELECT * FROM unnest(%b::text[], %b::bytea[], %b::int[], %b::bytea[]) "
             "       ON CONFLICT (eco, address) DO UPDATE "
-            "       SET record = EXCLUDED.record, version = e.version + 1 "
-            "       RETURNING eco, address, version, record), "
-            "told AS (INSERT INTO pachyderm_updates (follower, eco, address, version, record) "
-            "       SELECT w.follower, up.eco, up.address, up.version, up.record "
-            "       FROM up JOIN pachyderm_follows AS w USING (eco, address) "
-            "       WHERE w.follower <> %s RETURNING follower)"
+            "       SET record = EXCLUDED.record, version = e.version + 1)"
         )
         parameters += [
             [eco for eco, _ in records],
             [address for _, address in records],
             [p for p, _ in records.values()],
             [record for _, record in records.values()],
-            storage.identity,
         ]
     parts.append(
         "mark AS (INSERT INTO pachyderm_writes (incarnation, serial) VALUES (%s, %s) "
@@ -959,13 +969,26 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
         )
         parameters += [list(column) for column in zip(*changes.replies, strict=True)]
     checks = "(SELECT count(*) FROM fence)" if fenced else "0"
-    told = "(SELECT array_agg(DISTINCT follower) FROM told)" if records else "NULL"
     parameters.append("on" if sync else "off")
-    query = (
-        f"WITH {', '.join(parts)} "
-        f"SELECT set_config('synchronous_commit', %s, true), {told}, {checks}"
-    )
+    query = f"WITH {', '.join(parts)} SELECT set_config('synchronous_commit', %s, true), {checks}"
     return query, parameters
+
+
+# The update rows of a group's records for the other processes following them. A
+# statement of its own, after the group's: its snapshot is taken once the group holds
+# the records' row locks, so it sees every follow row committed before a follower's
+# read of the record (which waits for those locks): in the group's statement, a follow
+# committed between its start and its upsert would be missed, and the follower, having
+# read the record before the group, would never hear of the group's version.
+_TOLD = (
+    "WITH told AS (INSERT INTO pachyderm_updates (follower, eco, address, version, record) "
+    "       SELECT w.follower, e.eco, e.address, e.version, e.record "
+    "       FROM unnest(%b::text[], %b::bytea[]) AS r (eco, address) "
+    "       JOIN pachyderm_follows AS w USING (eco, address) "
+    "       JOIN pachyderm_entities AS e USING (eco, address) "
+    "       WHERE w.follower <> %s RETURNING follower) "
+    "SELECT array_agg(DISTINCT follower) FROM told"
+)
 
 
 def _apply_rare(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
