@@ -85,11 +85,12 @@ class Leases:
             releases, self.releases = self.releases, []
             return releases
 
-    def drop(self, partitions: set[int]) -> None:
-        """Partitions whose release committed: no longer this worker's."""
+    def drop(self, released: dict[int, int]) -> None:
+        """Partitions whose release committed, with the epochs released: no longer this
+        worker's. One a lease round took again meanwhile (a new epoch) is kept."""
         with self._lock:
-            self.owned = {p: e for p, e in self.owned.items() if p not in partitions}
-            self.releasing -= partitions
+            self.owned = {p: e for p, e in self.owned.items() if released.get(p) != e}
+            self.releasing -= set(released)
 
     def _run(self) -> None:
         while not self._stop.wait(self.lease / 3):

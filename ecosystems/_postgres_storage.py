@@ -115,7 +115,7 @@ class PostgresBatch:
         self.dead_removed: list[tuple[str, int]] = []
         self.replies: list[tuple[int, bytes | None, int | None]] = []
         self.fenced: set[int] = set()
-        self.released: set[int] = set()
+        self.released: dict[int, int] = {}  # partitions released, with their epochs
         self.reply_marks: list[int] = []  # stored inbox rows whose sender now waits remotely
         self.reply_clears: list[int] = []  # stored inbox rows whose sender was answered
         self.forwarded: set[int] = set()  # partitions given messages: their owners are told
@@ -148,7 +148,8 @@ class PostgresBatch:
     def hand_over(self, partitions: list[int]) -> None:
         """Release these partitions' leases in this group's transaction."""
         self.writes += 1
-        self.released.update(partitions)
+        owned = self.storage.owned
+        self.released.update((p, owned.get(p, -1)) for p in partitions)
         self.fenced.update(partitions)
 
     def want_reply(self, token: int | None, seq: int) -> None:
@@ -468,17 +469,21 @@ class PostgresStorage:
         self._timer_partitions.difference_update(releases)
         return releases
 
-    def _released(self, partitions: set[int]) -> None:
-        """A group that released ``partitions`` committed: forget them (arrivals lock held)."""
+    def _released(self, released: dict[int, int]) -> None:
+        """A group that released these partitions (with these epochs) committed: forget
+        them (arrivals lock held)."""
         assert self._leases is not None
-        self._leases.drop(partitions)
+        self._leases.drop(released)
+        partitions = set(released)
         self.leaving.difference_update(partitions)
         self._active.difference_update(partitions)
         scanned, committed = self._scanned  # (taken again, each is scanned whole)
         self._scanned = (scanned - partitions, committed)
-        for seq in [seq for seq, p in self.known.items() if p in partitions]:
-            del self.known[seq]
-            self.reply_wanted.pop(seq, None)
+        # (a copy, made at once: the runtime's thread may add to it meanwhile)
+        for seq, p in self.known.copy().items():
+            if p in partitions:
+                self.known.pop(seq, None)
+                self.reply_wanted.pop(seq, None)
 
     def _on_gained(self, partitions: list[int]) -> None:
         self._news.set()

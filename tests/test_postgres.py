@@ -489,3 +489,34 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_release_committing_after_the_partition_was_taken_again_keeps_it(
+    postgres_dsn: str,
+) -> None:
+    """A hand-over's release commits; before the worker forgets the partition, a lease
+    round takes it again (a new epoch). Forgetting the released epoch keeps the new one:
+    the worker runs what the database says it owns, instead of renewing a partition it
+    never serves."""
+    from ecosystems._postgres_leases import Leases
+    from ecosystems._postgres_schema import ensure_schema
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        ensure_schema(connection, "test", 8)
+    leases = Leases(postgres_dsn, "host:1:1", 8, 10.0, lambda _: None, lambda _: None)
+    try:
+        leases._round()
+        released = {3: leases.owned[3]}
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            connection.execute(  # the release commits, and the partition is free...
+                "UPDATE pachyderm_partitions SET owner = NULL, lease_until = NULL WHERE p = 3"
+            )
+        leases.owned = {p: e for p, e in leases.owned.items() if p != 3}  # (lost meanwhile)
+        leases._round()  # ...and a round takes it again
+        assert leases.owned[3] == released[3] + 1
+        leases.drop(released)
+        assert leases.owned[3] == released[3] + 1
+        leases.drop({3: released[3] + 1})
+        assert 3 not in leases.owned
+    finally:
+        leases.stop()
