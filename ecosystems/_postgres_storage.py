@@ -37,6 +37,7 @@ from pachyderm._log import log
 from pachyderm._storage import WAITING_FOR_CLASS, Batch, Ident, PendingMessage, Timer
 from pachyderm.errors import (
     EcosystemClosedError,
+    InvalidIdError,
     PartitionLostError,
     StoreAccessError,
     StoreCorruptedError,
@@ -47,6 +48,9 @@ __all__ = ["INCARNATION_BITS", "PostgresBatch", "PostgresEntity", "PostgresStora
 
 INCARNATION_BITS = 36
 """Sequence numbers per open: 2**36; the incarnation is the high bits."""
+MAX_ADDRESS_BYTES = 2048
+"""An entity's stored address (class name and id) at most: a key of a btree index, whose
+entries PostgreSQL caps at about 2.7 kB."""
 _MICROSECONDS = 1_000_000
 _WRITE_ATTEMPTS = 3  # a group whose write failed, and did not commit, is written again
 # Notifications: partitions given messages go to the channel of the workers; replies
@@ -693,8 +697,25 @@ class PostgresStorage:
 
     def handle(self, entity: Ident) -> PostgresEntity:
         eco, name, entity_id = entity
-        address = layout.address_key(name, entity_id)
+        address = self.check_address(name, entity_id)
         return PostgresEntity(eco, address, partition_of(eco, address, self.partitions))
+
+    def check_address(self, name: str, entity_id: object) -> bytes:
+        """An entity's stored address; refused if it cannot be a key here.
+
+        Raises:
+            InvalidIdError: over :data:`MAX_ADDRESS_BYTES`.
+        """
+        address = layout.address_key(name, entity_id)
+        if len(address) > MAX_ADDRESS_BYTES:
+            shown = repr(entity_id)
+            raise InvalidIdError(
+                f"the entity {name}({shown[:60]}{'...' if len(shown) > 60 else ''}) has an "
+                f"address of {len(address):,} bytes (class name and id), over Postgres' "
+                f"limit of {MAX_ADDRESS_BYTES:,}: use a shorter id, e.g. a digest of this "
+                f"one (hashlib.sha256(...).digest())"
+            )
+        return address
 
     def load(self, entity: PostgresEntity) -> bytes | None:
         rows = self._read(

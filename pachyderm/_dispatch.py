@@ -73,6 +73,9 @@ class Dispatcher:
         # A shared storage (Postgres) runs only the entities it owns; messages to the
         # others are forwarded to their stored inboxes. None: every entity is ours.
         self.owns: Callable[[Ident], bool] | None = None
+        # A storage that cannot hold every address checks recipients: one it refuses
+        # fails the activation that sends to it (a dead letter), before anything is kept.
+        self.check_address: Callable[[str, Any], object] | None = None
         # Forwarded messages whose sender waits for the activation:
         # seq -> (reply, group that forwarded it, recipient).
         self.remote: dict[int, tuple[Reply, Group, Ident]] = {}
@@ -276,6 +279,15 @@ class Dispatcher:
             self._dead_letter(record, blob, reply, outcome)
             return True
         _, state, state_bytes, commands = outcome
+        if commands and self.check_address is not None:
+            refused = self._refused(record, commands)
+            if refused is not None:
+                record.remember(blob)
+                record.uncommitted += 1
+                self.activations += 1
+                self.commit.open.activations.append((record, None))
+                self._dead_letter(record, blob, reply, _failed(outcome[0], refused))
+                return True
         if commands and record.timers is None:
             self._load_timers(record, commands)  # (read before the open group changes)
         record.remember(blob)
@@ -293,6 +305,18 @@ class Dispatcher:
         if logging_enabled():
             log("activation", level="debug", address=address, seq=seq, sent=len(commands))
         return True
+
+    def _refused(self, record: Resident, commands: tuple[Any, ...]) -> PachydermError | None:
+        """The storage's refusal of a recipient these commands send to, if any."""
+        assert self.check_address is not None
+        for command in commands:
+            if type(command) is Send or type(command) is SetTimer:
+                recipient = command.recipient
+                try:
+                    self.check_address(recipient.entity_name, recipient._id)
+                except PachydermError as error:
+                    return error
+        return None
 
     def _load(self, record: Resident, address: Entity[Any, Any], message: Any) -> bool | Failed:
         """Load the state of ``record`` from storage before its activation: True once loaded.

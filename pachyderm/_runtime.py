@@ -134,6 +134,7 @@ class Runtime:
             shared_storage = cast(SharedStorage, storage)
             self.sharing = Sharing(self, shared_storage)
             self.dispatcher.owns = shared_storage.owns
+            self.dispatcher.check_address = shared_storage.check_address
         self.token: trio.lowlevel.TrioToken | None = None
         self.started = False
         self.closed = False
@@ -482,6 +483,9 @@ class Runtime:
         blob = encode(message)
         if len(blob) > self.max_message_bytes:
             raise MessageTooLargeError(len(blob), self.max_message_bytes)
+        check_address = self.dispatcher.check_address
+        if check_address is not None:
+            check_address(address.entity_name, address._id)
         return blob
 
     @protect

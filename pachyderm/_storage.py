@@ -233,6 +233,10 @@ class SharedStorage(Storage, Protocol):
         """Whether this process runs ``entity``'s activations now."""
         ...
 
+    def check_address(self, name: str, entity_id: Any) -> object:
+        """Raise a PachydermError if this entity's address cannot be stored here."""
+        ...
+
     def partition(self, entity: Any) -> int:
         """The partition of an entity (a handle)."""
         ...

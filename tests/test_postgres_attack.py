@@ -7,7 +7,6 @@ as separate processes would) and some start real worker processes.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from pachyderm._ecosystem import DEFAULT_ECOSYSTEM
 from pachyderm.errors import (
     ActivationError,
     EcosystemClosedError,
+    InvalidIdError,
     MessageTooLargeError,
     OutcomeUnknownError,
     PachydermError,
@@ -810,29 +810,45 @@ async def test_a_follower_that_starts_while_a_commit_waits_hears_of_it(postgres_
             worker.stdout.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an address over ~2.7 kB cannot go in pachyderm_entities' btree primary key: "
-    "the group fails (ProgramLimitExceeded, taken for a lost connection: written 3 times) "
-    "and the worker stops; the message stays stored and stops every next owner",
-)
-async def test_a_message_to_an_entity_with_a_very_long_id_stops_no_worker(
+class Relay(Entity[Any, int]):
+    """Forwards each message to the entity it names (a ``(class, id)`` pair's id)."""
+
+    entity_name = "tests.postgres_attack.Relay"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+        return [(Ledger(message), "relayed")], state + 1
+
+
+async def test_an_entity_id_too_long_for_postgres_is_refused_and_stops_no_worker(
     postgres_dsn: str,
 ) -> None:
-    """A client sends to an entity whose id is 6 kB of random text (its message is
-    accepted: the client's group touches no entity row). The worker that runs it goes on
-    serving other entities: the message is refused before it is stored, or applied, or
-    made a dead letter; it never stops the worker (nor, stored, each next owner)."""
+    """An entity whose address (class name and id) is over 2,048 bytes cannot be a row
+    key: a client's send to it raises InvalidIdError, saying the size, the limit and
+    what to do, before anything is stored; an activation sending to it becomes a dead
+    letter with that error. The worker goes on serving the other entities."""
     long_id = "".join(f"{n:x}" for n in range(1500))  # ~5.3 kB, poorly compressible
     async with Postgres.open(postgres_dsn, worker=False, poll=0.05) as client:
-        with contextlib.suppress(PachydermError):  # refused before it is stored: fine
+        with pytest.raises(InvalidIdError, match=r"bytes .* over Postgres' limit of 2,048"):
             await client.send(Ledger(long_id), "x")
         async with Postgres.open(postgres_dsn, poll=0.05, lease=1.0) as worker:
+            with pytest.raises(InvalidIdError, match="use a shorter id"):
+                await worker.send_sync(Ledger(long_id), "x")
+            with pytest.raises(InvalidIdError, match="use a shorter id"):
+                await worker.state_of(Ledger(long_id))
             with trio.fail_after(10):
                 assert await client.send_sync(Ledger("ok"), "y") == ["y"]
+                with pytest.raises(ActivationError) as raised:
+                    await client.send_sync(Relay("r"), long_id)
+                assert "over Postgres' limit" in str(raised.value)
                 await worker.settle()
                 assert await worker.send_sync(Ledger("ok"), "z") == ["y", "z"]
+            assert len(await worker.dead_letters()) == 1
             assert worker.runtime.failure is None
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            assert connection.execute("SELECT count(*) FROM pachyderm_inbox").fetchone() == (0,)
 
 
 _FREEZING_WORKER = """
