@@ -5,9 +5,11 @@ world has an *owner*, chosen by its fingerprint, that remembers whether it was
 seen and with which sleep set. A worker expands the worlds it holds; for each
 child it sends the owner only the fingerprint, the child's sleep set and a
 tie-break, never the world. The owner merges what every worker sent (sleep
-sets intersect, the smallest tie-break wins) and tells the winning worker to
-take the world: new, or seen before but now with actions awake that slept
-then (the same rule as the depth-first search's). So worlds stay where they
+sets intersect, the smallest tie-break wins) and decides: new, or seen before
+but now with actions awake that slept then (the same rule as the depth-first
+search's), or nothing to take. Most children are new and made by one worker,
+which takes them as made: the owner sends back only the exceptions, and
+decides the common case in bulk, by set operations. So worlds stay where they
 were made, and move only when the coordinator evens out the load.
 
 Everything that decides a result is taken from data, not from timing or from
@@ -18,8 +20,9 @@ among the parent's actions), final worlds keep the one at the smallest
 
 from __future__ import annotations
 
+import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -36,11 +39,14 @@ __all__ = ["Config", "Node", "Worker", "owner_of", "trace_of"]
 _TICK = 1024  # transitions between looks at the clock
 
 Node = tuple[Any, Action] | None  # a trace as a linked list: (the parent's node, the action)
-Tie = tuple[bytes, int]  # (parent fingerprint, action's place among the parent's actions)
 Order = tuple[int, bytes, str]  # (depth, fingerprint, property): orders violations and finals
-Decision = tuple[bytes, AbstractSet[bytes], Any]  # (key, sleep set, asleep before or None: new)
+# Children sent to their owner, in four lists: keys, sleep sets, and the tie-break
+# (parent fingerprint, action's place among the parent's actions) in two.
+Arrivals = tuple[list[bytes], list[AbstractSet[bytes]], list[bytes], list[int]]
+# An owner's verdict on a child, where it differs from "take it, new, as made": None,
+# leave it; or (sleep set, asleep before or None if new) to take it with.
+Verdict = tuple[AbstractSet[bytes], Any] | None
 _EMPTY: frozenset[bytes] = frozenset()
-_ROOT: Tie = (b"", -1)
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ class Config:
 
 
 def owner_of(key: bytes, workers: int) -> int:
-    return int.from_bytes(key[-4:], "little") % workers
+    """The worker that keeps whether ``key`` was seen: fingerprints are evenly spread."""
+    return key[-1] % workers
 
 
 def trace_of(node: Node) -> tuple[Action, ...]:
@@ -87,13 +94,12 @@ class Worker:
         self.reduce = config.symmetry is None and config.max_depth is None
         self.stored: dict[bytes, AbstractSet[bytes]] = {}  # owned keys -> asleep when taken
         self.shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # one of each sleep set
-        # Children made this level: key -> [world, node, sleep set, tie-break].
-        self.candidates: dict[bytes, list[Any]] = {}
-        self.own: list[tuple[bytes, AbstractSet[bytes], Tie]] = []  # arrivals this worker owns
-        self.mine: list[Decision] = []  # the owner's decisions for the worlds made here
-        self.new_keys: list[bytes] = []  # the keys new in the last decisions, for a budget cut
+        # Children made this level, by owner: key -> [world, node, sleep set, parent, ordinal].
+        self.candidates: list[dict[bytes, list[Any]]] = [{} for _ in range(workers)]
+        self.arrivals: Arrivals = ([], [], [], [])  # this worker's children that it owns
+        self.mine: dict[bytes, Verdict] = {}  # this worker's verdicts on its own children
+        self.fresh: tuple[list[list[bytes]], set[bytes]] = ([], set())  # for newest()
         # Taken this level: (world, key, node, sleep set, asleep before or None if new).
-        self.taken: list[tuple[World, bytes, Node, AbstractSet[bytes], Any]] = []
         self.items: list[tuple[World, bytes, dict[bytes, Action], list[Any], Node, bool]] = []
         self.finals: dict[bytes, tuple[Order, World, Node]] = {}  # final key -> the first
         self.violations: list[tuple[Order, str, World, Node, str, bytes | None]] = []
@@ -101,59 +107,113 @@ class Worker:
         self.activations = Activations()
         self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
         if initial is not None:
-            self.candidates[self.key(initial)] = [initial, None, _EMPTY, _ROOT]
+            key = self.key(initial)
+            self.candidates[owner_of(key, workers)][key] = [initial, None, _EMPTY, b"", -1]
 
     def key(self, world: World) -> bytes:
         symmetry = self.config.symmetry
         return world.fingerprint if symmetry is None else symmetry.fingerprint(world)
 
+    def intern(self, sleep: AbstractSet[bytes]) -> frozenset[bytes]:
+        """``sleep`` as the one frozen set of its members: most worlds share a few."""
+        frozen = frozenset(sleep)
+        return self.shared.setdefault(frozen, frozen)
+
     # -- the owner's side -----------------------------------------------------------------
 
     def decide(self, arrivals: Sequence[bytes | None]) -> tuple[list[bytes | None], list[int], int]:
-        """Merge every worker's arrivals for the keys this worker owns; say who takes what.
+        """Judge every worker's children that this worker owns; say who takes what.
 
-        Returns a decision blob per worker (None for this one's own), how many
-        worlds each takes, and how many of those are new.
+        A child is taken by the worker that made it, with the sleep set it was
+        made with, unless a verdict says otherwise: most are, so only the
+        exceptions travel (see ``Verdict``), and the common case is decided
+        by set operations, in bulk. Returns each other worker's verdicts
+        (None for this one's own), how many worlds each takes, and how many
+        of those are new.
         """
-        merged: dict[bytes, list[Any]] = {}
-        index = self.index
-        for key, sleep, tie in self.own:
-            merged[key] = [sleep, tie, index]
+        index, stored = self.index, self.stored
+        parts: dict[int, Arrivals] = {index: self.arrivals}
         for generator, blob in enumerate(arrivals):
-            if blob is None:
-                continue
-            for key, sleep, tie in loads(blob):
-                entry = merged.get(key)
-                if entry is None:
-                    merged[key] = [sleep, tie, generator]
-                else:
-                    if entry[0]:
-                        entry[0] = entry[0] & sleep
-                    if tie < entry[1]:
-                        entry[1], entry[2] = tie, generator
-        decisions: list[list[Decision]] = [[] for _ in range(self.workers)]
-        new_keys = self.new_keys = []
-        stored = self.stored
-        for key, (sleep, _, generator) in merged.items():
-            before = stored.get(key)
-            if before is None:
-                frozen = frozenset(sleep) if sleep else _EMPTY
-                stored[key] = self.shared.setdefault(frozen, frozen)
-                decisions[generator].append((key, sleep, None))
-                new_keys.append(key)
-            elif not before <= sleep:  # some action asleep then is awake now
-                frozen = frozenset(before & sleep)
-                stored[key] = self.shared.setdefault(frozen, frozen)
-                decisions[generator].append((key, sleep, before))
-        self.own = []
-        self.mine = decisions[index]
-        blobs: list[bytes | None] = [dumps(part) for part in decisions]
-        blobs[index] = None
-        return blobs, [len(part) for part in decisions], len(new_keys)
+            if blob is not None:
+                parts[generator] = loads(blob)
+        generators = sorted(parts)
+        keysets = {g: set(parts[g][0]) for g in generators}
+        places: dict[int, dict[bytes, int]] = {}
+
+        def place(generator: int, key: bytes) -> int:
+            found = places.get(generator)
+            if found is None:
+                keys = parts[generator][0]
+                found = places[generator] = dict(zip(keys, range(len(keys)), strict=True))
+            return found[key]
+
+        verdicts: list[dict[bytes, Verdict]] = [{} for _ in range(self.workers)]
+        # Made by several workers this level: the smallest tie-break takes it, with the
+        # intersection of the sleep sets (as if one worker had made it every time).
+        winners: dict[bytes, tuple[int, AbstractSet[bytes]]] = {}
+        common: set[bytes] = set()
+        for position, generator in enumerate(generators):
+            for other in generators[position + 1 :]:
+                common |= keysets[generator] & keysets[other]
+        for key in sorted(common):
+            makers = []
+            for generator in generators:
+                if key in keysets[generator]:
+                    _, sleeps, parents, ordinals = parts[generator]
+                    at = place(generator, key)
+                    makers.append((parents[at], ordinals[at], generator, sleeps[at]))
+            makers.sort(key=_tie)
+            sleep = makers[0][3]
+            for _, _, generator, other_sleep in makers[1:]:
+                if sleep:
+                    sleep = sleep & other_sleep
+                verdicts[generator][key] = None
+            winners[key] = (makers[0][2], self.intern(sleep))
+        # Seen at an earlier level: taken again only for actions asleep then and awake now.
+        seen: dict[bytes, AbstractSet[bytes]] = {}
+        again: list[tuple[int, bytes]] = []
+        for generator in generators:
+            for key in stored.keys() & keysets[generator]:
+                winner = winners.get(key)
+                if winner is None or winner[0] == generator:
+                    seen[key] = stored[key]
+                    again.append((generator, key))
+        size = len(stored)
+        for generator in generators:
+            keys, sleeps, _, _ = parts[generator]
+            stored.update(zip(keys, sleeps, strict=True))
+        for key, (generator, sleep) in winners.items():
+            stored[key] = sleep
+            if key not in seen:
+                verdicts[generator][key] = (sleep, None)
+        for generator, key in again:
+            before = seen[key]
+            winner = winners.get(key)
+            sleep = parts[generator][1][place(generator, key)] if winner is None else winner[1]
+            if before <= sleep:  # everything taken from here before is asleep now too
+                stored[key] = before
+                verdicts[generator][key] = None
+            else:
+                stored[key] = self.intern(before & sleep)
+                verdicts[generator][key] = (sleep, before)
+        new = len(stored) - size
+        self.fresh = ([parts[g][0] for g in generators], set(seen))
+        self.arrivals = ([], [], [], [])
+        self.mine = verdicts[index]
+        counts = [0] * self.workers
+        for generator in generators:
+            skipped = sum(verdict is None for verdict in verdicts[generator].values())
+            counts[generator] = len(parts[generator][0]) - skipped
+        blobs: list[bytes | None] = [
+            None if generator == index else pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
+            for generator, part in enumerate(verdicts)
+        ]
+        return blobs, counts, new
 
     def newest(self) -> list[bytes]:
         """The keys new in the last decisions (asked only to cut the search at a budget)."""
-        return self.new_keys
+        keys, seen = self.fresh
+        return sorted({key for part in keys for key in part if key not in seen})
 
     # -- the expanding side ---------------------------------------------------------------
 
@@ -166,18 +226,42 @@ class Worker:
         Returns how many actions the items will take, how many items there
         are, and how many violations so far.
         """
-        candidates = self.candidates
-        taken = []
+        verdicts = self.mine
         for blob in decisions:
-            for key, sleep, before in self.mine if blob is None else loads(blob):
-                if last is not None and (before is not None or key > last):
-                    continue
-                world, node, _, _ = candidates[key]
-                taken.append((world, key, node, sleep, before))
-        candidates.clear()
-        self.mine = []
-        self.taken = taken
-        return self.check(depth)
+            if blob is not None:
+                verdicts.update(loads(blob))
+        self.mine = {}
+        return self.check(depth, self._taken(verdicts, last))
+
+    def advance(
+        self, decisions: Sequence[bytes | None], depth: int, stop_at_first_violation: bool
+    ) -> tuple[tuple[int, int, int], tuple[list[bytes | None], bool, int] | None]:
+        """``take``, then ``expand`` in the same command, unless a violation stops the search."""
+        taken = self.take(decisions, depth)
+        if stop_at_first_violation and self.violations:
+            return taken, None
+        return taken, self.expand(depth)
+
+    def _taken(
+        self, verdicts: dict[bytes, Verdict], last: bytes | None
+    ) -> Iterator[tuple[World, bytes, Node, AbstractSet[bytes], Any]]:
+        """(world, key, node, sleep set, asleep before or None) of each child taken."""
+        for table in self.candidates:
+            if not verdicts and last is None:  # the common case: every child, as made
+                for key, (world, node, sleep, _, _) in table.items():
+                    yield world, key, node, sleep, None
+            else:
+                for key, (world, node, sleep, _, _) in table.items():
+                    before = None
+                    if key in verdicts:
+                        verdict = verdicts[key]
+                        if verdict is None:
+                            continue
+                        sleep, before = verdict
+                    if last is not None and (before is not None or key > last):
+                        continue
+                    yield world, key, node, sleep, before
+            table.clear()
 
     def ship(self, plan: Sequence[tuple[int, int]]) -> list[bytes | None]:
         """Send other workers items worth ``plan``'s counts of actions, to even out the level."""
@@ -202,13 +286,15 @@ class Worker:
                 todo = [(ordinal, actions[ordinal]) for ordinal in ordinals]
                 self.items.append((world, key, asleep, todo, node_of(trace), new))
 
-    def check(self, depth: int) -> tuple[int, int, int]:
+    def check(
+        self, depth: int, taken: Iterable[tuple[World, bytes, Node, AbstractSet[bytes], Any]]
+    ) -> tuple[int, int, int]:
         """Check the worlds taken this level; make them the items to expand."""
         network, reduce = self.config.network, self.reduce
         items = self.items = []
         actions_to_take = 0
         finals: list[bytes] = []
-        for world, key, node, sleep, before in self.taken:
+        for world, key, node, sleep, before in taken:
             if before is None:
                 self._discovered(world, key, node, depth, finals)
             if not world.envelopes and not world.pending:  # quiescent
@@ -230,7 +316,6 @@ class Worker:
             if todo:
                 items.append((world, key, asleep, todo, node, before is None))
                 actions_to_take += len(todo)
-        self.taken = []
         checks = self.config.final_checks
         for final_key in finals:  # once each, on the first (smallest key) of this level's
             _, final, node = self.finals[final_key]
@@ -278,7 +363,8 @@ class Worker:
         config = self.config
         network, failures, reduce = config.network, config.failures, self.reduce
         candidates = self.candidates
-        candidate_of = candidates.get
+        workers = self.workers
+        intern = self.intern
         key_of = self.key if config.symmetry is not None else None
         if config.max_depth is not None and depth >= config.max_depth:
             self.truncated += sum(new for *_, new in self.items)
@@ -300,18 +386,19 @@ class Worker:
                 sleep: AbstractSet[bytes] = _EMPTY
                 if reduce:
                     if asleep:
-                        sleep = set(still_asleep(asleep, action))
+                        sleep = intern(still_asleep(asleep, action).keys())
                     asleep[action.key] = action
                 child_key = child.fingerprint if key_of is None else key_of(child)
-                tie = (key, ordinal)
-                candidate = candidate_of(child_key)
+                table = candidates[child_key[-1] % workers]  # by owner: see owner_of
+                candidate = table.get(child_key)
                 if candidate is None:
-                    candidates[child_key] = [child, child_node, sleep, tie]
-                else:
+                    table[child_key] = [child, child_node, sleep, key, ordinal]
+                else:  # made twice here: one child, as for the owner's merge
                     if candidate[2]:
-                        candidate[2] = candidate[2] & sleep
-                    if tie < candidate[3]:
-                        candidate[0], candidate[1], candidate[3] = child, child_node, tie
+                        candidate[2] = intern(candidate[2] & sleep)
+                    if (key, ordinal) < (candidate[3], candidate[4]):
+                        candidate[0], candidate[1] = child, child_node
+                        candidate[3], candidate[4] = key, ordinal
                 if not transitions % _TICK and time.monotonic() >= config.deadline:
                     self.transitions += transitions
                     self.handler_calls += activations.calls - calls_before
@@ -319,13 +406,19 @@ class Worker:
         self.transitions += transitions
         self.handler_calls += activations.calls - calls_before
         self.items = []
-        workers = self.workers
-        outgoing: list[list[Any]] = [[] for _ in range(workers)]
-        for child_key, (_, _, sleep, tie) in candidates.items():
-            outgoing[owner_of(child_key, workers)].append((child_key, sleep, tie))
-        self.own = outgoing[self.index]
-        blobs: list[bytes | None] = [dumps(part) for part in outgoing]
-        blobs[self.index] = None
+        blobs: list[bytes | None] = [None] * workers
+        for owner, table in enumerate(candidates):
+            entries = table.values()
+            part = (
+                list(table),
+                [entry[2] for entry in entries],
+                [entry[3] for entry in entries],
+                [entry[4] for entry in entries],
+            )
+            if owner == self.index:
+                self.arrivals = part
+            else:
+                blobs[owner] = pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
         return blobs, False, len(self.violations)
 
     def results(self) -> bytes:
@@ -337,3 +430,7 @@ class Worker:
         ]
         counts = (self.transitions, self.handler_calls, self.truncated)
         return dumps((finals, violations, counts))
+
+
+def _tie(maker: tuple[bytes, int, int, AbstractSet[bytes]]) -> tuple[bytes, int]:
+    return maker[0], maker[1]
