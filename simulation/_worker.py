@@ -13,8 +13,8 @@ decides the common case in bulk, by set operations. So worlds stay where they
 were made, and move only when the coordinator evens out the load.
 
 Everything that decides a result is taken from data, not from timing or from
-which worker holds what: the tie-break is (parent fingerprint, action's place
-among the parent's actions), final worlds keep the one at the smallest
+which worker holds what: the tie-break is (parent fingerprint, action key),
+final worlds keep the one at the smallest
 (depth, fingerprint), and violations are ordered the same way.
 """
 
@@ -39,10 +39,12 @@ __all__ = ["Config", "Node", "Worker", "owner_of", "trace_of"]
 _TICK = 1024  # transitions between looks at the clock
 
 Node = tuple[Any, Action] | None  # a trace as a linked list: (the parent's node, the action)
+# What a worker expands: (world, key, asleep, actions to take, node, new).
+Item = tuple[World, bytes, dict[bytes, Action], list[Action], Node, bool]
 Order = tuple[int, bytes, str]  # (depth, fingerprint, property): orders violations and finals
 # Children sent to their owner, in four lists: keys, sleep sets, and the tie-break
-# (parent fingerprint, action's place among the parent's actions) in two.
-Arrivals = tuple[list[bytes], list[AbstractSet[bytes]], list[bytes], list[int]]
+# (parent fingerprint, the action's key) in two.
+Arrivals = tuple[list[bytes], list[AbstractSet[bytes]], list[bytes], list[bytes]]
 # An owner's verdict on a child, where it differs from "take it, new, as made": None,
 # leave it; or (sleep set, asleep before or None if new) to take it with.
 Verdict = tuple[AbstractSet[bytes], Any] | None
@@ -94,13 +96,14 @@ class Worker:
         self.reduce = config.symmetry is None and config.max_depth is None
         self.stored: dict[bytes, AbstractSet[bytes]] = {}  # owned keys -> asleep when taken
         self.shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # one of each sleep set
-        # Children made this level, by owner: key -> [world, node, sleep set, parent, ordinal].
+        # Children made this level, by owner: key -> [world, node, sleep set, parent, action key].
         self.candidates: list[dict[bytes, list[Any]]] = [{} for _ in range(workers)]
         self.arrivals: Arrivals = ([], [], [], [])  # this worker's children that it owns
         self.mine: dict[bytes, Verdict] = {}  # this worker's verdicts on its own children
         self.fresh: tuple[list[list[bytes]], set[bytes]] = ([], set())  # for newest()
         # Taken this level: (world, key, node, sleep set, asleep before or None if new).
-        self.items: list[tuple[World, bytes, dict[bytes, Action], list[Any], Node, bool]] = []
+        self.items: list[Item] = []
+        self.level_items = 0  # items made this level, when made one by one
         self.finals: dict[bytes, tuple[Order, World, Node]] = {}  # final key -> the first
         self.violations: list[tuple[Order, str, World, Node, str, bytes | None]] = []
         self.transitions = self.handler_calls = self.truncated = 0
@@ -108,7 +111,7 @@ class Worker:
         self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
         if initial is not None:
             key = self.key(initial)
-            self.candidates[owner_of(key, workers)][key] = [initial, None, _EMPTY, b"", -1]
+            self.candidates[owner_of(key, workers)][key] = [initial, None, _EMPTY, b"", b""]
 
     def key(self, world: World) -> bytes:
         symmetry = self.config.symmetry
@@ -159,9 +162,9 @@ class Worker:
             makers = []
             for generator in generators:
                 if key in keysets[generator]:
-                    _, sleeps, parents, ordinals = parts[generator]
+                    _, sleeps, parents, actions = parts[generator]
                     at = place(generator, key)
-                    makers.append((parents[at], ordinals[at], generator, sleeps[at]))
+                    makers.append((parents[at], actions[at], generator, sleeps[at]))
             makers.sort(key=_tie)
             sleep = makers[0][3]
             for _, _, generator, other_sleep in makers[1:]:
@@ -226,27 +229,50 @@ class Worker:
         Returns how many actions the items will take, how many items there
         are, and how many violations so far.
         """
+        return self.check(depth, self._taken(self._verdicts(decisions), last))
+
+    def _verdicts(self, decisions: Sequence[bytes | None]) -> dict[bytes, Verdict]:
+        """Every owner's verdicts on this worker's children, this one's included."""
         verdicts = self.mine
         for blob in decisions:
             if blob is not None:
                 verdicts.update(loads(blob))
         self.mine = {}
-        return self.check(depth, self._taken(verdicts, last))
+        return verdicts
 
     def advance(
         self, decisions: Sequence[bytes | None], depth: int, stop_at_first_violation: bool
     ) -> tuple[tuple[int, int, int], tuple[list[bytes | None], bool, int] | None]:
-        """``take``, then ``expand`` in the same command, unless a violation stops the search."""
-        taken = self.take(decisions, depth)
-        if stop_at_first_violation and self.violations:
-            return taken, None
-        return taken, self.expand(depth)
+        """``take`` and ``expand`` in one command: each world checked just before it is
+        expanded, while it is still in the cache. Returns what they return (None for
+        ``expand`` if a violation stops the search before it).
+
+        An invariant that fails must stop the search before this level is expanded, so
+        then every world is checked first.
+        """
+        if stop_at_first_violation and self.config.invariants:
+            taken = self.take(decisions, depth)
+            if self.violations:
+                return taken, None
+            return taken, self.expand(depth)
+        self.level_items = 0
+        items = self._checked(depth, self._taken(self._verdicts(decisions), None))
+        expanded = self.expand(depth, items=items)
+        return (0, self.level_items, len(self.violations)), expanded
 
     def _taken(
         self, verdicts: dict[bytes, Verdict], last: bytes | None
     ) -> Iterator[tuple[World, bytes, Node, AbstractSet[bytes], Any]]:
         """(world, key, node, sleep set, asleep before or None) of each child taken."""
-        for table in self.candidates:
+        tables = self.candidates
+        self.candidates = [{} for _ in tables]  # for the children of these
+        return self._taking(tables, verdicts, last)
+
+    @staticmethod
+    def _taking(
+        tables: list[dict[bytes, list[Any]]], verdicts: dict[bytes, Verdict], last: bytes | None
+    ) -> Iterator[tuple[World, bytes, Node, AbstractSet[bytes], Any]]:
+        for table in tables:
             if not verdicts and last is None:  # the common case: every child, as made
                 for key, (world, node, sleep, _, _) in table.items():
                     yield world, key, node, sleep, None
@@ -261,7 +287,6 @@ class Worker:
                     if last is not None and (before is not None or key > last):
                         continue
                     yield world, key, node, sleep, before
-            table.clear()
 
     def ship(self, plan: Sequence[tuple[int, int]]) -> list[bytes | None]:
         """Send other workers items worth ``plan``'s counts of actions, to even out the level."""
@@ -271,8 +296,8 @@ class Worker:
             chunk = []
             while actions > 0 and items:
                 world, key, asleep, todo, node, new = items.pop()
-                ordinals = [ordinal for ordinal, _ in todo]
-                chunk.append((world, key, trace_of(node), frozenset(asleep), ordinals, new))
+                keys = [action.key for action in todo]
+                chunk.append((world, key, trace_of(node), frozenset(asleep), keys, new))
                 actions -= len(todo)
             shipments[destination] = dumps(chunk)
         return shipments
@@ -280,47 +305,57 @@ class Worker:
     def receive(self, shipments: Sequence[bytes]) -> None:
         network = self.config.network
         for blob in shipments:
-            for world, key, trace, asleep_keys, ordinals, new in loads(blob):
-                actions = enabled(world, network, self.known_actions)
-                asleep = {a.key: a for a in actions if a.key in asleep_keys}
-                todo = [(ordinal, actions[ordinal]) for ordinal in ordinals]
+            for world, key, trace, asleep_keys, keys, new in loads(blob):
+                actions = {a.key: a for a in enabled(world, network, self.known_actions)}
+                asleep = {k: a for k, a in actions.items() if k in asleep_keys}
+                todo = [actions[k] for k in keys]
                 self.items.append((world, key, asleep, todo, node_of(trace), new))
 
     def check(
         self, depth: int, taken: Iterable[tuple[World, bytes, Node, AbstractSet[bytes], Any]]
     ) -> tuple[int, int, int]:
-        """Check the worlds taken this level; make them the items to expand."""
-        network, reduce = self.config.network, self.reduce
-        items = self.items = []
-        actions_to_take = 0
+        """Check the worlds taken this level; make them the items to expand.
+
+        Returns how many actions the items will take, how many items there
+        are, and how many violations so far.
+        """
+        items = self.items = list(self._checked(depth, taken))
+        return sum(len(item[3]) for item in items), len(items), len(self.violations)
+
+    def _checked(
+        self, depth: int, taken: Iterable[tuple[World, bytes, Node, AbstractSet[bytes], Any]]
+    ) -> Iterator[Item]:
+        """The items to expand, from the worlds taken this level, each checked as it comes
+        (and the level's final worlds once all have come)."""
+        network, reduce, known = self.config.network, self.reduce, self.known_actions
+        invariants = self.config.invariants
         finals: list[bytes] = []
         for world, key, node, sleep, before in taken:
-            if before is None:
+            quiescent = not world.envelopes and not world.pending
+            if before is None and (invariants or quiescent):
                 self._discovered(world, key, node, depth, finals)
-            if not world.envelopes and not world.pending:  # quiescent
+            if quiescent:
                 continue
-            actions = enabled(world, network, self.known_actions)
+            actions = enabled(world, network, known)
             if not reduce:
-                todo = list(enumerate(actions))
-                asleep: dict[bytes, Action] = {}
+                todo, asleep = actions, {}
             elif before is None:
                 if sleep:
-                    todo = [(i, a) for i, a in enumerate(actions) if a.key not in sleep]
+                    todo = [a for a in actions if a.key not in sleep]
                     asleep = {a.key: a for a in actions if a.key in sleep}
                 else:
-                    todo, asleep = list(enumerate(actions)), {}
+                    todo, asleep = actions, {}
             else:  # actions asleep last time but awake now were never taken from here
                 awake = before - sleep
-                todo = [(i, a) for i, a in enumerate(actions) if a.key in awake]
+                todo = [a for a in actions if a.key in awake]
                 asleep = {a.key: a for a in actions if a.key in sleep or a.key not in before}
             if todo:
-                items.append((world, key, asleep, todo, node, before is None))
-                actions_to_take += len(todo)
+                self.level_items += 1
+                yield world, key, asleep, todo, node, before is None
         checks = self.config.final_checks
         for final_key in finals:  # once each, on the first (smallest key) of this level's
             _, final, node = self.finals[final_key]
             self._check(final, checks, (depth, final.fingerprint), node, final_key)
-        return actions_to_take, len(items), len(self.violations)
 
     def _discovered(
         self, world: World, key: bytes, node: Node, depth: int, finals: list[bytes]
@@ -352,14 +387,18 @@ class Worker:
             self.violations.append(((*where, name), name, world, node, detail, final_key))
 
     def expand(
-        self, depth: int, shipments: Sequence[bytes] = ()
+        self, depth: int, shipments: Sequence[bytes] = (), *, items: Iterable[Item] | None = None
     ) -> tuple[list[bytes | None], bool, int]:
         """Take every action of every item (and of those shipped here); tell owners.
 
-        Returns an arrivals blob per owner (None for this worker's own),
-        whether the deadline cut the expansion short, and how many violations so far.
+        ``items``: those to expand instead of the ones ``take`` made. Returns an
+        arrivals blob per owner (None for this worker's own), whether the deadline
+        cut the expansion short, and how many violations so far.
         """
         self.receive(shipments)
+        if items is None:
+            items = self.items
+        self.items = []
         config = self.config
         network, failures, reduce = config.network, config.failures, self.reduce
         candidates = self.candidates
@@ -367,13 +406,13 @@ class Worker:
         intern = self.intern
         key_of = self.key if config.symmetry is not None else None
         if config.max_depth is not None and depth >= config.max_depth:
-            self.truncated += sum(new for *_, new in self.items)
-            self.items = []
+            self.truncated += sum(new for *_, new in items)
+            items = ()
         transitions = 0
         activations = self.activations
         calls_before = activations.calls
-        for world, key, asleep, todo, node, _ in self.items:
-            for ordinal, action in todo:
+        for world, key, asleep, todo, node, _ in items:
+            for action in todo:
                 transitions += 1
                 child, failure = step(world, action, network, activations=activations)
                 child_node = (node, action)
@@ -392,20 +431,21 @@ class Worker:
                 table = candidates[child_key[-1] % workers]  # by owner: see owner_of
                 candidate = table.get(child_key)
                 if candidate is None:
-                    table[child_key] = [child, child_node, sleep, key, ordinal]
+                    table[child_key] = [child, child_node, sleep, key, action.key]
                 else:  # made twice here: one child, as for the owner's merge
                     if candidate[2]:
                         candidate[2] = intern(candidate[2] & sleep)
-                    if (key, ordinal) < (candidate[3], candidate[4]):
+                    if (key, action.key) < (candidate[3], candidate[4]):
                         candidate[0], candidate[1] = child, child_node
-                        candidate[3], candidate[4] = key, ordinal
+                        candidate[3], candidate[4] = key, action.key
                 if not transitions % _TICK and time.monotonic() >= config.deadline:
                     self.transitions += transitions
                     self.handler_calls += activations.calls - calls_before
+                    for _ in items:  # every world taken is checked, as it was counted
+                        pass
                     return [None] * self.workers, True, len(self.violations)
         self.transitions += transitions
         self.handler_calls += activations.calls - calls_before
-        self.items = []
         blobs: list[bytes | None] = [None] * workers
         for owner, table in enumerate(candidates):
             entries = table.values()
@@ -432,5 +472,5 @@ class Worker:
         return dumps((finals, violations, counts))
 
 
-def _tie(maker: tuple[bytes, int, int, AbstractSet[bytes]]) -> tuple[bytes, int]:
+def _tie(maker: tuple[bytes, bytes, int, AbstractSet[bytes]]) -> tuple[bytes, bytes]:
     return maker[0], maker[1]
