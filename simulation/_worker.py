@@ -29,7 +29,15 @@ from typing import Any
 
 from simulation._explore import Failures, Property, failed_checks, failure_report
 from simulation._network import Network
-from simulation._step import Action, Activations, enabled, step, still_asleep
+from simulation._step import (
+    Action,
+    Activations,
+    enabled,
+    make_planned,
+    plan_delivery,
+    step,
+    still_asleep,
+)
 from simulation._symmetry import Symmetry
 from simulation._transfer import dumps, loads
 from simulation._world import World
@@ -96,7 +104,8 @@ class Worker:
         self.reduce = config.symmetry is None and config.max_depth is None
         self.stored: dict[bytes, AbstractSet[bytes]] = {}  # owned keys -> asleep when taken
         self.shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # one of each sleep set
-        # Children made this level, by owner: key -> [world, node, sleep set, parent, action key].
+        # Children made this level, by owner: key -> [world, node, sleep set, parent key,
+        # action key, parent, plan]; a planned child's world (None) is made when taken.
         self.candidates: list[dict[bytes, list[Any]]] = [{} for _ in range(workers)]
         self.arrivals: Arrivals = ([], [], [], [])  # this worker's children that it owns
         self.mine: dict[bytes, Verdict] = {}  # this worker's verdicts on its own children
@@ -111,7 +120,15 @@ class Worker:
         self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
         if initial is not None:
             key = self.key(initial)
-            self.candidates[owner_of(key, workers)][key] = [initial, None, _EMPTY, b"", b""]
+            self.candidates[owner_of(key, workers)][key] = [
+                initial,
+                None,
+                _EMPTY,
+                b"",
+                b"",
+                None,
+                None,
+            ]
 
     def key(self, world: World) -> bytes:
         symmetry = self.config.symmetry
@@ -274,10 +291,12 @@ class Worker:
     ) -> Iterator[tuple[World, bytes, Node, AbstractSet[bytes], Any]]:
         for table in tables:
             if not verdicts and last is None:  # the common case: every child, as made
-                for key, (world, node, sleep, _, _) in table.items():
+                for key, (world, node, sleep, _, _, parent, plan) in table.items():
+                    if world is None:
+                        world = make_planned(parent, node[1], plan)
                     yield world, key, node, sleep, None
             else:
-                for key, (world, node, sleep, _, _) in table.items():
+                for key, (world, node, sleep, _, _, parent, plan) in table.items():
                     before = None
                     if key in verdicts:
                         verdict = verdicts[key]
@@ -286,6 +305,8 @@ class Worker:
                         sleep, before = verdict
                     if last is not None and (before is not None or key > last):
                         continue
+                    if world is None:
+                        world = make_planned(parent, node[1], plan)
                     yield world, key, node, sleep, before
 
     def ship(self, plan: Sequence[tuple[int, int]]) -> list[bytes | None]:
@@ -414,30 +435,39 @@ class Worker:
         for world, key, asleep, todo, node, _ in items:
             for action in todo:
                 transitions += 1
-                child, failure = step(world, action, network, activations=activations)
                 child_node = (node, action)
-                if failure is not None and failures == "violation":
-                    detail = failure_report(failure, action, trace_of(child_node))
-                    order = (depth + 1, child.fingerprint, "activation failed")
-                    self.violations.append(
-                        (order, "activation failed", child, child_node, detail, None)
-                    )
+                # A delivery planned: its world is made only if taken (most worlds made
+                # again are made again here, or by another worker, or were seen before).
+                plan = None if key_of is not None else plan_delivery(world, action, activations)
+                child: World | None = None
+                if plan is not None:
+                    child_key = plan.fingerprint
+                else:
+                    made, failure = step(world, action, network, activations=activations)
+                    child_key = made.fingerprint if key_of is None else key_of(made)
+                    child = made
+                    if failure is not None and failures == "violation":
+                        detail = failure_report(failure, action, trace_of(child_node))
+                        order = (depth + 1, made.fingerprint, "activation failed")
+                        self.violations.append(
+                            (order, "activation failed", made, child_node, detail, None)
+                        )
                 sleep: AbstractSet[bytes] = _EMPTY
                 if reduce:
                     if asleep:
                         sleep = intern(still_asleep(asleep, action).keys())
                     asleep[action.key] = action
-                child_key = child.fingerprint if key_of is None else key_of(child)
                 table = candidates[child_key[-1] % workers]  # by owner: see owner_of
                 candidate = table.get(child_key)
                 if candidate is None:
-                    table[child_key] = [child, child_node, sleep, key, action.key]
+                    table[child_key] = [child, child_node, sleep, key, action.key, world, plan]
                 else:  # made twice here: one child, as for the owner's merge
                     if candidate[2]:
                         candidate[2] = intern(candidate[2] & sleep)
                     if (key, action.key) < (candidate[3], candidate[4]):
                         candidate[0], candidate[1] = child, child_node
                         candidate[3], candidate[4] = key, action.key
+                        candidate[5], candidate[6] = world, plan
                 if not transitions % _TICK and time.monotonic() >= config.deadline:
                     self.transitions += transitions
                     self.handler_calls += activations.calls - calls_before
