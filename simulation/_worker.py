@@ -32,6 +32,7 @@ from simulation._network import Network
 from simulation._step import (
     Action,
     Activations,
+    actions_after,
     enabled,
     make_planned,
     plan_delivery,
@@ -47,8 +48,11 @@ __all__ = ["Config", "Node", "Worker", "owner_of", "trace_of"]
 _TICK = 1024  # transitions between looks at the clock
 
 Node = tuple[Any, Action] | None  # a trace as a linked list: (the parent's node, the action)
-# What a worker expands: (world, key, asleep, actions to take, node, new).
-Item = tuple[World, bytes, dict[bytes, Action], list[Action], Node, bool]
+# What a worker expands: (world, key, asleep, actions to take, node, new, every action).
+Item = tuple[World, bytes, dict[bytes, Action], list[Action], Node, bool, list[Action]]
+# A child taken: (world, key, node, sleep set, asleep before or None if new, parent,
+# the parent's actions): with the last two, the child's actions come from the parent's.
+Taken = tuple[World, bytes, Node, AbstractSet[bytes], Any, World | None, list[Action] | None]
 Order = tuple[int, bytes, str]  # (depth, fingerprint, property): orders violations and finals
 # Children sent to their owner, in four lists: keys, sleep sets, and the tie-break
 # (parent fingerprint, the action's key) in two.
@@ -105,7 +109,8 @@ class Worker:
         self.stored: dict[bytes, AbstractSet[bytes]] = {}  # owned keys -> asleep when taken
         self.shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # one of each sleep set
         # Children made this level, by owner: key -> [world, node, sleep set, parent key,
-        # action key, parent, plan]; a planned child's world (None) is made when taken.
+        # action key, parent, plan, parent's actions]; a planned child's world (None) is
+        # made when taken.
         self.candidates: list[dict[bytes, list[Any]]] = [{} for _ in range(workers)]
         self.arrivals: Arrivals = ([], [], [], [])  # this worker's children that it owns
         self.mine: dict[bytes, Verdict] = {}  # this worker's verdicts on its own children
@@ -120,15 +125,8 @@ class Worker:
         self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
         if initial is not None:
             key = self.key(initial)
-            self.candidates[owner_of(key, workers)][key] = [
-                initial,
-                None,
-                _EMPTY,
-                b"",
-                b"",
-                None,
-                None,
-            ]
+            start: list[Any] = [initial, None, _EMPTY, b"", b"", None, None, None]
+            self.candidates[owner_of(key, workers)][key] = start
 
     def key(self, world: World) -> bytes:
         symmetry = self.config.symmetry
@@ -277,10 +275,8 @@ class Worker:
         expanded = self.expand(depth, items=items)
         return (0, self.level_items, len(self.violations)), expanded
 
-    def _taken(
-        self, verdicts: dict[bytes, Verdict], last: bytes | None
-    ) -> Iterator[tuple[World, bytes, Node, AbstractSet[bytes], Any]]:
-        """(world, key, node, sleep set, asleep before or None) of each child taken."""
+    def _taken(self, verdicts: dict[bytes, Verdict], last: bytes | None) -> Iterator[Taken]:
+        """Each child taken, made if it was only planned (see ``Taken``)."""
         tables = self.candidates
         self.candidates = [{} for _ in tables]  # for the children of these
         return self._taking(tables, verdicts, last)
@@ -288,15 +284,15 @@ class Worker:
     @staticmethod
     def _taking(
         tables: list[dict[bytes, list[Any]]], verdicts: dict[bytes, Verdict], last: bytes | None
-    ) -> Iterator[tuple[World, bytes, Node, AbstractSet[bytes], Any]]:
+    ) -> Iterator[Taken]:
         for table in tables:
             if not verdicts and last is None:  # the common case: every child, as made
-                for key, (world, node, sleep, _, _, parent, plan) in table.items():
+                for key, (world, node, sleep, _, _, parent, plan, actions) in table.items():
                     if world is None:
                         world = make_planned(parent, node[1], plan)
-                    yield world, key, node, sleep, None
+                    yield world, key, node, sleep, None, parent, actions
             else:
-                for key, (world, node, sleep, _, _, parent, plan) in table.items():
+                for key, (world, node, sleep, _, _, parent, plan, actions) in table.items():
                     before = None
                     if key in verdicts:
                         verdict = verdicts[key]
@@ -307,7 +303,7 @@ class Worker:
                         continue
                     if world is None:
                         world = make_planned(parent, node[1], plan)
-                    yield world, key, node, sleep, before
+                    yield world, key, node, sleep, before, parent, actions
 
     def ship(self, plan: Sequence[tuple[int, int]]) -> list[bytes | None]:
         """Send other workers items worth ``plan``'s counts of actions, to even out the level."""
@@ -316,7 +312,7 @@ class Worker:
         for destination, actions in plan:
             chunk = []
             while actions > 0 and items:
-                world, key, asleep, todo, node, new = items.pop()
+                world, key, asleep, todo, node, new, _ = items.pop()
                 keys = [action.key for action in todo]
                 chunk.append((world, key, trace_of(node), frozenset(asleep), keys, new))
                 actions -= len(todo)
@@ -330,11 +326,10 @@ class Worker:
                 actions = {a.key: a for a in enabled(world, network, self.known_actions)}
                 asleep = {k: a for k, a in actions.items() if k in asleep_keys}
                 todo = [actions[k] for k in keys]
-                self.items.append((world, key, asleep, todo, node_of(trace), new))
+                every = [*actions.values()]
+                self.items.append((world, key, asleep, todo, node_of(trace), new, every))
 
-    def check(
-        self, depth: int, taken: Iterable[tuple[World, bytes, Node, AbstractSet[bytes], Any]]
-    ) -> tuple[int, int, int]:
+    def check(self, depth: int, taken: Iterable[Taken]) -> tuple[int, int, int]:
         """Check the worlds taken this level; make them the items to expand.
 
         Returns how many actions the items will take, how many items there
@@ -343,21 +338,25 @@ class Worker:
         items = self.items = list(self._checked(depth, taken))
         return sum(len(item[3]) for item in items), len(items), len(self.violations)
 
-    def _checked(
-        self, depth: int, taken: Iterable[tuple[World, bytes, Node, AbstractSet[bytes], Any]]
-    ) -> Iterator[Item]:
+    def _checked(self, depth: int, taken: Iterable[Taken]) -> Iterator[Item]:
         """The items to expand, from the worlds taken this level, each checked as it comes
         (and the level's final worlds once all have come)."""
         network, reduce, known = self.config.network, self.reduce, self.known_actions
         invariants = self.config.invariants
         finals: list[bytes] = []
-        for world, key, node, sleep, before in taken:
+        for world, key, node, sleep, before, parent, parent_actions in taken:
             quiescent = not world.envelopes and not world.pending
             if before is None and (invariants or quiescent):
                 self._discovered(world, key, node, depth, finals)
             if quiescent:
                 continue
-            actions = enabled(world, network, known)
+            actions = None
+            if parent_actions is not None:  # the actions after node's last one, in parent
+                assert parent is not None
+                assert node is not None
+                actions = actions_after(parent, parent_actions, node[1], world)
+            if actions is None:
+                actions = enabled(world, network, known)
             if not reduce:
                 todo, asleep = actions, {}
             elif before is None:
@@ -372,7 +371,7 @@ class Worker:
                 asleep = {a.key: a for a in actions if a.key in sleep or a.key not in before}
             if todo:
                 self.level_items += 1
-                yield world, key, asleep, todo, node, before is None
+                yield world, key, asleep, todo, node, before is None, actions
         checks = self.config.final_checks
         for final_key in finals:  # once each, on the first (smallest key) of this level's
             _, final, node = self.finals[final_key]
@@ -427,12 +426,12 @@ class Worker:
         intern = self.intern
         key_of = self.key if config.symmetry is not None else None
         if config.max_depth is not None and depth >= config.max_depth:
-            self.truncated += sum(new for *_, new in items)
+            self.truncated += sum(item[5] for item in items)  # the new ones
             items = ()
         transitions = 0
         activations = self.activations
         calls_before = activations.calls
-        for world, key, asleep, todo, node, _ in items:
+        for world, key, asleep, todo, node, _, actions in items:
             for action in todo:
                 transitions += 1
                 child_node = (node, action)
@@ -460,14 +459,15 @@ class Worker:
                 table = candidates[child_key[-1] % workers]  # by owner: see owner_of
                 candidate = table.get(child_key)
                 if candidate is None:
-                    table[child_key] = [child, child_node, sleep, key, action.key, world, plan]
+                    entry = [child, child_node, sleep, key, action.key, world, plan, actions]
+                    table[child_key] = entry
                 else:  # made twice here: one child, as for the owner's merge
                     if candidate[2]:
                         candidate[2] = intern(candidate[2] & sleep)
                     if (key, action.key) < (candidate[3], candidate[4]):
                         candidate[0], candidate[1] = child, child_node
                         candidate[3], candidate[4] = key, action.key
-                        candidate[5], candidate[6] = world, plan
+                        candidate[5], candidate[6], candidate[7] = world, plan, actions
                 if not transitions % _TICK and time.monotonic() >= config.deadline:
                     self.transitions += transitions
                     self.handler_calls += activations.calls - calls_before
