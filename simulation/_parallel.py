@@ -2,10 +2,13 @@
 
 The coordinator (the calling process) runs the levels of the search that
 ``_worker`` describes: it routes each worker's arrivals to their owners and
-the owners' decisions back, evens out the number of actions each worker
-takes, keeps the budgets and reports progress. Workers are forked, so they
-share the caller's entity classes, invariants and registry of names, however
-they were defined; they ignore SIGINT, and Ctrl-C in the caller ends them.
+the owners' verdicts back, evens out the number of actions each worker
+takes, keeps the budgets and reports progress. A level is two commands to
+each worker (decide; take and expand) when the worlds each takes are even
+already, and four when some must move (take; ship; expand). Workers are
+forked, so they share the caller's entity classes, invariants and registry
+of names, however they were defined; they ignore SIGINT, and Ctrl-C in the
+caller ends them.
 """
 
 from __future__ import annotations

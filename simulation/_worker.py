@@ -2,20 +2,23 @@
 
 The search goes level by level (every world at depth d, then d + 1). Each
 world has an *owner*, chosen by its fingerprint, that remembers whether it was
-seen and with which sleep set. A worker expands the worlds it holds; for each
+seen and with which sleep set. A worker expands the worlds it holds, planning
+each delivery's fingerprint first, as the depth-first search does; for each
 child it sends the owner only the fingerprint, the child's sleep set and a
-tie-break, never the world. The owner merges what every worker sent (sleep
-sets intersect, the smallest tie-break wins) and decides: new, or seen before
-but now with actions awake that slept then (the same rule as the depth-first
-search's), or nothing to take. Most children are new and made by one worker,
-which takes them as made: the owner sends back only the exceptions, and
-decides the common case in bulk, by set operations. So worlds stay where they
-were made, and move only when the coordinator evens out the load.
+tie-break, never the world, in plain lists pickled in bulk. The owner merges
+what every worker sent (sleep sets intersect, the smallest tie-break wins)
+and decides: new, or seen before but now with actions awake that slept then
+(the same rule as the depth-first search's), or nothing to take. Most
+children are new and made by one worker, which takes them as made: the owner
+decides that common case in bulk, by set operations, and sends back only the
+exceptions. A child's world is made only when it is taken, and checked just
+before it is expanded. So worlds stay where they were made, and move only
+when the coordinator evens out the load.
 
 Everything that decides a result is taken from data, not from timing or from
 which worker holds what: the tie-break is (parent fingerprint, action key),
-final worlds keep the one at the smallest
-(depth, fingerprint), and violations are ordered the same way.
+final worlds keep the one at the smallest (depth, fingerprint), and
+violations are ordered the same way.
 """
 
 from __future__ import annotations
