@@ -80,7 +80,10 @@ class Config:
 
 
 def owner_of(key: bytes, workers: int) -> int:
-    """The worker that keeps whether ``key`` was seen: fingerprints are evenly spread."""
+    """The worker that keeps whether ``key`` was seen: fingerprints are evenly spread.
+
+    One byte of it, cheap to read for every child: past 256 workers, some own nothing.
+    """
     return key[-1] % workers
 
 
