@@ -2,10 +2,13 @@
 
 The coordinator (the calling process) runs the levels of the search that
 ``_worker`` describes: it routes each worker's arrivals to their owners and
-the owners' decisions back, evens out the number of actions each worker
-takes, keeps the budgets and reports progress. Workers are forked, so they
-share the caller's entity classes, invariants and registry of names, however
-they were defined; they ignore SIGINT, and Ctrl-C in the caller ends them.
+the owners' verdicts back, evens out the number of actions each worker
+takes, keeps the budgets and reports progress. A level is two commands to
+each worker (decide; take and expand) when the worlds each takes are even
+already, and four when some must move (take; ship; expand). Workers are
+forked, so they share the caller's entity classes, invariants and registry
+of names, however they were defined; they ignore SIGINT, and Ctrl-C in the
+caller ends them.
 """
 
 from __future__ import annotations
@@ -143,6 +146,7 @@ def _serve(
         "expand": worker.expand,
         "decide": worker.decide,
         "take": worker.take,
+        "advance": worker.advance,
         "ship": worker.ship,
         "newest": worker.newest,
         "results": worker.results,
@@ -227,24 +231,33 @@ class _Coordinator:
                 new = sum(part[2] for part in decided)
                 if not any(counts):
                     break
-                last = None
                 if result.unique_states + new > self.max_worlds:
                     room = int(self.max_worlds) - result.unique_states
-                    last, new = self.cut(room), room
+                    last = self.cut(room)
+                    result.unique_states += room
                     result.stopped = "max_worlds"
-                result.unique_states += new
-                taken = self.ask([("take", decisions[g], depth, last) for g in range(n)])
-                if stop_at_first_violation and any(found for _, _, found in taken):
-                    result.stopped = "violation"
-                if result.stopped is not None:
+                    taken = self.ask([("take", decisions[g], depth, last) for g in range(n)])
+                    if stop_at_first_violation and any(found for _, _, found in taken):
+                        result.stopped = "violation"
                     break
-                self.budget.tick(result, sum(items for _, items, _ in taken), depth)
-                plans = _balance([actions for actions, _, _ in taken])
-                received: list[list[bytes]] = [[] for _ in range(n)]
-                if any(plans):
-                    shipped = self.ask([("ship", plans[g]) for g in range(n)])
-                    received = [[p[t] for p in shipped if p[t] is not None] for t in range(n)]
-                expanded = self.ask([("expand", depth, received[t]) for t in range(n)])
+                result.unique_states += new
+                if any(_balance(counts)):  # uneven: take, even out the actions, then expand
+                    expanded = self.take_and_expand(decisions, depth, stop_at_first_violation)
+                else:  # one command each: the worlds each takes are its share already
+                    replies = self.ask(
+                        [
+                            ("advance", decisions[g], depth, stop_at_first_violation)
+                            for g in range(n)
+                        ]
+                    )
+                    taken = [reply[0] for reply in replies]
+                    if stop_at_first_violation and any(found for _, _, found in taken):
+                        result.stopped = "violation"
+                        break
+                    self.budget.tick(result, sum(items for _, items, _ in taken), depth)
+                    expanded = [reply[1] for reply in replies]
+                if expanded is None:
+                    break
                 if any(cut for _, cut, _ in expanded):
                     result.stopped = "timeout"
                 elif stop_at_first_violation and any(found for _, _, found in expanded):
@@ -256,6 +269,24 @@ class _Coordinator:
         except _Stop as stop:
             result.stopped = stop.reason
         self.gather(stop_at_first_violation)
+
+    def take_and_expand(
+        self, decisions: list[list[bytes | None]], depth: int, stop_at_first_violation: bool
+    ) -> list[Any] | None:
+        """Take the level's worlds, ship actions to even out the workers, expand; None if a
+        violation stops the search."""
+        n = self.workers
+        taken = self.ask([("take", decisions[g], depth, None) for g in range(n)])
+        if stop_at_first_violation and any(found for _, _, found in taken):
+            self.result.stopped = "violation"
+            return None
+        self.budget.tick(self.result, sum(items for _, items, _ in taken), depth)
+        plans = _balance([actions for actions, _, _ in taken])
+        received: list[list[bytes]] = [[] for _ in range(n)]
+        if any(plans):
+            shipped = self.ask([("ship", plans[g]) for g in range(n)])
+            received = [[p[t] for p in shipped if p[t] is not None] for t in range(n)]
+        return self.ask([("expand", depth, received[t]) for t in range(n)])
 
     def cut(self, room: int) -> bytes:
         """The largest key of the ``room`` smallest new ones: the same worlds every time."""

@@ -2,31 +2,46 @@
 
 The search goes level by level (every world at depth d, then d + 1). Each
 world has an *owner*, chosen by its fingerprint, that remembers whether it was
-seen and with which sleep set. A worker expands the worlds it holds; for each
+seen and with which sleep set. A worker expands the worlds it holds, planning
+each delivery's fingerprint first, as the depth-first search does; for each
 child it sends the owner only the fingerprint, the child's sleep set and a
-tie-break, never the world. The owner merges what every worker sent (sleep
-sets intersect, the smallest tie-break wins) and tells the winning worker to
-take the world: new, or seen before but now with actions awake that slept
-then (the same rule as the depth-first search's). So worlds stay where they
-were made, and move only when the coordinator evens out the load.
+tie-break, never the world, in plain lists pickled in bulk. The owner merges
+what every worker sent (sleep sets intersect, the smallest tie-break wins)
+and decides: new, or seen before but now with actions awake that slept then
+(the same rule as the depth-first search's), or nothing to take. Most
+children are new and made by one worker, which takes them as made: the owner
+decides that common case in bulk, by set operations, and sends back only the
+exceptions. A child's world is made only when it is taken, and checked just
+before it is expanded. So worlds stay where they were made, and move only
+when the coordinator evens out the load.
 
 Everything that decides a result is taken from data, not from timing or from
-which worker holds what: the tie-break is (parent fingerprint, action's place
-among the parent's actions), final worlds keep the one at the smallest
-(depth, fingerprint), and violations are ordered the same way.
+which worker holds what: the tie-break is (parent fingerprint, action key),
+final worlds keep the one at the smallest (depth, fingerprint), and
+violations are ordered the same way.
 """
 
 from __future__ import annotations
 
+import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
 from simulation._explore import Failures, Property, failed_checks, failure_report
 from simulation._network import Network
-from simulation._step import Action, Activations, enabled, step, still_asleep
+from simulation._step import (
+    Action,
+    Activations,
+    actions_after,
+    enabled,
+    make_planned,
+    plan_delivery,
+    step,
+    still_asleep,
+)
 from simulation._symmetry import Symmetry
 from simulation._transfer import dumps, loads
 from simulation._world import World
@@ -36,11 +51,19 @@ __all__ = ["Config", "Node", "Worker", "owner_of", "trace_of"]
 _TICK = 1024  # transitions between looks at the clock
 
 Node = tuple[Any, Action] | None  # a trace as a linked list: (the parent's node, the action)
-Tie = tuple[bytes, int]  # (parent fingerprint, action's place among the parent's actions)
+# What a worker expands: (world, key, asleep, actions to take, node, new, every action).
+Item = tuple[World, bytes, dict[bytes, Action], list[Action], Node, bool, list[Action]]
+# A child taken: (world, key, node, sleep set, asleep before or None if new, parent,
+# the parent's actions): with the last two, the child's actions come from the parent's.
+Taken = tuple[World, bytes, Node, AbstractSet[bytes], Any, World | None, list[Action] | None]
 Order = tuple[int, bytes, str]  # (depth, fingerprint, property): orders violations and finals
-Decision = tuple[bytes, AbstractSet[bytes], Any]  # (key, sleep set, asleep before or None: new)
+# Children sent to their owner, in four lists: keys, sleep sets, and the tie-break
+# (parent fingerprint, the action's key) in two.
+Arrivals = tuple[list[bytes], list[AbstractSet[bytes]], list[bytes], list[bytes]]
+# An owner's verdict on a child, where it differs from "take it, new, as made": None,
+# leave it; or (sleep set, asleep before or None if new) to take it with.
+Verdict = tuple[AbstractSet[bytes], Any] | None
 _EMPTY: frozenset[bytes] = frozenset()
-_ROOT: Tie = (b"", -1)
 
 
 @dataclass(frozen=True)
@@ -57,7 +80,11 @@ class Config:
 
 
 def owner_of(key: bytes, workers: int) -> int:
-    return int.from_bytes(key[-4:], "little") % workers
+    """The worker that keeps whether ``key`` was seen: fingerprints are evenly spread.
+
+    One byte of it, cheap to read for every child: past 256 workers, some own nothing.
+    """
+    return key[-1] % workers
 
 
 def trace_of(node: Node) -> tuple[Action, ...]:
@@ -87,73 +114,130 @@ class Worker:
         self.reduce = config.symmetry is None and config.max_depth is None
         self.stored: dict[bytes, AbstractSet[bytes]] = {}  # owned keys -> asleep when taken
         self.shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # one of each sleep set
-        # Children made this level: key -> [world, node, sleep set, tie-break].
-        self.candidates: dict[bytes, list[Any]] = {}
-        self.own: list[tuple[bytes, AbstractSet[bytes], Tie]] = []  # arrivals this worker owns
-        self.mine: list[Decision] = []  # the owner's decisions for the worlds made here
-        self.new_keys: list[bytes] = []  # the keys new in the last decisions, for a budget cut
+        # Children made this level, by owner: key -> [world, node, sleep set, parent key,
+        # action key, parent, plan, parent's actions]; a planned child's world (None) is
+        # made when taken.
+        self.candidates: list[dict[bytes, list[Any]]] = [{} for _ in range(workers)]
+        self.arrivals: Arrivals = ([], [], [], [])  # this worker's children that it owns
+        self.mine: dict[bytes, Verdict] = {}  # this worker's verdicts on its own children
+        self.fresh: tuple[list[list[bytes]], set[bytes]] = ([], set())  # for newest()
         # Taken this level: (world, key, node, sleep set, asleep before or None if new).
-        self.taken: list[tuple[World, bytes, Node, AbstractSet[bytes], Any]] = []
-        self.items: list[tuple[World, bytes, dict[bytes, Action], list[Any], Node, bool]] = []
+        self.items: list[Item] = []
+        self.level_items = 0  # items made this level, when made one by one
         self.finals: dict[bytes, tuple[Order, World, Node]] = {}  # final key -> the first
         self.violations: list[tuple[Order, str, World, Node, str, bytes | None]] = []
         self.transitions = self.handler_calls = self.truncated = 0
         self.activations = Activations()
         self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
         if initial is not None:
-            self.candidates[self.key(initial)] = [initial, None, _EMPTY, _ROOT]
+            key = self.key(initial)
+            start: list[Any] = [initial, None, _EMPTY, b"", b"", None, None, None]
+            self.candidates[owner_of(key, workers)][key] = start
 
     def key(self, world: World) -> bytes:
         symmetry = self.config.symmetry
         return world.fingerprint if symmetry is None else symmetry.fingerprint(world)
 
+    def intern(self, sleep: AbstractSet[bytes]) -> frozenset[bytes]:
+        """``sleep`` as the one frozen set of its members: most worlds share a few."""
+        frozen = frozenset(sleep)
+        return self.shared.setdefault(frozen, frozen)
+
     # -- the owner's side -----------------------------------------------------------------
 
     def decide(self, arrivals: Sequence[bytes | None]) -> tuple[list[bytes | None], list[int], int]:
-        """Merge every worker's arrivals for the keys this worker owns; say who takes what.
+        """Judge every worker's children that this worker owns; say who takes what.
 
-        Returns a decision blob per worker (None for this one's own), how many
-        worlds each takes, and how many of those are new.
+        A child is taken by the worker that made it, with the sleep set it was
+        made with, unless a verdict says otherwise: most are, so only the
+        exceptions travel (see ``Verdict``), and the common case is decided
+        by set operations, in bulk. Returns each other worker's verdicts
+        (None for this one's own), how many worlds each takes, and how many
+        of those are new.
         """
-        merged: dict[bytes, list[Any]] = {}
-        index = self.index
-        for key, sleep, tie in self.own:
-            merged[key] = [sleep, tie, index]
+        index, stored = self.index, self.stored
+        parts: dict[int, Arrivals] = {index: self.arrivals}
         for generator, blob in enumerate(arrivals):
-            if blob is None:
-                continue
-            for key, sleep, tie in loads(blob):
-                entry = merged.get(key)
-                if entry is None:
-                    merged[key] = [sleep, tie, generator]
-                else:
-                    if entry[0]:
-                        entry[0] = entry[0] & sleep
-                    if tie < entry[1]:
-                        entry[1], entry[2] = tie, generator
-        decisions: list[list[Decision]] = [[] for _ in range(self.workers)]
-        new_keys = self.new_keys = []
-        stored = self.stored
-        for key, (sleep, _, generator) in merged.items():
-            before = stored.get(key)
-            if before is None:
-                frozen = frozenset(sleep) if sleep else _EMPTY
-                stored[key] = self.shared.setdefault(frozen, frozen)
-                decisions[generator].append((key, sleep, None))
-                new_keys.append(key)
-            elif not before <= sleep:  # some action asleep then is awake now
-                frozen = frozenset(before & sleep)
-                stored[key] = self.shared.setdefault(frozen, frozen)
-                decisions[generator].append((key, sleep, before))
-        self.own = []
-        self.mine = decisions[index]
-        blobs: list[bytes | None] = [dumps(part) for part in decisions]
-        blobs[index] = None
-        return blobs, [len(part) for part in decisions], len(new_keys)
+            if blob is not None:
+                parts[generator] = loads(blob)
+        generators = sorted(parts)
+        keysets = {g: set(parts[g][0]) for g in generators}
+        places: dict[int, dict[bytes, int]] = {}
+
+        def place(generator: int, key: bytes) -> int:
+            found = places.get(generator)
+            if found is None:
+                keys = parts[generator][0]
+                found = places[generator] = dict(zip(keys, range(len(keys)), strict=True))
+            return found[key]
+
+        verdicts: list[dict[bytes, Verdict]] = [{} for _ in range(self.workers)]
+        # Made by several workers this level: the smallest tie-break takes it, with the
+        # intersection of the sleep sets (as if one worker had made it every time).
+        winners: dict[bytes, tuple[int, AbstractSet[bytes]]] = {}
+        common: set[bytes] = set()
+        for position, generator in enumerate(generators):
+            for other in generators[position + 1 :]:
+                common |= keysets[generator] & keysets[other]
+        for key in sorted(common):
+            makers = []
+            for generator in generators:
+                if key in keysets[generator]:
+                    _, sleeps, parents, actions = parts[generator]
+                    at = place(generator, key)
+                    makers.append((parents[at], actions[at], generator, sleeps[at]))
+            makers.sort(key=_tie)
+            sleep = makers[0][3]
+            for _, _, generator, other_sleep in makers[1:]:
+                if sleep:
+                    sleep = sleep & other_sleep
+                verdicts[generator][key] = None
+            winners[key] = (makers[0][2], self.intern(sleep))
+        # Seen at an earlier level: taken again only for actions asleep then and awake now.
+        seen: dict[bytes, AbstractSet[bytes]] = {}
+        again: list[tuple[int, bytes]] = []
+        for generator in generators:
+            for key in stored.keys() & keysets[generator]:
+                winner = winners.get(key)
+                if winner is None or winner[0] == generator:
+                    seen[key] = stored[key]
+                    again.append((generator, key))
+        size = len(stored)
+        for generator in generators:
+            keys, sleeps, _, _ = parts[generator]
+            stored.update(zip(keys, sleeps, strict=True))
+        for key, (generator, sleep) in winners.items():
+            stored[key] = sleep
+            if key not in seen:
+                verdicts[generator][key] = (sleep, None)
+        for generator, key in again:
+            before = seen[key]
+            winner = winners.get(key)
+            sleep = parts[generator][1][place(generator, key)] if winner is None else winner[1]
+            if before <= sleep:  # everything taken from here before is asleep now too
+                stored[key] = before
+                verdicts[generator][key] = None
+            else:
+                stored[key] = self.intern(before & sleep)
+                verdicts[generator][key] = (sleep, before)
+        new = len(stored) - size
+        self.fresh = ([parts[g][0] for g in generators], set(seen))
+        self.arrivals = ([], [], [], [])
+        self.mine = verdicts[index]
+        counts = [0] * self.workers
+        for generator in generators:
+            skipped = sum(verdict is None for verdict in verdicts[generator].values())
+            counts[generator] = len(parts[generator][0]) - skipped
+        blobs: list[bytes | None] = [
+            None if generator == index else pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
+            for generator, part in enumerate(verdicts)
+        ]
+        return blobs, counts, new
 
     def newest(self) -> list[bytes]:
         """The keys new in the last decisions (asked only to cut the search at a budget)."""
-        return self.new_keys
+        keys, seen = self.fresh
+        return sorted({key for part in keys for key in part if key not in seen})
 
     # -- the expanding side ---------------------------------------------------------------
 
@@ -166,18 +250,66 @@ class Worker:
         Returns how many actions the items will take, how many items there
         are, and how many violations so far.
         """
-        candidates = self.candidates
-        taken = []
+        return self.check(depth, self._taken(self._verdicts(decisions), last))
+
+    def _verdicts(self, decisions: Sequence[bytes | None]) -> dict[bytes, Verdict]:
+        """Every owner's verdicts on this worker's children, this one's included."""
+        verdicts = self.mine
         for blob in decisions:
-            for key, sleep, before in self.mine if blob is None else loads(blob):
-                if last is not None and (before is not None or key > last):
-                    continue
-                world, node, _, _ = candidates[key]
-                taken.append((world, key, node, sleep, before))
-        candidates.clear()
-        self.mine = []
-        self.taken = taken
-        return self.check(depth)
+            if blob is not None:
+                verdicts.update(loads(blob))
+        self.mine = {}
+        return verdicts
+
+    def advance(
+        self, decisions: Sequence[bytes | None], depth: int, stop_at_first_violation: bool
+    ) -> tuple[tuple[int, int, int], tuple[list[bytes | None], bool, int] | None]:
+        """``take`` and ``expand`` in one command: each world checked just before it is
+        expanded, while it is still in the cache. Returns what they return (None for
+        ``expand`` if a violation stops the search before it).
+
+        An invariant that fails must stop the search before this level is expanded, so
+        then every world is checked first.
+        """
+        if stop_at_first_violation and self.config.invariants:
+            taken = self.take(decisions, depth)
+            if self.violations:
+                return taken, None
+            return taken, self.expand(depth)
+        self.level_items = 0
+        items = self._checked(depth, self._taken(self._verdicts(decisions), None))
+        expanded = self.expand(depth, items=items)
+        return (0, self.level_items, len(self.violations)), expanded
+
+    def _taken(self, verdicts: dict[bytes, Verdict], last: bytes | None) -> Iterator[Taken]:
+        """Each child taken, made if it was only planned (see ``Taken``)."""
+        tables = self.candidates
+        self.candidates = [{} for _ in tables]  # for the children of these
+        return self._taking(tables, verdicts, last)
+
+    @staticmethod
+    def _taking(
+        tables: list[dict[bytes, list[Any]]], verdicts: dict[bytes, Verdict], last: bytes | None
+    ) -> Iterator[Taken]:
+        for table in tables:
+            if not verdicts and last is None:  # the common case: every child, as made
+                for key, (world, node, sleep, _, _, parent, plan, actions) in table.items():
+                    if world is None:
+                        world = make_planned(parent, node[1], plan)
+                    yield world, key, node, sleep, None, parent, actions
+            else:
+                for key, (world, node, sleep, _, _, parent, plan, actions) in table.items():
+                    before = None
+                    if key in verdicts:
+                        verdict = verdicts[key]
+                        if verdict is None:
+                            continue
+                        sleep, before = verdict
+                    if last is not None and (before is not None or key > last):
+                        continue
+                    if world is None:
+                        world = make_planned(parent, node[1], plan)
+                    yield world, key, node, sleep, before, parent, actions
 
     def ship(self, plan: Sequence[tuple[int, int]]) -> list[bytes | None]:
         """Send other workers items worth ``plan``'s counts of actions, to even out the level."""
@@ -186,9 +318,9 @@ class Worker:
         for destination, actions in plan:
             chunk = []
             while actions > 0 and items:
-                world, key, asleep, todo, node, new = items.pop()
-                ordinals = [ordinal for ordinal, _ in todo]
-                chunk.append((world, key, trace_of(node), frozenset(asleep), ordinals, new))
+                world, key, asleep, todo, node, new, _ = items.pop()
+                keys = [action.key for action in todo]
+                chunk.append((world, key, trace_of(node), frozenset(asleep), keys, new))
                 actions -= len(todo)
             shipments[destination] = dumps(chunk)
         return shipments
@@ -196,46 +328,60 @@ class Worker:
     def receive(self, shipments: Sequence[bytes]) -> None:
         network = self.config.network
         for blob in shipments:
-            for world, key, trace, asleep_keys, ordinals, new in loads(blob):
-                actions = enabled(world, network, self.known_actions)
-                asleep = {a.key: a for a in actions if a.key in asleep_keys}
-                todo = [(ordinal, actions[ordinal]) for ordinal in ordinals]
-                self.items.append((world, key, asleep, todo, node_of(trace), new))
+            for world, key, trace, asleep_keys, keys, new in loads(blob):
+                actions = {a.key: a for a in enabled(world, network, self.known_actions)}
+                asleep = {k: a for k, a in actions.items() if k in asleep_keys}
+                todo = [actions[k] for k in keys]
+                every = [*actions.values()]
+                self.items.append((world, key, asleep, todo, node_of(trace), new, every))
 
-    def check(self, depth: int) -> tuple[int, int, int]:
-        """Check the worlds taken this level; make them the items to expand."""
-        network, reduce = self.config.network, self.reduce
-        items = self.items = []
-        actions_to_take = 0
+    def check(self, depth: int, taken: Iterable[Taken]) -> tuple[int, int, int]:
+        """Check the worlds taken this level; make them the items to expand.
+
+        Returns how many actions the items will take, how many items there
+        are, and how many violations so far.
+        """
+        items = self.items = list(self._checked(depth, taken))
+        return sum(len(item[3]) for item in items), len(items), len(self.violations)
+
+    def _checked(self, depth: int, taken: Iterable[Taken]) -> Iterator[Item]:
+        """The items to expand, from the worlds taken this level, each checked as it comes
+        (and the level's final worlds once all have come)."""
+        network, reduce, known = self.config.network, self.reduce, self.known_actions
+        invariants = self.config.invariants
         finals: list[bytes] = []
-        for world, key, node, sleep, before in self.taken:
-            if before is None:
+        for world, key, node, sleep, before, parent, parent_actions in taken:
+            quiescent = not world.envelopes and not world.pending
+            if before is None and (invariants or quiescent):
                 self._discovered(world, key, node, depth, finals)
-            if not world.envelopes and not world.pending:  # quiescent
+            if quiescent:
                 continue
-            actions = enabled(world, network, self.known_actions)
+            actions = None
+            if parent_actions is not None:  # the actions after node's last one, in parent
+                assert parent is not None
+                assert node is not None
+                actions = actions_after(parent, parent_actions, node[1], world)
+            if actions is None:
+                actions = enabled(world, network, known)
             if not reduce:
-                todo = list(enumerate(actions))
-                asleep: dict[bytes, Action] = {}
+                todo, asleep = actions, {}
             elif before is None:
                 if sleep:
-                    todo = [(i, a) for i, a in enumerate(actions) if a.key not in sleep]
+                    todo = [a for a in actions if a.key not in sleep]
                     asleep = {a.key: a for a in actions if a.key in sleep}
                 else:
-                    todo, asleep = list(enumerate(actions)), {}
+                    todo, asleep = actions, {}
             else:  # actions asleep last time but awake now were never taken from here
                 awake = before - sleep
-                todo = [(i, a) for i, a in enumerate(actions) if a.key in awake]
+                todo = [a for a in actions if a.key in awake]
                 asleep = {a.key: a for a in actions if a.key in sleep or a.key not in before}
             if todo:
-                items.append((world, key, asleep, todo, node, before is None))
-                actions_to_take += len(todo)
-        self.taken = []
+                self.level_items += 1
+                yield world, key, asleep, todo, node, before is None, actions
         checks = self.config.final_checks
         for final_key in finals:  # once each, on the first (smallest key) of this level's
             _, final, node = self.finals[final_key]
             self._check(final, checks, (depth, final.fingerprint), node, final_key)
-        return actions_to_take, len(items), len(self.violations)
 
     def _discovered(
         self, world: World, key: bytes, node: Node, depth: int, finals: list[bytes]
@@ -267,65 +413,88 @@ class Worker:
             self.violations.append(((*where, name), name, world, node, detail, final_key))
 
     def expand(
-        self, depth: int, shipments: Sequence[bytes] = ()
+        self, depth: int, shipments: Sequence[bytes] = (), *, items: Iterable[Item] | None = None
     ) -> tuple[list[bytes | None], bool, int]:
         """Take every action of every item (and of those shipped here); tell owners.
 
-        Returns an arrivals blob per owner (None for this worker's own),
-        whether the deadline cut the expansion short, and how many violations so far.
+        ``items``: those to expand instead of the ones ``take`` made. Returns an
+        arrivals blob per owner (None for this worker's own), whether the deadline
+        cut the expansion short, and how many violations so far.
         """
         self.receive(shipments)
+        if items is None:
+            items = self.items
+        self.items = []
         config = self.config
         network, failures, reduce = config.network, config.failures, self.reduce
         candidates = self.candidates
-        candidate_of = candidates.get
+        workers = self.workers
+        intern = self.intern
         key_of = self.key if config.symmetry is not None else None
         if config.max_depth is not None and depth >= config.max_depth:
-            self.truncated += sum(new for *_, new in self.items)
-            self.items = []
+            self.truncated += sum(item[5] for item in items)  # the new ones
+            items = ()
         transitions = 0
         activations = self.activations
         calls_before = activations.calls
-        for world, key, asleep, todo, node, _ in self.items:
-            for ordinal, action in todo:
+        for world, key, asleep, todo, node, _, actions in items:
+            for action in todo:
                 transitions += 1
-                child, failure = step(world, action, network, activations=activations)
                 child_node = (node, action)
-                if failure is not None and failures == "violation":
-                    detail = failure_report(failure, action, trace_of(child_node))
-                    order = (depth + 1, child.fingerprint, "activation failed")
-                    self.violations.append(
-                        (order, "activation failed", child, child_node, detail, None)
-                    )
+                # A delivery planned: its world is made only if taken (most worlds made
+                # again are made again here, or by another worker, or were seen before).
+                plan = None if key_of is not None else plan_delivery(world, action, activations)
+                child: World | None = None
+                if plan is not None:
+                    child_key = plan.fingerprint
+                else:
+                    made, failure = step(world, action, network, activations=activations)
+                    child_key = made.fingerprint if key_of is None else key_of(made)
+                    child = made
+                    if failure is not None and failures == "violation":
+                        detail = failure_report(failure, action, trace_of(child_node))
+                        order = (depth + 1, made.fingerprint, "activation failed")
+                        self.violations.append(
+                            (order, "activation failed", made, child_node, detail, None)
+                        )
                 sleep: AbstractSet[bytes] = _EMPTY
                 if reduce:
                     if asleep:
-                        sleep = set(still_asleep(asleep, action))
+                        sleep = intern(still_asleep(asleep, action).keys())
                     asleep[action.key] = action
-                child_key = child.fingerprint if key_of is None else key_of(child)
-                tie = (key, ordinal)
-                candidate = candidate_of(child_key)
+                table = candidates[child_key[-1] % workers]  # by owner: see owner_of
+                candidate = table.get(child_key)
                 if candidate is None:
-                    candidates[child_key] = [child, child_node, sleep, tie]
-                else:
+                    entry = [child, child_node, sleep, key, action.key, world, plan, actions]
+                    table[child_key] = entry
+                else:  # made twice here: one child, as for the owner's merge
                     if candidate[2]:
-                        candidate[2] = candidate[2] & sleep
-                    if tie < candidate[3]:
-                        candidate[0], candidate[1], candidate[3] = child, child_node, tie
+                        candidate[2] = intern(candidate[2] & sleep)
+                    if (key, action.key) < (candidate[3], candidate[4]):
+                        candidate[0], candidate[1] = child, child_node
+                        candidate[3], candidate[4] = key, action.key
+                        candidate[5], candidate[6], candidate[7] = world, plan, actions
                 if not transitions % _TICK and time.monotonic() >= config.deadline:
                     self.transitions += transitions
                     self.handler_calls += activations.calls - calls_before
+                    for _ in items:  # every world taken is checked, as it was counted
+                        pass
                     return [None] * self.workers, True, len(self.violations)
         self.transitions += transitions
         self.handler_calls += activations.calls - calls_before
-        self.items = []
-        workers = self.workers
-        outgoing: list[list[Any]] = [[] for _ in range(workers)]
-        for child_key, (_, _, sleep, tie) in candidates.items():
-            outgoing[owner_of(child_key, workers)].append((child_key, sleep, tie))
-        self.own = outgoing[self.index]
-        blobs: list[bytes | None] = [dumps(part) for part in outgoing]
-        blobs[self.index] = None
+        blobs: list[bytes | None] = [None] * workers
+        for owner, table in enumerate(candidates):
+            entries = table.values()
+            part = (
+                list(table),
+                [entry[2] for entry in entries],
+                [entry[3] for entry in entries],
+                [entry[4] for entry in entries],
+            )
+            if owner == self.index:
+                self.arrivals = part
+            else:
+                blobs[owner] = pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
         return blobs, False, len(self.violations)
 
     def results(self) -> bytes:
@@ -337,3 +506,7 @@ class Worker:
         ]
         counts = (self.transitions, self.handler_calls, self.truncated)
         return dumps((finals, violations, counts))
+
+
+def _tie(maker: tuple[bytes, bytes, int, AbstractSet[bytes]]) -> tuple[bytes, bytes]:
+    return maker[0], maker[1]

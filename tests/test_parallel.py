@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pachyderm import Entity, InvalidArgumentError, Outbox, PachydermError
-from simulation import Exploration, Simulation, World, _explore
+from simulation import Exploration, Simulation, World, _explore, _parallel
 from tests.entities import Client, Counter, Fragile, Recorder, Relay, Server, Voter
 from tests.oracle import brute_force, brute_force_with_timers, systems, timed_systems
 
@@ -90,6 +90,94 @@ def test_workers_with_symmetry(network: str) -> None:
     reduced = Simulation.explore(incs, symmetric=[counters], workers=2)
     assert reduced.unique_states == Simulation.explore(incs, symmetric=[counters]).unique_states
     assert reduced.unique_states == 10  # C(2+3, 3) classes of 27 worlds
+
+
+class Flipper(Entity[Any, int]):
+    """Flips its bit and sends itself the message again: worlds that come back, forever."""
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+        return [(self, message)], 1 - state
+
+
+_EXCHANGES: list[tuple[str, list[tuple[Any, Any]], dict[str, Any]]] = [
+    # Many paths to each world, made by several workers in one level: one taker each.
+    ("counters", [(Counter(k), "inc") for k in range(3) for _ in range(3)], {}),
+    (
+        "counters fifo",
+        [(Counter(k), "inc") for k in range(3) for _ in range(3)],
+        {"network": "fifo"},
+    ),
+    # Faults: budgets in the worlds, and actions that commute with nothing.
+    ("drops", [(Recorder("r"), 1), (Recorder("r"), 2), (Counter("c"), 0)], {"drops": 2}),
+    (
+        "duplicates fifo",
+        [(Relay("a"), (Recorder("r"), 1)), (Recorder("r"), 2)],
+        {"duplicates": 1, "network": "fifo"},
+    ),
+    ("timers", [(Client("c"), ("ask", Server("s"))), (Client("d"), ("ask", Server("s")))], {}),
+    # Worlds that come back at later levels with other sleep sets: taken again only for
+    # the actions that slept then (or the search never ends).
+    ("cycles", [(Flipper(n), "flip") for n in range(3)], {}),
+    (
+        "cycles fifo",
+        [(Flipper(n), "flip") for n in range(2) for _ in range(2)],
+        {"network": "fifo"},
+    ),
+    ("max_depth", [(Recorder(e), m) for e in range(3) for m in range(2)], {"max_depth": 3}),
+    ("symmetry", [(Counter(n), "inc") for n in range(3) for _ in range(2)], {"symmetric": True}),
+]
+
+
+def _even(world: World) -> bool:
+    return (len(world.in_flight) + len(world.states)) % 2 == 0
+
+
+@pytest.mark.parametrize("balance", ["as is", "never", "at any surplus"])
+@pytest.mark.parametrize(
+    ("envelopes", "options"),
+    [(envelopes, options) for _, envelopes, options in _EXCHANGES],
+    ids=[name for name, _, _ in _EXCHANGES],
+)
+def test_every_world_is_counted_once_whatever_the_workers(
+    envelopes: list[tuple[Any, Any]],
+    options: dict[str, Any],
+    balance: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """However many workers, and whether or not they even out their levels, a search
+    counts each world once, finds one process's final worlds, and the same trace to
+    each and the same transitions: nothing decided depends on which worker made or
+    owns a world."""
+    if balance == "never":
+        monkeypatch.setattr(_parallel, "_SLACK", 10**9)
+    elif balance == "at any surplus":  # small searches spread over every worker too
+        monkeypatch.setattr(_parallel, "_SLACK", 0)
+        monkeypatch.setattr(_parallel, "_TOLERANCE", 0.0)
+    if options.get("symmetric"):
+        options = {
+            **options,
+            "symmetric": [list(dict.fromkeys(address for address, _ in envelopes))],
+        }
+    # Checked once per world: a world taken twice would be reported twice.
+    options = {**options, "invariants": [_even], "stop_at_first_violation": False}
+    one = Simulation.explore(envelopes, **options)
+    assert one.violations
+    traces = set()
+    for workers in (2, 3, 4):
+        many = Simulation.explore(envelopes, workers=workers, **options)
+        assert many.unique_states == one.unique_states
+        assert (many.complete, many.truncated) == (one.complete, one.truncated)
+        assert len(many.final_worlds) == len(one.final_worlds)
+        assert len(many.violations) == len(one.violations)
+        if "symmetric" not in options:
+            assert finals_of(many) == finals_of(one)
+            assert {v.world for v in many.violations} == {v.world for v in one.violations}
+        taken = tuple((world.canonical, many.traces[world]) for world in many.final_worlds)
+        traces.add((taken, many.transitions))  # a world taken twice takes its actions twice
+    assert len(traces) == 1
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
