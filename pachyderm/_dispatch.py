@@ -271,6 +271,10 @@ class Dispatcher:
                 return False
             else:
                 outcome = loaded
+        if self.check_address is not None and type(outcome) is Activated and outcome[3]:
+            refused = self._refused(record, outcome[3])
+            if refused is not None:  # a recipient the storage cannot hold: a dead letter
+                outcome = _failed(outcome[0], refused)
         if isinstance(outcome, Failed):
             record.remember(blob)
             record.uncommitted += 1
@@ -279,15 +283,6 @@ class Dispatcher:
             self._dead_letter(record, blob, reply, outcome)
             return True
         _, state, state_bytes, commands = outcome
-        if commands and self.check_address is not None:
-            refused = self._refused(record, commands)
-            if refused is not None:
-                record.remember(blob)
-                record.uncommitted += 1
-                self.activations += 1
-                self.commit.open.activations.append((record, None))
-                self._dead_letter(record, blob, reply, _failed(outcome[0], refused))
-                return True
         if commands and record.timers is None:
             self._load_timers(record, commands)  # (read before the open group changes)
         record.remember(blob)
