@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import psycopg
 
+from ecosystems._postgres_arrays import blobs, int4s, int8s, texts
 from ecosystems._postgres_leases import Leases
 from ecosystems._postgres_schema import (
     DEAD_LETTER_TAKEN,
@@ -379,7 +380,8 @@ class PostgresStorage:
         if self._told and self._reader is not None:
             with contextlib.suppress(psycopg.Error):
                 self._reader.execute(
-                    "DELETE FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])", (self._told,)
+                    "DELETE FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])",
+                    (int8s(self._told),),
                 )
         if self.following and self._reader is not None:
             with contextlib.suppress(psycopg.Error):
@@ -572,11 +574,11 @@ class PostgresStorage:
                 "pg_current_snapshot()::text "
                 "ORDER BY pos NULLS FIRST",
                 (
-                    [p for p in owned if p not in scanned],
-                    again,
+                    int4s([p for p in owned if p not in scanned]),
+                    int4s(again),
                     min(running, default=xmax),  # (one index range: the xids at hand are recent)
                     xmax,
-                    running,
+                    int8s(running),
                 ),
             )
             # xmin:xmax:running (the statement's own snapshot, that of every row here)
@@ -601,7 +603,7 @@ class PostgresStorage:
             for row in self._read(
                 "SELECT due, seq, eco, owner, name, recipient, message FROM pachyderm_timers "
                 "WHERE p = ANY(%b::int[]) AND (due, seq) < (%s, %s) ORDER BY due, seq",
-                (list(partitions), limit, seq),
+                (int4s(list(partitions)), limit, seq),
             )
         ]
 
@@ -641,7 +643,7 @@ class PostgresStorage:
             "WITH gone AS (DELETE FROM pachyderm_updates WHERE id = ANY(%b::bigint[])) "
             "SELECT id, eco, address, version, record FROM pachyderm_updates "
             "WHERE follower = %s AND NOT id = ANY(%b::bigint[]) ORDER BY id",
-            (self._seen_updates, self.identity, self._seen_updates),
+            (int8s(self._seen_updates), self.identity, int8s(self._seen_updates)),
         )
         self._seen_updates = [row[0] for row in rows]
         return [
@@ -666,7 +668,7 @@ class PostgresStorage:
         rows = self._read(
             "WITH gone AS (DELETE FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])) "
             "SELECT seq, record, dead_letter FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])",
-            (self._told, seqs),
+            (int8s(self._told), int8s(seqs)),
         )
         self._told = [row[0] for row in rows]
         return cast(list[tuple[int, bytes | None, int | None]], rows)
@@ -737,7 +739,7 @@ class PostgresStorage:
             for row in self._read(
                 "SELECT due, seq, eco, owner, name, recipient, message FROM pachyderm_timers "
                 "WHERE p = ANY(%b::int[]) AND (due, seq) >= (%s, %s) ORDER BY due, seq LIMIT %s",
-                (owned, due, seq, limit),
+                (int4s(owned), due, seq, limit),
             )
         ]
 
@@ -843,7 +845,7 @@ class PostgresStorage:
         assert self._writer is not None
         channels = [_channel(int(identity.rsplit(":", 1)[1])) for identity in followers]
         with contextlib.suppress(psycopg.Error):  # committed already: polling finds it
-            self._writer.execute(_NOTIFY, (channels, [""] * len(channels)))
+            self._writer.execute(_NOTIFY, (texts(channels), texts([""] * len(channels))))
 
     def _transaction(self, changes: PostgresBatch, sync: bool) -> None:
         """One attempt at writing a group, in one round trip.
@@ -868,8 +870,8 @@ class PostgresStorage:
                 told.execute(
                     _TOLD,
                     (
-                        [eco for eco, _ in changes.records],
-                        [address for _, address in changes.records],
+                        texts([eco for eco, _ in changes.records]),
+                        blobs([address for _, address in changes.records]),
                         self.identity,
                     ),
                 )
@@ -882,7 +884,7 @@ class PostgresStorage:
                 channels.append(_CHANNEL)
                 payloads.append("*" if len(partitions) > 256 else ",".join(map(str, partitions)))
             if channels:
-                cursor.execute(_NOTIFY, (channels, payloads))
+                cursor.execute(_NOTIFY, (texts(channels), texts(payloads)))
         if told is not None:
             row = told.fetchone()
             assert row is not None
@@ -942,7 +944,7 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
     fenced = sorted(changes.fenced)
     if fenced:
         parts.append("fence AS (SELECT pachyderm_fence(%b::int[], %b::bigint[]))")
-        parameters += [fenced, [owned.get(p, -1) for p in fenced]]
+        parameters += [int4s(fenced), int8s([owned.get(p, -1) for p in fenced])]
     records = changes.records
     if records:
         parts.append(
@@ -952,10 +954,10 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
             "       SET record = EXCLUDED.record, version = e.version + 1)"
         )
         parameters += [
-            [eco for eco, _ in records],
-            [address for _, address in records],
-            [p for p, _ in records.values()],
-            [record for _, record in records.values()],
+            texts([eco for eco, _ in records]),
+            blobs([address for _, address in records]),
+            int4s([p for p, _ in records.values()]),
+            blobs([record for _, record in records.values()]),
         ]
     parts.append(
         "mark AS (INSERT INTO pachyderm_writes (incarnation, serial) VALUES (%s, %s) "
@@ -964,10 +966,10 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
     parameters += [storage.incarnation, changes.serial]
     if changes.consumed:
         parts.append("consumed AS (DELETE FROM pachyderm_inbox WHERE seq = ANY(%b::bigint[]))")
-        parameters.append(changes.consumed)
+        parameters.append(int8s(changes.consumed))
     if changes.timers_removed:  # (a named timer's replacement has a seq of its own)
         parts.append("unset AS (DELETE FROM pachyderm_timers WHERE seq = ANY(%b::bigint[]))")
-        parameters.append(changes.timers_removed)
+        parameters.append(int8s(changes.timers_removed))
     accepted = [row for row in changes.accepted if row is not None]
     if accepted:  # (pos numbers them in this order)
         parts.append(
@@ -975,7 +977,15 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
             "       SELECT * FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::bytea[], "
             "                            %b::bytea[], %b::bigint[]))"
         )
-        parameters += [list(column) for column in zip(*accepted, strict=True)]
+        seqs, partitions, ecos, addresses, messages, waiters = zip(*accepted, strict=True)
+        parameters += [
+            int8s(seqs),
+            int4s(partitions),
+            texts(ecos),
+            blobs(addresses),
+            blobs(messages),
+            int8s(waiters),
+        ]
     if changes.timers_set:
         parts.append(
             "timed AS (INSERT INTO pachyderm_timers "
@@ -987,13 +997,24 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
             _timer_row(timer, storage.timer_partition(timer))
             for timer in changes.timers_set.values()
         ]
-        parameters += [list(column) for column in zip(*rows, strict=True)]
+        seqs, dues, partitions, ecos, owners, names, recipients, messages = zip(*rows, strict=True)
+        parameters += [
+            int8s(seqs),
+            int8s(dues),
+            int4s(partitions),
+            texts(ecos),
+            blobs(owners),
+            texts(names),
+            blobs(recipients),
+            blobs(messages),
+        ]
     if changes.replies:
         parts.append(
             "answered AS (INSERT INTO pachyderm_replies (seq, record, dead_letter) "
             "       SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::bigint[]))"
         )
-        parameters += [list(column) for column in zip(*changes.replies, strict=True)]
+        seqs, replied, dead_letters = zip(*changes.replies, strict=True)
+        parameters += [int8s(seqs), blobs(replied), int8s(dead_letters)]
     checks = "(SELECT count(*) FROM fence)" if fenced else "0"
     parameters.append("on" if sync else "off")
     query = f"WITH {', '.join(parts)} SELECT set_config('synchronous_commit', %s, true), {checks}"
@@ -1022,33 +1043,36 @@ def _apply_rare(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
     if changes.dead_removed:  # (each must be there: another process may have taken it)
         cursor.execute(
             "SELECT pachyderm_take_dead_letters(%b::text[], %b::bigint[])",
-            ([eco for eco, _ in changes.dead_removed], [i for _, i in changes.dead_removed]),
+            (
+                texts([eco for eco, _ in changes.dead_removed]),
+                int8s([i for _, i in changes.dead_removed]),
+            ),
         )
     if changes.dead_added:
         cursor.execute(
             "INSERT INTO pachyderm_dead_letters (eco, id, record) "
             "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bytea[])",
             [
-                [eco for eco, _ in changes.dead_added],
-                [i for _, i in changes.dead_added],
-                list(changes.dead_added.values()),
+                texts([eco for eco, _ in changes.dead_added]),
+                int8s([i for _, i in changes.dead_added]),
+                blobs(list(changes.dead_added.values())),
             ],
         )
     if changes.reply_clears:
         cursor.execute(
             "UPDATE pachyderm_inbox SET waiter = NULL WHERE seq = ANY(%b::bigint[])",
-            (changes.reply_clears,),
+            (int8s(changes.reply_clears),),
         )
     if changes.reply_marks:
         cursor.execute(
             "UPDATE pachyderm_inbox SET waiter = %s WHERE seq = ANY(%b::bigint[])",
-            (changes.storage.incarnation, changes.reply_marks),
+            (changes.storage.incarnation, int8s(changes.reply_marks)),
         )
     if changes.released:
         cursor.execute(
             "UPDATE pachyderm_partitions SET owner = NULL, lease_until = NULL "
             "WHERE p = ANY(%b::int[]) AND owner = %s",
-            (sorted(changes.released), changes.storage.identity),
+            (int4s(sorted(changes.released)), changes.storage.identity),
         )
 
 
