@@ -1027,13 +1027,19 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
 # read of the record (which waits for those locks): in the group's statement, a follow
 # committed between its start and its upsert would be missed, and the follower, having
 # read the record before the group, would never hear of the group's version.
+# Each record is looked up by key, follows first (usually none): "OFFSET 0" keeps the
+# planner from turning the lookups into joins, which it would hash over a scan of
+# every entity when it guesses the tables small (a generic plan, fresh statistics).
 _TOLD = (
     "WITH told AS (INSERT INTO pachyderm_updates (follower, eco, address, version, record) "
-    "       SELECT w.follower, e.eco, e.address, e.version, e.record "
+    "       SELECT w.follower, r.eco, r.address, e.version, e.record "
     "       FROM unnest(%b::text[], %b::bytea[]) AS r (eco, address) "
-    "       JOIN pachyderm_follows AS w USING (eco, address) "
-    "       JOIN pachyderm_entities AS e USING (eco, address) "
-    "       WHERE w.follower <> %s RETURNING follower) "
+    "       CROSS JOIN LATERAL (SELECT follower FROM pachyderm_follows AS f "
+    "           WHERE f.eco = r.eco AND f.address = r.address AND f.follower <> %s "
+    "           OFFSET 0) AS w "
+    "       CROSS JOIN LATERAL (SELECT version, record FROM pachyderm_entities AS x "
+    "           WHERE x.eco = r.eco AND x.address = r.address OFFSET 0) AS e "
+    "       RETURNING follower) "
     "SELECT array_agg(DISTINCT follower) FROM told"
 )
 

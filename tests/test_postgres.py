@@ -25,6 +25,8 @@ import pytest
 import trio
 
 from ecosystems import Postgres
+from ecosystems._postgres_arrays import blobs, texts
+from ecosystems._postgres_storage import _TOLD
 from pachyderm import ActivationError, Entity, Outbox
 from pachyderm.errors import (
     EcosystemClosedError,
@@ -282,6 +284,44 @@ async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> 
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         assert connection.execute("SELECT count(*) FROM pachyderm_follows").fetchone() == (0,)
         assert connection.execute("SELECT count(*) FROM pachyderm_updates").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("plans", ["auto", "force_generic_plan", "force_custom_plan"])
+async def test_telling_followers_looks_records_up_by_key_not_by_scanning_them(
+    postgres_dsn: str, plans: str
+) -> None:
+    """A group's statement for followers reads the entities by their key, whatever plan
+    the server makes of it: it once hashed over a scan of every entity, on each group."""
+    async with Postgres.open(postgres_dsn, poll=0.05) as eco:
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            # Statistics as the table grows and before they are gathered: what a busy
+            # table has most of the time.
+            connection.execute("ALTER TABLE pachyderm_entities SET (autovacuum_enabled = off)")
+        for number in range(1000):
+            await eco.send(Tally(number), "x")
+        await eco.settle()
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        rows = connection.execute("SELECT eco, address FROM pachyderm_entities LIMIT 26").fetchall()
+        ecos, addresses = [row[0] for row in rows], [bytes(row[1]) for row in rows]
+        for eco_name, address in zip(ecos[:5], addresses[:5], strict=True):
+            connection.execute(
+                "INSERT INTO pachyderm_follows (eco, address, follower) VALUES (%s, %s, 'far')",
+                (eco_name, address),
+            )
+        connection.execute(f"SET plan_cache_mode = {plans}")
+        connection.execute("BEGIN")
+        for _ in range(6):  # (a generic plan is tried from the sixth run of a statement on)
+            plan = "\n".join(
+                line
+                for (line,) in connection.execute(
+                    "EXPLAIN (ANALYZE) " + _TOLD, (texts(ecos), blobs(addresses), "x"), prepare=True
+                )
+            )
+        told = connection.execute("SELECT count(*) FROM pachyderm_updates").fetchone()
+        connection.execute("ROLLBACK")
+    assert "Seq Scan on pachyderm_entities" not in plan, plan
+    assert "Index Scan using pachyderm_entities_pkey" in plan, plan
+    assert told == (6 * 5,)  # each run told the five followers
 
 
 async def test_a_version_1_database_is_upgraded_with_its_data(postgres_dsn: str) -> None:
