@@ -7,7 +7,7 @@ import threading
 
 from pachyderm.errors import InvalidArgumentError, describe
 
-__all__ = ["check_timeout", "storable_text"]
+__all__ = ["check_timeout", "storable_name", "storable_text"]
 
 
 def storable_text(text: str) -> bool:
@@ -19,6 +19,12 @@ def storable_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def storable_name(text: str) -> bool:
+    """Whether ``text`` can be stored as a name: storable, and without NUL (``'\\x00'``),
+    which PostgreSQL's text columns refuse (ecosystem ids and timer names go there)."""
+    return storable_text(text) and "\x00" not in text
 
 
 def check_timeout(timeout: object) -> float | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from pachyderm._arguments import storable_text
+from pachyderm._arguments import storable_name
 from pachyderm._entity import Entity
 from pachyderm.errors import InvalidArgumentError, describe
 
@@ -63,10 +63,10 @@ MAX_DELAY = 1_000 * 365 * 86_400
 
 
 def check_timer_name(name: object) -> str:
-    if type(name) is not str or not name or not storable_text(name):
+    if type(name) is not str or not name or not storable_name(name):
         raise InvalidArgumentError(
             f"timer names are non-empty str that can be stored (UTF-8, no lone "
-            f"surrogates), got {describe(name)}; e.g. name='expiry'"
+            f"surrogates, no NUL), got {describe(name)}; e.g. name='expiry'"
         )
     return name
 

@@ -34,6 +34,7 @@ Case = tuple[str, tuple[Any, ...], dict[str, Any], type[PachydermError], str]
 VERB_CASES: list[Case] = [
     ("participate", ("\ud800",), {}, InvalidArgumentError, r"'\ud800' (a builtins.str)"),
     ("participate", ("",), {}, InvalidArgumentError, "'' (a builtins.str)"),
+    ("participate", ("a\x00b",), {}, InvalidArgumentError, r"'a\x00b' (a builtins.str)"),
     ("participate", (5,), {}, InvalidArgumentError, "5 (a builtins.int)"),
     ("send_sync", ("counter", "inc"), {}, InvalidAddressError, "'counter' (a builtins.str)"),
     ("send", (None, "inc"), {}, InvalidAddressError, "None (a builtins.NoneType)"),
@@ -59,6 +60,7 @@ ANY_FACE: list[tuple[str, Callable[[], object], type[PachydermError], str]] = [
     ("float id", lambda: Counter(1.5), InvalidIdError, "1.5 (a builtins.float)"),  # type: ignore[arg-type]
     ("Entity itself", lambda: Entity("x"), InvalidAddressError, "subclass it"),
     ("timer name", lambda: cancel("\ud800"), InvalidArgumentError, r"'\ud800' (a builtins.str)"),
+    ("NUL timer name", lambda: cancel("a\x00"), InvalidArgumentError, r"'a\x00' (a builtins.str)"),
     (
         "named after()",
         lambda: after(1, Counter("c"), "m", name="\udc80"),

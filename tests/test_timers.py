@@ -124,6 +124,21 @@ async def test_bad_delays_fail_the_activation(open_ecosystem: OpenEcosystem) -> 
         assert await eco.send_sync(Alarm("a"), ("ring", "still here")) == ["still here"]
 
 
+async def test_a_timer_name_with_nul_fails_only_its_activation(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A NUL in a timer name (PostgreSQL's text refuses it) fails the activation that set
+    it, on every kind: on Postgres it once stopped the worker, and every worker after it."""
+    async with open_ecosystem() as eco:
+        for command in (("set named", "a\x00b", 1, "x"), ("cancel", "\x00")):
+            with pytest.raises(ActivationError) as caught:
+                await eco.send_sync(Alarm("a"), command)
+            assert isinstance(caught.value.cause, InvalidArgumentError)
+            assert "no NUL" in str(caught.value.cause)
+        assert len(await eco.dead_letters()) == 2
+        assert await eco.send_sync(Alarm("a"), ("ring", "still here")) == ["still here"]
+
+
 def test_after_and_cancel_check_their_arguments() -> None:
     """after() wants an entity address and a str name; cancel() a non-empty str."""
     with pytest.raises(InvalidArgumentError, match="entity address"):
