@@ -726,6 +726,20 @@ class PostgresStorage:
         )
         return bytes(rows[0][0]) if rows else None
 
+    def load_many(self, entities: list[PostgresEntity]) -> list[bytes | None]:
+        # Looked up by key (OFFSET 0: never a join over a scan of every entity).
+        rows = self._read(
+            "SELECT r.i, x.record FROM unnest(%b::text[], %b::bytea[]) WITH ORDINALITY "
+            "AS r (eco, address, i) CROSS JOIN LATERAL (SELECT record FROM "
+            "pachyderm_entities AS e WHERE e.eco = r.eco AND e.address = r.address "
+            "OFFSET 0) AS x",
+            (texts([entity.eco for entity in entities]), blobs([e.address for e in entities])),
+        )
+        found: list[bytes | None] = [None] * len(entities)
+        for ordinal, record in rows:
+            found[ordinal - 1] = bytes(record)
+        return found
+
     def pending(self) -> Iterator[PendingMessage]:
         return iter(self.arrivals())
 

@@ -10,6 +10,7 @@ same way. Every method must be called with the runtime's lock held.
 
 from __future__ import annotations
 
+import itertools
 import time
 import traceback
 from collections import deque
@@ -76,6 +77,10 @@ class Dispatcher:
         # A storage that cannot hold every address checks recipients: one it refuses
         # fails the activation that sends to it (a dead letter), before anything is kept.
         self.check_address: Callable[[str, Any], object] | None = None
+        # A storage where each read is a round trip reads the states of the entities
+        # about to run in one (see run_ready); their records wait here until loaded.
+        self.load_many: Callable[[list[Any]], list[bytes | None]] | None = None
+        self._preloaded: dict[Ident, bytes | None] = {}
         # Forwarded messages whose sender waits for the activation:
         # seq -> (reply, group that forwarded it, recipient).
         self.remote: dict[int, tuple[Reply, Group, Ident]] = {}
@@ -217,13 +222,38 @@ class Dispatcher:
         """Run up to ``limit`` entities from the run queue, one message each."""
         run_queue = self.run_queue
         count = min(len(run_queue), limit)
-        for _ in range(count):
-            record = run_queue.popleft()
-            record.scheduled = False
-            self._run_next(record)
-            if record.inbox and record.parked_on is None:
-                self.schedule(record)
+        if self.load_many is not None and count > 1:
+            self._preload(self.load_many, count)
+        try:
+            for _ in range(count):
+                record = run_queue.popleft()
+                record.scheduled = False
+                self._run_next(record)
+                if record.inbox and record.parked_on is None:
+                    self.schedule(record)
+        finally:
+            # One not loaded after all (parked, or its message unreadable) reads again
+            # when it runs: its partition may have been elsewhere in between.
+            self._preloaded = {}
         return count
+
+    def _preload(self, load_many: Callable[[list[Any]], list[bytes | None]], count: int) -> None:
+        """Read the stored states of the next ``count`` entities to run that are not
+        loaded, in one read. Each record is the newest: only an activation changes it,
+        and an entity that is not loaded has none uncommitted (it was passivated only
+        once durable); none runs between this read and its own load."""
+        waiting = [
+            record
+            for record in itertools.islice(self.run_queue, count)
+            if not record.loaded and record.record is None
+        ]
+        if len(waiting) < 2:
+            return
+        # A failure here is the runtime's, as for one load (nothing changed yet).
+        stored = load_many([record.handle for record in waiting])
+        self._preloaded = {
+            record.ident: found for record, found in zip(waiting, stored, strict=True)
+        }
 
     def _run_next(self, record: Resident) -> None:
         """Run one activation of ``record`` on the first message of its inbox."""
@@ -321,7 +351,11 @@ class Dispatcher:
         """
         stored = record.record  # newest, if loaded before (see refresh)
         if stored is None:
-            stored = self.storage.load(record.handle)  # a failure here is the runtime's
+            preloaded = self._preloaded
+            if record.ident in preloaded:
+                stored = preloaded.pop(record.ident)
+            else:
+                stored = self.storage.load(record.handle)  # a failure: the runtime's
         try:
             state = load_state(address, stored)
         except UnregisteredNameError as missing:

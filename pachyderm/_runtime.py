@@ -135,6 +135,7 @@ class Runtime:
             self.sharing = Sharing(self, shared_storage)
             self.dispatcher.owns = shared_storage.owns
             self.dispatcher.check_address = shared_storage.check_address
+            self.dispatcher.load_many = shared_storage.load_many
         self.token: trio.lowlevel.TrioToken | None = None
         self.started = False
         self.closed = False

@@ -237,6 +237,10 @@ class SharedStorage(Storage, Protocol):
         """Raise a PachydermError if this entity's address cannot be stored here."""
         ...
 
+    def load_many(self, entities: list[Any]) -> list[bytes | None]:
+        """The stored records of several entities (handles), in their order: one read."""
+        ...
+
     def partition(self, entity: Any) -> int:
         """The partition of an entity (a handle)."""
         ...

@@ -26,7 +26,7 @@ import trio
 
 from ecosystems import Postgres
 from ecosystems._postgres_arrays import blobs, texts
-from ecosystems._postgres_storage import _TOLD
+from ecosystems._postgres_storage import _TOLD, PostgresStorage
 from pachyderm import ActivationError, Entity, Outbox
 from pachyderm.errors import (
     EcosystemClosedError,
@@ -222,6 +222,38 @@ def _owners(dsn: str) -> dict[str, int]:
                 "SELECT owner, count(*) FROM pachyderm_partitions GROUP BY owner"
             ).fetchall()
         )
+
+
+async def test_a_worker_taking_a_backlog_reads_the_states_it_needs_a_batch_at_a_time(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog (a worker restarting, or taking over) is run with the states of the
+    entities about to run read in one round trip per batch, not one per entity: each
+    state is the stored one, each message applied once."""
+    async with Postgres.open(postgres_dsn, poll=0.05) as first:
+        assert [await first.send_sync(Tally(n), "x") for n in range(300)] == [1] * 300
+    async with Postgres.open(postgres_dsn, worker=False) as client:
+        for n in range(600):  # 300 entities stored, 300 never activated
+            await client.send(Tally(n), "y")
+    reads = {"one": 0, "many": 0}
+    load, load_many = PostgresStorage.load, PostgresStorage.load_many
+
+    def counted_load(storage: PostgresStorage, entity: Any) -> bytes | None:
+        reads["one"] += 1
+        return load(storage, entity)
+
+    def counted_load_many(storage: PostgresStorage, entities: list[Any]) -> list[bytes | None]:
+        reads["many"] += 1
+        return load_many(storage, entities)
+
+    monkeypatch.setattr(PostgresStorage, "load", counted_load)  # counted, not replaced
+    monkeypatch.setattr(PostgresStorage, "load_many", counted_load_many)
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        await worker.settle()
+        states = [await worker.state_of(Tally(n)) for n in range(600)]
+    assert states == [2] * 300 + [1] * 300
+    assert reads["many"] >= 1, reads
+    assert reads["one"] + reads["many"] < 60, reads  # 600 before: one read per entity
 
 
 async def test_a_worker_that_joins_gets_its_share_and_nothing_is_lost(postgres_dsn: str) -> None:
