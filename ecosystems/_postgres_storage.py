@@ -53,6 +53,7 @@ MAX_ADDRESS_BYTES = 2048
 """An entity's stored address (class name and id) at most: a key of a btree index, whose
 entries PostgreSQL caps at about 2.7 kB."""
 _MICROSECONDS = 1_000_000
+_LAST_DUE = 2**63 - 1  # microseconds: the largest bigint, about 292,000 years after the epoch
 _WRITE_ATTEMPTS = 3  # a group whose write failed, and did not commit, is written again
 # Notifications: partitions given messages go to the channel of the workers; replies
 # and followers' updates to the channel of the process they concern (its incarnation).
@@ -597,7 +598,7 @@ class PostgresStorage:
     def timers_of(self, partitions: Iterable[int], before: tuple[float, int]) -> list[Timer]:
         """Timers of newly owned partitions, due before ``before``."""
         due, seq = before
-        limit = 2**63 - 1 if math.isinf(due) else round(due * _MICROSECONDS)
+        limit = _LAST_DUE if math.isinf(due) else _microseconds(due)
         return [
             _timer(row)
             for row in self._read(
@@ -733,7 +734,7 @@ class PostgresStorage:
         owned = sorted(self._timer_partitions)
         if not owned:
             return []
-        due, seq = (-1, -1) if start is None else (round(start[0] * _MICROSECONDS), start[1])
+        due, seq = (-1, -1) if start is None else (_microseconds(start[0]), start[1])
         return [
             _timer(row)
             for row in self._read(
@@ -1098,12 +1099,19 @@ def _ident(eco: str, address: bytes) -> Ident:
     return eco, name, entity_id
 
 
+def _microseconds(due: float) -> int:
+    """A due time as stored: microseconds, clamped to a bigint's range as LocalDisk clamps
+    to its key's. A clock may be set far ahead (a ManualClock at 10**13 s, say): a due time
+    over the column's range failed the group's write and stopped the worker."""
+    return min(max(0, round(due * _MICROSECONDS)), _LAST_DUE)
+
+
 def _timer_row(timer: Timer, p: int) -> tuple[Any, ...]:
     eco = timer.recipient[0]
     owner = None if timer.owner is None else layout.address_key(*timer.owner[1:])
     return (
         timer.seq,
-        round(timer.due * _MICROSECONDS),
+        _microseconds(timer.due),
         p,
         eco,
         owner,

@@ -185,6 +185,26 @@ async def test_the_longest_names_and_address_fit_together(open_ecosystem: OpenEc
         assert await eco.dead_letters() == []
 
 
+async def test_a_clock_far_in_the_future_stops_no_ecosystem(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A clock 10**13 seconds after the epoch (a ManualClock may be set anywhere): timers
+    set then are stored and fire on time, on every kind. Their due time in microseconds
+    is over a PostgreSQL bigint: it made the group's write fail and stopped the worker
+    (LocalDisk clamps it to its key's range; Postgres now clamps to its column's)."""
+    clock = ManualClock(10**13)
+    async with open_ecosystem(clock=clock) as eco:
+        await eco.send_sync(Alarm("a"), ("set named", "later", 5, "rang"))
+        await eco.send_sync(Alarm("a"), ("set", 10, "rang again"))
+        await advance(eco, clock, 4.5)
+        assert await eco.state_of(Alarm("a")) == []
+        await advance(eco, clock, 0.5)
+        assert await eco.state_of(Alarm("a")) == ["rang"]
+        await advance(eco, clock, 5)
+        assert await eco.state_of(Alarm("a")) == ["rang", "rang again"]
+        assert await eco.send_sync(Alarm("a"), ("ring", "still here"))
+
+
 def test_after_and_cancel_check_their_arguments() -> None:
     """after() wants an entity address and a str name; cancel() a non-empty str."""
     with pytest.raises(InvalidArgumentError, match="entity address"):
