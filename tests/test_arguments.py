@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from ecosystems import LocalDisk
+from ecosystems import LocalDisk, Postgres
 from pachyderm import (
     Ecosystem,
     EcosystemKind,
@@ -79,6 +79,24 @@ ANY_FACE: list[tuple[str, Callable[[], object], type[PachydermError], str]] = [
         lambda: LocalDisk.connect("/tmp/\ud800").state_of(Counter("c")),
         InvalidArgumentError,
         "lone surrogate",
+    ),
+    (
+        "NUL in a path",
+        lambda: LocalDisk.connect("/tmp/a\x00b").state_of(Counter("c")),
+        InvalidArgumentError,
+        r"'/tmp/a\x00b' (a builtins.str)",
+    ),
+    (  # libpq would read the DSN up to the NUL: another database than the one named
+        "NUL in a DSN",
+        lambda: Postgres.connect("dbname=app\x00_test"),
+        InvalidArgumentError,
+        r"'dbname=app\x00_test' (a builtins.str)",
+    ),
+    (
+        "surrogate DSN",
+        lambda: Postgres.connect("host=/tmp/\ud800"),
+        InvalidArgumentError,
+        r"'host=/tmp/\ud800' (a builtins.str)",
     ),
 ]
 
