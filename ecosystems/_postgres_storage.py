@@ -38,6 +38,7 @@ from pachyderm._log import log
 from pachyderm._storage import WAITING_FOR_CLASS, Batch, Ident, PendingMessage, Timer
 from pachyderm.errors import (
     EcosystemClosedError,
+    InvalidArgumentError,
     InvalidIdError,
     PartitionLostError,
     StoreAccessError,
@@ -308,7 +309,9 @@ class PostgresStorage:
 
     def _connect(self, *, autocommit: bool) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self.dsn, autocommit=autocommit)
+            # In UTF-8 whatever $PGCLIENTENCODING or the DSN say: the group's arrays are
+            # packed in UTF-8 by us (_postgres_arrays), and lookups must send the same bytes.
+            return psycopg.connect(self.dsn, autocommit=autocommit, client_encoding="UTF8")
         except psycopg.Error as error:
             raise StoreAccessError(
                 f"cannot connect to PostgreSQL with dsn {self.dsn!r}: {error}".strip()
@@ -340,6 +343,7 @@ class PostgresStorage:
     def _open(self) -> int:
         self._writer = self._connect_writer()
         self._reader = self._connect(autocommit=True)
+        self._check_encoding(self._writer)
         try:
             self.partitions = ensure_schema(self._writer, self.name, self.partitions)
         except psycopg.OperationalError:
@@ -369,6 +373,19 @@ class PostgresStorage:
         )
         self._listener.start()
         return first
+
+    def _check_encoding(self, connection: psycopg.Connection[Any]) -> None:
+        """Refuse a database that cannot hold every text as given: one in another encoding
+        than UTF8 (or SQL_ASCII, which stores bytes as sent) converts ecosystem ids and
+        timer names to it, and a character it lacks ('☃' in LATIN1) failed the group's
+        write and stopped the worker."""
+        (encoding,) = connection.execute("SHOW server_encoding").fetchone()  # type: ignore[misc]
+        if encoding not in ("UTF8", "SQL_ASCII"):
+            raise InvalidArgumentError(
+                f"{self.name}: the database's encoding is {encoding}, which cannot hold "
+                f"every ecosystem id and timer name: use a database in UTF8, made with "
+                f"CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0"
+            )
 
     def close(self) -> None:
         if self._closed:
