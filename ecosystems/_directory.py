@@ -65,6 +65,11 @@ def directory_path(path: object) -> str:
             f"the LocalDisk location {absolute!r} cannot be a file name here: it holds a lone "
             f"surrogate that the file system encoding cannot encode; give a path of plain text"
         ) from None
+    if "\x00" in absolute:  # (os functions would raise ValueError: embedded null byte)
+        raise InvalidArgumentError(
+            f"the LocalDisk location {describe(path)} holds a NUL ('\\x00'), which no file "
+            f"name can; give a path of plain text"
+        )
     if os.path.exists(absolute) and not os.path.isdir(absolute):
         raise InvalidArgumentError(
             f"the LocalDisk location {absolute!r} is a file, not a directory; LocalDisk "

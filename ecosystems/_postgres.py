@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+from pachyderm._arguments import storable_text
 from pachyderm._clock import Clock
 from pachyderm._ecosystem import DEFAULT_ECOSYSTEM, Ecosystem
 from pachyderm._kind import EcosystemKind
@@ -42,6 +43,18 @@ def default_dsn() -> str:
         raise InvalidArgumentError(
             "Postgres needs a database: pass a DSN (Postgres.connect('postgresql:///app')) "
             "or set $PACHYDERM_DSN"
+        )
+    return _check_dsn(dsn, "$PACHYDERM_DSN")
+
+
+def _check_dsn(dsn: str, what: str = "a Postgres DSN") -> str:
+    """``dsn`` if libpq can read it as given. It reads a C string: a NUL ends it there, so
+    'dbname=app\\x00_test' connected to the database app; and psycopg's encoding of a lone
+    surrogate raised UnicodeEncodeError, not an error of ours."""
+    if "\x00" in dsn or not storable_text(dsn):
+        raise InvalidArgumentError(
+            f"{what} must be text libpq can read whole (UTF-8, no NUL, no lone surrogate), "
+            f"got {describe(dsn)}; e.g. 'postgresql:///app'"
         )
     return dsn
 
@@ -75,6 +88,8 @@ def _check(dsn: object, worker: object, lease: object, poll: object, partitions:
         raise InvalidArgumentError(
             f"a Postgres DSN must be a str like 'postgresql:///app', got {describe(dsn)}"
         )
+    if dsn is not None:
+        _check_dsn(dsn)
     if not isinstance(worker, bool):
         raise InvalidArgumentError(f"worker must be True or False, got {describe(worker)}")
     for name, value, low, high in (("lease", lease, 0.1, 3600.0), ("poll", poll, 0.001, 60.0)):

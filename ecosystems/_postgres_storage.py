@@ -38,6 +38,7 @@ from pachyderm._log import log
 from pachyderm._storage import WAITING_FOR_CLASS, Batch, Ident, PendingMessage, Timer
 from pachyderm.errors import (
     EcosystemClosedError,
+    InvalidArgumentError,
     InvalidIdError,
     PartitionLostError,
     StoreAccessError,
@@ -53,6 +54,7 @@ MAX_ADDRESS_BYTES = 2048
 """An entity's stored address (class name and id) at most: a key of a btree index, whose
 entries PostgreSQL caps at about 2.7 kB."""
 _MICROSECONDS = 1_000_000
+_LAST_DUE = 2**63 - 1  # microseconds: the largest bigint, about 292,000 years after the epoch
 _WRITE_ATTEMPTS = 3  # a group whose write failed, and did not commit, is written again
 # Notifications: partitions given messages go to the channel of the workers; replies
 # and followers' updates to the channel of the process they concern (its incarnation).
@@ -307,7 +309,9 @@ class PostgresStorage:
 
     def _connect(self, *, autocommit: bool) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self.dsn, autocommit=autocommit)
+            # In UTF-8 whatever $PGCLIENTENCODING or the DSN say: the group's arrays are
+            # packed in UTF-8 by us (_postgres_arrays), and lookups must send the same bytes.
+            return psycopg.connect(self.dsn, autocommit=autocommit, client_encoding="UTF8")
         except psycopg.Error as error:
             raise StoreAccessError(
                 f"cannot connect to PostgreSQL with dsn {self.dsn!r}: {error}".strip()
@@ -339,6 +343,7 @@ class PostgresStorage:
     def _open(self) -> int:
         self._writer = self._connect_writer()
         self._reader = self._connect(autocommit=True)
+        self._check_encoding(self._writer)
         try:
             self.partitions = ensure_schema(self._writer, self.name, self.partitions)
         except psycopg.OperationalError:
@@ -368,6 +373,19 @@ class PostgresStorage:
         )
         self._listener.start()
         return first
+
+    def _check_encoding(self, connection: psycopg.Connection[Any]) -> None:
+        """Refuse a database that cannot hold every text as given: one in another encoding
+        than UTF8 (or SQL_ASCII, which stores bytes as sent) converts ecosystem ids and
+        timer names to it, and a character it lacks ('☃' in LATIN1) failed the group's
+        write and stopped the worker."""
+        (encoding,) = connection.execute("SHOW server_encoding").fetchone()  # type: ignore[misc]
+        if encoding not in ("UTF8", "SQL_ASCII"):
+            raise InvalidArgumentError(
+                f"{self.name}: the database's encoding is {encoding}, which cannot hold "
+                f"every ecosystem id and timer name: use a database in UTF8, made with "
+                f"CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0"
+            )
 
     def close(self) -> None:
         if self._closed:
@@ -597,7 +615,7 @@ class PostgresStorage:
     def timers_of(self, partitions: Iterable[int], before: tuple[float, int]) -> list[Timer]:
         """Timers of newly owned partitions, due before ``before``."""
         due, seq = before
-        limit = 2**63 - 1 if math.isinf(due) else round(due * _MICROSECONDS)
+        limit = _LAST_DUE if math.isinf(due) else _microseconds(due)
         return [
             _timer(row)
             for row in self._read(
@@ -747,7 +765,7 @@ class PostgresStorage:
         owned = sorted(self._timer_partitions)
         if not owned:
             return []
-        due, seq = (-1, -1) if start is None else (round(start[0] * _MICROSECONDS), start[1])
+        due, seq = (-1, -1) if start is None else (_microseconds(start[0]), start[1])
         return [
             _timer(row)
             for row in self._read(
@@ -1112,12 +1130,19 @@ def _ident(eco: str, address: bytes) -> Ident:
     return eco, name, entity_id
 
 
+def _microseconds(due: float) -> int:
+    """A due time as stored: microseconds, clamped to a bigint's range as LocalDisk clamps
+    to its key's. A clock may be set far ahead (a ManualClock at 10**13 s, say): a due time
+    over the column's range failed the group's write and stopped the worker."""
+    return min(max(0, round(due * _MICROSECONDS)), _LAST_DUE)
+
+
 def _timer_row(timer: Timer, p: int) -> tuple[Any, ...]:
     eco = timer.recipient[0]
     owner = None if timer.owner is None else layout.address_key(*timer.owner[1:])
     return (
         timer.seq,
-        round(timer.due * _MICROSECONDS),
+        _microseconds(timer.due),
         p,
         eco,
         owner,

@@ -7,7 +7,14 @@ import threading
 
 from pachyderm.errors import InvalidArgumentError, describe
 
-__all__ = ["check_timeout", "storable_name", "storable_text"]
+__all__ = ["MAX_NAME_BYTES", "check_timeout", "storable_name", "storable_text"]
+
+MAX_NAME_BYTES = 256
+"""The longest ecosystem id or timer name, in UTF-8 bytes. On Postgres both are parts of
+index keys beside an entity's address (up to 2,048 bytes), and an index entry holds about
+2,700 bytes: a longer one made the group's write fail and stopped the worker (and every
+worker that ran the message after it). LocalDisk's keys give an ecosystem id 64 kB at
+most. The same limit on every kind, so a test on one says what the others do."""
 
 
 def storable_text(text: str) -> bool:
@@ -22,9 +29,12 @@ def storable_text(text: str) -> bool:
 
 
 def storable_name(text: str) -> bool:
-    """Whether ``text`` can be stored as a name: storable, and without NUL (``'\\x00'``),
-    which PostgreSQL's text columns refuse (ecosystem ids and timer names go there)."""
-    return storable_text(text) and "\x00" not in text
+    """Whether ``text`` can be stored as a name: storable, at most :data:`MAX_NAME_BYTES`
+    in UTF-8, and without NUL (``'\\x00'``), which PostgreSQL's text columns refuse
+    (ecosystem ids and timer names go there)."""
+    if len(text) > MAX_NAME_BYTES or "\x00" in text or not storable_text(text):
+        return False
+    return text.isascii() or len(text.encode()) <= MAX_NAME_BYTES
 
 
 def check_timeout(timeout: object) -> float | None:

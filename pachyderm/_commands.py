@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from pachyderm._arguments import storable_name
+from pachyderm._arguments import MAX_NAME_BYTES, storable_name
 from pachyderm._entity import Entity
 from pachyderm.errors import InvalidArgumentError, describe
 
@@ -65,8 +65,9 @@ MAX_DELAY = 1_000 * 365 * 86_400
 def check_timer_name(name: object) -> str:
     if type(name) is not str or not name or not storable_name(name):
         raise InvalidArgumentError(
-            f"timer names are non-empty str that can be stored (UTF-8, no lone "
-            f"surrogates, no NUL), got {describe(name)}; e.g. name='expiry'"
+            f"timer names are non-empty str that can be stored (UTF-8, at most "
+            f"{MAX_NAME_BYTES} bytes, no lone surrogates, no NUL), got {describe(name)}; "
+            f"e.g. name='expiry'"
         )
     return name
 

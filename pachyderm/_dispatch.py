@@ -41,6 +41,8 @@ from pachyderm.errors import (
     PachydermError,
     UnregisteredNameError,
     WaitingForClassError,
+    escape_surrogates,
+    exception_text,
 )
 
 __all__ = ["Dispatcher"]
@@ -455,12 +457,19 @@ class Dispatcher:
         dead_letter_id = self.seq
         self.seq += 1
         error = failure.error
-        error_text = f"{type(error).__name__}: {error}"
+        # (the text of the exception and of its traceback is the handler's: made safe to
+        # store, else encoding the dead letter raised and stopped the runtime)
+        error_text = exception_text(error)
         self.commit.open.batch.add_dead_letter(
             record.ident[0],
             dead_letter_id,
             encode_dead_letter(
-                address, blob, error_text, failure.traceback, list(record.recent), time.time()
+                address,
+                blob,
+                error_text,
+                escape_surrogates(failure.traceback),
+                list(record.recent),
+                time.time(),
             ),
         )
         log(

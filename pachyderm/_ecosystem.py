@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from pachyderm._arguments import storable_name
+from pachyderm._arguments import MAX_NAME_BYTES, storable_name
 from pachyderm._dead_letters import DeadLetter
 from pachyderm._entity import Entity
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Follower
@@ -25,8 +25,9 @@ StateT = TypeVar("StateT")
 def check_ecosystem_id(ecosystem_id: object) -> str:
     if type(ecosystem_id) is not str or not ecosystem_id or not storable_name(ecosystem_id):
         raise InvalidArgumentError(
-            f"ecosystem ids are non-empty str that can be stored (UTF-8, no lone "
-            f"surrogates, no NUL), got {describe(ecosystem_id)}; e.g. participate('test-42')"
+            f"ecosystem ids are non-empty str that can be stored (UTF-8, at most "
+            f"{MAX_NAME_BYTES} bytes, no lone surrogates, no NUL), got "
+            f"{describe(ecosystem_id)}; e.g. participate('test-42'), or a digest of a long id"
         )
     return ecosystem_id
 

@@ -26,6 +26,7 @@ from pachyderm.errors import (
     PachydermError,
     UpgradeError,
     describe,
+    exception_text,
 )
 
 __all__ = [
@@ -150,7 +151,7 @@ def load_state(address: Entity[Any, Any], record: bytes | None) -> Any:
         except Exception as error:
             raise InitError(
                 f"{address!r}: {type(address).__qualname__}.init() failed, so the entity "
-                f"has no initial state: {type(error).__name__}: {error}. Fix init(); it "
+                f"has no initial state: {exception_text(error)}. Fix init(); it "
                 f"must return a storable value."
             ) from error
     stored = decode(record)
@@ -176,7 +177,7 @@ def load_state(address: Entity[Any, Any], record: bytes | None) -> Any:
         raise UpgradeError(
             f"{address!r}: {type(address).__qualname__}.upgrade(state, from_version="
             f"{version}) failed, upgrading the state stored by version {version} to "
-            f"version {address.version}: {type(error).__name__}: {error}. The stored "
+            f"version {address.version}: {exception_text(error)}. The stored "
             f"state is kept as it was; fix upgrade() (it must return a storable value)."
         ) from error
 

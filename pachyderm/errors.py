@@ -45,6 +45,32 @@ def describe(value: Any) -> str:
     return f"{text} (a {type(value).__module__}.{type(value).__qualname__})"
 
 
+def exception_text(error: BaseException) -> str:
+    """``"Type: text"`` of an exception, always a str that can be stored and printed.
+
+    The text is user code's: its ``str()`` may raise or return no str, and it may hold
+    lone surrogates (text decoded with ``errors="surrogateescape"``, like a file name
+    that is not UTF-8), which no store's encoding takes. A dead letter's error text
+    once stopped the runtime so; it is shown instead with surrogates escaped.
+    """
+    try:
+        text = str(error)
+    except Exception as failure:
+        try:
+            reason = str(failure)
+        except Exception:
+            reason = "?"
+        text = f"<str() failed: {type(failure).__name__}: {reason}>"
+    return escape_surrogates(f"{type(error).__name__}: {text}")
+
+
+def escape_surrogates(text: str) -> str:
+    """``text`` with lone surrogates shown as escapes (``'\\udce9'``), so it can be stored."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class PachydermError(Exception):
     """Base class of every error Pachyderm raises on purpose."""
 
@@ -135,8 +161,7 @@ class ActivationError(PachydermError):
 
     def __str__(self) -> str:
         lines = [
-            f"{self.address!r} failed on {self.message!r}: "
-            f"{type(self.cause).__name__}: {self.cause}",
+            f"{self.address!r} failed on {self.message!r}: {exception_text(self.cause)}",
             "the entity kept its previous state; the message is dead letter "
             f"{self.dead_letter_id} (list with dead_letters(), retry with redeliver()).",
         ]

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pachyderm._log import log
 from pachyderm._step import Failed
-from pachyderm.errors import InvalidArgumentError, describe
+from pachyderm.errors import InvalidArgumentError, describe, exception_text
 from simulation._network import Network
 from simulation._render import sequence_diagram, trace_text
 from simulation._step import (
@@ -93,8 +93,7 @@ def failure_report(failure: Failed, action: Action, trace: tuple[Action, ...]) -
     recipient = action.recipient
     received = [done.message for done in trace if done.activates and done.recipient == recipient]
     lines = [
-        f"{recipient!r} raised on {action.message!r}: {type(failure.error).__name__}: "
-        f"{failure.error}",
+        f"{recipient!r} raised on {action.message!r}: {exception_text(failure.error)}",
         f"messages {recipient!r} received on this path, in order:",
         *(f"  {message!r}" for message in received),
     ]

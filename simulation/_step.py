@@ -26,6 +26,7 @@ from pachyderm._step import (
     load_state,
 )
 from pachyderm._timers import due_at
+from pachyderm.errors import exception_text
 from simulation._network import Network, arrange, deliverable
 from simulation._world import (
     MASK,
@@ -565,7 +566,7 @@ def _run(
         outcome = activate(recipient, state, message, max_message_bytes)
     if isinstance(outcome, Failed):
         error = outcome.error
-        return _Outcome(None, (), (), outcome, f"{type(error).__name__}: {error}")
+        return _Outcome(None, (), (), outcome, exception_text(error))  # (storable, always)
     state_bytes = outcome.state_bytes
     entry = state_entry(
         recipient, recipient_key, state_bytes, _canonical(state_bytes, outcome.state)

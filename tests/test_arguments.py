@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from ecosystems import LocalDisk
+from ecosystems import LocalDisk, Postgres
 from pachyderm import (
     Ecosystem,
     EcosystemKind,
@@ -36,6 +36,8 @@ VERB_CASES: list[Case] = [
     ("participate", ("",), {}, InvalidArgumentError, "'' (a builtins.str)"),
     ("participate", ("a\x00b",), {}, InvalidArgumentError, r"'a\x00b' (a builtins.str)"),
     ("participate", (5,), {}, InvalidArgumentError, "5 (a builtins.int)"),
+    ("participate", ("e" * 257,), {}, InvalidArgumentError, "at most 256 bytes"),
+    ("participate", ("\u00e9" * 129,), {}, InvalidArgumentError, "at most 256 bytes"),
     ("send_sync", ("counter", "inc"), {}, InvalidAddressError, "'counter' (a builtins.str)"),
     ("send", (None, "inc"), {}, InvalidAddressError, "None (a builtins.NoneType)"),
     ("state_of", (3,), {}, InvalidAddressError, "3 (a builtins.int)"),
@@ -61,6 +63,7 @@ ANY_FACE: list[tuple[str, Callable[[], object], type[PachydermError], str]] = [
     ("Entity itself", lambda: Entity("x"), InvalidAddressError, "subclass it"),
     ("timer name", lambda: cancel("\ud800"), InvalidArgumentError, r"'\ud800' (a builtins.str)"),
     ("NUL timer name", lambda: cancel("a\x00"), InvalidArgumentError, r"'a\x00' (a builtins.str)"),
+    ("long timer name", lambda: cancel("n" * 257), InvalidArgumentError, "at most 256 bytes"),
     (
         "named after()",
         lambda: after(1, Counter("c"), "m", name="\udc80"),
@@ -76,6 +79,24 @@ ANY_FACE: list[tuple[str, Callable[[], object], type[PachydermError], str]] = [
         lambda: LocalDisk.connect("/tmp/\ud800").state_of(Counter("c")),
         InvalidArgumentError,
         "lone surrogate",
+    ),
+    (
+        "NUL in a path",
+        lambda: LocalDisk.connect("/tmp/a\x00b").state_of(Counter("c")),
+        InvalidArgumentError,
+        r"'/tmp/a\x00b' (a builtins.str)",
+    ),
+    (  # libpq would read the DSN up to the NUL: another database than the one named
+        "NUL in a DSN",
+        lambda: Postgres.connect("dbname=app\x00_test"),
+        InvalidArgumentError,
+        r"'dbname=app\x00_test' (a builtins.str)",
+    ),
+    (
+        "surrogate DSN",
+        lambda: Postgres.connect("host=/tmp/\ud800"),
+        InvalidArgumentError,
+        r"'host=/tmp/\ud800' (a builtins.str)",
     ),
 ]
 

@@ -18,6 +18,7 @@ from pachyderm import ActivationError, Entity, Outbox
 from pachyderm._codec import encode
 from pachyderm._residents import RECENT_BYTES
 from pachyderm._step import MAX_OUTBOX
+from simulation import Simulation
 from tests.conftest import OpenEcosystem
 from tests.entities import Counter, Fragile
 
@@ -81,6 +82,73 @@ async def test_a_handler_raising_a_base_exception_is_a_dead_letter(
         assert await eco.send_sync(Quitter("q"), "two") == 2
     async with open_ecosystem() as eco:  # a persistent store opens again, the letter kept
         assert await eco.send_sync(Quitter("q"), "three") == (3 if open_ecosystem.persistent else 1)
+
+
+class _StrFails(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+class _StrNotText(Exception):
+    def __str__(self) -> Any:
+        return 5
+
+
+class Mumbler(Entity[str, int]):
+    """Counts messages; raises exceptions whose text cannot be stored, or not even made."""
+
+    entity_name = "tests.hardening.Mumbler"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: str, state: int) -> tuple[Outbox, int]:
+        if message == "surrogate":  # e.g. a file name from os.listdir, not UTF-8 on disk
+            raise ValueError("cannot read " + b"caf\xe9.txt".decode(errors="surrogateescape"))
+        if message == "str fails":
+            raise _StrFails
+        if message == "str not text":
+            raise _StrNotText
+        return [], state + 1
+
+
+async def test_an_exception_whose_text_cannot_be_stored_is_still_a_dead_letter(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A handler raising an exception whose text holds a lone surrogate, or whose str()
+    raises or returns no str, fails only that activation: a dead letter whose error and
+    traceback show what could be shown (a surrogate escaped, \\udce9), an ActivationError
+    that can be printed, and the ecosystem goes on. Storing that text, or making it,
+    stopped the runtime on every kind (on Postgres each worker after it, too)."""
+    async with open_ecosystem() as eco:
+        for message, shown in [
+            ("surrogate", r"ValueError: cannot read caf\udce9.txt"),
+            ("str fails", "_StrFails: <str() failed: RuntimeError: str() of this exception fails>"),
+            ("str not text", "_StrNotText: <str() failed: TypeError: __str__ returned"),
+        ]:
+            with pytest.raises(ActivationError) as caught:
+                await eco.send_sync(Mumbler("m"), message)
+            assert shown in str(caught.value)
+            (letter,) = await eco.dead_letters()
+            assert letter.error.startswith(shown)
+            if message == "surrogate":
+                assert shown in letter.traceback
+            await eco.discard(letter)
+        assert await eco.send_sync(Mumbler("m"), "fine") == 1
+    async with open_ecosystem() as eco:
+        assert await eco.send_sync(Mumbler("m"), "fine") == (2 if open_ecosystem.persistent else 1)
+
+
+def test_an_exception_whose_text_cannot_be_stored_is_a_dead_letter_in_simulation() -> None:
+    """The same exceptions in the Simulation: a dead letter in the world, the run and the
+    exploration go on (encoding the world raised CodecError, or str() raised)."""
+    for message in ("surrogate", "str fails", "str not text"):
+        envelopes = [(Mumbler("m"), message), (Mumbler("m"), "fine")]
+        world = Simulation.run(envelopes)
+        assert world.entities == {Mumbler("m"): 1}
+        (letter,) = world.dead_letters
+        assert letter.error.startswith(("ValueError: cannot read caf\\udce9", "_Str"))
+        assert len(Simulation.exhaust(envelopes)) == 1
 
 
 async def test_an_endless_outbox_fails_its_activation_and_stalls_nothing(

@@ -25,6 +25,7 @@ from pachyderm._ecosystem import DEFAULT_ECOSYSTEM
 from pachyderm.errors import (
     ActivationError,
     EcosystemClosedError,
+    InvalidArgumentError,
     InvalidIdError,
     MessageTooLargeError,
     OutcomeUnknownError,
@@ -971,3 +972,82 @@ async def test_a_message_whose_writer_stays_open_across_a_hand_over_is_applied_o
                 await trio.sleep(0.3)  # (and once only)
                 assert await second.state_of(ledger) == ["a", "b"]
                 assert await first.state_of(ledger) == ["a", "b"]
+
+
+class Accented(Entity[str, list[str]]):
+    """Keeps its messages; fails on "boom"; "timer" sets a timer named in Latin-1 and beyond."""
+
+    entity_name = "tests.postgres_attack.Accentué"
+
+    def init(self) -> list[str]:
+        return []
+
+    def activate(self, message: str, state: list[str]) -> tuple[Outbox, list[str]]:
+        if message == "boom":
+            raise ValueError("boom")
+        if message == "timer":
+            return [after(0.2, self, "rang", name="café ☃")], state
+        return [], [*state, message]
+
+
+async def _non_ascii_round_trip(dsn: str) -> None:
+    """Ecosystem ids, a timer name, an entity name and id beyond ASCII, with a dead letter."""
+    async with Postgres.open(dsn, poll=0.05) as store:
+        for eco_id in ("café", "☃ snow"):
+            eco = store.participate(eco_id)
+            entity = Accented("clé ☃")
+            assert await eco.send_sync(entity, "é") == ["é"]
+            await eco.send_sync(entity, "timer")
+            with pytest.raises(ActivationError):
+                await eco.send_sync(entity, "boom")
+            with trio.fail_after(10):
+                while await eco.state_of(entity) != ["é", "rang"]:
+                    await trio.sleep(0.05)
+            (letter,) = await eco.dead_letters()
+            assert (letter.address, letter.message) == (entity, "boom")
+            await eco.discard(letter)
+        assert store.runtime.failure is None
+
+
+async def test_a_database_not_in_utf8_is_refused_at_open(
+    postgres_databases: Any, postgres_dsn: str
+) -> None:
+    """A database whose encoding is not UTF8 (LATIN1 here) is refused when opened, with
+    InvalidArgumentError naming its encoding and how to make one that fits, nothing
+    created in it. Before, a non-ASCII ecosystem id was written in UTF-8 by the group's
+    arrays but looked up in the database's encoding (its dead letters never listed), and
+    one Latin-1 cannot hold ('☃') stopped the worker. A SQL_ASCII database (initdb's
+    default under the C locale) stores UTF-8 as given: it works (it raised TypeError)."""
+    from psycopg.conninfo import make_conninfo
+
+    for encoding, works in (("LATIN1", False), ("SQL_ASCII", True)):
+        name = f"{postgres_dsn.rsplit('dbname=', 1)[1].split()[0]}_{encoding.lower()}"
+        postgres_databases._admin(
+            f"CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' "
+            f"TEMPLATE template0"
+        )
+        dsn = make_conninfo(postgres_dsn, dbname=name)
+        try:
+            if works:
+                await _non_ascii_round_trip(dsn)
+                continue
+            with pytest.raises(InvalidArgumentError, match=f"encoding is {encoding},.*UTF8"):
+                async with Postgres.open(dsn, poll=0.05):
+                    pass
+            with psycopg.connect(dsn, autocommit=True) as connection:
+                assert connection.execute("SELECT to_regclass('pachyderm_meta')").fetchone() == (
+                    None,
+                )
+        finally:
+            postgres_databases.drop(dsn)
+
+
+async def test_a_client_encoding_from_the_environment_changes_nothing(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$PGCLIENTENCODING=LATIN1 (libpq reads it) on a UTF8 database: non-ASCII ecosystem
+    ids, timer names and entity names round-trip, dead letters included. Before, the
+    group's arrays were written in UTF-8 and lookups sent in Latin-1: a dead letter of
+    ecosystem 'café' was never listed, and ecosystem '☃ snow' stopped the worker."""
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    await _non_ascii_round_trip(postgres_dsn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import trio
 
 from pachyderm import ActivationError, InvalidArgumentError, ManualClock, after, cancel
+from pachyderm import _layout as layout
 from pachyderm._timers import WINDOW
 from tests.conftest import OpenEcosystem
 from tests.entities import Alarm, Recorder
@@ -137,6 +139,70 @@ async def test_a_timer_name_with_nul_fails_only_its_activation(
             assert "no NUL" in str(caught.value.cause)
         assert len(await eco.dead_letters()) == 2
         assert await eco.send_sync(Alarm("a"), ("ring", "still here")) == ["still here"]
+
+
+async def test_a_timer_name_over_256_bytes_fails_only_its_activation(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A timer name over 256 bytes (UTF-8) fails the activation that set it, on every
+    kind: on Postgres, where it is a key of an index with the owner's address, a long
+    one made the group's write fail and stopped the worker, and every worker after it."""
+    async with open_ecosystem() as eco:
+        for command in (("set named", "n" * 257, 1, "x"), ("cancel", "\u00e9" * 129)):
+            with pytest.raises(ActivationError) as caught:
+                await eco.send_sync(Alarm("a"), command)
+            assert isinstance(caught.value.cause, InvalidArgumentError)
+            assert "at most 256 bytes" in str(caught.value.cause)
+        assert len(await eco.dead_letters()) == 2
+        assert await eco.send_sync(Alarm("a"), ("ring", "still here")) == ["still here"]
+
+
+async def test_the_longest_names_and_address_fit_together(open_ecosystem: OpenEcosystem) -> None:
+    """An ecosystem id and a timer name of 256 bytes each, set by an entity whose address
+    is 2,048 bytes (Postgres' limit), all poorly compressible: stored, fired and
+    cancelled on every kind (on Postgres they share one index entry, which they fit)."""
+    noise = random.Random(7)
+    eco_id, name = noise.randbytes(128).hex(), noise.randbytes(128).hex()
+    filler = noise.randbytes(1100).hex()
+    entity_id = next(
+        filler[:n]
+        for n in range(2048, 0, -1)
+        if len(layout.address_key(Alarm.entity_name, filler[:n])) <= 2048
+    )
+    assert len(layout.address_key(Alarm.entity_name, entity_id)) == 2048
+    clock = ManualClock()
+    async with open_ecosystem(clock=clock) as store:
+        eco = store.participate(eco_id)
+        alarm = Alarm(entity_id)
+        await eco.send_sync(alarm, ("set named", name, 5, "rang"))
+        await eco.send_sync(alarm, ("set named", name, 10, "rang later"))  # replaces it
+        await advance(eco, clock, 10)
+        assert await eco.state_of(alarm) == ["rang later"]
+        await eco.send_sync(alarm, ("set named", name, 5, "never"))
+        await eco.send_sync(alarm, ("cancel", name))
+        await advance(eco, clock, 10)
+        assert await eco.state_of(alarm) == ["rang later"]
+        assert await eco.dead_letters() == []
+
+
+async def test_a_clock_far_in_the_future_stops_no_ecosystem(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A clock 10**13 seconds after the epoch (a ManualClock may be set anywhere): timers
+    set then are stored and fire on time, on every kind. Their due time in microseconds
+    is over a PostgreSQL bigint: it made the group's write fail and stopped the worker
+    (LocalDisk clamps it to its key's range; Postgres now clamps to its column's)."""
+    clock = ManualClock(10**13)
+    async with open_ecosystem(clock=clock) as eco:
+        await eco.send_sync(Alarm("a"), ("set named", "later", 5, "rang"))
+        await eco.send_sync(Alarm("a"), ("set", 10, "rang again"))
+        await advance(eco, clock, 4.5)
+        assert await eco.state_of(Alarm("a")) == []
+        await advance(eco, clock, 0.5)
+        assert await eco.state_of(Alarm("a")) == ["rang"]
+        await advance(eco, clock, 5)
+        assert await eco.state_of(Alarm("a")) == ["rang", "rang again"]
+        assert await eco.send_sync(Alarm("a"), ("ring", "still here"))
 
 
 def test_after_and_cancel_check_their_arguments() -> None:
