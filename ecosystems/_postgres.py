@@ -30,6 +30,10 @@ DEFAULT_LEASE = 10.0
 """Seconds a worker's partition leases last without renewal (renewed every third)."""
 DEFAULT_POLL = 0.5
 """Seconds between looks at the tables when no notification arrives."""
+MAX_STATE_BYTES = 256 * 2**20
+"""An entity's stored state, or a message, at most: a larger state fails its activation
+(a dead letter). PostgreSQL holds at most 1 GB in a value, and in a statement: a group's
+rows are written a statement per this many bytes."""
 
 
 class PsycopgMissingError(PachydermError, ImportError):
@@ -83,7 +87,14 @@ def _open(
     )
 
 
-def _check(dsn: object, worker: object, lease: object, poll: object, partitions: object) -> None:
+def _check(
+    dsn: object,
+    worker: object,
+    lease: object,
+    poll: object,
+    partitions: object,
+    max_message_bytes: object,
+) -> None:
     if dsn is not None and not isinstance(dsn, str):
         raise InvalidArgumentError(
             f"a Postgres DSN must be a str like 'postgresql:///app', got {describe(dsn)}"
@@ -100,6 +111,12 @@ def _check(dsn: object, worker: object, lease: object, poll: object, partitions:
     if type(partitions) is not int or not 1 <= partitions <= 4096:
         raise InvalidArgumentError(
             f"partitions must be an int from 1 to 4096, got {describe(partitions)}"
+        )
+    if type(max_message_bytes) is int and max_message_bytes > MAX_STATE_BYTES:
+        raise InvalidArgumentError(
+            f"max_message_bytes must be at most {MAX_STATE_BYTES:,} on Postgres (a row of "
+            f"PostgreSQL holds 1 GB at most, and a statement too), got "
+            f"{describe(max_message_bytes)}; send a reference to large data instead"
         )
 
 
@@ -136,7 +153,7 @@ class PostgresKind(EcosystemKind):
 
         The other options are those of ``LocalDisk.open``.
         """
-        _check(location, worker, lease, poll, partitions)
+        _check(location, worker, lease, poll, partitions, max_message_bytes)
         opener = partial(_open, worker=worker, lease=lease, poll=poll, partitions=partitions)
         async with self._open(
             opener,
@@ -166,7 +183,7 @@ class PostgresKind(EcosystemKind):
 
         Options are those of :meth:`open`; they apply when this call opens it.
         """
-        _check(location, worker, lease, poll, partitions)
+        _check(location, worker, lease, poll, partitions, max_message_bytes)
         opener = partial(_open, worker=worker, lease=lease, poll=poll, partitions=partitions)
         return self._connect(
             opener,

@@ -21,10 +21,11 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 
+from ecosystems._postgres import MAX_STATE_BYTES
 from ecosystems._postgres_arrays import blobs, int4s, int8s, texts
 from ecosystems._postgres_leases import Leases
 from ecosystems._postgres_schema import (
@@ -53,6 +54,8 @@ INCARNATION_BITS = 36
 MAX_ADDRESS_BYTES = 2048
 """An entity's stored address (class name and id) at most: a key of a btree index, whose
 entries PostgreSQL caps at about 2.7 kB."""
+_STATEMENT_BYTES = MAX_STATE_BYTES  # a group's rows in one statement at most, the rest in more
+T = TypeVar("T")
 _MICROSECONDS = 1_000_000
 _LAST_DUE = 2**63 - 1  # microseconds: the largest bigint, about 292,000 years after the epoch
 _WRITE_ATTEMPTS = 3  # a group whose write failed, and did not commit, is written again
@@ -269,6 +272,7 @@ class PostgresStorage:
         self.lost: BaseException | None = None  # a lease lost: the runtime must stop
         self.leaving: set[int] = set()  # owned, being handed over: nothing of them runs here
         self.following = False  # whether this process follows any entity
+        self.max_state_bytes = MAX_STATE_BYTES
         self.fenced_commits = 0  # commits refused because a partition moved on
         self.rewrites = 0  # groups written again after a connection failed mid-write
         # A partition taken over is run here only once an arrivals scan that began
@@ -895,7 +899,8 @@ class PostgresStorage:
         assert connection is not None
         with connection.pipeline(), connection.cursor() as cursor:
             cursor.execute("BEGIN", prepare=False)
-            cursor.execute(*_group(changes, self.owned, sync))
+            for statement in _statements(changes, self.owned, sync):
+                cursor.execute(*statement)
             told = None
             if changes.records:
                 told = connection.cursor()
@@ -957,8 +962,133 @@ class PostgresStorage:
         return "committed" if rows and rows[0][0] >= serial else "aborted"
 
 
-def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[str, list[Any]]:
-    """The statement that writes what most groups change, and its parameters.
+def _statements(
+    changes: PostgresBatch, owned: dict[int, int], sync: bool
+) -> list[tuple[str, list[Any]]]:
+    """The statements that write what most groups change: one (:func:`_group`), unless
+    its rows pass ``_STATEMENT_BYTES``. PostgreSQL takes at most 1 GB in one statement
+    (a burst of a thousand 1 MB messages, say, made one too big, and the runtime
+    stopped): then the group's statement goes without its rows, and they follow in
+    statements of at most ``_STATEMENT_BYTES`` each (a row is at most
+    ``MAX_STATE_BYTES``, or a message), all in the group's one transaction."""
+    records = list(changes.records.items())
+    accepted = [row for row in changes.accepted if row is not None]
+    timers = (
+        [
+            _timer_row(timer, changes.storage.timer_partition(timer))
+            for timer in changes.timers_set.values()
+        ]
+        if changes.timers_set
+        else []
+    )
+    replies = changes.replies
+    if len(records) + len(accepted) + len(timers) + len(replies) < 2 or (
+        sum(len(record) for _, (_, record) in records)
+        + sum(len(row[4]) for row in accepted)
+        + sum(len(row[7]) for row in timers)
+        + sum(len(row[1] or b"") for row in replies)
+        <= _STATEMENT_BYTES
+    ):  # (one row is never split: the sums only when there are more)
+        return [_group(changes, owned, sync, records, accepted, timers, replies)]
+    return [
+        _group(changes, owned, sync, [], [], [], []),
+        *map(_upserted, _chunks(records, [len(record) for _, (_, record) in records])),
+        *map(_sent, _chunks(accepted, [len(row[4]) for row in accepted])),
+        *map(_timed, _chunks(timers, [len(row[7]) for row in timers])),
+        *map(_answered, _chunks(replies, [len(row[1] or b"") for row in replies])),
+    ]
+
+
+def _chunks(rows: list[T], sizes: list[int]) -> Iterator[list[T]]:
+    """``rows`` in runs whose ``sizes`` add up to ``_STATEMENT_BYTES`` at most (a row
+    alone may be more)."""
+    chunk: list[T] = []
+    taken = 0
+    for row, size in zip(rows, sizes, strict=True):
+        if chunk and taken + size > _STATEMENT_BYTES:
+            yield chunk
+            chunk, taken = [], 0
+        chunk.append(row)
+        taken += size
+    if chunk:
+        yield chunk
+
+
+def _upserted(records: list[tuple[tuple[str, bytes], tuple[int, bytes]]]) -> tuple[str, list[Any]]:
+    """Records written: each entity's new state (its version counts up)."""
+    return (
+        "INSERT INTO pachyderm_entities AS e (eco, address, p, record) "
+        "SELECT * FROM unnest(%b::text[], %b::bytea[], %b::int[], %b::bytea[]) "
+        "ON CONFLICT (eco, address) DO UPDATE "
+        "SET record = EXCLUDED.record, version = e.version + 1",
+        [
+            texts([eco for (eco, _), _ in records]),
+            blobs([address for (_, address), _ in records]),
+            int4s([p for _, (p, _) in records]),
+            blobs([record for _, (_, record) in records]),
+        ],
+    )
+
+
+def _sent(accepted: list[tuple[int, int, str, bytes, bytes, int | None]]) -> tuple[str, list[Any]]:
+    """Inbox rows written, numbered (pos) in this order."""
+    seqs, partitions, ecos, addresses, messages, waiters = zip(*accepted, strict=True)
+    return (
+        "INSERT INTO pachyderm_inbox (seq, p, eco, address, message, waiter) "
+        "SELECT * FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::bytea[], "
+        "%b::bytea[], %b::bigint[])",
+        [
+            int8s(seqs),
+            int4s(partitions),
+            texts(ecos),
+            blobs(addresses),
+            blobs(messages),
+            int8s(waiters),
+        ],
+    )
+
+
+def _timed(rows: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """Timers set (a named timer's replacement has a seq of its own)."""
+    seqs, dues, partitions, ecos, owners, names, recipients, messages = zip(*rows, strict=True)
+    return (
+        "INSERT INTO pachyderm_timers (seq, due, p, eco, owner, name, recipient, message) "
+        "SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::int[], %b::text[], "
+        "%b::bytea[], %b::text[], %b::bytea[], %b::bytea[])",
+        [
+            int8s(seqs),
+            int8s(dues),
+            int4s(partitions),
+            texts(ecos),
+            blobs(owners),
+            texts(names),
+            blobs(recipients),
+            blobs(messages),
+        ],
+    )
+
+
+def _answered(replies: list[tuple[int, bytes | None, int | None]]) -> tuple[str, list[Any]]:
+    """Replies for senders waiting in other processes."""
+    seqs, records, dead_letters = zip(*replies, strict=True)
+    return (
+        "INSERT INTO pachyderm_replies (seq, record, dead_letter) "
+        "SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::bigint[])",
+        [int8s(seqs), blobs(records), int8s(dead_letters)],
+    )
+
+
+def _group(
+    changes: PostgresBatch,
+    owned: dict[int, int],
+    sync: bool,
+    records: list[tuple[tuple[str, bytes], tuple[int, bytes]]],
+    accepted: list[tuple[int, int, str, bytes, bytes, int | None]],
+    timers: list[tuple[Any, ...]],
+    replies: list[tuple[int, bytes | None, int | None]],
+) -> tuple[str, list[Any]]:
+    """The statement that writes what most groups change, with these rows, and its
+    parameters.
 
     One statement, its parts as data-modifying CTEs, the rows as arrays (one
     round trip of the server's executor, and of psycopg's, per group). The
@@ -977,20 +1107,10 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
     if fenced:
         parts.append("fence AS (SELECT pachyderm_fence(%b::int[], %b::bigint[]))")
         parameters += [int4s(fenced), int8s([owned.get(p, -1) for p in fenced])]
-    records = changes.records
     if records:
-        parts.append(
-            "up AS (INSERT INTO pachyderm_entities AS e (eco, address, p, record) "
-            "       SELECT * FROM unnest(%b::text[], %b::bytea[], %b::int[], %b::bytea[]) "
-            "       ON CONFLICT (eco, address) DO UPDATE "
-            "       SET record = EXCLUDED.record, version = e.version + 1)"
-        )
-        parameters += [
-            texts([eco for eco, _ in records]),
-            blobs([address for _, address in records]),
-            int4s([p for p, _ in records.values()]),
-            blobs([record for _, record in records.values()]),
-        ]
+        query, values = _upserted(records)
+        parts.append(f"up AS ({query})")
+        parameters += values
     parts.append(
         "mark AS (INSERT INTO pachyderm_writes (incarnation, serial) VALUES (%s, %s) "
         "       ON CONFLICT (incarnation) DO UPDATE SET serial = EXCLUDED.serial, at = now())"
@@ -1002,51 +1122,18 @@ def _group(changes: PostgresBatch, owned: dict[int, int], sync: bool) -> tuple[s
     if changes.timers_removed:  # (a named timer's replacement has a seq of its own)
         parts.append("unset AS (DELETE FROM pachyderm_timers WHERE seq = ANY(%b::bigint[]))")
         parameters.append(int8s(changes.timers_removed))
-    accepted = [row for row in changes.accepted if row is not None]
-    if accepted:  # (pos numbers them in this order)
-        parts.append(
-            "sent AS (INSERT INTO pachyderm_inbox (seq, p, eco, address, message, waiter) "
-            "       SELECT * FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::bytea[], "
-            "                            %b::bytea[], %b::bigint[]))"
-        )
-        seqs, partitions, ecos, addresses, messages, waiters = zip(*accepted, strict=True)
-        parameters += [
-            int8s(seqs),
-            int4s(partitions),
-            texts(ecos),
-            blobs(addresses),
-            blobs(messages),
-            int8s(waiters),
-        ]
-    if changes.timers_set:
-        parts.append(
-            "timed AS (INSERT INTO pachyderm_timers "
-            "       (seq, due, p, eco, owner, name, recipient, message) "
-            "       SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::int[], %b::text[], "
-            "                            %b::bytea[], %b::text[], %b::bytea[], %b::bytea[]))"
-        )
-        rows = [
-            _timer_row(timer, storage.timer_partition(timer))
-            for timer in changes.timers_set.values()
-        ]
-        seqs, dues, partitions, ecos, owners, names, recipients, messages = zip(*rows, strict=True)
-        parameters += [
-            int8s(seqs),
-            int8s(dues),
-            int4s(partitions),
-            texts(ecos),
-            blobs(owners),
-            texts(names),
-            blobs(recipients),
-            blobs(messages),
-        ]
-    if changes.replies:
-        parts.append(
-            "answered AS (INSERT INTO pachyderm_replies (seq, record, dead_letter) "
-            "       SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::bigint[]))"
-        )
-        seqs, replied, dead_letters = zip(*changes.replies, strict=True)
-        parameters += [int8s(seqs), blobs(replied), int8s(dead_letters)]
+    if accepted:
+        query, values = _sent(accepted)
+        parts.append(f"sent AS ({query})")
+        parameters += values
+    if timers:
+        query, values = _timed(timers)
+        parts.append(f"timed AS ({query})")
+        parameters += values
+    if replies:
+        query, values = _answered(replies)
+        parts.append(f"answered AS ({query})")
+        parameters += values
     checks = "(SELECT count(*) FROM fence)" if fenced else "0"
     parameters.append("on" if sync else "off")
     query = f"WITH {', '.join(parts)} SELECT set_config('synchronous_commit', %s, true), {checks}"
@@ -1086,14 +1173,15 @@ def _apply_rare(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
                 int8s([i for _, i in changes.dead_removed]),
             ),
         )
-    if changes.dead_added:
+    added = list(changes.dead_added.items())
+    for chunk in _chunks(added, [len(record) for _, record in added]):  # (see _statements)
         cursor.execute(
             "INSERT INTO pachyderm_dead_letters (eco, id, record) "
             "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bytea[])",
             [
-                texts([eco for eco, _ in changes.dead_added]),
-                int8s([i for _, i in changes.dead_added]),
-                blobs(list(changes.dead_added.values())),
+                texts([eco for (eco, _), _ in chunk]),
+                int8s([i for (_, i), _ in chunk]),
+                blobs([record for _, record in chunk]),
             ],
         )
     if changes.reply_clears:

@@ -38,6 +38,7 @@ from pachyderm._storage import Ident, PendingMessage, SharedBatch, Storage, Time
 from pachyderm._timers import Timers, due_at
 from pachyderm.errors import (
     ActivationError,
+    MessageTooLargeError,
     PachydermError,
     UnregisteredNameError,
     WaitingForClassError,
@@ -82,6 +83,8 @@ class Dispatcher:
         # A storage where each read is a round trip reads the states of the entities
         # about to run in one (see run_ready); their records wait here until loaded.
         self.load_many: Callable[[list[Any]], list[bytes | None]] | None = None
+        # A storage that cannot hold any size of state: a larger one fails its activation.
+        self.max_state_bytes: int | None = None
         self._preloaded: dict[Ident, bytes | None] = {}
         # Forwarded messages whose sender waits for the activation:
         # seq -> (reply, group that forwarded it, recipient).
@@ -307,6 +310,9 @@ class Dispatcher:
             refused = self._refused(record, outcome[3])
             if refused is not None:  # a recipient the storage cannot hold: a dead letter
                 outcome = _failed(outcome[0], refused)
+        limit = self.max_state_bytes
+        if limit is not None and type(outcome) is Activated and len(outcome[2]) > limit:
+            outcome = _failed(outcome[0], _state_too_large(len(outcome[2]), limit))
         if isinstance(outcome, Failed):
             record.remember(blob)
             record.uncommitted += 1
@@ -556,3 +562,14 @@ def _failed(message: Any, error: BaseException) -> Failed:
 def _names_a_timer(command: Any) -> bool:
     kind = type(command)
     return kind is CancelTimer or (kind is SetTimer and command.name is not None)
+
+
+def _state_too_large(size: int, limit: int) -> MessageTooLargeError:
+    return MessageTooLargeError(
+        size,
+        limit,
+        "state",
+        "Keep large data outside the entity (a file, a blob store) and hold its key in "
+        "the state, or split the entity: this store holds one entity's state in one value "
+        "(PostgreSQL: at most 1 GB in a value or a statement).",
+    )

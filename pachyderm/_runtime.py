@@ -136,6 +136,7 @@ class Runtime:
             self.dispatcher.owns = shared_storage.owns
             self.dispatcher.check_address = shared_storage.check_address
             self.dispatcher.load_many = shared_storage.load_many
+            self.dispatcher.max_state_bytes = shared_storage.max_state_bytes
         self.token: trio.lowlevel.TrioToken | None = None
         self.started = False
         self.closed = False

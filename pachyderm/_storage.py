@@ -228,6 +228,8 @@ class SharedStorage(Storage, Protocol):
     lost: BaseException | None
     #: Whether this process follows any entity (through :meth:`follow`).
     following: bool
+    #: The largest stored state an activation may leave (a larger one fails it).
+    max_state_bytes: int
 
     def owns(self, entity: Ident) -> bool:
         """Whether this process runs ``entity``'s activations now."""

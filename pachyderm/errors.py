@@ -116,13 +116,18 @@ class InvalidActivationError(PachydermError):
 class MessageTooLargeError(PachydermError):
     """An encoded message is larger than the ecosystem accepts."""
 
-    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+    def __init__(
+        self, size: int, limit: int, what: str = "message", remedy: str | None = None
+    ) -> None:
         self.size = size
         self.limit = limit
         super().__init__(
             f"the encoded {what} is {size:,} bytes, over the limit of {limit:,} bytes. "
-            f"Send a reference to the data instead (a key or path), or open the "
-            f"ecosystem with a larger max_message_bytes."
+            + (
+                remedy
+                or "Send a reference to the data instead (a key or path), or open the "
+                "ecosystem with a larger max_message_bytes."
+            )
         )
 
 

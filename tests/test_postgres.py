@@ -159,6 +159,7 @@ async def test_bad_arguments_and_unreachable_servers_say_what_to_do(
         ({"worker": "yes"}, "'yes' (a builtins.str)"),
         ({"lease": 0}, "0 (a builtins.int)"),
         ({"partitions": 0}, "0 (a builtins.int)"),
+        ({"max_message_bytes": 2**30}, "1073741824 (a builtins.int)"),  # over a row's 1 GB
     )
     for options, shown in cases:
         with pytest.raises(InvalidArgumentError, match=re.escape(shown)):

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from ecosystems import Postgres
+from ecosystems import _postgres_storage as storage_module
 from ecosystems._postgres_storage import partition_of
 from pachyderm import Entity, Outbox, after
 from pachyderm import _layout as layout
@@ -1051,3 +1052,79 @@ async def test_a_client_encoding_from_the_environment_changes_nothing(
     ecosystem 'café' was never listed, and ecosystem '☃ snow' stopped the worker."""
     monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
     await _non_ascii_round_trip(postgres_dsn)
+
+
+async def test_a_state_over_the_stores_limit_fails_only_its_activation(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state larger than Postgres can hold (1 GB a value; the limit is lowered here to
+    a few kB, the check is the same) fails the activation that made it: a dead letter
+    naming the size and the remedy; the entity keeps its state, and the worker (which
+    once stopped, and every worker after it) goes on."""
+    monkeypatch.setattr(storage_module, "MAX_STATE_BYTES", 4_000)  # (read at open)
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        assert await worker.send_sync(Ledger("big"), "small") == ["small"]
+        with pytest.raises(ActivationError) as caught:
+            await worker.send_sync(Ledger("big"), "x" * 5_000)
+        assert isinstance(caught.value.cause, MessageTooLargeError)
+        assert "state" in str(caught.value.cause)
+        assert "outside the entity" in str(caught.value.cause)
+        assert len(await worker.dead_letters()) == 1
+        assert await worker.send_sync(Ledger("big"), "after") == ["small", "after"]
+
+
+async def test_a_group_past_a_statements_size_is_written_in_several(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group whose rows pass what one statement may carry (1 GB on PostgreSQL; lowered
+    here to 2 kB, so that most groups split) is written in several statements of one
+    transaction: states, inbox rows, replies, timers and dead letters of a client's
+    burst, each once."""
+    monkeypatch.setattr(storage_module, "_STATEMENT_BYTES", 2_000)
+    split = []
+    statements = storage_module._statements
+
+    def counted(*arguments: Any) -> list[tuple[str, list[Any]]]:
+        made = statements(*arguments)
+        split.append(len(made))
+        return made
+
+    monkeypatch.setattr(storage_module, "_statements", counted)  # counted, not replaced
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        replies: dict[int, list[str]] = {}
+        failures: list[int] = []
+
+        async def sender(n: int) -> None:
+            for round_ in range(3):
+                message = f"{n}-{round_}-" + "p" * 300
+                if n % 5 == 0 and round_ == 1:
+                    message = "boom" + message
+                try:
+                    replies[n] = await client.send_sync(Ledger(n % 7), message)
+                except ActivationError:
+                    failures.append(n)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(40):
+                nursery.start_soon(sender, n)
+            nursery.start_soon(worker.send_sync, Alarm("a"), ("set", 0.05))
+        await _drained(postgres_dsn, worker)
+        with trio.fail_after(10):
+            while await worker.state_of(Alarm("a")) != ["rang"]:
+                await trio.sleep(0.02)
+        states = [await client.state_of(Ledger(k)) for k in range(7)]
+    applied = sorted(message for state in states for message in state)
+    expected = sorted(
+        f"{n}-{round_}-" + "p" * 300
+        for n in range(40)
+        for round_ in range(3)
+        if not (n % 5 == 0 and round_ == 1)
+    )
+    assert applied == expected  # each once
+    assert sorted(failures) == [n for n in range(40) if n % 5 == 0]
+    assert _count(postgres_dsn, "pachyderm_dead_letters") == 8
+    assert len(replies) == 40
+    assert max(split) > 2  # groups were split, several ways
