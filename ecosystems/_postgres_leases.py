@@ -21,7 +21,11 @@ import psycopg
 from pachyderm._log import log
 from pachyderm.errors import PartitionLostError
 
-__all__ = ["Leases"]
+__all__ = ["WRITER_NAME", "Leases"]
+
+
+WRITER_NAME = "pachyderm-writer-"
+"""The application_name of a process's session that writes groups, before its incarnation."""
 
 
 class Leases:
@@ -175,6 +179,24 @@ class Leases:
         self._crowded = 0
         if wanted <= 0:
             return
+        # An owner paused in the middle of a group (its pipeline sent up to a statement,
+        # not to its COMMIT) holds its partitions' rows locked (the fence), with no
+        # timeout: the server arms idle_in_transaction_session_timeout only once a
+        # pipeline is synced. One silent for a lease, with a lease run out, may not commit
+        # anyway: end its writing session, so that its partitions can be taken (they are
+        # skipped while locked). A live owner (handing partitions over, say) is left be.
+        try:
+            connection.execute(
+                "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity AS a "
+                "WHERE a.datname = current_database() AND a.state <> 'idle' "
+                "AND a.application_name IN (SELECT %s || substring(t.owner FROM '[^:]*$') "
+                "FROM pachyderm_partitions AS t WHERE t.owner <> %s AND t.lease_until < now() "
+                "AND NOT EXISTS (SELECT 1 FROM pachyderm_workers AS w "
+                "WHERE w.id = t.owner AND w.seen >= now() - %s::interval))",
+                (WRITER_NAME, self.identity, seconds),
+            )
+        except psycopg.Error as error:  # not allowed to (another role): its lock must end
+            log("postgres.cannot_end_session", level="warning", error=str(error))
         taken = connection.execute(
             "UPDATE pachyderm_partitions AS t "
             "SET owner = %s, epoch = t.epoch + 1, lease_until = now() + %s::interval "

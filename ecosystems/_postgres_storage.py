@@ -27,7 +27,7 @@ import psycopg
 
 from ecosystems._postgres import MAX_STATE_BYTES
 from ecosystems._postgres_arrays import blobs, int4s, int8s, texts
-from ecosystems._postgres_leases import Leases
+from ecosystems._postgres_leases import WRITER_NAME, Leases
 from ecosystems._postgres_schema import (
     DEAD_LETTER_TAKEN,
     DEFAULT_PARTITIONS,
@@ -332,6 +332,8 @@ class PostgresStorage:
         connection.execute(
             "SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (str(idle),)
         )
+        if self.incarnation:
+            _name_writer(connection, self.incarnation)
         return connection  # (in autocommit: a group sends its own BEGIN and COMMIT)
 
     def open(self) -> int:
@@ -364,6 +366,7 @@ class PostgresStorage:
         first = self.incarnation << INCARNATION_BITS
         self._limit = first + (1 << INCARNATION_BITS)
         self.identity = identity = f"{socket.gethostname()}:{os.getpid()}:{self.incarnation}"
+        _name_writer(self._writer, self.incarnation)
         if self.worker:
             self._leases = Leases(
                 self.dsn, identity, self.partitions, self.lease, self._on_gained, self._on_lost
@@ -1200,6 +1203,14 @@ def _apply_rare(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
             "WHERE p = ANY(%b::int[]) AND owner = %s",
             (int4s(sorted(changes.released)), changes.storage.identity),
         )
+
+
+def _name_writer(connection: psycopg.Connection[Any], incarnation: int) -> None:
+    """Name the session that writes groups after its process (see ``Leases``: a worker
+    taking over partitions ends the writing session of their owner, past its lease)."""
+    connection.execute(
+        "SELECT set_config('application_name', %s, false)", (f"{WRITER_NAME}{incarnation}",)
+    )
 
 
 def _channel(incarnation: int) -> str:

@@ -19,7 +19,8 @@ import trio
 
 from ecosystems import Postgres
 from ecosystems import _postgres_storage as storage_module
-from ecosystems._postgres_storage import partition_of
+from ecosystems._postgres_leases import WRITER_NAME
+from ecosystems._postgres_storage import PostgresStorage, partition_of
 from pachyderm import Entity, Outbox, after
 from pachyderm import _layout as layout
 from pachyderm._ecosystem import DEFAULT_ECOSYSTEM
@@ -1128,3 +1129,43 @@ async def test_a_group_past_a_statements_size_is_written_in_several(
     assert _count(postgres_dsn, "pachyderm_dead_letters") == 8
     assert len(replies) == 40
     assert max(split) > 2  # groups were split, several ways
+
+
+async def test_an_owner_paused_in_the_middle_of_a_group_is_cut_off_and_replaced(
+    postgres_dsn: str,
+) -> None:
+    """A worker paused after its group's first statement reached the server, before its
+    COMMIT did, holds its partitions' rows locked (the fence) with no server timeout: a
+    pipeline not yet synced is not idle in transaction. Silent past its lease, its
+    writing session is ended by the worker taking over, which then serves every
+    partition (before, it skipped the locked ones for as long as the pause lasted)."""
+    options: dict[str, Any] = {"partitions": 4, "lease": 0.5, "poll": 0.05}
+    async with Postgres.open(postgres_dsn, **options) as first:
+        storage = cast(PostgresStorage, first.runtime.storage)
+        assert storage._leases is not None
+        owned = dict(storage.owned)
+        # The paused writer: the first worker's writing session, stopped in the middle
+        # of a group's pipeline just after its fence (the real statement, as sent).
+        writer = psycopg.connect(
+            postgres_dsn, autocommit=True, application_name=f"{WRITER_NAME}{storage.incarnation}"
+        )
+        pipeline = writer.pipeline()
+        pipeline.__enter__()
+        writer.execute("BEGIN", prepare=False)
+        writer.execute(
+            "SELECT pachyderm_fence(%s::int[], %s::bigint[])",
+            (sorted(owned), [owned[p] for p in sorted(owned)]),
+        )
+        try:
+            storage._leases._stop.set()  # the worker falls silent, as a paused process does
+            await trio.sleep(1.5)  # past its lease, and past counting as live
+            async with Postgres.open(postgres_dsn, **options) as second:
+                taker = cast(PostgresStorage, second.runtime.storage).identity
+                with trio.fail_after(10):
+                    while _owners(postgres_dsn) != {taker: 4}:
+                        await trio.sleep(0.05)
+                assert await second.send_sync(Ledger("served"), "yes") == ["yes"]
+            with pytest.raises(psycopg.OperationalError):  # its session was ended
+                pipeline.__exit__(None, None, None)
+        finally:
+            writer.close()  # (else, on a failure, its locks would hold the closing up)
