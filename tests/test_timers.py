@@ -126,33 +126,27 @@ async def test_bad_delays_fail_the_activation(open_ecosystem: OpenEcosystem) -> 
         assert await eco.send_sync(Alarm("a"), ("ring", "still here")) == ["still here"]
 
 
-async def test_a_timer_name_with_nul_fails_only_its_activation(
-    open_ecosystem: OpenEcosystem,
+@pytest.mark.parametrize(
+    ("commands", "shown"),
+    [
+        ((("set named", "a\x00b", 1, "x"), ("cancel", "\x00")), "no NUL"),
+        ((("set named", "n" * 257, 1, "x"), ("cancel", "\u00e9" * 129)), "at most 256 bytes"),
+    ],
+    ids=["NUL", "over 256 bytes"],
+)
+async def test_a_timer_name_postgres_cannot_store_fails_only_its_activation(
+    open_ecosystem: OpenEcosystem, commands: tuple[tuple[Any, ...], ...], shown: str
 ) -> None:
-    """A NUL in a timer name (PostgreSQL's text refuses it) fails the activation that set
-    it, on every kind: on Postgres it once stopped the worker, and every worker after it."""
+    """A timer name with a NUL (PostgreSQL's text refuses it) or over 256 bytes in UTF-8
+    (on Postgres a key of an index with the owner's address) fails the activation that
+    set it, on every kind: on Postgres each once made the group's write fail and stopped
+    the worker, and every worker after it."""
     async with open_ecosystem() as eco:
-        for command in (("set named", "a\x00b", 1, "x"), ("cancel", "\x00")):
+        for command in commands:
             with pytest.raises(ActivationError) as caught:
                 await eco.send_sync(Alarm("a"), command)
             assert isinstance(caught.value.cause, InvalidArgumentError)
-            assert "no NUL" in str(caught.value.cause)
-        assert len(await eco.dead_letters()) == 2
-        assert await eco.send_sync(Alarm("a"), ("ring", "still here")) == ["still here"]
-
-
-async def test_a_timer_name_over_256_bytes_fails_only_its_activation(
-    open_ecosystem: OpenEcosystem,
-) -> None:
-    """A timer name over 256 bytes (UTF-8) fails the activation that set it, on every
-    kind: on Postgres, where it is a key of an index with the owner's address, a long
-    one made the group's write fail and stopped the worker, and every worker after it."""
-    async with open_ecosystem() as eco:
-        for command in (("set named", "n" * 257, 1, "x"), ("cancel", "\u00e9" * 129)):
-            with pytest.raises(ActivationError) as caught:
-                await eco.send_sync(Alarm("a"), command)
-            assert isinstance(caught.value.cause, InvalidArgumentError)
-            assert "at most 256 bytes" in str(caught.value.cause)
+            assert shown in str(caught.value.cause)
         assert len(await eco.dead_letters()) == 2
         assert await eco.send_sync(Alarm("a"), ("ring", "still here")) == ["still here"]
 
