@@ -3,9 +3,10 @@
 Depth-first (the default) prunes with sleep sets kept per stored world, so
 that they stay sound together with deduplication: a world reached again with
 a smaller sleep set explores exactly the actions it slept on before and no
-longer does. Two actions commute when they touch different entities; a timer
-firing moves virtual time, which every activation may read, so it commutes
-with nothing. Breadth-first explores every transition of every new world and
+longer does. Two actions commute when they touch different entities, or are
+deliveries to one entity that commute in the world at hand (see
+``still_asleep``); a timer firing moves virtual time, which every activation
+may read, so it commutes with nothing. Breadth-first explores every transition of every new world and
 so finds shortest counterexamples. Both take actions in a deterministic order,
 so the same input gives the same result, and every trace replays exactly.
 """
@@ -406,7 +407,11 @@ class _Search:
                 before = stored.get(plan.fingerprint)
                 if before is not None:  # been there: anything asleep then awake now?
                     slept_before = before[0]
-                    child_sleep = still_asleep(sleep, action) if sleep and slept_before else {}
+                    child_sleep = (
+                        still_asleep(sleep, action, world, activations)
+                        if sleep and slept_before
+                        else {}
+                    )
                     if child_sleep.keys() >= slept_before:
                         sleep[action.key] = action
                         continue
@@ -414,7 +419,7 @@ class _Search:
             else:
                 child = self.transition(world, frame.fingerprint, action)
             if child_sleep is None:
-                child_sleep = still_asleep(sleep, action) if sleep else {}
+                child_sleep = still_asleep(sleep, action, world, activations) if sleep else {}
             sleep[action.key] = action
             fingerprint = child.fingerprint
             if fingerprint not in parents:

@@ -207,8 +207,14 @@ def actions_after(
 _KNOWN_ACTIONS = 1 << 16  # deliveries a search keeps to hand out again, then forgets at once
 
 
-def still_asleep(sleepers: dict[bytes, Action], action: Action) -> dict[bytes, Action]:
-    """The sleepers independent of ``action``, which stay asleep after it (sleep sets).
+def still_asleep(
+    sleepers: dict[bytes, Action],
+    action: Action,
+    world: World | None = None,
+    activations: Activations | None = None,
+) -> dict[bytes, Action]:
+    """The sleepers independent of ``action`` in ``world``, which stay asleep after it
+    (sleep sets).
 
     Independent: they commute and neither disables the other, which holds for
     deliveries to different entities; anything touching the same entity does
@@ -216,16 +222,41 @@ def still_asleep(sleepers: dict[bytes, Action], action: Action) -> dict[bytes, A
     the virtual time every activation reads). Under FIFO a copy joins the end
     of its channel, after whatever the channel's sender sends meanwhile: a
     duplicate does not commute with a delivery to that sender either.
+
+    Two deliveries to the same entity commute in this world when, on an
+    unordered network, either order ends in the same state with the same sends
+    and neither fails or sets timers (a counter, a set, a maximum):
+    independence conditional on the world (Godefroid and Pirottin, "Refining
+    dependencies improves partial-order verification methods", 1993). Known
+    only with ``world`` and the search's ``activations``, which remember the
+    answer.
     """
     target = action.lane
     if target is None or not sleepers:
         return {}
     if action.kind == "deliver":
-        return {
+        kept = {
             key: sleeper
             for key, sleeper in sleepers.items()
             if sleeper.lane is not None and sleeper.lane != target and sleeper.copier != target
         }
+        if activations is None or world is None or world.fifo or len(kept) == len(sleepers):
+            return kept
+        same = [sleeper for sleeper in sleepers.values() if sleeper.lane == target]
+        if not same:
+            return kept
+        state = _state_at(world.states, target)[1]
+        record = None if state is None else state.record
+        delivered = action.envelope
+        assert delivered is not None
+        for sleeper in same:
+            waiting = sleeper.envelope
+            assert waiting is not None
+            if sleeper.kind == "deliver" and activations.commute(
+                delivered.recipient, target, record, delivered.blob, waiting.blob
+            ):
+                kept[sleeper.key] = sleeper
+        return kept
     sender = action.copier
     return {
         key: sleeper
@@ -421,6 +452,7 @@ def make_planned(world: World, action: Action, plan: Planned) -> World:
 
 
 _DIGEST = 8  # Envelope.digest, in a send's template
+_KEY_FIELD = 4  # Envelope.key, in a send's template
 _CHANNEL_FIELD = 6  # Envelope.channel, in a send's template
 
 
@@ -510,10 +542,12 @@ class Activations:
     forgotten at once, so a long search's memory stays with its worlds.
     """
 
-    __slots__ = ("calls", "known", "limit")
+    __slots__ = ("calls", "commuting", "known", "limit")
 
     def __init__(self, limit: int = 1 << 16) -> None:
         self.known: dict[tuple[bytes, bytes | None, bytes], _Outcome] = {}
+        # Pairs of messages to one entity in one state: whether they commute.
+        self.commuting: dict[tuple[bytes, bytes | None, bytes, bytes], bool] = {}
         self.calls = 0
         self.limit = limit
 
@@ -536,6 +570,51 @@ class Activations:
                 known.clear()
             known[key] = outcome
         return outcome
+
+    def commute(
+        self,
+        recipient: Entity[Any, Any],
+        recipient_key: bytes,
+        record: bytes | None,
+        first: bytes,
+        second: bytes,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> bool:
+        """Whether messages ``first`` and ``second``, delivered in either order to
+        ``recipient`` stored as ``record``, end in the same state with the same sends,
+        neither failing nor setting timers."""
+        if second < first:
+            first, second = second, first
+        key = (recipient_key, record, first, second)
+        found = self.commuting.get(key)
+        if found is None:
+            one = self._both(recipient, recipient_key, record, first, second, max_message_bytes)
+            found = one is not None and one == self._both(
+                recipient, recipient_key, record, second, first, max_message_bytes
+            )
+            if len(self.commuting) >= self.limit:
+                self.commuting.clear()
+            self.commuting[key] = found
+        return found
+
+    def _both(
+        self,
+        recipient: Entity[Any, Any],
+        recipient_key: bytes,
+        record: bytes | None,
+        first: bytes,
+        second: bytes,
+        max_message_bytes: int,
+    ) -> tuple[bytes, list[bytes]] | None:
+        """The state (canonically) and sends (keys, sorted) after ``first`` then ``second``;
+        None if either fails or touches timers."""
+        one = self.outcome(recipient, recipient_key, record, first, max_message_bytes)
+        if one.entry is None or one.timers:
+            return None
+        two = self.outcome(recipient, recipient_key, one.entry.record, second, max_message_bytes)
+        if two.entry is None or two.timers:
+            return None
+        return two.entry.canonical, sorted(send[_KEY_FIELD] for send in (*one.sends, *two.sends))
 
 
 class _Outcome(NamedTuple):

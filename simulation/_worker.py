@@ -460,7 +460,7 @@ class Worker:
                 sleep: AbstractSet[bytes] = _EMPTY
                 if reduce:
                     if asleep:
-                        sleep = intern(still_asleep(asleep, action).keys())
+                        sleep = intern(still_asleep(asleep, action, world, activations).keys())
                     asleep[action.key] = action
                 table = candidates[child_key[-1] % workers]  # by owner: see owner_of
                 candidate = table.get(child_key)

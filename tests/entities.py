@@ -101,6 +101,35 @@ class Scripted(Entity[Any, list[Any]]):
         return [(Scripted(target), sent) for target, sent in sends], [*state, payload]
 
 
+class Mixer(Entity[Any, int]):
+    """Deliveries that commute in some states and not in others.
+
+    A message is ``(op, amount, sends)``: "add" adds (any two commute), "max"
+    raises to ``amount``, "set" sets, "cap" adds only while the state is under
+    4, "fail" raises once the state passes 5. ``sends`` (``((target_id,
+    message), ...)``) go out only while the state is even: what a message
+    sends can depend on what came before it.
+    """
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+        op, amount, sends = message
+        outbox = [(Mixer(target), sent) for target, sent in sends] if state % 2 == 0 else []
+        if op == "add":
+            return outbox, state + amount
+        if op == "max":
+            return outbox, max(state, amount)
+        if op == "set":
+            return outbox, amount
+        if op == "cap":
+            return outbox, state + amount if state < 4 else state
+        if state > 5:
+            raise ValueError(f"state {state} is past 5")
+        return outbox, state
+
+
 class Alarm(Entity[Any, list[Any]]):
     """Sets, replaces and cancels timers on command; records what rings."""
 

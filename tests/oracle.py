@@ -14,9 +14,16 @@ from simulation import World
 from simulation._network import arrange, deliverable
 from simulation._step import Action, enabled, step
 from simulation._world import envelope
-from tests.entities import Scripted, Timed
+from tests.entities import Mixer, Scripted, Timed
 
-__all__ = ["brute_force", "brute_force_with_timers", "systems", "timed_systems"]
+__all__ = [
+    "brute_force",
+    "brute_force_with_timers",
+    "every_world",
+    "mixed_systems",
+    "systems",
+    "timed_systems",
+]
 
 
 def brute_force(
@@ -71,6 +78,27 @@ def brute_force_with_timers(
     return finals, reached
 
 
+def every_world(
+    envelopes: list[tuple[Any, Any]], network: str, drops: int = 0, duplicates: int = 0
+) -> tuple[set[bytes], set[bytes]]:
+    """(final worlds, reachable worlds) as canonical bytes: every enabled action taken
+    from every world (faults too), unreduced, each world once; failures are dead letters."""
+    net: Any = network
+    start = World((), arrange(net, [envelope(*e) for e in envelopes]), drops, duplicates)
+    finals: set[bytes] = set()
+    reached: set[bytes] = set()
+    todo = [start]
+    while todo:
+        world = todo.pop()
+        if world.canonical in reached:
+            continue
+        reached.add(world.canonical)
+        if world.quiescent:
+            finals.add(world.outcome().canonical)
+        todo.extend(step(world, action, net)[0] for action in enabled(world, net))
+    return finals, reached
+
+
 scripts = st.recursive(
     st.just(()),
     lambda inner: st.lists(
@@ -101,3 +129,19 @@ timed_message = st.recursive(
 timed_systems = st.lists(st.tuples(st.integers(0, 2), timed_message), min_size=1, max_size=2).map(
     lambda items: [(Timed(target), message) for target, message in items]
 )
+
+
+_ops = st.sampled_from(["add", "max", "set", "cap", "fail"])
+mixed_message = st.recursive(
+    st.tuples(_ops, st.integers(0, 3), st.just(())),
+    lambda inner: st.tuples(
+        _ops,
+        st.integers(0, 3),
+        st.lists(st.tuples(st.integers(0, 1), inner), max_size=2).map(tuple),
+    ),
+    max_leaves=2,
+)
+mixed_systems = st.lists(st.tuples(st.integers(0, 1), mixed_message), min_size=1, max_size=4).map(
+    lambda items: [(Mixer(target), message) for target, message in items]
+)
+"""Systems of :class:`Mixer` entities: deliveries that commute only in some worlds."""

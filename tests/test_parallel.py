@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from pachyderm import Entity, InvalidArgumentError, Outbox, PachydermError
 from simulation import Exploration, Simulation, World, _explore, _parallel
 from tests.entities import Client, Counter, Fragile, Recorder, Relay, Server, Voter
-from tests.oracle import brute_force, brute_force_with_timers, systems, timed_systems
+from tests.oracle import (
+    brute_force,
+    brute_force_with_timers,
+    every_world,
+    mixed_systems,
+    systems,
+    timed_systems,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,6 +214,20 @@ def test_workers_agree_with_brute_force_with_timers(
     """Generated systems with timers set, replaced and cancelled: the oracle's worlds exactly."""
     finals, reached = brute_force_with_timers(envelopes, network)
     result = Simulation.explore(envelopes, network=network, workers=2)  # type: ignore[arg-type]
+    assert finals_of(result) == finals
+    assert result.unique_states == len(reached)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(mixed_systems, st.sampled_from([(0, 0), (1, 0), (0, 1)]))
+def test_workers_agree_with_brute_force_where_deliveries_commute_in_some_worlds(
+    envelopes: list[tuple[Any, Any]], faults: tuple[int, int]
+) -> None:
+    """Deliveries to one entity that commute only in some worlds: two workers find the
+    oracle's final and reachable worlds exactly."""
+    drops, duplicates = faults
+    finals, reached = every_world(envelopes, "unordered", drops, duplicates)
+    result = Simulation.explore(envelopes, drops=drops, duplicates=duplicates, workers=2)
     assert finals_of(result) == finals
     assert result.unique_states == len(reached)
 
