@@ -6,8 +6,9 @@ a smaller sleep set explores exactly the actions it slept on before and no
 longer does. Two actions commute when they touch different entities, or are
 deliveries to one entity that commute in the world at hand (see
 ``still_asleep``); a timer firing moves virtual time, which every activation
-may read, so it commutes with nothing. Breadth-first explores every transition of every new world and
-so finds shortest counterexamples. Both take actions in a deterministic order,
+may read, so it commutes with nothing. Sleep sets are ints here (``SleepMasks``).
+Breadth-first explores every transition of every new world and so finds shortest
+counterexamples. Both take actions in a deterministic order,
 so the same input gives the same result, and every trace replays exactly.
 """
 
@@ -30,12 +31,12 @@ from simulation._render import sequence_diagram, trace_text
 from simulation._step import (
     Action,
     Activations,
+    SleepMasks,
     actions_after,
     enabled,
     make_planned,
     plan_delivery,
     step,
-    still_asleep,
 )
 from simulation._symmetry import Symmetry, check_symmetric
 from simulation._world import World
@@ -238,24 +239,10 @@ class _Budget:
             sys.stderr.flush()
 
 
-class _Frame:
-    __slots__ = ("actions", "depth", "fingerprint", "index", "sleep", "todo", "world")
-
-    def __init__(
-        self,
-        world: World,
-        sleep: dict[bytes, Action],
-        todo: list[Action],
-        depth: int,
-        actions: list[Action],
-    ) -> None:
-        self.world = world
-        self.actions = actions  # every action enabled in the world
-        self.fingerprint = world.fingerprint
-        self.sleep = sleep
-        self.todo = todo
-        self.index = 0
-        self.depth = depth
+# A depth-first frame is a list (made once per world, read in the search's inner loop):
+_WORLD, _FINGERPRINT, _SLEEP, _TODO, _NEXT, _ACTIONS, _DEPTH = range(7)
+# the world, its fingerprint, its sleep set (SleepMasks bits: those taken from here join
+# it), the actions to take, the index of the next, every action enabled, its depth.
 
 
 @dataclass
@@ -334,100 +321,121 @@ class _Search:
         return child
 
     def depth_first(self, initial: World) -> None:
-        stored: dict[bytes, tuple[frozenset[bytes], int]] = {}
+        # Each stored world: the sleep set it was last entered with, and (under max_depth
+        # only, where a shallower path may reach further) its depth then.
+        stored: dict[bytes, tuple[int, int]] = {}
         # Most worlds share a few (sleep set, depth) pairs: stored once each, not once
         # per world, they take a third of the memory a stored world needs off it.
-        shared: dict[tuple[frozenset[bytes], int], tuple[frozenset[bytes], int]] = {}
+        shared: dict[tuple[int, int], tuple[int, int]] = {}
         max_depth = self.max_depth
         limited = max_depth is not None
 
         network, known, activations = self.network, self.known_actions, self.activations
         result, parents, discovered = self.result, self.parents, self.discovered
+        masks = SleepMasks(activations)
+        number, asleep_after = masks.number, masks.after
 
         def enter(
-            world: World,
-            sleep: dict[bytes, Action],
-            depth: int,
-            actions: list[Action] | None = None,
-        ) -> _Frame | None:
+            world: World, sleep: int, depth: int, actions: list[Action] | None = None
+        ) -> list[Any] | None:
             """A frame for ``world``, reached with ``sleep`` asleep; None if nothing to take.
 
             ``actions``: those enabled in ``world``, when the caller knows them.
             """
             fingerprint = world.fingerprint
             before = stored.get(fingerprint)
-            # A shallower path matters only under max_depth: it may reach worlds the deeper
-            # one was cut short of.
             if before is None or (limited and depth < before[1]):
-                entry = (frozenset(sleep), depth)
+                entry = (sleep, depth if limited else 0)
                 stored[fingerprint] = shared.setdefault(entry, entry)
                 if world.quiescent:
                     return None
                 if actions is None:
                     actions = enabled(world, network, known)
+                    number(actions)
                 if max_depth is not None and depth >= max_depth:
                     result.truncated += 1
                     return None
-                todo = [action for action in actions if action.key not in sleep]
-                return _Frame(world, sleep, todo, depth, actions)
+                todo = [a for a in actions if not sleep & a.bit] if sleep else actions
+                return [world, fingerprint, sleep, todo, 0, actions, depth]
             slept_before, first_depth = before
-            if not slept_before or sleep.keys() >= slept_before:
+            if not slept_before & ~sleep:
                 return None  # everything taken from here before is asleep now too
             # Actions asleep last time but awake now were never taken from here.
             if actions is None:
                 actions = enabled(world, network, known)
-            todo = [a for a in actions if a.key in slept_before and a.key not in sleep]
+                number(actions)
+            todo = [a for a in actions if a.bit & slept_before and not a.bit & sleep]
             if not todo:
                 return None
-            entry = (slept_before & frozenset(sleep), first_depth)
+            entry = (slept_before & sleep, first_depth)
             stored[fingerprint] = shared.setdefault(entry, entry)
-            taken_before = {a.key: a for a in actions if a.key not in slept_before}
-            return _Frame(world, {**sleep, **taken_before}, todo, depth, actions)
+            taken_before = 0
+            for action in actions:
+                if not action.bit & slept_before:
+                    taken_before |= action.bit
+            return [world, fingerprint, sleep | taken_before, todo, 0, actions, depth]
 
         discovered(initial, initial.fingerprint, None, None)
-        first = enter(initial, {}, 0)
+        first = enter(initial, 0, 0)
         stack = [first] if first is not None else []
-        while stack:
-            frame = stack[-1]
-            if frame.index == len(frame.todo):
-                stack.pop()
-                continue
-            action = frame.todo[frame.index]
-            frame.index += 1
-            result.transitions += 1
-            if not result.transitions % _TICK:
-                self.budget.tick(result, len(stack), frame.depth)
-            sleep = frame.sleep
-            world = frame.world
-            # A delivery planned first: a world been to, with nothing new to take, is not
-            # made again.
-            plan = None if limited else plan_delivery(world, action, activations)
-            child_sleep = None
-            if plan is not None:
-                before = stored.get(plan.fingerprint)
-                if before is not None:  # been there: anything asleep then awake now?
-                    slept_before = before[0]
-                    child_sleep = (
-                        still_asleep(sleep, action, world, activations)
-                        if sleep and slept_before
-                        else {}
-                    )
-                    if child_sleep.keys() >= slept_before:
-                        sleep[action.key] = action
-                        continue
-                child = make_planned(world, action, plan)
-            else:
-                child = self.transition(world, frame.fingerprint, action)
-            if child_sleep is None:
-                child_sleep = still_asleep(sleep, action, world, activations) if sleep else {}
-            sleep[action.key] = action
-            fingerprint = child.fingerprint
-            if fingerprint not in parents:
-                discovered(child, fingerprint, frame.fingerprint, action)
-            following = actions_after(world, frame.actions, action, child)
-            entered = enter(child, child_sleep, frame.depth + 1, following)
-            if entered is not None:
-                stack.append(entered)
+        transitions = 0  # kept here, and in the result at each tick and at the end
+        try:
+            while stack:
+                frame = stack[-1]
+                todo = frame[_TODO]
+                index = frame[_NEXT]
+                if index == len(todo):
+                    stack.pop()
+                    continue
+                action = todo[index]
+                frame[_NEXT] = index + 1
+                transitions += 1
+                if not transitions % _TICK:
+                    result.transitions = transitions
+                    self.budget.tick(result, len(stack), frame[_DEPTH])
+                world = frame[_WORLD]
+                # A delivery planned first: a world been to, with nothing new to take, is
+                # not made again.
+                plan = None if limited else plan_delivery(world, action, activations)
+                sleep = frame[_SLEEP]
+                child_sleep = asleep_after(sleep, action, world, plan) if sleep else 0
+                frame[_SLEEP] = sleep | action.bit
+                if plan is None:
+                    child = self.transition(world, frame[_FINGERPRINT], action)
+                    fingerprint = child.fingerprint
+                    before = stored.get(fingerprint)
+                else:
+                    fingerprint = plan.fingerprint
+                    before = stored.get(fingerprint)
+                    if before is not None and not before[0] & ~child_sleep:
+                        continue  # been there, and what slept then sleeps now
+                    child = make_planned(world, action, plan)
+                following = actions_after(world, frame[_ACTIONS], action, child)
+                if before is not None or limited:
+                    if fingerprint not in parents:
+                        discovered(child, fingerprint, frame[_FINGERPRINT], action)
+                    entered = enter(child, child_sleep, frame[_DEPTH] + 1, following)
+                    if entered is not None:
+                        stack.append(entered)
+                    continue
+                # A new world (what enter does for one, without the call).
+                discovered(child, fingerprint, frame[_FINGERPRINT], action)
+                entry = (child_sleep, 0)
+                stored[fingerprint] = shared.setdefault(entry, entry)
+                if not child.envelopes and not child.pending:
+                    continue  # quiescent
+                if following is None:
+                    following = enabled(child, network, known)
+                    number(following)
+                if child_sleep:
+                    todo = [a for a in following if not child_sleep & a.bit]
+                else:
+                    todo = following
+                stack.append(
+                    [child, fingerprint, child_sleep, todo, 0, following, frame[_DEPTH] + 1]
+                )
+        finally:
+            result.transitions = transitions
 
     def paths(self, initial: World) -> dict[World, int] | None:
         """How many delivery orders reach each final world, over the state graph.

@@ -49,6 +49,7 @@ __all__ = [
     "Action",
     "Activations",
     "Planned",
+    "SleepMasks",
     "actions_after",
     "enabled",
     "make_planned",
@@ -72,7 +73,7 @@ class Action:
     millions, and a frozen dataclass is several times slower to create.)
     """
 
-    __slots__ = ("copier", "envelope", "index", "key", "kind", "lane", "timer")
+    __slots__ = ("bit", "copier", "envelope", "index", "key", "kind", "lane", "timer")
 
     def __init__(
         self,
@@ -98,6 +99,7 @@ class Action:
             assert timer is not None
             self.key = _PREFIX[kind] + timer.key
         self.index = index  # where it was in the world it was found in: a hint
+        self.bit = 0  # its bit in the sleep sets of the search that made it (SleepMasks)
 
     @property
     def recipient(self) -> Entity[Any, Any]:
@@ -265,6 +267,96 @@ def still_asleep(
     }
 
 
+class SleepMasks:
+    """Sleep sets as ints for one search: each action a bit, numbered by its key.
+
+    The rules of :func:`still_asleep`, kept as masks (the actions touching each
+    entity, the duplicates copying each sender's messages), so that a step's
+    sleepers are a few operations on ints, not a pass over a dict.
+    """
+
+    __slots__ = (
+        "activations",
+        "by_number",
+        "commuting",
+        "copying",
+        "deliveries",
+        "lanes",
+        "numbers",
+    )
+
+    def __init__(self, activations: Activations) -> None:
+        self.activations = activations
+        self.numbers: dict[bytes, int] = {}  # action key -> its bit
+        self.by_number: list[Action] = []  # an action of each bit, by the bit's position
+        self.lanes: dict[bytes | None, int] = {}  # entity -> bits of actions touching it
+        self.copying: dict[bytes, int] = {}  # sender -> bits of duplicates of its messages
+        self.deliveries = 0  # bits of deliveries
+        # (stored state, delivery's bit, sleeping deliveries to its entity) -> those of
+        # them that commute with it there
+        self.commuting: dict[tuple[bytes | None, int, int], int] = {}
+
+    def number(self, actions: list[Action]) -> None:
+        """Give each of ``actions`` its bit: the one its key has had in this search."""
+        numbers = self.numbers
+        for action in actions:
+            if action.bit:
+                continue
+            bit = numbers.get(action.key)
+            if bit is None:
+                bit = numbers[action.key] = 1 << len(self.by_number)
+                self.by_number.append(action)
+                self.lanes[action.lane] = self.lanes.get(action.lane, 0) | bit
+                if action.copier is not None:
+                    self.copying[action.copier] = self.copying.get(action.copier, 0) | bit
+                if action.kind == "deliver":
+                    self.deliveries |= bit
+            action.bit = bit
+
+    def after(self, sleep: int, action: Action, world: World, plan: Planned | None) -> int:
+        """The sleepers in ``sleep`` that stay asleep after ``action`` in ``world``
+        (``plan``: the action's, if planned)."""
+        target = action.lane
+        if target is None or not sleep:
+            return 0
+        lanes = self.lanes
+        if action.kind != "deliver":  # a fault: deliveries elsewhere, and not to the sender
+            kept = sleep & self.deliveries & ~lanes[target]
+            if action.copier is not None:
+                kept &= ~lanes.get(action.copier, 0)
+            return kept
+        same = sleep & lanes[target]
+        kept = sleep & ~(same | lanes.get(None, 0) | self.copying.get(target, 0))
+        same &= self.deliveries
+        if not same or world.fifo:
+            return kept
+        state = _state_at(world.states, target)[1] if plan is None else plan.old
+        record = None if state is None else state.record
+        key = (record, action.bit, same)
+        commuting = self.commuting.get(key)
+        if commuting is None:
+            commuting = self._commuting(action, target, record, same)
+            if len(self.commuting) >= self.activations.limit:
+                self.commuting.clear()
+            self.commuting[key] = commuting
+        return kept | commuting
+
+    def _commuting(self, action: Action, target: bytes, record: bytes | None, same: int) -> int:
+        """The deliveries among ``same`` that commute with ``action`` at ``record``."""
+        delivered = action.envelope
+        assert delivered is not None
+        commute, by_number = self.activations.commute, self.by_number
+        commuting = 0
+        while same:
+            bit = same & -same  # the lowest
+            same ^= bit
+            waiting = by_number[bit.bit_length() - 1].envelope
+            assert waiting is not None
+            if commute(delivered.recipient, target, record, delivered.blob, waiting.blob):
+                commuting |= bit
+        return commuting
+
+
 def step(
     world: World,
     action: Action,
@@ -335,7 +427,7 @@ class Planned(NamedTuple):
     """A delivery worked out but not made: the new world's fingerprint, and how to make it."""
 
     fingerprint: bytes
-    total: int  # the new world's fingerprint sum, before its new state's share
+    total: int  # the new world's fingerprint sum (the fingerprint as a number)
     position: int  # where the recipient's state goes among the world's states
     old: State | None  # the recipient's state before
     outcome: _Outcome
@@ -360,8 +452,13 @@ def plan_delivery(
     target = action.envelope
     assert target is not None
     key = target.recipient_key
-    position, old = _state_at(world.states, key)
-    record = None if old is None else old.record
+    states = world.states
+    position = bisect_left(states, key, key=_STATE_KEY)  # _state_at, without the call
+    if position < len(states) and states[position].key == key:
+        old: State | None = states[position]
+        record = states[position].record
+    else:
+        old = record = None
     outcome = activations.known.get((key, record, target.blob))
     if outcome is None:
         outcome = activations.outcome(target.recipient, key, record, target.blob, max_message_bytes)
@@ -379,7 +476,8 @@ def plan_delivery(
     final += entry.digest
     if old is not None:
         final -= old.digest
-    return _new(Planned, ((final & MASK).to_bytes(16, "little"), total, position, old, outcome))
+    final &= MASK
+    return _new(Planned, (final.to_bytes(16, "little"), final, position, old, outcome))
 
 
 def _state_at(states: tuple[State, ...], key: bytes) -> tuple[int, State | None]:
@@ -407,10 +505,10 @@ def _fifo_removal(envelopes: tuple[Envelope, ...], target: Envelope) -> int:
 
 
 def _fifo_sends(
-    envelopes: tuple[Envelope, ...], delivered: bytes, sends: tuple[tuple[Any, ...], ...]
+    envelopes: tuple[Envelope, ...], delivered: bytes | None, sends: tuple[tuple[Any, ...], ...]
 ) -> int:
     """What sends add to a FIFO world's fingerprint, each at the end of its channel, once
-    the head of channel ``delivered`` is gone."""
+    the head of channel ``delivered`` is gone (None: ``envelopes`` are without it)."""
     added = 0
     lengths: dict[bytes, int] = {}
     for template in sends:
@@ -432,23 +530,53 @@ def make_planned(world: World, action: Action, plan: Planned) -> World:
     target = action.envelope
     assert target is not None
     envelopes = world.envelopes
-    if world.fifo:  # the head of its channel
+    fifo = world.fifo
+    if fifo:  # the head of its channel
         index = bisect_left(envelopes, target.channel, key=_CHANNEL)
     else:  # sorted by key: the first of its identical copies
         index = bisect_left(envelopes, target.key, key=_KEY)
-    rest = envelopes[:index] + envelopes[index + 1 :]
-    return _apply(
-        world,
-        target.recipient,
-        target.recipient_key,
-        plan.position,
-        plan.old,
-        plan.outcome,
-        rest,
+    envelopes = envelopes[:index] + envelopes[index + 1 :]
+    outcome = plan.outcome
+    entry = outcome.entry
+    assert entry is not None
+    states = world.states
+    position = plan.position
+    if plan.old is None:
+        states = (*states[:position], entry, *states[position:])
+    else:
+        states = (*states[:position], entry, *states[position + 1 :])
+    order = world.next_order
+    if outcome.sends:
+        envelopes, order = _sent(envelopes, outcome.sends, order, fifo)
+    return assemble(
+        states,
+        envelopes,
         world.pending,
+        world.dead,
         world.now,
+        world.drops_left,
+        world.duplicates_left,
+        order,
+        fifo,
         plan.total,
+        fingerprint=plan.fingerprint,
     )
+
+
+def _sent(
+    envelopes: tuple[Envelope, ...], sends: tuple[tuple[Any, ...], ...], order: int, fifo: bool
+) -> tuple[tuple[Envelope, ...], int]:
+    """``envelopes`` with ``sends`` put in flight, numbered from ``order``: each at the end
+    of its channel (FIFO) or in key order; and the next number."""
+    for template in sends:
+        item = _new(Envelope, (*template, order))
+        order += 1
+        if fifo:
+            place = bisect_right(envelopes, item.channel, key=_CHANNEL)
+        else:
+            place = bisect_right(envelopes, item.key, key=_KEY)
+        envelopes = (*envelopes[:place], item, *envelopes[place:])
+    return envelopes, order
 
 
 _DIGEST = 8  # Envelope.digest, in a send's template
@@ -737,17 +865,13 @@ def _apply(
         total -= old.digest
     total += entry.digest
     order = world.next_order
-    for template in outcome.sends:
-        item = _new(Envelope, (*template, order))
-        order += 1
-        if fifo:  # at the end of its channel
-            place = bisect_right(envelopes, item.channel, key=_CHANNEL)
-            length = place - bisect_left(envelopes, item.channel, key=_CHANNEL)
-            total += item.digest * power(length)
+    if outcome.sends:
+        if fifo:  # each at the end of its channel, weighted by its place there
+            total += _fifo_sends(envelopes, None, outcome.sends)
         else:
-            place = bisect_right(envelopes, item.key, key=_KEY)
-            total += item.digest
-        envelopes = (*envelopes[:place], item, *envelopes[place:])
+            for template in outcome.sends:
+                total += template[_DIGEST]
+        envelopes, order = _sent(envelopes, outcome.sends, order, fifo)
     if outcome.timers:
         timers = list(pending)
         for command in outcome.timers:

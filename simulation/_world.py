@@ -482,13 +482,17 @@ def assemble(
     fifo: bool,
     total: int,
     world: World | None = None,
+    fingerprint: bytes | None = None,
 ) -> World:
     """A world from its parts and its fingerprint sum, ``total``, worked out by the caller
     from the world it came from: nothing is summed or encoded again. (``world``: the
-    blank world to fill, for ``World()`` itself.)"""
+    blank world to fill, for ``World()`` itself; ``fingerprint``: ``total``'s bytes, when
+    the caller has them, ``total`` then being reduced already.)"""
     if world is None:
         world = _blank(World)
-    total &= MASK
+    if fingerprint is None:
+        total &= MASK
+        fingerprint = total.to_bytes(16, "little")
     _set_states(world, states)
     _set_envelopes(world, envelopes)
     _set_pending(world, pending)
@@ -499,7 +503,7 @@ def assemble(
     _set_order(world, next_order)
     _set_fifo(world, fifo)
     _set_total(world, total)
-    _set_fingerprint(world, total.to_bytes(16, "little"))
+    _set_fingerprint(world, fingerprint)
     return world
 
 

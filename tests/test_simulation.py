@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ecosystems import InMemory
 from pachyderm import Entity, ExplorationError, InvalidArgumentError, Outbox
 from simulation import Simulation, World, _explore
+from simulation._step import Action, SleepMasks, still_asleep
 from tests.entities import (
     Arrivals,
     Client,
@@ -223,6 +224,35 @@ def test_deliveries_to_one_entity_that_commute_are_taken_in_one_order() -> None:
     sums = [(Mixer(e), ("add", 1 << m, ())) for e in range(3) for m in range(4)]
     result = Simulation.explore(sums)
     assert (result.unique_states, result.transitions) == (16**3, 16**3 - 1)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    st.one_of(systems, mixed_systems, timed_systems),
+    st.sampled_from(["unordered", "fifo"]),
+    st.sampled_from([(0, 0), (1, 0), (0, 1), (1, 1)]),
+)
+def test_sleep_sets_as_bits_keep_what_the_sleep_set_rules_keep(
+    envelopes: list[tuple[Any, Any]], network: Any, faults: tuple[int, int]
+) -> None:
+    """The depth-first search keeps sleep sets as ints (SleepMasks): at every step of
+    generated searches (faults, timers, deliveries commuting in some worlds, either
+    network) the sleepers it keeps are exactly those ``still_asleep`` keeps."""
+    drops, duplicates = faults
+    plain_after = SleepMasks.after
+
+    def checking(masks: SleepMasks, sleep: int, action: Action, world: World, plan: Any) -> int:
+        kept = plain_after(masks, sleep, action, world, plan)
+        sleepers = {a.key: a for a in masks.by_number if a.bit & sleep}
+        expected = still_asleep(sleepers, action, world, masks.activations)
+        assert {a.key for a in masks.by_number if a.bit & kept} == expected.keys()
+        return kept
+
+    SleepMasks.after = checking  # type: ignore[method-assign,assignment]
+    try:
+        Simulation.explore(envelopes, network=network, drops=drops, duplicates=duplicates)
+    finally:
+        SleepMasks.after = plain_after  # type: ignore[method-assign]
 
 
 def test_a_duplicate_and_a_delivery_to_its_sender_do_not_commute_under_fifo() -> None:
