@@ -35,8 +35,10 @@ from simulation._step import (
     actions_after,
     enabled,
     make_planned,
+    packed,
     plan_delivery,
     step,
+    unpacked,
 )
 from simulation._symmetry import Symmetry, check_symmetric
 from simulation._world import World
@@ -323,10 +325,10 @@ class _Search:
     def depth_first(self, initial: World) -> None:
         # Each stored world: the sleep set it was last entered with, and (under max_depth
         # only, where a shallower path may reach further) its depth then.
-        stored: dict[bytes, tuple[int, int]] = {}
+        stored: dict[bytes, tuple[int | tuple[int, ...], int]] = {}
         # Most worlds share a few (sleep set, depth) pairs: stored once each, not once
         # per world, they take a third of the memory a stored world needs off it.
-        shared: dict[tuple[int, int], tuple[int, int]] = {}
+        shared: dict[tuple[int | tuple[int, ...], int], tuple[int | tuple[int, ...], int]] = {}
         max_depth = self.max_depth
         limited = max_depth is not None
 
@@ -345,7 +347,7 @@ class _Search:
             fingerprint = world.fingerprint
             before = stored.get(fingerprint)
             if before is None or (limited and depth < before[1]):
-                entry = (sleep, depth if limited else 0)
+                entry = (packed(sleep), depth if limited else 0)
                 stored[fingerprint] = shared.setdefault(entry, entry)
                 if world.quiescent:
                     return None
@@ -357,7 +359,7 @@ class _Search:
                     return None
                 todo = [a for a in actions if not sleep & a.bit] if sleep else actions
                 return [world, fingerprint, sleep, todo, 0, actions, depth]
-            slept_before, first_depth = before
+            slept_before, first_depth = unpacked(before[0]), before[1]
             if not slept_before & ~sleep:
                 return None  # everything taken from here before is asleep now too
             # Actions asleep last time but awake now were never taken from here.
@@ -367,7 +369,7 @@ class _Search:
             todo = [a for a in actions if a.bit & slept_before and not a.bit & sleep]
             if not todo:
                 return None
-            entry = (slept_before & sleep, first_depth)
+            entry = (packed(slept_before & sleep), first_depth)
             stored[fingerprint] = shared.setdefault(entry, entry)
             taken_before = 0
             for action in actions:
@@ -407,7 +409,7 @@ class _Search:
                 else:
                     fingerprint = plan.fingerprint
                     before = stored.get(fingerprint)
-                    if before is not None and not before[0] & ~child_sleep:
+                    if before is not None and not unpacked(before[0]) & ~child_sleep:
                         continue  # been there, and what slept then sleeps now
                     child = make_planned(world, action, plan)
                 following = actions_after(world, frame[_ACTIONS], action, child)
@@ -420,7 +422,7 @@ class _Search:
                     continue
                 # A new world (what enter does for one, without the call).
                 discovered(child, fingerprint, frame[_FINGERPRINT], action)
-                entry = (child_sleep, 0)
+                entry = (packed(child_sleep), 0)
                 stored[fingerprint] = shared.setdefault(entry, entry)
                 if not child.envelopes and not child.pending:
                     continue  # quiescent

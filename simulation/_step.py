@@ -53,9 +53,11 @@ __all__ = [
     "actions_after",
     "enabled",
     "make_planned",
+    "packed",
     "plan_delivery",
     "step",
     "still_asleep",
+    "unpacked",
 ]
 
 _NOTHING: Any = object()
@@ -336,7 +338,7 @@ class SleepMasks:
         commuting = self.commuting.get(key)
         if commuting is None:
             commuting = self._commuting(action, target, record, same)
-            if len(self.commuting) >= self.activations.limit:
+            if len(self.commuting) >= _COMMUTING_MASKS:
                 self.commuting.clear()
             self.commuting[key] = commuting
         return kept | commuting
@@ -355,6 +357,36 @@ class SleepMasks:
             if commute(delivered.recipient, target, record, delivered.blob, waiting.blob):
                 commuting |= bit
         return commuting
+
+
+# Masks of commuting deliveries remembered, then all forgotten at once: their keys hold
+# ints as wide as the actions a search has numbered.
+_COMMUTING_MASKS = 1 << 12
+_PACK_FROM = 1 << 1024  # sleep sets as large as this are stored as their bits' positions
+
+
+def packed(sleep: int) -> int | tuple[int, ...]:
+    """``sleep`` as a search stores it: an int, unless one of its bits is so high (a search
+    that has numbered thousands of actions) that the positions of its few bits are
+    smaller than the int."""
+    if sleep < _PACK_FROM:
+        return sleep
+    positions = []
+    while sleep:
+        bit = sleep & -sleep
+        sleep ^= bit
+        positions.append(bit.bit_length() - 1)
+    return tuple(positions)
+
+
+def unpacked(stored: int | tuple[int, ...]) -> int:
+    """The sleep set :func:`packed` stored."""
+    if isinstance(stored, int):
+        return stored
+    sleep = 0
+    for position in stored:
+        sleep |= 1 << position
+    return sleep
 
 
 def step(

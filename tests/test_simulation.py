@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from ecosystems import InMemory
 from pachyderm import Entity, ExplorationError, InvalidArgumentError, Outbox
-from simulation import Simulation, World, _explore
-from simulation._step import Action, SleepMasks, still_asleep
+from simulation import Simulation, World, _explore, _step
+from simulation._step import Action, SleepMasks, packed, still_asleep, unpacked
 from tests.entities import (
     Arrivals,
     Client,
@@ -253,6 +253,35 @@ def test_sleep_sets_as_bits_keep_what_the_sleep_set_rules_keep(
         Simulation.explore(envelopes, network=network, drops=drops, duplicates=duplicates)
     finally:
         SleepMasks.after = plain_after  # type: ignore[method-assign]
+
+
+def test_sleep_sets_with_high_bits_are_stored_as_positions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A search that has numbered thousands of actions stores a sleep set with a high bit
+    as the positions of its bits; searches storing every sleep set so find the same
+    worlds, finals and transitions as searches storing ints."""
+    assert unpacked(packed(0)) == 0
+    assert packed(5) == 5
+    wide = (1 << 5000) | (1 << 70) | 1
+    assert packed(wide) == (0, 70, 5000)
+    assert unpacked(packed(wide)) == wide
+    searches: list[list[tuple[Any, Any]]] = [
+        [(Mixer(e), ("add", 1 << m, ())) for e in range(2) for m in range(3)],
+        [(Scripted(e % 2), (e, ((1 - e % 2, (e, ())),))) for e in range(4)],
+        [(Mixer(e % 2), (op, 2, ((1, ("cap", 1, ())),))) for e, op in enumerate(["max", "set"])],
+    ]
+    plain = [Simulation.explore(envelopes, duplicates=1) for envelopes in searches]
+    monkeypatch.setattr(_step, "_PACK_FROM", 2)
+    for envelopes, expected in zip(searches, plain, strict=True):
+        result = Simulation.explore(envelopes, duplicates=1)
+        assert (result.unique_states, result.transitions) == (
+            expected.unique_states,
+            expected.transitions,
+        )
+        assert {w.canonical for w in result.final_worlds} == {
+            w.canonical for w in expected.final_worlds
+        }
 
 
 def test_a_duplicate_and_a_delivery_to_its_sender_do_not_commute_under_fifo() -> None:
