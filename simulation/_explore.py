@@ -29,6 +29,7 @@ from pachyderm.errors import InvalidArgumentError, describe, exception_text
 from simulation._network import Network
 from simulation._render import sequence_diagram, trace_text
 from simulation._step import (
+    PACK_FROM,
     Action,
     Activations,
     SleepMasks,
@@ -295,6 +296,11 @@ class _Search:
             raise _Stop("max_worlds")  # only when there is one more: a space of N is complete
         self.parents[fingerprint] = (parent, action)
         self.result.unique_states += 1
+        if self.invariants or (not world.envelopes and not world.pending):
+            self.judge(world, fingerprint)
+
+    def judge(self, world: World, fingerprint: bytes) -> None:
+        """Check a world seen for the first time; note it if final."""
         if self.invariants:
             self.check(world, self.invariants, fingerprint)
         if not world.envelopes and not world.pending:  # quiescent
@@ -334,6 +340,7 @@ class _Search:
 
         network, known, activations = self.network, self.known_actions, self.activations
         result, parents, discovered = self.result, self.parents, self.discovered
+        judge, invariants, max_worlds = self.judge, self.invariants, self.max_worlds
         masks = SleepMasks(activations)
         number, asleep_after = masks.number, masks.after
 
@@ -420,12 +427,18 @@ class _Search:
                     if entered is not None:
                         stack.append(entered)
                     continue
-                # A new world (what enter does for one, without the call).
-                discovered(child, fingerprint, frame[_FINGERPRINT], action)
-                entry = (packed(child_sleep), 0)
+                # A new world: what discovered() and enter() do for one, without the calls.
+                if result.unique_states >= max_worlds:
+                    raise _Stop("max_worlds")
+                parents[fingerprint] = (frame[_FINGERPRINT], action)
+                result.unique_states += 1
+                quiescent = not child.envelopes and not child.pending
+                if invariants or quiescent:
+                    judge(child, fingerprint)
+                entry = (child_sleep if child_sleep < PACK_FROM else packed(child_sleep), 0)
                 stored[fingerprint] = shared.setdefault(entry, entry)
-                if not child.envelopes and not child.pending:
-                    continue  # quiescent
+                if quiescent:
+                    continue
                 if following is None:
                     following = enabled(child, network, known)
                     number(following)

@@ -46,6 +46,7 @@ from simulation._world import (
 )
 
 __all__ = [
+    "PACK_FROM",
     "Action",
     "Activations",
     "Planned",
@@ -362,14 +363,14 @@ class SleepMasks:
 # Masks of commuting deliveries remembered, then all forgotten at once: their keys hold
 # ints as wide as the actions a search has numbered.
 _COMMUTING_MASKS = 1 << 12
-_PACK_FROM = 1 << 1024  # sleep sets as large as this are stored as their bits' positions
+PACK_FROM = 1 << 1024  # sleep sets as large as this are stored as their bits' positions
 
 
 def packed(sleep: int) -> int | tuple[int, ...]:
     """``sleep`` as a search stores it: an int, unless one of its bits is so high (a search
     that has numbered thousands of actions) that the positions of its few bits are
     smaller than the int."""
-    if sleep < _PACK_FROM:
+    if sleep < PACK_FROM:
         return sleep
     positions = []
     while sleep:

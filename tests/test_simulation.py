@@ -272,7 +272,8 @@ def test_sleep_sets_with_high_bits_are_stored_as_positions(
         [(Mixer(e % 2), (op, 2, ((1, ("cap", 1, ())),))) for e, op in enumerate(["max", "set"])],
     ]
     plain = [Simulation.explore(envelopes, duplicates=1) for envelopes in searches]
-    monkeypatch.setattr(_step, "_PACK_FROM", 2)
+    monkeypatch.setattr(_step, "PACK_FROM", 2)
+    monkeypatch.setattr(_explore, "PACK_FROM", 2)
     for envelopes, expected in zip(searches, plain, strict=True):
         result = Simulation.explore(envelopes, duplicates=1)
         assert (result.unique_states, result.transitions) == (
