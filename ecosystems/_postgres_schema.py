@@ -14,7 +14,7 @@ from pachyderm.errors import StoreCorruptedError
 
 __all__ = ["DEAD_LETTER_TAKEN", "DEFAULT_PARTITIONS", "FENCED", "SCHEMA_VERSION", "ensure_schema"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_PARTITIONS = 64
 FENCED = "PD001"
 """SQLSTATE of a group refused by ``pachyderm_fence``: a partition it changes moved on."""
@@ -168,6 +168,34 @@ UPGRADES: dict[int, str] = {
         serial bigint NOT NULL,
         at timestamptz NOT NULL DEFAULT now()
     );
+    """,
+    # 4: dead letters claimed in their rows. A process redelivering or discarding a
+    # letter claims it (claimed_by: its incarnation) until the group removing it
+    # commits, and that group removes only letters it claimed. A claim outlives the
+    # claimer's reconnects (the session advisory lock it replaces did not: a reader
+    # that reconnected lost it, and two processes could take one letter); it is free
+    # again once the claimer's writing session is gone. pachyderm_take_dead_letters
+    # stays for processes of version 3 still running.
+    3: """
+    ALTER TABLE pachyderm_dead_letters ADD COLUMN claimed_by bigint;
+    CREATE FUNCTION pachyderm_take_claimed_dead_letters(
+        ecos text[], ids bigint[], claimer bigint
+    ) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        letter record;
+    BEGIN
+        FOR letter IN SELECT * FROM unnest(ecos, ids) AS l (eco, id) LOOP
+            DELETE FROM pachyderm_dead_letters
+            WHERE eco = letter.eco AND id = letter.id AND claimed_by = claimer;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'dead letter % of ecosystem % was taken by another process '
+                    '(redelivered or discarded there) while this one did the same',
+                    letter.id, quote_literal(letter.eco)
+                    USING ERRCODE = 'PD002';
+            END IF;
+        END LOOP;
+    END $$;
     """,
 }
 

@@ -800,19 +800,21 @@ class PostgresStorage:
             yield dead_letter_id, bytes(record)
 
     def claim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
-        """A dead letter to remove, claimed by a session advisory lock (keyed by its id,
-        unique in the database) on the reading connection until the group removing it
-        is written: another process claiming it meanwhile is told it is not there."""
-        ((locked,),) = self._read("SELECT pg_try_advisory_lock(%s)", (dead_letter_id,))
-        if not locked:
-            return None
-        record = self.dead_letter(ecosystem, dead_letter_id)  # (after the lock: current)
-        if record is None:
-            self.unclaim_dead_letter(ecosystem, dead_letter_id)
-        return record
+        """A dead letter to remove, claimed in its row for this process until the group
+        removing it is written; None if it is not there, or another live process
+        claimed it (a claim is free again once its process's writing session is gone).
+        The claim outlives reconnects, so no other process can take the letter meanwhile.
+        """
+        me = self.incarnation
+        rows = self._read(_CLAIM, (me, ecosystem, dead_letter_id, me, WRITER_NAME))
+        return bytes(rows[0][0]) if rows else None
 
     def unclaim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> None:
-        self._read("SELECT pg_advisory_unlock(%s)", (dead_letter_id,))
+        self._read(
+            "UPDATE pachyderm_dead_letters SET claimed_by = NULL "
+            "WHERE eco = %s AND id = %s AND claimed_by = %s RETURNING id",
+            (ecosystem, dead_letter_id, self.incarnation),
+        )
 
     def dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
         rows = self._read(
@@ -873,9 +875,6 @@ class PostgresStorage:
                 self.reply_wanted.pop(seq, None)
             if changes.released:
                 self._released(changes.released)
-        for eco, dead_letter_id in changes.dead_removed:  # written: others may look now
-            with contextlib.suppress(StoreAccessError, EcosystemClosedError):
-                self.unclaim_dead_letter(eco, dead_letter_id)
         if changes.followers:  # (known only now: rare)
             self._notify_followers(changes.followers)
 
@@ -1166,14 +1165,28 @@ _TOLD = (
 )
 
 
+# A dead letter claimed for this process (its incarnation): if unclaimed, claimed by it
+# already (a statement run again after a reconnect), or claimed by a process whose
+# writing session is gone from this database.
+_CLAIM = (
+    "UPDATE pachyderm_dead_letters AS d SET claimed_by = %s "
+    "WHERE eco = %s AND id = %s AND (claimed_by IS NULL OR claimed_by = %s "
+    "    OR NOT EXISTS (SELECT 1 FROM pg_stat_activity "
+    "        WHERE datname = current_database() "
+    "        AND application_name = %s || d.claimed_by::text)) "
+    "RETURNING record"
+)
+
+
 def _apply_rare(cursor: psycopg.Cursor[Any], changes: PostgresBatch) -> None:
     """A group's rare changes, each a statement after the group's own (:func:`_group`)."""
-    if changes.dead_removed:  # (each must be there: another process may have taken it)
+    if changes.dead_removed:  # (each claimed by this process: see claim_dead_letter)
         cursor.execute(
-            "SELECT pachyderm_take_dead_letters(%b::text[], %b::bigint[])",
+            "SELECT pachyderm_take_claimed_dead_letters(%b::text[], %b::bigint[], %s)",
             (
                 texts([eco for eco, _ in changes.dead_removed]),
                 int8s([i for _, i in changes.dead_removed]),
+                changes.storage.incarnation,
             ),
         )
     added = list(changes.dead_added.items())

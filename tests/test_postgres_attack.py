@@ -129,6 +129,51 @@ async def test_two_clients_redelivering_one_dead_letter_at_once(postgres_dsn: st
         assert await two.send_sync(Ledger("l"), "ok") == ["ok", "ok"]
 
 
+async def test_a_dead_letters_claim_outlives_a_reconnect_and_ends_with_its_process(
+    postgres_dsn: str,
+) -> None:
+    """A process that claimed a dead letter keeps its claim when its reading connection
+    is cut on the server and made again: another process is told the letter is not
+    there, and the claimer then discards it. A claim whose process closed without
+    using it is free: another process takes the letter."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as one,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as two,
+    ):
+        await worker.send(Ledger("a"), "boom-a")
+        await worker.send(Ledger("b"), "boom-b")
+        await worker.settle()
+        letters = {d.message: d.id for d in await worker.dead_letters()}
+        claimer = cast(PostgresStorage, one.runtime.storage)
+        assert claimer.claim_dead_letter(DEFAULT_ECOSYSTEM, letters["boom-a"]) is not None
+        reader = claimer._reader
+        assert reader is not None
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (reader.info.backend_pid,))
+        list(claimer.dead_letters(DEFAULT_ECOSYSTEM))  # (reads: a new reading connection)
+        assert claimer._reader is not reader
+        with pytest.raises(UnknownDeadLetterError):
+            await two.discard(letters["boom-a"])
+        await one.discard(letters["boom-a"])
+        assert {d.message for d in await two.dead_letters()} == {"boom-b"}
+
+        async with Postgres.open(postgres_dsn, worker=False, poll=0.05) as three:
+            gone = cast(PostgresStorage, three.runtime.storage)
+            assert gone.claim_dead_letter(DEFAULT_ECOSYSTEM, letters["boom-b"]) is not None
+            with pytest.raises(UnknownDeadLetterError):
+                await two.discard(letters["boom-b"])
+        with trio.fail_after(10):  # (the server ends a closed session's backend at once)
+            while True:
+                try:
+                    await two.discard(letters["boom-b"])
+                    break
+                except UnknownDeadLetterError:
+                    await trio.sleep(0.05)
+        assert await worker.dead_letters() == []
+        assert await one.send_sync(Ledger("a"), "ok") == ["ok"]
+
+
 async def test_a_client_discards_and_redelivers_a_workers_dead_letters(postgres_dsn: str) -> None:
     """A client's redeliver puts a worker's entity's dead letter back as a new message,
     applied once there (never run in the client); its discard removes one for every
