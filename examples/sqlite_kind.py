@@ -20,7 +20,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 
-from pachyderm.errors import EcosystemClosedError, StoreLockedError
+from pachyderm.errors import (
+    EcosystemClosedError,
+    InvalidArgumentError,
+    StoreLockedError,
+    describe,
+)
 from pachyderm.hosting import EcosystemKind, KeyValueStorage, Operation, Storage
 
 __all__ = ["SQLite", "SQLiteStore"]
@@ -123,8 +128,23 @@ def _default_location() -> str:
     return os.path.join(home, "sqlite.db")
 
 
+def _checked(location: object) -> str:
+    """``location`` as a file path, or a clear error: what a kind owes its users."""
+    if not isinstance(location, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"a SQLite location is a file path (str or pathlib.Path), got {describe(location)}"
+        )
+    path = os.fsdecode(os.fspath(location))
+    if "\x00" in path:
+        raise InvalidArgumentError(
+            f"the SQLite location {describe(location)} holds a NUL ('\\x00'), which no file "
+            f"name can; give a path of plain text"
+        )
+    return path
+
+
 def _open_storage(location: str | None) -> Storage:
-    store = SQLiteStore(location if location is not None else _default_location())
+    store = SQLiteStore(_checked(location) if location is not None else _default_location())
     return KeyValueStorage(store, f"SQLite({store.path!r})")
 
 

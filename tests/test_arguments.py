@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from ecosystems import LocalDisk, Postgres
+from examples.sqlite_kind import SQLite
 from pachyderm import (
     Ecosystem,
     EcosystemKind,
@@ -85,6 +86,18 @@ ANY_FACE: list[tuple[str, Callable[[], object], type[PachydermError], str]] = [
         lambda: LocalDisk.connect("/tmp/a\x00b").state_of(Counter("c")),
         InvalidArgumentError,
         r"'/tmp/a\x00b' (a builtins.str)",
+    ),
+    (  # an ecosystem kind built on pachyderm.hosting, outside the core
+        "NUL in a SQLite path",
+        lambda: SQLite.connect("/tmp/a\x00b").state_of(Counter("c")),
+        InvalidArgumentError,
+        r"'/tmp/a\x00b' (a builtins.str)",
+    ),
+    (
+        "SQLite path of another type",
+        lambda: SQLite.connect(42).state_of(Counter("c")),  # type: ignore[arg-type]
+        InvalidArgumentError,
+        "42 (a builtins.int)",
     ),
     (  # libpq would read the DSN up to the NUL: another database than the one named
         "NUL in a DSN",
