@@ -367,6 +367,8 @@ class _Search:
                 todo = [a for a in actions if not sleep & a.bit] if sleep else actions
                 return [world, fingerprint, sleep, todo, 0, actions, depth]
             slept_before, first_depth = unpacked(before[0]), before[1]
+            if max_depth is not None and depth >= max_depth:
+                return None  # (counted as cut short when first entered there, if it was)
             if not slept_before & ~sleep:
                 return None  # everything taken from here before is asleep now too
             # Actions asleep last time but awake now were never taken from here.

@@ -599,3 +599,34 @@ def test_a_failing_init_names_the_message_entity_and_hook() -> None:
     with pytest.raises(ExplorationError, match=expected) as caught:
         Simulation.run([(NoStart("n"), "hello")], failures="violation")
     assert caught.value.message == "hello"
+
+
+def test_depth_first_under_max_depth_takes_no_step_past_it() -> None:
+    """A world met again at max_depth with fewer actions asleep is not expanded there:
+    the depth-first search reports only worlds and finals within max_depth steps, as
+    breadth-first does. (It did take a step past: found by an attack helper.)"""
+    envelopes = [(Mixer(0), ("add", 0, ())), (Mixer(0), ("add", 0, ((1, ("add", 0, ())),)))]
+    depth = Simulation.explore(envelopes, drops=1, max_depth=2)
+    breadth = Simulation.explore(envelopes, drops=1, max_depth=2, search="breadth")
+    assert all(len(trace) <= 2 for trace in depth.traces.values())
+    assert (depth.unique_states, len(depth.final_worlds)) == (10, 1)
+    assert (breadth.unique_states, len(breadth.final_worlds)) == (10, 1)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.one_of(systems, mixed_systems),
+    st.sampled_from([(0, 0), (1, 0), (0, 1)]),
+    st.integers(1, 4),
+)
+def test_depth_first_under_max_depth_finds_what_breadth_first_finds(
+    envelopes: list[tuple[Any, Any]], faults: tuple[int, int], max_depth: int
+) -> None:
+    """Cut at max_depth, depth-first (sleep sets, worlds met again at other depths) and
+    breadth-first (every transition) find the same worlds and finals."""
+    drops, duplicates = faults
+    options: dict[str, Any] = {"drops": drops, "duplicates": duplicates, "max_depth": max_depth}
+    depth = Simulation.explore(envelopes, **options)
+    breadth = Simulation.explore(envelopes, search="breadth", **options)
+    assert depth.unique_states == breadth.unique_states
+    assert {w.canonical for w in depth.final_worlds} == {w.canonical for w in breadth.final_worlds}
