@@ -21,11 +21,20 @@ import psycopg
 from pachyderm._log import log
 from pachyderm.errors import PartitionLostError
 
-__all__ = ["WRITER_NAME", "Leases"]
+__all__ = ["WRITER_NAME", "Leases", "writer_name"]
 
 
 WRITER_NAME = "pachyderm-writer-"
-"""The application_name of a process's session that writes groups, before its incarnation."""
+"""The application_name of a process's session that writes groups, before its incarnation
+(and its schema: two stores in one database, by search_path, number their processes
+apart). See :func:`writer_name`."""
+
+
+def writer_name(incarnation: str) -> str:
+    """SQL for the application_name of the writing session of the process whose
+    incarnation the SQL expression ``incarnation`` gives (as text); one ``%s`` parameter
+    for :data:`WRITER_NAME`. (At most 63 characters, as PostgreSQL keeps them.)"""
+    return f"left(%s || {incarnation} || '-' || current_schema(), 63)"
 
 
 class Leases:
@@ -189,7 +198,9 @@ class Leases:
             connection.execute(
                 "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity AS a "
                 "WHERE a.datname = current_database() AND a.state <> 'idle' "
-                "AND a.application_name IN (SELECT %s || substring(t.owner FROM '[^:]*$') "
+                "AND a.application_name IN (SELECT "
+                + writer_name("substring(t.owner FROM '[^:]*$')")
+                + " "
                 "FROM pachyderm_partitions AS t WHERE t.owner <> %s AND t.lease_until < now() "
                 "AND NOT EXISTS (SELECT 1 FROM pachyderm_workers AS w "
                 "WHERE w.id = t.owner AND w.seen >= now() - %s::interval))",

@@ -173,11 +173,31 @@ UPGRADES: dict[int, str] = {
     # letter claims it (claimed_by: its incarnation) until the group removing it
     # commits, and that group removes only letters it claimed. A claim outlives the
     # claimer's reconnects (the session advisory lock it replaces did not: a reader
-    # that reconnected lost it, and two processes could take one letter); it is free
-    # again once the claimer's writing session is gone. pachyderm_take_dead_letters
-    # stays for processes of version 3 still running.
+    # that reconnected lost it, and two processes could take one letter); it lapses
+    # (claimed_until) only if its process's writing session is gone by then.
+    # pachyderm_take_dead_letters stays for processes of version 3 still running, and
+    # now refuses a letter a process of version 4 claimed.
     3: """
-    ALTER TABLE pachyderm_dead_letters ADD COLUMN claimed_by bigint;
+    ALTER TABLE pachyderm_dead_letters
+        ADD COLUMN claimed_by bigint,
+        ADD COLUMN claimed_until timestamptz;
+    CREATE OR REPLACE FUNCTION pachyderm_take_dead_letters(ecos text[], ids bigint[])
+    RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        letter record;
+    BEGIN
+        FOR letter IN SELECT * FROM unnest(ecos, ids) AS l (eco, id) LOOP
+            DELETE FROM pachyderm_dead_letters
+            WHERE eco = letter.eco AND id = letter.id AND claimed_by IS NULL;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'dead letter % of ecosystem % was taken by another process '
+                    '(redelivered or discarded there) while this one did the same',
+                    letter.id, quote_literal(letter.eco)
+                    USING ERRCODE = 'PD002';
+            END IF;
+        END LOOP;
+    END $$;
     CREATE FUNCTION pachyderm_take_claimed_dead_letters(
         ecos text[], ids bigint[], claimer bigint
     ) RETURNS void

@@ -27,7 +27,7 @@ import psycopg
 
 from ecosystems._postgres import MAX_STATE_BYTES
 from ecosystems._postgres_arrays import blobs, int4s, int8s, texts
-from ecosystems._postgres_leases import WRITER_NAME, Leases
+from ecosystems._postgres_leases import WRITER_NAME, Leases, writer_name
 from ecosystems._postgres_schema import (
     DEAD_LETTER_TAKEN,
     DEFAULT_PARTITIONS,
@@ -47,13 +47,22 @@ from pachyderm.errors import (
     UnknownDeadLetterError,
 )
 
-__all__ = ["INCARNATION_BITS", "PostgresBatch", "PostgresEntity", "PostgresStorage"]
+__all__ = [
+    "CLAIM_SECONDS",
+    "INCARNATION_BITS",
+    "PostgresBatch",
+    "PostgresEntity",
+    "PostgresStorage",
+]
 
 INCARNATION_BITS = 36
 """Sequence numbers per open: 2**36; the incarnation is the high bits."""
 MAX_ADDRESS_BYTES = 2048
 """An entity's stored address (class name and id) at most: a key of a btree index, whose
 entries PostgreSQL caps at about 2.7 kB."""
+CLAIM_SECONDS = 30.0
+"""A dead letter's claim lapses after this long, if its process's writing session is gone
+(its group goes out right after the claim, in milliseconds)."""
 _STATEMENT_BYTES = MAX_STATE_BYTES  # a group's rows in one statement at most, the rest in more
 T = TypeVar("T")
 _MICROSECONDS = 1_000_000
@@ -801,17 +810,18 @@ class PostgresStorage:
 
     def claim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> bytes | None:
         """A dead letter to remove, claimed in its row for this process until the group
-        removing it is written; None if it is not there, or another live process
-        claimed it (a claim is free again once its process's writing session is gone).
-        The claim outlives reconnects, so no other process can take the letter meanwhile.
+        removing it is written; None if it is not there, or another process claimed
+        it. The claim outlives reconnects, so no other process can take the letter
+        meanwhile; it lapses after :data:`CLAIM_SECONDS` if its process's writing
+        session is gone by then (the process died, or is cut off).
         """
         me = self.incarnation
-        rows = self._read(_CLAIM, (me, ecosystem, dead_letter_id, me, WRITER_NAME))
+        rows = self._read(_CLAIM, (me, CLAIM_SECONDS, ecosystem, dead_letter_id, me, WRITER_NAME))
         return bytes(rows[0][0]) if rows else None
 
     def unclaim_dead_letter(self, ecosystem: str, dead_letter_id: int) -> None:
         self._read(
-            "UPDATE pachyderm_dead_letters SET claimed_by = NULL "
+            "UPDATE pachyderm_dead_letters SET claimed_by = NULL, claimed_until = NULL "
             "WHERE eco = %s AND id = %s AND claimed_by = %s RETURNING id",
             (ecosystem, dead_letter_id, self.incarnation),
         )
@@ -1166,14 +1176,17 @@ _TOLD = (
 
 
 # A dead letter claimed for this process (its incarnation): if unclaimed, claimed by it
-# already (a statement run again after a reconnect), or claimed by a process whose
-# writing session is gone from this database.
+# already (a statement run again after a reconnect), or claimed by a process whose claim
+# lapsed with no writing session of it left in this database. Not the session alone: a
+# live process's writing session may be cut while idle, and is made again only when it
+# next writes (a group goes out right after its claims).
 _CLAIM = (
-    "UPDATE pachyderm_dead_letters AS d SET claimed_by = %s "
+    "UPDATE pachyderm_dead_letters AS d "
+    "SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s) "
     "WHERE eco = %s AND id = %s AND (claimed_by IS NULL OR claimed_by = %s "
-    "    OR NOT EXISTS (SELECT 1 FROM pg_stat_activity "
+    "    OR claimed_until < now() AND NOT EXISTS (SELECT 1 FROM pg_stat_activity "
     "        WHERE datname = current_database() "
-    "        AND application_name = %s || d.claimed_by::text)) "
+    "        AND application_name = " + writer_name("d.claimed_by::text") + ")) "
     "RETURNING record"
 )
 
@@ -1222,7 +1235,8 @@ def _name_writer(connection: psycopg.Connection[Any], incarnation: int) -> None:
     """Name the session that writes groups after its process (see ``Leases``: a worker
     taking over partitions ends the writing session of their owner, past its lease)."""
     connection.execute(
-        "SELECT set_config('application_name', %s, false)", (f"{WRITER_NAME}{incarnation}",)
+        "SELECT set_config('application_name', " + writer_name("%s::text") + ", false)",
+        (WRITER_NAME, incarnation),
     )
 
 

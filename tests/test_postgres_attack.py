@@ -130,12 +130,13 @@ async def test_two_clients_redelivering_one_dead_letter_at_once(postgres_dsn: st
 
 
 async def test_a_dead_letters_claim_outlives_a_reconnect_and_ends_with_its_process(
-    postgres_dsn: str,
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A process that claimed a dead letter keeps its claim when its reading connection
     is cut on the server and made again: another process is told the letter is not
     there, and the claimer then discards it. A claim whose process closed without
-    using it is free: another process takes the letter."""
+    using it lapses (CLAIM_SECONDS, lowered here): another process takes the letter."""
+    monkeypatch.setattr(storage_module, "CLAIM_SECONDS", 0.3)
     async with (
         Postgres.open(postgres_dsn, poll=0.05) as worker,
         Postgres.open(postgres_dsn, worker=False, poll=0.05) as one,
@@ -1192,7 +1193,9 @@ async def test_an_owner_paused_in_the_middle_of_a_group_is_cut_off_and_replaced(
         # The paused writer: the first worker's writing session, stopped in the middle
         # of a group's pipeline just after its fence (the real statement, as sent).
         writer = psycopg.connect(
-            postgres_dsn, autocommit=True, application_name=f"{WRITER_NAME}{storage.incarnation}"
+            postgres_dsn,
+            autocommit=True,
+            application_name=f"{WRITER_NAME}{storage.incarnation}-public",  # (its schema)
         )
         pipeline = writer.pipeline()
         pipeline.__enter__()
@@ -1214,3 +1217,231 @@ async def test_an_owner_paused_in_the_middle_of_a_group_is_cut_off_and_replaced(
                 pipeline.__exit__(None, None, None)
         finally:
             writer.close()  # (else, on a failure, its locks would hold the closing up)
+
+
+def _after_claim(storage: PostgresStorage, then: Any) -> None:
+    """Run ``then(id)`` right after ``storage`` claims a dead letter (before its group)."""
+    claim = storage.claim_dead_letter
+
+    def claiming(eco: str, dead_letter_id: int) -> bytes | None:
+        record = claim(eco, dead_letter_id)
+        if record is not None:
+            then(dead_letter_id)
+        return record
+
+    storage.claim_dead_letter = claiming  # type: ignore[method-assign,assignment]
+
+
+async def test_a_claim_holds_while_the_claimers_writing_session_is_cut(postgres_dsn: str) -> None:
+    """The claimer's writing session is cut while idle (a network cut, a server-side
+    timeout, pg_terminate_backend) and made again only by its next group: another
+    process trying the letter between the claim and that group is told it is not
+    there, and the claimer's group removes it and goes on. (It stole the claim, and
+    the claimer's runtime stopped: found by an attack helper.)"""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as one,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as two,
+    ):
+        await worker.send(Ledger("a"), "boom-a")
+        await worker.settle()
+        (letter,) = await worker.dead_letters()
+        claimer = cast(PostgresStorage, one.runtime.storage)
+        other = cast(PostgresStorage, two.runtime.storage)
+        writer = claimer._writer
+        assert writer is not None
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (writer.info.backend_pid,))
+            with trio.fail_after(5):
+                while admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (writer.info.backend_pid,)
+                ).fetchall():
+                    await trio.sleep(0.01)
+        stolen: list[bool] = []
+
+        def steal(dead_letter_id: int) -> None:  # two's discard, at that moment
+            got = other.claim_dead_letter(DEFAULT_ECOSYSTEM, dead_letter_id)
+            stolen.append(got is not None)
+            if got is not None:
+                with psycopg.connect(postgres_dsn, autocommit=True) as two_writer:
+                    two_writer.execute(
+                        "SELECT pachyderm_take_claimed_dead_letters(%s::text[], %s::bigint[], %s)",
+                        ([DEFAULT_ECOSYSTEM], [dead_letter_id], other.incarnation),
+                    )
+
+        _after_claim(claimer, steal)
+        await one.discard(letter.id)
+        assert stolen == [False]
+        assert await worker.dead_letters() == []
+        assert await one.send_sync(Ledger("a"), "ok") == ["ok"]
+
+
+async def test_a_version_3_process_cannot_take_a_letter_a_version_4_process_claimed(
+    postgres_dsn: str,
+) -> None:
+    """During a rolling upgrade, a process of schema version 3 (an advisory lock, then
+    pachyderm_take_dead_letters) tries a letter a version-4 process has claimed in its
+    row: its removal is refused (PD002), and the version-4 process discards the letter
+    and goes on. (Both took it, and the version-4 runtime stopped: found by an attack
+    helper.)"""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as one,
+    ):
+        await worker.send(Ledger("a"), "boom-a")
+        await worker.settle()
+        (letter,) = await worker.dead_letters()
+        claimer = cast(PostgresStorage, one.runtime.storage)
+        refused: list[str | None] = []
+
+        def old_process_discards(dead_letter_id: int) -> None:  # the v3 code, as it ran
+            with psycopg.connect(postgres_dsn, autocommit=True) as old:
+                ((locked,),) = old.execute("SELECT pg_try_advisory_lock(%s)", (dead_letter_id,))
+                assert locked  # v3's claim succeeds: v4 claims are no advisory locks
+                try:
+                    old.execute(
+                        "SELECT pachyderm_take_dead_letters(%s::text[], %s::bigint[])",
+                        ([DEFAULT_ECOSYSTEM], [dead_letter_id]),
+                    )
+                except psycopg.Error as error:
+                    refused.append(error.sqlstate)
+
+        _after_claim(claimer, old_process_discards)
+        await one.discard(letter.id)
+        assert refused == ["PD002"]
+        assert await worker.dead_letters() == []
+        assert await one.send_sync(Ledger("a"), "ok") == ["ok"]
+
+
+async def test_a_version_3_database_with_dead_letters_is_upgraded(postgres_dsn: str) -> None:
+    """Dead letters stored by schema version 3 (no claims) are discarded and redelivered
+    once the database is upgraded to version 4."""
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        await worker.send(Ledger("a"), "boom-a")
+        await worker.send(Ledger("b"), "boom-b")
+        await worker.settle()
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:  # back to version 3
+        connection.execute(
+            "ALTER TABLE pachyderm_dead_letters DROP COLUMN claimed_by, DROP COLUMN claimed_until"
+        )
+        connection.execute("DROP FUNCTION pachyderm_take_claimed_dead_letters")
+        connection.execute("UPDATE pachyderm_meta SET value = 3 WHERE key = 'schema_version'")
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        letters = {d.message: d.id for d in await worker.dead_letters()}
+        assert set(letters) == {"boom-a", "boom-b"}
+        await client.discard(letters["boom-a"])
+        await worker.redeliver(letters["boom-b"])
+        await worker.settle()
+        assert [d.message for d in await worker.dead_letters()] == ["boom-b"]  # failed again
+        assert await client.send_sync(Ledger("a"), "ok") == ["ok"]
+
+
+async def test_three_processes_racing_for_many_letters_take_each_once(postgres_dsn: str) -> None:
+    """A worker and two clients each redeliver or discard the same 30 letters at once:
+    each is taken exactly once, and all three go on working."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as one,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as two,
+    ):
+        for n in range(30):
+            await worker.send(Ledger(f"l{n}"), f"boom-{n}")
+        await worker.settle()
+        ids = [d.id for d in await worker.dead_letters()]
+        assert len(ids) == 30
+        wins: dict[int, int] = {}
+
+        async def take(eco: Any, i: int, how: str) -> None:
+            try:
+                await (eco.discard(i) if how == "d" else eco.redeliver(i))
+                wins[i] = wins.get(i, 0) + 1
+            except UnknownDeadLetterError:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            for i in ids:
+                for k, eco in enumerate((worker, one, two)):
+                    nursery.start_soon(take, eco, i, "d" if (i + k) % 2 else "r")
+        assert all(wins.get(i) == 1 for i in ids), wins
+        await worker.settle()
+        for eco in (worker, one, two):
+            assert await eco.send_sync(Ledger("z"), "ok")
+
+
+async def test_two_stores_in_one_database_tell_their_processes_apart(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores in one database (schemas a and b, by search_path) number their processes
+    from 1 each: a claim left in store a by its process 2, which closed, lapses and is
+    taken, though store b's process 2 is alive (writing sessions are named after their
+    schema too). (It stayed blocked: found by an attack helper.)"""
+    monkeypatch.setattr(storage_module, "CLAIM_SECONDS", 0.3)
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA a; CREATE SCHEMA b")
+    dsn_a = postgres_dsn + " options='-c search_path=a'"
+    dsn_b = postgres_dsn + " options='-c search_path=b'"
+    async with Postgres.open(dsn_a, poll=0.05) as worker_a:
+        await worker_a.send(Ledger("a"), "boom-a")
+        await worker_a.settle()
+        (letter,) = await worker_a.dead_letters()
+        async with Postgres.open(dsn_a, worker=False, poll=0.05) as gone:
+            storage = cast(PostgresStorage, gone.runtime.storage)
+            assert storage.claim_dead_letter(DEFAULT_ECOSYSTEM, letter.id) is not None
+            gone_incarnation = storage.incarnation
+        async with (
+            Postgres.open(dsn_b, poll=0.05),
+            Postgres.open(dsn_b, worker=False, poll=0.05) as namesake,
+        ):
+            assert cast(PostgresStorage, namesake.runtime.storage).incarnation == gone_incarnation
+            await trio.sleep(0.5)  # (past the claim's 0.3 s)
+            await worker_a.discard(letter.id)
+            assert await worker_a.dead_letters() == []
+
+
+async def test_two_clients_race_for_a_letter_after_their_writing_sessions_were_cut(
+    postgres_dsn: str,
+) -> None:
+    """Public API only. The clients' writing sessions are cut while idle (a server
+    restart or failover, idle_session_timeout, a network cut) and each is made again
+    only by its next group. Both then discard one letter at once: one discards it, the
+    other hears UnknownDeadLetterError, and both go on. (Both claimed it, and one
+    runtime stopped: found by an attack helper.)"""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as one,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as two,
+    ):
+        await worker.send(Ledger("a"), "boom-a")
+        await worker.settle()
+        (letter,) = await worker.dead_letters()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            pids = [
+                cast(PostgresStorage, eco.runtime.storage)._writer.info.backend_pid  # type: ignore[union-attr]
+                for eco in (one, two)
+            ]
+            admin.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) AS p", (pids,))
+            with trio.fail_after(5):
+                while admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+                ).fetchall():
+                    await trio.sleep(0.01)
+        outcomes: dict[str, str] = {}
+
+        async def discard(label: str, eco: Any) -> None:
+            try:
+                await eco.discard(letter.id)
+                outcomes[label] = "discarded"
+            except UnknownDeadLetterError:
+                outcomes[label] = "unknown"
+            except Exception as error:
+                outcomes[label] = type(error).__name__
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(discard, "one", one)
+            nursery.start_soon(discard, "two", two)
+        assert sorted(outcomes.values()) == ["discarded", "unknown"], outcomes
+        assert await one.send_sync(Ledger("a"), "ok") == ["ok"]
+        assert await two.send_sync(Ledger("a"), "ok") == ["ok", "ok"]
