@@ -489,8 +489,8 @@ try:
     for n in itertools.count():
         eco.send_sync(Recorder("r"), n)
         report["main"].append(n)
-except KeyboardInterrupt:
-    report["interrupted"] = n
+except KeyboardInterrupt:  # (the call not yet listed: n, or n + 1 if after the append)
+    report["interrupted"] = len(report["main"])
 for n in range(report["interrupted"] + 1, report["interrupted"] + 21):
     eco.send_sync(Recorder("r"), n)
     report["main"].append(n)
