@@ -181,23 +181,6 @@ UPGRADES: dict[int, str] = {
     ALTER TABLE pachyderm_dead_letters
         ADD COLUMN claimed_by bigint,
         ADD COLUMN claimed_until timestamptz;
-    CREATE OR REPLACE FUNCTION pachyderm_take_dead_letters(ecos text[], ids bigint[])
-    RETURNS void
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        letter record;
-    BEGIN
-        FOR letter IN SELECT * FROM unnest(ecos, ids) AS l (eco, id) LOOP
-            DELETE FROM pachyderm_dead_letters
-            WHERE eco = letter.eco AND id = letter.id AND claimed_by IS NULL;
-            IF NOT FOUND THEN
-                RAISE EXCEPTION 'dead letter % of ecosystem % was taken by another process '
-                    '(redelivered or discarded there) while this one did the same',
-                    letter.id, quote_literal(letter.eco)
-                    USING ERRCODE = 'PD002';
-            END IF;
-        END LOOP;
-    END $$;
     CREATE FUNCTION pachyderm_take_claimed_dead_letters(
         ecos text[], ids bigint[], claimer bigint
     ) RETURNS void
@@ -207,7 +190,8 @@ UPGRADES: dict[int, str] = {
     BEGIN
         FOR letter IN SELECT * FROM unnest(ecos, ids) AS l (eco, id) LOOP
             DELETE FROM pachyderm_dead_letters
-            WHERE eco = letter.eco AND id = letter.id AND claimed_by = claimer;
+            WHERE eco = letter.eco AND id = letter.id
+            AND claimed_by IS NOT DISTINCT FROM claimer;
             IF NOT FOUND THEN
                 RAISE EXCEPTION 'dead letter % of ecosystem % was taken by another process '
                     '(redelivered or discarded there) while this one did the same',
@@ -216,6 +200,10 @@ UPGRADES: dict[int, str] = {
             END IF;
         END LOOP;
     END $$;
+    -- Version 3's: only unclaimed letters (no claimer).
+    CREATE OR REPLACE FUNCTION pachyderm_take_dead_letters(ecos text[], ids bigint[])
+    RETURNS void
+    LANGUAGE sql AS $$ SELECT pachyderm_take_claimed_dead_letters(ecos, ids, NULL) $$;
     """,
 }
 

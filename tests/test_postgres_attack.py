@@ -1219,6 +1219,22 @@ async def test_an_owner_paused_in_the_middle_of_a_group_is_cut_off_and_replaced(
             writer.close()  # (else, on a failure, its locks would hold the closing up)
 
 
+async def _cut_writing_sessions(dsn: str, *storages: PostgresStorage) -> None:
+    """End the idle writing sessions of ``storages`` on the server, and wait until they
+    are gone (as a failover or a server-side timeout would end them)."""
+    pids = []
+    for storage in storages:
+        assert storage._writer is not None
+        pids.append(storage._writer.info.backend_pid)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) AS p", (pids,))
+        with trio.fail_after(5):
+            while admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+            ).fetchall():
+                await trio.sleep(0.01)
+
+
 def _after_claim(storage: PostgresStorage, then: Any) -> None:
     """Run ``then(id)`` right after ``storage`` claims a dead letter (before its group)."""
     claim = storage.claim_dead_letter
@@ -1248,15 +1264,7 @@ async def test_a_claim_holds_while_the_claimers_writing_session_is_cut(postgres_
         (letter,) = await worker.dead_letters()
         claimer = cast(PostgresStorage, one.runtime.storage)
         other = cast(PostgresStorage, two.runtime.storage)
-        writer = claimer._writer
-        assert writer is not None
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (writer.info.backend_pid,))
-            with trio.fail_after(5):
-                while admin.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (writer.info.backend_pid,)
-                ).fetchall():
-                    await trio.sleep(0.01)
+        await _cut_writing_sessions(postgres_dsn, claimer)
         stolen: list[bool] = []
 
         def steal(dead_letter_id: int) -> None:  # two's discard, at that moment
@@ -1417,17 +1425,9 @@ async def test_two_clients_race_for_a_letter_after_their_writing_sessions_were_c
         await worker.send(Ledger("a"), "boom-a")
         await worker.settle()
         (letter,) = await worker.dead_letters()
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            pids = [
-                cast(PostgresStorage, eco.runtime.storage)._writer.info.backend_pid  # type: ignore[union-attr]
-                for eco in (one, two)
-            ]
-            admin.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) AS p", (pids,))
-            with trio.fail_after(5):
-                while admin.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
-                ).fetchall():
-                    await trio.sleep(0.01)
+        await _cut_writing_sessions(
+            postgres_dsn, *(cast(PostgresStorage, eco.runtime.storage) for eco in (one, two))
+        )
         outcomes: dict[str, str] = {}
 
         async def discard(label: str, eco: Any) -> None:
