@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from simulation._explore import Failures, Property, failed_checks, failure_report
@@ -35,12 +36,12 @@ from simulation._network import Network
 from simulation._step import (
     Action,
     Activations,
+    SleepMasks,
     actions_after,
     enabled,
     make_planned,
     plan_delivery,
     step,
-    still_asleep,
 )
 from simulation._symmetry import Symmetry
 from simulation._transfer import dumps, loads
@@ -51,19 +52,18 @@ __all__ = ["Config", "Node", "Worker", "owner_of", "trace_of"]
 _TICK = 1024  # transitions between looks at the clock
 
 Node = tuple[Any, Action] | None  # a trace as a linked list: (the parent's node, the action)
-# What a worker expands: (world, key, asleep, actions to take, node, new, every action).
-Item = tuple[World, bytes, dict[bytes, Action], list[Action], Node, bool, list[Action]]
-# A child taken: (world, key, node, sleep set, asleep before or None if new, parent,
-# the parent's actions): with the last two, the child's actions come from the parent's.
-Taken = tuple[World, bytes, Node, AbstractSet[bytes], Any, World | None, list[Action] | None]
+# What a worker expands: (world, key, asleep (bits), actions to take, node, new, every
+# action).
+Item = tuple[World, bytes, int, list[Action], Node, bool, list[Action]]
 Order = tuple[int, bytes, str]  # (depth, fingerprint, property): orders violations and finals
 # Children sent to their owner, in four lists: keys, sleep sets, and the tie-break
 # (parent fingerprint, the action's key) in two.
-Arrivals = tuple[list[bytes], list[AbstractSet[bytes]], list[bytes], list[bytes]]
+Arrivals = tuple[list[bytes], list[frozenset[bytes]], list[bytes], list[bytes]]
 # An owner's verdict on a child, where it differs from "take it, new, as made": None,
 # leave it; or (sleep set, asleep before or None if new) to take it with.
-Verdict = tuple[AbstractSet[bytes], Any] | None
+Verdict = tuple[frozenset[bytes], Any] | None
 _EMPTY: frozenset[bytes] = frozenset()
+_KEY_SETS = 1 << 16  # sleep sets' keys remembered, then all forgotten at once
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class Worker:
         # Sleep sets are sound for concrete worlds explored without a depth bound;
         # with symmetry or max_depth every transition is taken, as breadth-first does.
         self.reduce = config.symmetry is None and config.max_depth is None
-        self.stored: dict[bytes, AbstractSet[bytes]] = {}  # owned keys -> asleep when taken
+        self.stored: dict[bytes, frozenset[bytes]] = {}  # owned keys -> asleep when taken
         self.shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # one of each sleep set
         # Children made this level, by owner: key -> [world, node, sleep set, parent key,
         # action key, parent, plan, parent's actions]; a planned child's world (None) is
@@ -121,7 +121,7 @@ class Worker:
         self.arrivals: Arrivals = ([], [], [], [])  # this worker's children that it owns
         self.mine: dict[bytes, Verdict] = {}  # this worker's verdicts on its own children
         self.fresh: tuple[list[list[bytes]], set[bytes]] = ([], set())  # for newest()
-        # Taken this level: (world, key, node, sleep set, asleep before or None if new).
+        # Taken this level, to expand (see Item).
         self.items: list[Item] = []
         self.level_items = 0  # items made this level, when made one by one
         self.finals: dict[bytes, tuple[Order, World, Node]] = {}  # final key -> the first
@@ -129,9 +129,13 @@ class Worker:
         self.transitions = self.handler_calls = self.truncated = 0
         self.activations = Activations()
         self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
+        # Sleep sets are ints while a worker expands (as in the depth-first search), and
+        # sets of action keys where workers compare them: each numbers actions its own way.
+        self.masks = SleepMasks(self.activations)
+        self.key_sets: dict[int, frozenset[bytes]] = {0: _EMPTY}  # bits -> their keys
         if initial is not None:
             key = self.key(initial)
-            start: list[Any] = [initial, None, _EMPTY, b"", b"", None, None, None]
+            start: list[Any] = [initial, None, 0, b"", b"", None, None, None]
             self.candidates[owner_of(key, workers)][key] = start
 
     def key(self, world: World) -> bytes:
@@ -142,6 +146,32 @@ class Worker:
         """``sleep`` as the one frozen set of its members: most worlds share a few."""
         frozen = frozenset(sleep)
         return self.shared.setdefault(frozen, frozen)
+
+    def keys_of(self, sleep: int) -> frozenset[bytes]:
+        """The keys of the actions in sleep set ``sleep`` (bits), as owners compare them."""
+        found = self.key_sets.get(sleep)
+        if found is None:
+            by_number = self.masks.by_number
+            keys = []
+            rest = sleep
+            while rest:
+                bit = rest & -rest  # the lowest
+                rest ^= bit
+                keys.append(by_number[bit.bit_length() - 1].key)
+            found = self.intern(frozenset(keys))
+            if len(self.key_sets) >= _KEY_SETS:
+                self.key_sets.clear()
+            self.key_sets[sleep] = found
+        return found
+
+    def bits_of(self, keys: AbstractSet[bytes]) -> int:
+        """Sleep set ``keys`` as bits; each of them numbered here (an owner's verdict on a
+        child made here: its sleep set is no larger than the one made here)."""
+        numbers = self.masks.numbers
+        sleep = 0
+        for key in keys:
+            sleep |= numbers[key]
+        return sleep
 
     # -- the owner's side -----------------------------------------------------------------
 
@@ -174,7 +204,7 @@ class Worker:
         verdicts: list[dict[bytes, Verdict]] = [{} for _ in range(self.workers)]
         # Made by several workers this level: the smallest tie-break takes it, with the
         # intersection of the sleep sets (as if one worker had made it every time).
-        winners: dict[bytes, tuple[int, AbstractSet[bytes]]] = {}
+        winners: dict[bytes, tuple[int, frozenset[bytes]]] = {}
         common: set[bytes] = set()
         for position, generator in enumerate(generators):
             for other in generators[position + 1 :]:
@@ -194,7 +224,7 @@ class Worker:
                 verdicts[generator][key] = None
             winners[key] = (makers[0][2], self.intern(sleep))
         # Seen at an earlier level: taken again only for actions asleep then and awake now.
-        seen: dict[bytes, AbstractSet[bytes]] = {}
+        seen: dict[bytes, frozenset[bytes]] = {}
         again: list[tuple[int, bytes]] = []
         for generator in generators:
             for key in stored.keys() & keysets[generator]:
@@ -250,7 +280,7 @@ class Worker:
         Returns how many actions the items will take, how many items there
         are, and how many violations so far.
         """
-        return self.check(depth, self._taken(self._verdicts(decisions), last))
+        return self.check(depth, self._verdicts(decisions), last)
 
     def _verdicts(self, decisions: Sequence[bytes | None]) -> dict[bytes, Verdict]:
         """Every owner's verdicts on this worker's children, this one's included."""
@@ -277,39 +307,9 @@ class Worker:
                 return taken, None
             return taken, self.expand(depth)
         self.level_items = 0
-        items = self._checked(depth, self._taken(self._verdicts(decisions), None))
+        items = self._checked(depth, self._verdicts(decisions), None)
         expanded = self.expand(depth, items=items)
         return (0, self.level_items, len(self.violations)), expanded
-
-    def _taken(self, verdicts: dict[bytes, Verdict], last: bytes | None) -> Iterator[Taken]:
-        """Each child taken, made if it was only planned (see ``Taken``)."""
-        tables = self.candidates
-        self.candidates = [{} for _ in tables]  # for the children of these
-        return self._taking(tables, verdicts, last)
-
-    @staticmethod
-    def _taking(
-        tables: list[dict[bytes, list[Any]]], verdicts: dict[bytes, Verdict], last: bytes | None
-    ) -> Iterator[Taken]:
-        for table in tables:
-            if not verdicts and last is None:  # the common case: every child, as made
-                for key, (world, node, sleep, _, _, parent, plan, actions) in table.items():
-                    if world is None:
-                        world = make_planned(parent, node[1], plan)
-                    yield world, key, node, sleep, None, parent, actions
-            else:
-                for key, (world, node, sleep, _, _, parent, plan, actions) in table.items():
-                    before = None
-                    if key in verdicts:
-                        verdict = verdicts[key]
-                        if verdict is None:
-                            continue
-                        sleep, before = verdict
-                    if last is not None and (before is not None or key > last):
-                        continue
-                    if world is None:
-                        world = make_planned(parent, node[1], plan)
-                    yield world, key, node, sleep, before, parent, actions
 
     def ship(self, plan: Sequence[tuple[int, int]]) -> list[bytes | None]:
         """Send other workers items worth ``plan``'s counts of actions, to even out the level."""
@@ -320,7 +320,7 @@ class Worker:
             while actions > 0 and items:
                 world, key, asleep, todo, node, new, _ = items.pop()
                 keys = [action.key for action in todo]
-                chunk.append((world, key, trace_of(node), frozenset(asleep), keys, new))
+                chunk.append((world, key, trace_of(node), self.keys_of(asleep), keys, new))
                 actions -= len(todo)
             shipments[destination] = dumps(chunk)
         return shipments
@@ -329,28 +329,65 @@ class Worker:
         network = self.config.network
         for blob in shipments:
             for world, key, trace, asleep_keys, keys, new in loads(blob):
-                actions = {a.key: a for a in enabled(world, network, self.known_actions)}
-                asleep = {k: a for k, a in actions.items() if k in asleep_keys}
+                every = enabled(world, network, self.known_actions)
+                self.masks.number(every)
+                actions = {a.key: a for a in every}
+                asleep = 0
+                for action in actions.values():
+                    if action.key in asleep_keys:
+                        asleep |= action.bit
                 todo = [actions[k] for k in keys]
-                every = [*actions.values()]
-                self.items.append((world, key, asleep, todo, node_of(trace), new, every))
+                self.items.append(
+                    (world, key, asleep, todo, node_of(trace), new, [*actions.values()])
+                )
 
-    def check(self, depth: int, taken: Iterable[Taken]) -> tuple[int, int, int]:
+    def check(
+        self, depth: int, verdicts: dict[bytes, Verdict], last: bytes | None
+    ) -> tuple[int, int, int]:
         """Check the worlds taken this level; make them the items to expand.
 
         Returns how many actions the items will take, how many items there
         are, and how many violations so far.
         """
-        items = self.items = list(self._checked(depth, taken))
+        items = self.items = list(self._checked(depth, verdicts, last))
         return sum(len(item[3]) for item in items), len(items), len(self.violations)
 
-    def _checked(self, depth: int, taken: Iterable[Taken]) -> Iterator[Item]:
-        """The items to expand, from the worlds taken this level, each checked as it comes
-        (and the level's final worlds once all have come)."""
+    def _checked(
+        self, depth: int, verdicts: dict[bytes, Verdict], last: bytes | None
+    ) -> Iterator[Item]:
+        """The items to expand: the children made last level that the owners' ``verdicts``
+        let this worker take, each made if it was only planned, and checked as it comes
+        (and the level's final worlds once all have come). With ``last`` (a budget ran
+        out), only new worlds with keys up to it."""
+        tables = self.candidates
+        self.candidates = [{} for _ in tables]  # for the children of these
+        return self._checking(depth, tables, verdicts, last)
+
+    def _checking(
+        self,
+        depth: int,
+        tables: list[dict[bytes, list[Any]]],
+        verdicts: dict[bytes, Verdict],
+        last: bytes | None,
+    ) -> Iterator[Item]:
         network, reduce, known = self.config.network, self.reduce, self.known_actions
-        invariants = self.config.invariants
+        invariants, number = self.config.invariants, self.masks.number
         finals: list[bytes] = []
-        for world, key, node, sleep, before, parent, parent_actions in taken:
+        every = not verdicts and last is None  # the common case: every child, as made
+        for key, entry in chain.from_iterable(table.items() for table in tables):
+            world, node, sleep, _, _, parent, plan, parent_actions = entry
+            before = None
+            if not every:
+                if key in verdicts:
+                    verdict = verdicts[key]
+                    if verdict is None:
+                        continue
+                    keys, before = verdict
+                    sleep = self.bits_of(keys)
+                if last is not None and (before is not None or key > last):
+                    continue
+            if world is None:
+                world = make_planned(parent, node[1], plan)
             quiescent = not world.envelopes and not world.pending
             if before is None and (invariants or quiescent):
                 self._discovered(world, key, node, depth, finals)
@@ -363,18 +400,18 @@ class Worker:
                 actions = actions_after(parent, parent_actions, node[1], world)
             if actions is None:
                 actions = enabled(world, network, known)
+                number(actions)
             if not reduce:
-                todo, asleep = actions, {}
+                todo, asleep = actions, 0
             elif before is None:
-                if sleep:
-                    todo = [a for a in actions if a.key not in sleep]
-                    asleep = {a.key: a for a in actions if a.key in sleep}
-                else:
-                    todo, asleep = actions, {}
+                todo = [a for a in actions if not sleep & a.bit] if sleep else actions
+                asleep = sleep
             else:  # actions asleep last time but awake now were never taken from here
-                awake = before - sleep
-                todo = [a for a in actions if a.key in awake]
-                asleep = {a.key: a for a in actions if a.key in sleep or a.key not in before}
+                todo = [a for a in actions if a.key in before and not sleep & a.bit]
+                asleep = sleep
+                for action in actions:
+                    if action.key not in before:
+                        asleep |= action.bit
             if todo:
                 self.level_items += 1
                 yield world, key, asleep, todo, node, before is None, actions
@@ -429,7 +466,7 @@ class Worker:
         network, failures, reduce = config.network, config.failures, self.reduce
         candidates = self.candidates
         workers = self.workers
-        intern = self.intern
+        after = self.masks.after
         key_of = self.key if config.symmetry is not None else None
         if config.max_depth is not None and depth >= config.max_depth:
             self.truncated += sum(item[5] for item in items)  # the new ones
@@ -457,19 +494,18 @@ class Worker:
                         self.violations.append(
                             (order, "activation failed", made, child_node, detail, None)
                         )
-                sleep: AbstractSet[bytes] = _EMPTY
+                sleep = 0
                 if reduce:
                     if asleep:
-                        sleep = intern(still_asleep(asleep, action, world, activations).keys())
-                    asleep[action.key] = action
+                        sleep = after(asleep, action, world, plan)
+                    asleep |= action.bit
                 table = candidates[child_key[-1] % workers]  # by owner: see owner_of
                 candidate = table.get(child_key)
                 if candidate is None:
                     entry = [child, child_node, sleep, key, action.key, world, plan, actions]
                     table[child_key] = entry
                 else:  # made twice here: one child, as for the owner's merge
-                    if candidate[2]:
-                        candidate[2] = intern(candidate[2] & sleep)
+                    candidate[2] &= sleep
                     if (key, action.key) < (candidate[3], candidate[4]):
                         candidate[0], candidate[1] = child, child_node
                         candidate[3], candidate[4] = key, action.key
@@ -483,11 +519,12 @@ class Worker:
         self.transitions += transitions
         self.handler_calls += activations.calls - calls_before
         blobs: list[bytes | None] = [None] * workers
+        keys_of = self.keys_of
         for owner, table in enumerate(candidates):
             entries = table.values()
             part = (
                 list(table),
-                [entry[2] for entry in entries],
+                [keys_of(entry[2]) for entry in entries],
                 [entry[3] for entry in entries],
                 [entry[4] for entry in entries],
             )
@@ -508,5 +545,5 @@ class Worker:
         return dumps((finals, violations, counts))
 
 
-def _tie(maker: tuple[bytes, bytes, int, AbstractSet[bytes]]) -> tuple[bytes, bytes]:
+def _tie(maker: tuple[bytes, bytes, int, frozenset[bytes]]) -> tuple[bytes, bytes]:
     return maker[0], maker[1]
