@@ -415,13 +415,13 @@ class _Search:
                     child = self.transition(world, frame[_FINGERPRINT], action)
                     fingerprint = child.fingerprint
                     before = stored.get(fingerprint)
+                    following = actions_after(world, frame[_ACTIONS], action, child)
                 else:
                     fingerprint = plan.fingerprint
                     before = stored.get(fingerprint)
                     if before is not None and not unpacked(before[0]) & ~child_sleep:
                         continue  # been there, and what slept then sleeps now
-                    child = make_planned(world, action, plan)
-                following = actions_after(world, frame[_ACTIONS], action, child)
+                    child, following = make_planned(world, action, plan, frame[_ACTIONS])
                 if before is not None or limited:
                     if fingerprint not in parents:
                         discovered(child, fingerprint, frame[_FINGERPRINT], action)

@@ -558,8 +558,12 @@ def _fifo_sends(
     return added
 
 
-def make_planned(world: World, action: Action, plan: Planned) -> World:
-    """The world :func:`plan_delivery` planned: ``action`` delivered in ``world``."""
+def make_planned(
+    world: World, action: Action, plan: Planned, actions: list[Action] | None = None
+) -> tuple[World, list[Action] | None]:
+    """The world :func:`plan_delivery` planned: ``action`` delivered in ``world``; and,
+    given ``world``'s enabled ``actions``, the new world's, as :func:`actions_after`
+    finds them (without looking for a copy again), else None."""
     target = action.envelope
     assert target is not None
     envelopes = world.envelopes
@@ -570,6 +574,19 @@ def make_planned(world: World, action: Action, plan: Planned) -> World:
         index = bisect_left(envelopes, target.key, key=_KEY)
     envelopes = envelopes[:index] + envelopes[index + 1 :]
     outcome = plan.outcome
+    following = None
+    if (
+        actions is not None
+        and not fifo
+        and not outcome.sends
+        and not world.pending
+        and not world.drops_left
+        and not world.duplicates_left
+    ):
+        if index < len(envelopes) and envelopes[index].key == target.key:
+            following = actions  # a copy waits: the same choices
+        else:
+            following = [other for other in actions if other is not action]
     entry = outcome.entry
     assert entry is not None
     states = world.states
@@ -581,7 +598,7 @@ def make_planned(world: World, action: Action, plan: Planned) -> World:
     order = world.next_order
     if outcome.sends:
         envelopes, order = _sent(envelopes, outcome.sends, order, fifo)
-    return assemble(
+    child = assemble(
         states,
         envelopes,
         world.pending,
@@ -594,6 +611,7 @@ def make_planned(world: World, action: Action, plan: Planned) -> World:
         plan.total,
         fingerprint=plan.fingerprint,
     )
+    return child, following
 
 
 def _sent(

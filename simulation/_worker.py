@@ -386,18 +386,16 @@ class Worker:
                     sleep = self.bits_of(keys)
                 if last is not None and (before is not None or key > last):
                     continue
+            actions = None  # the actions after node's last one, from the parent's
             if world is None:
-                world = make_planned(parent, node[1], plan)
+                world, actions = make_planned(parent, node[1], plan, parent_actions)
+            elif parent_actions is not None:
+                actions = actions_after(parent, parent_actions, node[1], world)
             quiescent = not world.envelopes and not world.pending
             if before is None and (invariants or quiescent):
                 self._discovered(world, key, node, depth, finals)
             if quiescent:
                 continue
-            actions = None
-            if parent_actions is not None:  # the actions after node's last one, in parent
-                assert parent is not None
-                assert node is not None
-                actions = actions_after(parent, parent_actions, node[1], world)
             if actions is None:
                 actions = enabled(world, network, known)
                 number(actions)

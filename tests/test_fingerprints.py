@@ -77,7 +77,9 @@ def test_every_step_fingerprints_its_world_as_summing_afresh_would(
             plan = plan_delivery(world, action, activations)
             if plan is not None:
                 assert plan.fingerprint == plain.fingerprint
-                assert make_planned(world, action, plan) == plain
+                made, planned_following = make_planned(world, action, plan, actions)
+                assert made == plain
+                assert planned_following == actions_after(world, actions, action, plain)
             following = actions_after(world, actions, action, plain)
             if following is not None:
                 assert [a.key for a in following] == [a.key for a in enabled(plain, network)]
