@@ -585,6 +585,10 @@ def make_planned(
     ):
         if index < len(envelopes) and envelopes[index].key == target.key:
             following = actions  # a copy waits: the same choices
+        elif index < len(actions) and actions[index] is action:
+            # Deliveries come first, one per key in key order: with no copies in flight
+            # (most worlds), the message's place is its delivery's.
+            following = actions[:index] + actions[index + 1 :]
         else:
             following = [other for other in actions if other is not action]
     entry = outcome.entry
