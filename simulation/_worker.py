@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from simulation._explore import Failures, Property, failed_checks, failure_report
@@ -64,6 +65,8 @@ Arrivals = tuple[list[bytes], list[frozenset[bytes]], list[bytes], list[bytes]]
 Verdict = tuple[frozenset[bytes], Any] | None
 _EMPTY: frozenset[bytes] = frozenset()
 _KEY_SETS = 1 << 16  # sleep sets' keys remembered, then all forgotten at once
+# A candidate's sleep set, parent's key and action's key (see Worker.candidates).
+_SLEEP, _PARENT, _ACTION = itemgetter(2), itemgetter(3), itemgetter(4)
 
 
 @dataclass(frozen=True)
@@ -151,18 +154,26 @@ class Worker:
         """The keys of the actions in sleep set ``sleep`` (bits), as owners compare them."""
         found = self.key_sets.get(sleep)
         if found is None:
-            by_number = self.masks.by_number
+            self.know_keys({sleep})
+            found = self.key_sets[sleep]
+        return found
+
+    def know_keys(self, sleeps: AbstractSet[int]) -> None:
+        """Have ``key_sets`` hold the keys of each of ``sleeps`` (and forget others first,
+        if it would grow too large)."""
+        key_sets, by_number = self.key_sets, self.masks.by_number
+        if len(key_sets) + len(sleeps) > _KEY_SETS:
+            key_sets.clear()
+        for sleep in sleeps:
+            if sleep in key_sets:
+                continue
             keys = []
             rest = sleep
             while rest:
                 bit = rest & -rest  # the lowest
                 rest ^= bit
                 keys.append(by_number[bit.bit_length() - 1].key)
-            found = self.intern(frozenset(keys))
-            if len(self.key_sets) >= _KEY_SETS:
-                self.key_sets.clear()
-            self.key_sets[sleep] = found
-        return found
+            key_sets[sleep] = self.intern(frozenset(keys))
 
     def bits_of(self, keys: AbstractSet[bytes]) -> int:
         """Sleep set ``keys`` as bits; each of them numbered here (an owner's verdict on a
@@ -374,6 +385,7 @@ class Worker:
         invariants, number = self.config.invariants, self.masks.number
         finals: list[bytes] = []
         every = not verdicts and last is None  # the common case: every child, as made
+        items = 0
         for key, entry in chain.from_iterable(table.items() for table in tables):
             world, node, sleep, _, _, parent, plan, parent_actions = entry
             before = None
@@ -411,8 +423,9 @@ class Worker:
                     if action.key not in before:
                         asleep |= action.bit
             if todo:
-                self.level_items += 1
+                items += 1
                 yield world, key, asleep, todo, node, before is None, actions
+        self.level_items = items
         checks = self.config.final_checks
         for final_key in finals:  # once each, on the first (smallest key) of this level's
             _, final, node = self.finals[final_key]
@@ -517,14 +530,15 @@ class Worker:
         self.transitions += transitions
         self.handler_calls += activations.calls - calls_before
         blobs: list[bytes | None] = [None] * workers
-        keys_of = self.keys_of
+        key_sets = self.key_sets
         for owner, table in enumerate(candidates):
             entries = table.values()
+            self.know_keys(set(map(_SLEEP, entries)))  # each mask's keys, found once
             part = (
                 list(table),
-                [keys_of(entry[2]) for entry in entries],
-                [entry[3] for entry in entries],
-                [entry[4] for entry in entries],
+                list(map(key_sets.__getitem__, map(_SLEEP, entries))),
+                list(map(_PARENT, entries)),
+                list(map(_ACTION, entries)),
             )
             if owner == self.index:
                 self.arrivals = part
