@@ -5,7 +5,7 @@ that they stay sound together with deduplication: a world reached again with
 a smaller sleep set explores exactly the actions it slept on before and no
 longer does. Two actions commute when they touch different entities, or are
 deliveries to one entity that commute in the world at hand (see
-``still_asleep``); a timer firing moves virtual time, which every activation
+``SleepMasks``); a timer firing moves virtual time, which every activation
 may read, so it commutes with nothing. Sleep sets are ints here (``SleepMasks``).
 Breadth-first explores every transition of every new world and so finds shortest
 counterexamples. Both take actions in a deterministic order,

@@ -57,7 +57,6 @@ __all__ = [
     "packed",
     "plan_delivery",
     "step",
-    "still_asleep",
     "unpacked",
 ]
 
@@ -212,70 +211,28 @@ def actions_after(
 _KNOWN_ACTIONS = 1 << 16  # deliveries a search keeps to hand out again, then forgets at once
 
 
-def still_asleep(
-    sleepers: dict[bytes, Action],
-    action: Action,
-    world: World | None = None,
-    activations: Activations | None = None,
-) -> dict[bytes, Action]:
-    """The sleepers independent of ``action`` in ``world``, which stay asleep after it
-    (sleep sets).
+class SleepMasks:
+    """Sleep sets as ints for one search: each action a bit, numbered by its key.
 
-    Independent: they commute and neither disables the other, which holds for
-    deliveries to different entities; anything touching the same entity does
-    not, nor do two faults (they share budgets), nor a timer firing (it moves
-    the virtual time every activation reads). Under FIFO a copy joins the end
-    of its channel, after whatever the channel's sender sends meanwhile: a
+    A sleeper stays asleep after an action independent of it in the world at
+    hand. Independent: they commute and neither disables the other, which holds
+    for deliveries to different entities; anything touching the same entity
+    does not, nor do two faults (they share budgets), nor a timer firing (it
+    moves the virtual time every activation reads). Under FIFO a copy joins the
+    end of its channel, after whatever the channel's sender sends meanwhile: a
     duplicate does not commute with a delivery to that sender either.
 
     Two deliveries to the same entity commute in this world when, on an
     unordered network, either order ends in the same state with the same sends
     and neither fails or sets timers (a counter, a set, a maximum):
     independence conditional on the world (Godefroid and Pirottin, "Refining
-    dependencies improves partial-order verification methods", 1993). Known
-    only with ``world`` and the search's ``activations``, which remember the
-    answer.
-    """
-    target = action.lane
-    if target is None or not sleepers:
-        return {}
-    if action.kind == "deliver":
-        kept = {
-            key: sleeper
-            for key, sleeper in sleepers.items()
-            if sleeper.lane is not None and sleeper.lane != target and sleeper.copier != target
-        }
-        if activations is None or world is None or world.fifo or len(kept) == len(sleepers):
-            return kept
-        same = [sleeper for sleeper in sleepers.values() if sleeper.lane == target]
-        if not same:
-            return kept
-        state = _state_at(world.states, target)[1]
-        record = None if state is None else state.record
-        delivered = action.envelope
-        assert delivered is not None
-        for sleeper in same:
-            waiting = sleeper.envelope
-            assert waiting is not None
-            if sleeper.kind == "deliver" and activations.commute(
-                delivered.recipient, target, record, delivered.blob, waiting.blob
-            ):
-                kept[sleeper.key] = sleeper
-        return kept
-    sender = action.copier
-    return {
-        key: sleeper
-        for key, sleeper in sleepers.items()
-        if sleeper.kind == "deliver" and sleeper.lane != target and sleeper.lane != sender
-    }
+    dependencies improves partial-order verification methods", 1993), known
+    from the search's ``activations``, which remember the answer.
 
-
-class SleepMasks:
-    """Sleep sets as ints for one search: each action a bit, numbered by its key.
-
-    The rules of :func:`still_asleep`, kept as masks (the actions touching each
-    entity, the duplicates copying each sender's messages), so that a step's
-    sleepers are a few operations on ints, not a pass over a dict.
+    The rules are kept as masks (the actions touching each entity, the
+    duplicates copying each sender's messages), so that a step's sleepers are
+    a few operations on ints. ``tests/oracle.still_asleep`` states them plainly,
+    over dicts, and a test holds the two to agree.
     """
 
     __slots__ = (

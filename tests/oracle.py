@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from simulation import World
 from simulation._network import arrange, deliverable
-from simulation._step import Action, enabled, step
+from simulation._step import Action, Activations, _state_at, enabled, step
 from simulation._world import envelope
 from tests.entities import Mixer, Scripted, Timed
 
@@ -21,6 +21,7 @@ __all__ = [
     "brute_force_with_timers",
     "every_world",
     "mixed_systems",
+    "still_asleep",
     "systems",
     "timed_systems",
 ]
@@ -145,3 +146,47 @@ mixed_systems = st.lists(st.tuples(st.integers(0, 1), mixed_message), min_size=1
     lambda items: [(Mixer(target), message) for target, message in items]
 )
 """Systems of :class:`Mixer` entities: deliveries that commute only in some worlds."""
+
+
+def still_asleep(
+    sleepers: dict[bytes, Action],
+    action: Action,
+    world: World | None = None,
+    activations: Activations | None = None,
+) -> dict[bytes, Action]:
+    """The sleepers independent of ``action`` in ``world``, which stay asleep after it:
+    the rules of ``simulation._step.SleepMasks`` stated plainly, over dicts of
+    actions by key (deliveries to one entity commute only given ``world`` and
+    the search's ``activations``)."""
+    target = action.lane
+    if target is None or not sleepers:
+        return {}
+    if action.kind == "deliver":
+        kept = {
+            key: sleeper
+            for key, sleeper in sleepers.items()
+            if sleeper.lane is not None and sleeper.lane != target and sleeper.copier != target
+        }
+        if activations is None or world is None or world.fifo or len(kept) == len(sleepers):
+            return kept
+        same = [sleeper for sleeper in sleepers.values() if sleeper.lane == target]
+        if not same:
+            return kept
+        state = _state_at(world.states, target)[1]
+        record = None if state is None else state.record
+        delivered = action.envelope
+        assert delivered is not None
+        for sleeper in same:
+            waiting = sleeper.envelope
+            assert waiting is not None
+            if sleeper.kind == "deliver" and activations.commute(
+                delivered.recipient, target, record, delivered.blob, waiting.blob
+            ):
+                kept[sleeper.key] = sleeper
+        return kept
+    sender = action.copier
+    return {
+        key: sleeper
+        for key, sleeper in sleepers.items()
+        if sleeper.kind == "deliver" and sleeper.lane != target and sleeper.lane != sender
+    }

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from ecosystems import InMemory
 from pachyderm import Entity, ExplorationError, InvalidArgumentError, Outbox
 from simulation import Simulation, World, _explore, _step
-from simulation._step import Action, SleepMasks, packed, still_asleep, unpacked
+from simulation._step import Action, SleepMasks, packed, unpacked
 from tests.entities import (
     Arrivals,
     Client,
@@ -36,6 +36,7 @@ from tests.oracle import (
     brute_force_with_timers,
     every_world,
     mixed_systems,
+    still_asleep,
     systems,
     timed_systems,
 )
