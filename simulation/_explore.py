@@ -354,6 +354,13 @@ class _Search:
             fingerprint = world.fingerprint
             before = stored.get(fingerprint)
             if before is None or (limited and depth < before[1]):
+                if (
+                    before is not None
+                    and max_depth is not None
+                    and before[1] >= max_depth
+                    and not world.quiescent
+                ):
+                    result.truncated -= 1  # cut short there, and now reached in fewer steps
                 entry = (packed(sleep), depth if limited else 0)
                 stored[fingerprint] = shared.setdefault(entry, entry)
                 if world.quiescent:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pachyderm import Entity, InvalidArgumentError, Outbox, PachydermError
 from simulation import Exploration, Simulation, World, _explore, _parallel
-from tests.entities import Client, Counter, Fragile, Recorder, Relay, Server, Voter
+from tests.entities import Client, Counter, Fragile, Mixer, Recorder, Relay, Server, Voter
 from tests.oracle import (
     brute_force,
     brute_force_with_timers,
@@ -438,3 +438,20 @@ def test_ctrl_c_stops_the_workers() -> None:
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in workers)
+
+
+def test_worlds_cut_at_max_depth_are_counted_as_breadth_first_counts_them() -> None:
+    """A world first reached at max_depth and later by a shorter path is not cut short:
+    workers=1, workers=2 and the breadth-first search count the same worlds truncated."""
+    envelopes = [
+        (Mixer(0), ("add", 0, ())),
+        (Mixer(0), ("add", 1, ())),
+        (Mixer(0), ("add", 1, ())),
+        (Mixer(0), ("add", 0, ((0, ("add", 0, ())),))),
+    ]
+    breadth = Simulation.explore(envelopes, max_depth=4, search="breadth")
+    assert breadth.truncated > 0
+    for workers in (1, 2):
+        result = Simulation.explore(envelopes, max_depth=4, workers=workers)
+        assert result.unique_states == breadth.unique_states
+        assert (result.complete, result.truncated) == (breadth.complete, breadth.truncated)
