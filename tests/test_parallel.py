@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pachyderm import Entity, InvalidArgumentError, Outbox, PachydermError
-from simulation import Exploration, Simulation, World, _explore, _parallel
+from simulation import Exploration, Simulation, World, _explore, _parallel, _worker
 from tests.entities import Client, Counter, Fragile, Mixer, Recorder, Relay, Server, Voter
 from tests.oracle import (
     brute_force,
@@ -185,6 +185,35 @@ def test_every_world_is_counted_once_whatever_the_workers(
         taken = tuple((world.canonical, many.traces[world]) for world in many.final_worlds)
         traces.add((taken, many.transitions))  # a world taken twice takes its actions twice
     assert len(traces) == 1
+
+
+@pytest.mark.parametrize(
+    ("envelopes", "options"),
+    [
+        (envelopes, options)
+        for name, envelopes, options in _EXCHANGES
+        if name in ("counters", "drops", "timers", "cycles", "cycles fifo")
+    ],
+)
+def test_sleep_sets_kept_as_bits_come_out_the_same_when_their_keys_are_forgotten(
+    envelopes: list[tuple[Any, Any]], options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers number actions each their own way and send sleep sets to owners as keys,
+    through a bounded cache of each set's keys: emptied at every use, and with items
+    shipped at any surplus, a search takes the same transitions to the same worlds and
+    finds the same traces."""
+    monkeypatch.setattr(_parallel, "_SLACK", 0)
+    monkeypatch.setattr(_parallel, "_TOLERANCE", 0.0)
+    kept = Simulation.explore(envelopes, workers=2, **options)
+    monkeypatch.setattr(_worker, "_KEY_SETS", 1)
+    for workers in (2, 3):
+        forgetting = Simulation.explore(envelopes, workers=workers, **options)
+        assert forgetting.unique_states == kept.unique_states
+        assert forgetting.transitions == kept.transitions
+        assert finals_of(forgetting) == finals_of(kept)
+        assert {w.canonical: t for w, t in forgetting.traces.items()} == {
+            w.canonical: t for w, t in kept.traces.items()
+        }
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
