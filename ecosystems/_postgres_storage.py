@@ -76,6 +76,12 @@ _NOTIFY = (
     "FROM unnest(%b::text[], %b::text[]) AS n(channel, payload)"
 )
 _LISTEN_TICK = 0.25  # seconds between the listener's looks at whether it is closed
+# A condition on each row a reading statement deletes (replies and updates already
+# told): its transaction then commits without waiting for the WAL flush. Such a
+# delete lost in a server crash only has a row told again, which the runtime skips
+# (by seq, by version), or swept later; waiting for the flush put one on the
+# critical path of every client's send_sync.
+_NO_FLUSH = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 
 
 class PostgresEntity:
@@ -674,7 +680,8 @@ class PostgresStorage:
         the runtime; what is left at close is deleted then).
         """
         rows = self._read(
-            "WITH gone AS (DELETE FROM pachyderm_updates WHERE id = ANY(%b::bigint[])) "
+            "WITH gone AS (DELETE FROM pachyderm_updates WHERE id = ANY(%b::bigint[]) "
+            f"AND {_NO_FLUSH}) "
             "SELECT id, eco, address, version, record FROM pachyderm_updates "
             "WHERE follower = %s AND NOT id = ANY(%b::bigint[]) ORDER BY id",
             (int8s(self._seen_updates), self.identity, int8s(self._seen_updates)),
@@ -700,7 +707,8 @@ class PostgresStorage:
         left by a process that died is swept after an hour).
         """
         rows = self._read(
-            "WITH gone AS (DELETE FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])) "
+            "WITH gone AS (DELETE FROM pachyderm_replies WHERE seq = ANY(%b::bigint[]) "
+            f"AND {_NO_FLUSH}) "
             "SELECT seq, record, dead_letter FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])",
             (int8s(self._told), int8s(seqs)),
         )

@@ -87,6 +87,44 @@ async def test_a_client_runs_nothing_and_gets_replies_from_the_worker(postgres_d
         assert await worker.state_of(Tally("t")) == 3
 
 
+async def test_a_clients_round_trip_waits_for_two_flushes_and_leaves_no_reply_behind(
+    postgres_dsn: str,
+) -> None:
+    """A client's send_sync waits for the WAL flush of its send and of the worker's group,
+    not for a third one deleting the reply it read; the replies are deleted all the same."""
+    count = 100
+
+    def flushes() -> int:
+        """WAL flushes so far, once the processes' sessions are gone (a session adds its
+        own to the server's statistics by the time it ends)."""
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            while connection.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone() != (0,):
+                time.sleep(0.01)
+            row = connection.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
+            assert row is not None
+            return int(row[0])
+
+    async def round_trips(number: int) -> None:
+        async with (
+            Postgres.open(postgres_dsn, poll=0.05),
+            Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+        ):
+            for _ in range(number):
+                await client.send_sync(Tally("f"), "x")
+
+    await round_trips(1)  # the schema made, the entity stored
+    before = flushes()
+    await round_trips(count)
+    flushed = flushes() - before
+    # Two a round trip, and some of opening and closing, of leases, of the WAL writer.
+    assert 2 * count <= flushed < 2.5 * count, flushed
+    with psycopg.connect(postgres_dsn) as connection:
+        assert connection.execute("SELECT count(*) FROM pachyderm_replies").fetchone() == (0,)
+
+
 async def test_chains_cross_partitions_through_the_tables(postgres_dsn: str) -> None:
     """Messages an activation sends to entities in other partitions reach them: with two
     partitions and one worker owning all, every hop of a chain is applied once."""
