@@ -147,6 +147,16 @@ def client_send_sync(dsn: str, count: int, worker_processes: int) -> float:
         return trio.run(run)
 
 
+def client_sequential_send_sync(dsn: str, count: int) -> float:
+    """Round trips per second of a client process's shell-face send_sync, one after
+    another, served by a worker process (a web app's process, a request at a time)."""
+    with workers(dsn, 1):
+        try:
+            return sequential_round_trips(Postgres.connect(dsn, worker=False), count)
+        finally:
+            Postgres.close()
+
+
 def takeover_seconds(dsn: str, lease: float = 2.0) -> float:
     """Of two workers, SIGKILL the one running an entity: seconds until a client's
     send_sync to that entity returns (served by the other)."""
@@ -205,13 +215,15 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
     )
     progress(
         f"postgres: a client's {SENDERS} send_sync senders x {messages // 2:,}, served by 1 "
-        f"and by 3 worker processes; takeover after SIGKILL (lease 2 s); {runs} rounds"
+        f"and by 3 worker processes; a client's sequential send_sync x {round_trips // 2:,}; "
+        f"takeover after SIGKILL (lease 2 s); {runs} rounds"
     )
     spread = interleaved(
         runs,
         {
             "one": lambda: client_send_sync(fresh(), messages // 2, 1),
             "three": lambda: client_send_sync(fresh(), messages // 2, 3),
+            "client_sequential": lambda: client_sequential_send_sync(fresh(), round_trips // 2),
         },
     )
     takeovers = sorted(takeover_seconds(fresh()) for _ in range(runs))
@@ -236,6 +248,14 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
         Row(
             f"Postgres, 1 worker, {THREADS} threads calling shell send_sync",
             measured["threads"],
+            raw_name,
+            measured["raw"],
+            "msg/s",
+            None,
+        ),
+        Row(
+            "Postgres, a client process's sequential shell send_sync, 1 worker process",
+            spread["client_sequential"],
             raw_name,
             measured["raw"],
             "msg/s",
