@@ -86,6 +86,9 @@ class Dispatcher:
         # A storage that cannot hold any size of state: a larger one fails its activation.
         self.max_state_bytes: int | None = None
         self._preloaded: dict[Ident, bytes | None] = {}
+        # Counts hand-overs of partitions (a shared storage): states read before one
+        # may be older than what the partition's next owner committed.
+        self.hand_overs = 0
         # Forwarded messages whose sender waits for the activation:
         # seq -> (reply, group that forwarded it, recipient).
         self.remote: dict[int, tuple[Reply, Group, Ident]] = {}
@@ -120,7 +123,10 @@ class Dispatcher:
         An idle entity (nothing in its inbox, not queued, not parked) would run
         this message next anyway; running it here, in the sender's step, skips
         the inbox and the run queue: accepted and consumed in the same group,
-        the message is never written, only its effects are. Returns whether it ran.
+        the message is never written, only its effects are. Where each read of
+        a state is a round trip, an entity whose state is still to be read is
+        queued instead: the runtime reads it with others' in one, outside its
+        lock (:meth:`unread`). Returns whether it ran.
         """
         record = self.residents.table.get(ident)
         if record is None or record.address is None:
@@ -128,7 +134,10 @@ class Dispatcher:
                 self.forward(ident, blob, reply)
                 return False
             record = self.record_for(ident, address)
-        if not (record.inbox or record.scheduled or record.parked_on or self.paused):
+        if not (record.inbox or record.scheduled or record.parked_on or self.paused) and (
+            # (a state still to be read, where each read is a round trip: queued)
+            self.load_many is None or record.loaded or record.record is not None
+        ):
             seq = self.seq
             self.seq = seq + 1
             if self._activate(record, seq, blob, reply):
@@ -223,12 +232,15 @@ class Dispatcher:
 
     # -- running -------------------------------------------------------------
 
-    def run_ready(self, limit: int) -> int:
-        """Run up to ``limit`` entities from the run queue, one message each."""
+    def run_ready(self, limit: int, read: dict[Ident, bytes | None] | None = None) -> int:
+        """Run up to ``limit`` entities from the run queue, one message each.
+
+        ``read``: stored states of some of them (see :meth:`unread`), by ident.
+        """
         run_queue = self.run_queue
         count = min(len(run_queue), limit)
-        if self.load_many is not None and count > 1:
-            self._preload(self.load_many, count)
+        if read:
+            self._preloaded = read
         try:
             for _ in range(count):
                 record = run_queue.popleft()
@@ -242,23 +254,33 @@ class Dispatcher:
             self._preloaded = {}
         return count
 
-    def _preload(self, load_many: Callable[[list[Any]], list[bytes | None]], count: int) -> None:
-        """Read the stored states of the next ``count`` entities to run that are not
-        loaded, in one read. Each record is the newest: only an activation changes it,
-        and an entity that is not loaded has none uncommitted (it was passivated only
-        once durable); none runs between this read and its own load."""
-        waiting = [
-            record
-            for record in itertools.islice(self.run_queue, count)
+    def unread(self, limit: int) -> list[tuple[Ident, Any]]:
+        """Of the next ``limit`` entities to run, those whose stored states are still to be
+        read, where each read is a round trip (none elsewhere): ident and handle.
+
+        The runtime reads them in one round trip (:meth:`read`), without its lock,
+        and runs them with what it read (:meth:`run_ready`). Each state read is the
+        newest: only an activation changes it, and an entity that is not loaded has
+        none uncommitted (it was passivated only once durable); being in the run
+        queue, it runs nowhere else before its turn comes (unless its partition is
+        handed over meanwhile: see ``hand_overs``).
+        """
+        if self.load_many is None:
+            return []
+        return [
+            (record.ident, record.handle)
+            for record in itertools.islice(self.run_queue, limit)
             if not record.loaded and record.record is None
         ]
-        if len(waiting) < 2:
-            return
-        # A failure here is the runtime's, as for one load (nothing changed yet).
-        stored = load_many([record.handle for record in waiting])
-        self._preloaded = {
-            record.ident: found for record, found in zip(waiting, stored, strict=True)
-        }
+
+    def read(self, unread: list[tuple[Ident, Any]]) -> dict[Ident, bytes | None]:
+        """The stored states of ``unread``, in one round trip (in any thread, without the lock).
+
+        A failure here is the runtime's, as for one load (nothing changed yet).
+        """
+        assert self.load_many is not None
+        stored = self.load_many([handle for _, handle in unread])
+        return {ident: found for (ident, _), found in zip(unread, stored, strict=True)}
 
     def _run_next(self, record: Resident) -> None:
         """Run one activation of ``record`` on the first message of its inbox."""

@@ -751,7 +751,17 @@ class Runtime:
                         break  # filled by another thread while we made the event
                     await self._work.wait()
                 with self.lock:
-                    dispatcher.run_ready(_DISPATCH_BATCH)
+                    unread = dispatcher.unread(_DISPATCH_BATCH)
+                    hand_overs = dispatcher.hand_overs
+                read = None
+                if unread:  # (round trips, read without the lock, while the tasks here go on)
+                    read = await trio.to_thread.run_sync(dispatcher.read, unread)
+                with self.lock:
+                    if self.closed:
+                        return
+                    if dispatcher.hand_overs != hand_overs:
+                        read = None  # read again, each when it runs
+                    dispatcher.run_ready(_DISPATCH_BATCH, read)
                 self._dirty.set()
                 if self._settling:
                     self._pulse()

@@ -154,6 +154,7 @@ class Sharing:
         group = runtime.commit.open
         batch = cast(SharedBatch, group.batch)
         leaving = set(partitions)
+        dispatcher.hand_overs += 1
         for record in list(runtime.residents.table.values()):
             if storage.partition(record.handle) not in leaving:
                 continue

@@ -12,7 +12,11 @@ returned, exactly once, and the number of an interrupted call at most once.
 Prints one JSON line of counts; exits non-zero (with the reason on stderr) if
 a check fails. The paths:
 
-- ``send_sync``: to an idle entity: activated and written in the caller's thread;
+- ``send_sync``: to an idle entity: activated and written in the caller's thread
+  (on Postgres the entity is sent a message first, so that its state is loaded:
+  one still to be read waits for the runtime's thread, as in ``send_sync_cold``);
+- ``send_sync_cold`` (Postgres): to an entity whose state is still to be read:
+  the runtime's own thread reads it, with others', and runs the message;
 - ``send``: acceptance only, written (LocalDisk) or queued (InMemory) here;
 - ``send_at_bound`` (InMemory): the queue of accepted messages is full, so the
   call takes the runtime's lock and processes it, queued messages of the same
@@ -155,6 +159,8 @@ def main_trio(kind_name: str, location: str, verb: str) -> None:
 
     async def send(number: int, injector: Injector) -> None:
         async with kind.open(location) as eco:
+            if kind is Postgres and verb == "send_sync":
+                await eco.send_sync(Ledger(number), -1)  # loaded: run in the sender's step
             sys.settrace(injector)
             try:
                 if verb == "state_of":
@@ -169,8 +175,8 @@ def main_trio(kind_name: str, location: str, verb: str) -> None:
         async with kind.open(location) as eco:
             with trio.fail_after(SETTLE_TIMEOUT):
                 await eco.settle()
-            numbers: list[int] = await eco.state_of(Ledger(number))
-            return numbers
+            state: list[int] = await eco.state_of(Ledger(number))
+            return [n for n in state if n >= 0]
 
     while True:
         injector = Injector(at)
@@ -318,6 +324,8 @@ def main(kind_name: str, path: str, location: str) -> None:
             eco.runtime.pause()  # a message waits in the inbox...
             eco.send(ledger, -1)
             eco.runtime.resume()  # ...for the runtime's own thread
+        if kind is Postgres and path in ("send_sync", "handler", "sigterm"):
+            eco.send_sync(ledger, -1)  # loaded: the call runs it in this thread
         injector = Injector(at, number)
         message: Any = ("slow", call) if path == "handler" else call
         sys.settrace(injector)

@@ -38,6 +38,7 @@ FEWEST_LINES = {("InMemory", "send"): 20, ("InMemory", "send_at_bound"): 200}
         ("LocalDisk", "trio"),
         ("LocalDisk", "trio_state_of"),
         ("Postgres", "send_sync"),
+        ("Postgres", "send_sync_cold"),
         ("Postgres", "send"),
         ("Postgres", "handler"),
         ("Postgres", "combined"),

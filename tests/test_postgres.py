@@ -263,6 +263,58 @@ def _owners(dsn: str) -> dict[str, int]:
         )
 
 
+async def test_idle_entities_not_loaded_yet_have_their_states_read_together_without_the_lock(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Senders at once to many idle entities whose states are still to be read: the
+    states are read a batch at a time, not one round trip each, and with the runtime's
+    lock free meanwhile (another thread could send); every message is applied once."""
+    reads = {"one": 0, "many": 0}
+    lock_free: list[bool] = []
+    holder: dict[str, Any] = {}
+    load, load_many = PostgresStorage.load, PostgresStorage.load_many
+
+    def counted_load(storage: PostgresStorage, entity: Any) -> bytes | None:
+        reads["one"] += 1
+        return load(storage, entity)
+
+    def counted_load_many(storage: PostgresStorage, entities: list[Any]) -> list[bytes | None]:
+        reads["many"] += 1
+        if "runtime" in holder:
+            lock = holder["runtime"].lock
+
+            def try_lock() -> None:  # from another thread, as a caller's would
+                if lock.acquire(timeout=2):
+                    lock.__exit__(None, None, None)  # (its release)
+                    lock_free.append(True)
+                else:
+                    lock_free.append(False)
+
+            other = threading.Thread(target=try_lock)
+            other.start()
+            other.join()
+        return load_many(storage, entities)
+
+    monkeypatch.setattr(PostgresStorage, "load", counted_load)  # counted, not replaced
+    monkeypatch.setattr(PostgresStorage, "load_many", counted_load_many)
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        holder["runtime"] = worker.runtime
+        replies: list[int] = []
+
+        async def send(n: int) -> None:
+            replies.append(await worker.send_sync(Tally(n), "x"))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(100):
+                nursery.start_soon(send, n)
+        states = [await worker.state_of(Tally(n)) for n in range(100)]
+    assert replies == [1] * 100
+    assert states == [1] * 100
+    assert reads["one"] + reads["many"] < 10, reads  # 100 before: one read per entity
+    assert lock_free
+    assert all(lock_free), lock_free
+
+
 async def test_a_worker_taking_a_backlog_reads_the_states_it_needs_a_batch_at_a_time(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
