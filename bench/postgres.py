@@ -81,6 +81,31 @@ def concurrent_send_sync(dsn: str, count: int) -> float:
     return trio.run(run)
 
 
+def new_entities_send_sync(dsn: str, count: int) -> float:
+    """One worker process, 200 trio tasks awaiting send_sync, each message to an entity
+    never sent to before (a new user, a new order): its state is still to be read."""
+
+    async def run() -> float:
+        async with Postgres.open(dsn) as eco:
+            send_sync = eco.send_sync
+
+            async def sender(first: int) -> None:
+                for number in range(first, count, SENDERS):
+                    await send_sync(Tally(f"new-{number}"), PAYLOAD)
+
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for first in range(SENDERS):
+                    nursery.start_soon(sender, first)
+            await eco.settle()
+            rate = count / (time.perf_counter() - started)
+            if eco.runtime.statistics["activations"] != count:
+                raise AssertionError(f"expected {count} activations: {eco.runtime.statistics}")
+            return rate
+
+    return trio.run(run)
+
+
 def sequential_send_sync(dsn: str, count: int) -> float:
     """Round trips per second of the shell face's send_sync, one after another."""
     try:
@@ -201,14 +226,16 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
     per_thread = 20 if quick else 100
     progress(
         f"postgres: raw INSERT+COMMIT x {inserts:,}; {SENDERS} trio send_sync senders x "
-        f"{messages:,}; shell send_sync x {round_trips:,}; {THREADS} threads' shell "
-        f"send_sync x {per_thread:,} each; {runs} rounds, interleaved"
+        f"{messages:,} (and x {messages // 2:,} to new entities); shell send_sync x "
+        f"{round_trips:,}; {THREADS} threads' shell send_sync x {per_thread:,} each; "
+        f"{runs} rounds, interleaved"
     )
     measured = interleaved(
         runs,
         {
             "raw": lambda: raw_inserts(fresh(), inserts),
             "concurrent": lambda: concurrent_send_sync(fresh(), messages),
+            "new": lambda: new_entities_send_sync(fresh(), messages // 2),
             "sequential": lambda: sequential_send_sync(fresh(), round_trips),
             "threads": lambda: threads_send_sync(fresh(), per_thread),
         },
@@ -236,6 +263,14 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
             measured["raw"],
             "msg/s",
             5.0,
+        ),
+        Row(
+            f"Postgres, 1 worker, {SENDERS} trio send_sync senders -> a new entity each",
+            measured["new"],
+            raw_name,
+            measured["raw"],
+            "msg/s",
+            None,
         ),
         Row(
             "Postgres, sequential shell send_sync",

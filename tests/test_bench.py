@@ -44,6 +44,7 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         "unique worlds/s, 4 entities x 2 messages",
         "memory per stored world",
         "Postgres, 1 worker, 200 trio send_sync senders",
+        "Postgres, 1 worker, 200 trio send_sync senders -> a new entity each",
         "Postgres, sequential shell send_sync",
         "Postgres, 1 worker, 32 threads calling shell send_sync",
         "Postgres, a client process's sequential shell send_sync, 1 worker process",
