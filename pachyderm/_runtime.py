@@ -755,7 +755,12 @@ class Runtime:
                     hand_overs = dispatcher.hand_overs
                 read = None
                 if unread:  # (round trips, read without the lock, while the tasks here go on)
-                    read = await trio.to_thread.run_sync(dispatcher.read, unread)
+                    try:
+                        read = await trio.to_thread.run_sync(dispatcher.read, unread)
+                    except Exception as error:  # (as a read in the transition itself)
+                        with self.lock:
+                            self._fail(error, "carrying out a transition")
+                        return
                 with self.lock:
                     if self.closed:
                         return

@@ -508,6 +508,9 @@ async def test_a_failing_init_is_a_failed_activation_naming_the_message(
         assert await eco.send_sync(Counter("c"), "inc") == 1  # the ecosystem goes on
 
 
+FAILED = "(carrying out a transition|writing to the store) failed"
+
+
 async def test_a_store_that_cannot_be_read_stops_the_runtime_not_the_message(
     open_ecosystem: OpenEcosystem,
 ) -> None:
@@ -517,10 +520,13 @@ async def test_a_store_that_cannot_be_read_stops_the_runtime_not_the_message(
         async with open_ecosystem() as eco:
             assert await eco.send_sync(Counter("c"), "inc") == 1
             eco.runtime.storage.close()  # reads fail from now on
-            with pytest.raises(EcosystemClosedError, match="carrying out a transition failed"):
+            # (Where a state still to be read waits in the run queue, as on Postgres, the
+            # message's acceptance may be in a group being written as the runtime stops,
+            # and that write may be what fails first.)
+            with pytest.raises((EcosystemClosedError, OutcomeUnknownError), match=FAILED):
                 await eco.send_sync(Counter("never loaded"), "inc")
 
-    with pytest.raises(EcosystemClosedError, match="stopped: carrying out a transition failed"):
+    with pytest.raises(EcosystemClosedError, match=f"stopped: {FAILED}"):
         await read_from_a_closed_store()
     if open_ecosystem.persistent:
         async with open_ecosystem() as eco:
