@@ -30,6 +30,7 @@ __all__ = [
     "Followers",
     "ShellFollower",
     "Subscription",
+    "check_buffer",
     "waiting_on_followers",
 ]
 
@@ -46,14 +47,19 @@ def waiting_on_followers(thread: threading.Thread) -> bool:
 StateT = TypeVar("StateT")
 
 
+def check_buffer(capacity: object) -> None:
+    """Refuse a follower's buffer size that is not an int >= 1."""
+    if type(capacity) is not int or capacity < 1:
+        raise InvalidArgumentError(
+            f"a follower's buffer must be an int >= 1, got {describe(capacity)}"
+        )
+
+
 class Subscription:
     """The runtime's side of a follower: a bounded, thread-safe buffer of stored records."""
 
     def __init__(self, address: Entity[Any, Any], record: bytes | None, capacity: int) -> None:
-        if type(capacity) is not int or capacity < 1:
-            raise InvalidArgumentError(
-                f"a follower's buffer must be an int >= 1, got {describe(capacity)}"
-            )
+        check_buffer(capacity)
         self.address = address
         self.capacity = capacity
         self.dropped = 0

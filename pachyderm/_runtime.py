@@ -48,7 +48,7 @@ from pachyderm._commit import (
 from pachyderm._dead_letters import DeadLetter, dead_letter_message_blob, decode_dead_letter
 from pachyderm._dispatch import Dispatcher
 from pachyderm._entity import Entity, entity_classes
-from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription
+from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription, check_buffer
 from pachyderm._forks import track
 from pachyderm._log import log
 from pachyderm._residents import Residents
@@ -956,6 +956,7 @@ class Runtime:
         with self.lock:
             self.check_open()
             record = self._committed_record(ident)
+            check_buffer(buffer)  # (before the store registers anything)
             if self.sharing is not None:  # changes committed elsewhere come through the store
                 record = self.sharing.follow(ident, record)
             subscription = Subscription(address, record, buffer)

@@ -95,11 +95,20 @@ class Sharing:
         """Register a follower of ``ident`` with the store; its committed record now.
 
         ``record`` is the runtime's own, newest if the entity is resident here.
+        A version read here that is newer than the followers here were told is
+        told to them now: its update row, not read yet, will be skipped as told.
         """
+        runtime = self.runtime
         stored, version = self.storage.follow(ident)
-        resident = self.runtime.residents.get(ident)
-        self.followed[ident] = max(self.followed.get(ident, 0), version)
-        return record if resident is not None and resident.loaded else stored
+        resident = runtime.residents.get(ident)
+        if resident is not None and resident.loaded:
+            self.followed[ident] = max(self.followed.get(ident, 0), version)
+            return record
+        if version > self.followed.get(ident, 0):
+            self.followed[ident] = version
+            if stored is not None:
+                runtime.followers.push(ident, stored, runtime._post_wake)
+        return stored
 
     def _take(self, arrivals: list[PendingMessage], answers: Answers) -> None:
         runtime = self.runtime

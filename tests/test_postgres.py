@@ -409,6 +409,40 @@ async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> 
         assert connection.execute("SELECT count(*) FROM pachyderm_updates").fetchone() == (0,)
 
 
+async def test_a_second_follower_in_a_process_never_robs_the_first_of_a_version(
+    postgres_dsn: str,
+) -> None:
+    """A client follows an entity; a worker commits a new version, and the client starts
+    a second follower of it at once: the first is told that version too (the second's
+    read had marked it told, and its update row was skipped). A follow refused for its
+    buffer registers nothing."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        stuck = []
+        for n in range(10):
+            tally = Tally(f"t{n}")
+            await worker.send_sync(tally, "a")
+            async with client.follow(tally) as first:
+                latest = await worker.send_sync(tally, "b")  # committed: its update is stored
+                async with client.follow(tally) as second:
+                    assert second.state == latest
+                with trio.move_on_after(2):
+                    async for _, state in first:
+                        if state == latest:
+                            break
+                if first.state != latest:
+                    stuck.append((n, first.state, latest))
+        assert stuck == []
+        with pytest.raises(InvalidArgumentError, match="buffer"):
+            client.follow(Tally("never"), buffer=0)
+    with psycopg.connect(postgres_dsn) as connection:
+        assert connection.execute(
+            "SELECT count(*) FROM pachyderm_follows WHERE address LIKE %s", (b"%never%",)
+        ).fetchone() == (0,)
+
+
 @pytest.mark.parametrize("plans", ["auto", "force_generic_plan", "force_custom_plan"])
 async def test_telling_followers_looks_records_up_by_key_not_by_scanning_them(
     postgres_dsn: str, plans: str
