@@ -78,9 +78,10 @@ _NOTIFY = (
 _LISTEN_TICK = 0.25  # seconds between the listener's looks at whether it is closed
 # A condition on each row a reading statement deletes (replies and updates already
 # told): its transaction then commits without waiting for the WAL flush. Such a
-# delete lost in a server crash only has a row told again, which the runtime skips
-# (by seq, by version), or swept later; waiting for the flush put one on the
-# critical path of every client's send_sync.
+# delete lost in a server crash leaves a row told already: an update is read again
+# and skipped (by version); a reply is not read again (nobody waits on it), and is
+# deleted when its process closes, or swept after an hour. Waiting for the flush
+# put one on the critical path of every client's send_sync.
 _NO_FLUSH = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 
 
@@ -412,25 +413,8 @@ class PostgresStorage:
     def close(self) -> None:
         if self._closed:
             return
-        if self._reader is not None and self._committed:
-            with contextlib.suppress(psycopg.Error):
-                self._reader.execute(
-                    "DELETE FROM pachyderm_writes WHERE incarnation = %s", (self.incarnation,)
-                )
-        if self._told and self._reader is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._reader.execute(
-                    "DELETE FROM pachyderm_replies WHERE seq = ANY(%b::bigint[])",
-                    (int8s(self._told),),
-                )
-        if self.following and self._reader is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._reader.execute(
-                    "DELETE FROM pachyderm_follows WHERE follower = %s", (self.identity,)
-                )
-                self._reader.execute(
-                    "DELETE FROM pachyderm_updates WHERE follower = %s", (self.identity,)
-                )
+        if self._reader is not None:
+            self._tidy()
         self._closed = True
         self._stopping.set()
         self._news.set()
@@ -441,6 +425,50 @@ class PostgresStorage:
                 connection.close()
         if self._listener is not None:
             self._listener.join(timeout=5)
+
+    def _tidy(self) -> None:
+        """At close, delete what only this process would read: its write mark, the replies
+        to its messages (read or not: who waited is gone), its follows and their updates;
+        and withdraw its wait on its messages not run yet, so that their owners write no
+        reply for it. The reading connection is made again once if it was cut (an idle
+        process's may have been); what fails is left to the workers' sweeps. (An owner
+        that took such a message before the withdrawal still answers: swept after an
+        hour.)"""
+        first = self.incarnation << INCARNATION_BITS
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("DELETE FROM pachyderm_replies WHERE seq >= %s AND seq < %s", (first, self._limit)),
+            (
+                "UPDATE pachyderm_inbox SET waiter = NULL "
+                "WHERE seq >= %s AND seq < %s AND waiter = %s",
+                (first, self._limit, self.incarnation),
+            ),
+        ]
+        if self._committed:
+            statements.append(
+                ("DELETE FROM pachyderm_writes WHERE incarnation = %s", (self.incarnation,))
+            )
+        if self.following:
+            statements.append(
+                ("DELETE FROM pachyderm_follows WHERE follower = %s", (self.identity,))
+            )
+            statements.append(
+                ("DELETE FROM pachyderm_updates WHERE follower = %s", (self.identity,))
+            )
+        for attempt in range(2):
+            try:
+                if attempt:
+                    self._reader = self._connect(autocommit=True)
+                reader = self._reader
+                assert reader is not None
+                for query, parameters in statements:
+                    reader.execute(query, parameters)
+                return
+            except psycopg.OperationalError:
+                if self._reader is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        self._reader.close()
+            except (psycopg.Error, StoreAccessError):
+                return
 
     def check_sequence(self, seq: int) -> None:
         if seq >= self._limit:

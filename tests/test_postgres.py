@@ -125,6 +125,71 @@ async def test_a_clients_round_trip_waits_for_two_flushes_and_leaves_no_reply_be
         assert connection.execute("SELECT count(*) FROM pachyderm_replies").fetchone() == (0,)
 
 
+def _count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        row = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_client_closed_with_callers_waiting_leaves_no_replies(postgres_dsn: str) -> None:
+    """A client closed while its send_sync callers wait (they hear OutcomeUnknownError)
+    withdraws its wait: a worker that runs the messages later writes no reply rows
+    that nobody would read. (One that took them before the close still answers: those
+    rows are swept after an hour.)"""
+    async with Postgres.open(postgres_dsn, poll=0.05):
+        pass  # the schema, and no worker running
+    outcomes: list[object] = []
+    async with (
+        trio.open_nursery() as nursery,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+
+        async def call(n: int) -> None:
+            try:
+                outcomes.append(await client.send_sync(Tally(f"w{n}"), "x"))
+            except OutcomeUnknownError as error:
+                outcomes.append(type(error))
+
+        for n in range(4):
+            nursery.start_soon(call, n)
+        with trio.fail_after(10):
+            while _count(postgres_dsn, "pachyderm_inbox") < 4:
+                await trio.sleep(0.02)
+    assert outcomes == [OutcomeUnknownError] * 4
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        with trio.fail_after(10):
+            while _count(postgres_dsn, "pachyderm_inbox"):
+                await trio.sleep(0.02)
+        await worker.settle()
+        assert [await worker.state_of(Tally(f"w{n}")) for n in range(4)] == [1] * 4
+    assert _count(postgres_dsn, "pachyderm_replies") == 0
+
+
+async def test_a_client_whose_reading_session_was_cut_while_idle_closes_clean(
+    postgres_dsn: str,
+) -> None:
+    """A client whose reading session was ended on the server while it sat idle (an
+    admin, a network cut) still deletes its reply rows and its write mark at close."""
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        async with Postgres.open(postgres_dsn, worker=False, poll=0.05) as client:
+            assert await client.send_sync(Tally("idle"), "x") == 1
+            storage = cast(PostgresStorage, client.runtime.storage)
+            reader = storage._reader
+            assert reader is not None
+            with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (reader.info.backend_pid,))
+            await trio.sleep(0.3)
+            incarnation = storage.incarnation
+        await worker.settle()
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        marks = connection.execute(
+            "SELECT count(*) FROM pachyderm_writes WHERE incarnation = %s", (incarnation,)
+        ).fetchone()
+    assert marks == (0,)
+    assert _count(postgres_dsn, "pachyderm_replies") == 0
+
+
 async def test_chains_cross_partitions_through_the_tables(postgres_dsn: str) -> None:
     """Messages an activation sends to entities in other partitions reach them: with two
     partitions and one worker owning all, every hop of a chain is applied once."""
