@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -328,15 +329,12 @@ def _owners(dsn: str) -> dict[str, int]:
         )
 
 
-async def test_idle_entities_not_loaded_yet_have_their_states_read_together_without_the_lock(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Senders at once to many idle entities whose states are still to be read: the
-    states are read a batch at a time, not one round trip each, and with the runtime's
-    lock free meanwhile (another thread could send); every message is applied once."""
+def _counted_reads(
+    monkeypatch: pytest.MonkeyPatch, during_many: Callable[[], None] | None = None
+) -> dict[str, int]:
+    """Count the stores' reads of states, one at a time and many at once (counted, not
+    replaced); ``during_many`` runs in each read of many, before it."""
     reads = {"one": 0, "many": 0}
-    lock_free: list[bool] = []
-    holder: dict[str, Any] = {}
     load, load_many = PostgresStorage.load, PostgresStorage.load_many
 
     def counted_load(storage: PostgresStorage, entity: Any) -> bytes | None:
@@ -345,6 +343,25 @@ async def test_idle_entities_not_loaded_yet_have_their_states_read_together_with
 
     def counted_load_many(storage: PostgresStorage, entities: list[Any]) -> list[bytes | None]:
         reads["many"] += 1
+        if during_many is not None:
+            during_many()
+        return load_many(storage, entities)
+
+    monkeypatch.setattr(PostgresStorage, "load", counted_load)
+    monkeypatch.setattr(PostgresStorage, "load_many", counted_load_many)
+    return reads
+
+
+async def test_idle_entities_not_loaded_yet_have_their_states_read_together_without_the_lock(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Senders at once to many idle entities whose states are still to be read: the
+    states are read a batch at a time, not one round trip each, and with the runtime's
+    lock free meanwhile (another thread could send); every message is applied once."""
+    lock_free: list[bool] = []
+    holder: dict[str, Any] = {}
+
+    def try_the_lock() -> None:
         if "runtime" in holder:
             lock = holder["runtime"].lock
 
@@ -358,10 +375,8 @@ async def test_idle_entities_not_loaded_yet_have_their_states_read_together_with
             other = threading.Thread(target=try_lock)
             other.start()
             other.join()
-        return load_many(storage, entities)
 
-    monkeypatch.setattr(PostgresStorage, "load", counted_load)  # counted, not replaced
-    monkeypatch.setattr(PostgresStorage, "load_many", counted_load_many)
+    reads = _counted_reads(monkeypatch, try_the_lock)
     async with Postgres.open(postgres_dsn, poll=0.05) as worker:
         holder["runtime"] = worker.runtime
         replies: list[int] = []
@@ -391,19 +406,7 @@ async def test_a_worker_taking_a_backlog_reads_the_states_it_needs_a_batch_at_a_
     async with Postgres.open(postgres_dsn, worker=False) as client:
         for n in range(600):  # 300 entities stored, 300 never activated
             await client.send(Tally(n), "y")
-    reads = {"one": 0, "many": 0}
-    load, load_many = PostgresStorage.load, PostgresStorage.load_many
-
-    def counted_load(storage: PostgresStorage, entity: Any) -> bytes | None:
-        reads["one"] += 1
-        return load(storage, entity)
-
-    def counted_load_many(storage: PostgresStorage, entities: list[Any]) -> list[bytes | None]:
-        reads["many"] += 1
-        return load_many(storage, entities)
-
-    monkeypatch.setattr(PostgresStorage, "load", counted_load)  # counted, not replaced
-    monkeypatch.setattr(PostgresStorage, "load_many", counted_load_many)
+    reads = _counted_reads(monkeypatch)
     async with Postgres.open(postgres_dsn, poll=0.05) as worker:
         await worker.settle()
         states = [await worker.state_of(Tally(n)) for n in range(600)]
