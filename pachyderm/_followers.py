@@ -58,9 +58,12 @@ def check_buffer(capacity: object) -> None:
 class Subscription:
     """The runtime's side of a follower: a bounded, thread-safe buffer of stored records."""
 
-    def __init__(self, address: Entity[Any, Any], record: bytes | None, capacity: int) -> None:
+    def __init__(
+        self, address: Entity[Any, Any], record: bytes | None, capacity: int, since: int = 0
+    ) -> None:
         check_buffer(capacity)
         self.address = address
+        self.since = since  # the stored version ``record`` is (0: not known)
         self.capacity = capacity
         self.dropped = 0
         self.closed = False
@@ -151,8 +154,10 @@ class Followers:
         if self._count >= 2 * self._swept_at:
             self._sweep()
 
-    def push(self, ident: Ident, record: bytes, wake: Wake) -> None:
-        """Tell the entity's followers about its newly committed record."""
+    def push(self, ident: Ident, record: bytes, wake: Wake, version: int = 0) -> None:
+        """Tell the entity's followers about its newly committed record (``version``: its
+        stored version, when it comes from another process; not told to followers that
+        started at it or later)."""
         subscriptions = self._by_entity.get(ident)
         if subscriptions is None:
             return
@@ -160,7 +165,7 @@ class Followers:
         for subscription in subscriptions:
             if subscription.closed:
                 closed = True
-            else:
+            elif not version or version > subscription.since:
                 subscription.push(record, wake)
         if closed:
             self._prune(ident, subscriptions)

@@ -764,6 +764,8 @@ class Runtime:
                 with self.lock:
                     if self.closed:
                         return
+                    if dispatcher.paused:
+                        continue  # paused while reading: what was read is read again later
                     if dispatcher.hand_overs != hand_overs:
                         read = None  # read again, each when it runs
                     dispatcher.run_ready(_DISPATCH_BATCH, read)
@@ -957,9 +959,10 @@ class Runtime:
             self.check_open()
             record = self._committed_record(ident)
             check_buffer(buffer)  # (before the store registers anything)
+            since = 0
             if self.sharing is not None:  # changes committed elsewhere come through the store
-                record = self.sharing.follow(ident, record)
-            subscription = Subscription(address, record, buffer)
+                record, since = self.sharing.follow(ident, record)
+            subscription = Subscription(address, record, buffer, since)
             self.followers.add(ident, subscription)
         return subscription
 

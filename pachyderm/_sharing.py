@@ -91,24 +91,16 @@ class Sharing:
                 storage.touch_follows()
         return arrivals, answers, updates
 
-    def follow(self, ident: Ident, record: bytes | None) -> bytes | None:
-        """Register a follower of ``ident`` with the store; its committed record now.
+    def follow(self, ident: Ident, record: bytes | None) -> tuple[bytes | None, int]:
+        """Register a follower of ``ident`` with the store; its committed record now, and
+        the stored version read (the follower starts there: update rows of that version
+        or older are not for it, and still are for the followers already here).
 
         ``record`` is the runtime's own, newest if the entity is resident here.
-        A version read here that is newer than the followers here were told is
-        told to them now: its update row, not read yet, will be skipped as told.
         """
-        runtime = self.runtime
         stored, version = self.storage.follow(ident)
-        resident = runtime.residents.get(ident)
-        if resident is not None and resident.loaded:
-            self.followed[ident] = max(self.followed.get(ident, 0), version)
-            return record
-        if version > self.followed.get(ident, 0):
-            self.followed[ident] = version
-            if stored is not None:
-                runtime.followers.push(ident, stored, runtime._post_wake)
-        return stored
+        resident = self.runtime.residents.get(ident)
+        return (record if resident is not None and resident.loaded else stored), version
 
     def _take(self, arrivals: list[PendingMessage], answers: Answers) -> None:
         runtime = self.runtime
@@ -149,7 +141,7 @@ class Sharing:
         for ident, version, record in updates:
             if version > followed.get(ident, 0):
                 followed[ident] = version
-                followers.push(ident, record, call_now)
+                followers.push(ident, record, call_now, version)
 
     def _hand_over(self, partitions: list[int]) -> None:
         """Stop running the entities of ``partitions`` and release them in the open group.

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import trio
 
+import pachyderm._runtime
 from ecosystems import Postgres
 from ecosystems._postgres_arrays import blobs, texts
 from ecosystems._postgres_storage import _TOLD, PostgresStorage
@@ -785,3 +786,171 @@ def test_a_release_committing_after_the_partition_was_taken_again_keeps_it(
         assert 3 not in leases.owned
     finally:
         leases.stop()
+
+
+async def test_pause_during_a_read_of_cold_states_runs_nothing_until_resumed(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pause()`` while the dispatch loop reads the states of queued entities (without
+    the lock): nothing runs until ``resume()``; then the message is applied once.
+    (Found by an attack helper: the batch read ran after pause() returned.)"""
+    started = threading.Event()
+    release = threading.Event()
+    load_many = PostgresStorage.load_many
+
+    def slow_load_many(storage: PostgresStorage, entities: list[Any]) -> list[bytes | None]:
+        started.set()  # the read is in flight, the runtime's lock free
+        release.wait(10)
+        return load_many(storage, entities)
+
+    monkeypatch.setattr(PostgresStorage, "load_many", slow_load_many)
+    async with Postgres.open(postgres_dsn, poll=0.05) as eco:
+        await eco.send(Tally("cold"), "x")  # accepted; queued, its state to be read
+        with trio.fail_after(10):
+            while not started.is_set():
+                await trio.sleep(0.01)
+        eco.runtime.pause()
+        release.set()
+        await trio.sleep(0.5)
+        while_paused = await eco.state_of(Tally("cold"))
+        eco.runtime.resume()
+        with trio.fail_after(10):
+            await eco.settle()
+        assert await eco.state_of(Tally("cold")) == 1
+    assert while_paused == 0, "an activation ran after pause() returned"
+
+
+async def test_a_second_follow_in_the_owning_process_tells_the_first_nothing_twice(
+    postgres_dsn: str,
+) -> None:
+    """In the process that runs an entity, once passivated, a second follower reading
+    its stored state tells the first nothing again: it saw 1, 2, 3 once each."""
+    async with Postgres.open(postgres_dsn, poll=0.05, max_resident=1) as eco:
+        tally = Tally("followed")
+        async with eco.follow(tally) as first:
+            for _ in range(3):
+                await eco.send_sync(tally, "x")
+            await eco.send_sync(Tally("other"), "x")  # max_resident=1: tally passivated
+            await eco.settle()
+            async with eco.follow(tally) as second:
+                assert second.state == 3
+            seen = []
+            with trio.move_on_after(1):
+                async for _, state in first:
+                    seen.append(state)
+    assert seen == [1, 2, 3]
+
+
+async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwards(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker runs counters, each followed there, with a group in flight of two
+    activations of each (states 2 and 3); a second worker joins, so half are handed
+    over before the group completes, and each counter is followed again: the first
+    followers see 1, 2, 3, never a state twice or out of order."""
+    monkeypatch.setattr(pachyderm._runtime, "INLINE_WRITE", 0.0)  # writes in a worker thread
+    armed, committed, proceed = threading.Event(), threading.Event(), threading.Event()
+    write = PostgresStorage.write
+    holder: dict[str, Any] = {}
+
+    def held_write(storage: PostgresStorage, batch: Any, *, sync: bool) -> None:
+        write(storage, batch, sync=sync)
+        if armed.is_set() and storage is holder.get("storage"):  # committed, not completed
+            armed.clear()
+            committed.set()
+            proceed.wait(20)
+
+    monkeypatch.setattr(PostgresStorage, "write", held_write)
+    options: dict[str, Any] = {"partitions": 2, "lease": 0.6, "poll": 0.05}
+    counters = [Tally(f"c{n}") for n in range(8)]  # in both partitions
+    async with (
+        Postgres.open(postgres_dsn, **options) as first,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        runtime = first.runtime
+        holder["storage"] = runtime.storage
+        followers = [await stack.enter_async_context(first.follow(c)) for c in counters]
+        for counter in counters:
+            assert await first.send_sync(counter, "x") == 1
+        armed.set()
+        async with trio.open_nursery() as nursery:  # two activations of each, one group
+            for counter in counters:
+                nursery.start_soon(first.send, counter, "x")
+                nursery.start_soon(first.send, counter, "x")
+            with trio.fail_after(10):
+                while not committed.is_set():
+                    await trio.sleep(0.01)
+            hand_overs = runtime.dispatcher.hand_overs
+            async with Postgres.open(postgres_dsn, **options):
+                with trio.fail_after(10):
+                    while runtime.dispatcher.hand_overs == hand_overs:  # half handed over
+                        await trio.sleep(0.01)
+                for counter in counters:
+                    async with first.follow(counter):
+                        pass
+                proceed.set()
+        seen = []
+        for follower in followers:
+            states = []
+            with trio.move_on_after(0.5):
+                async for _, state in follower:
+                    states.append(state)
+            seen.append(states)
+    assert seen == [[1, 2, 3]] * len(counters)
+
+
+def _define_counter() -> type[Entity[str, int]]:
+    class Counter(Entity[str, int]):  # (each call: the same class defined again)
+        entity_name = "tests.postgres.Counter"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: str, state: int) -> tuple[Outbox, int]:
+            return [], state + 1
+
+    return Counter
+
+
+async def test_a_follow_after_a_class_reload_never_sends_the_first_follower_backwards(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same in one process: a class defined again (a reload) while a group of two
+    activations of the entity is committed but not completed, and a second follow
+    then: the first follower sees 1, 2, 3."""
+    counter_class = _define_counter()
+    armed, committed, proceed = threading.Event(), threading.Event(), threading.Event()
+    write = PostgresStorage.write
+
+    def held_write(storage: PostgresStorage, batch: Any, *, sync: bool) -> None:
+        write(storage, batch, sync=sync)
+        if armed.is_set():
+            armed.clear()
+            committed.set()
+            proceed.wait(10)
+
+    monkeypatch.setattr(PostgresStorage, "write", held_write)
+    async with Postgres.open(postgres_dsn, poll=0.05) as eco:
+        counter = counter_class("c")
+        runtime = eco.runtime
+        async with eco.follow(counter) as first:
+            assert await eco.send_sync(counter, "x") == 1
+            armed.set()
+
+            def reload_and_follow() -> None:  # (a thread: the write may hold trio's)
+                committed.wait(10)
+                _define_counter()
+                runtime.subscribe(eco.id, counter)
+                proceed.set()
+
+            thread = threading.Thread(target=reload_and_follow)
+            thread.start()
+            async with trio.open_nursery() as nursery:  # two activations in one group
+                nursery.start_soon(eco.send, counter, "x")
+                nursery.start_soon(eco.send, counter, "x")
+            await trio.to_thread.run_sync(thread.join)
+            seen = []
+            with trio.move_on_after(1):
+                async for _, state in first:
+                    seen.append(state)
+    assert seen == [1, 2, 3]
