@@ -768,7 +768,11 @@ class Runtime:
                         continue  # paused while reading: what was read is read again later
                     if dispatcher.hand_overs != hand_overs:
                         read = None  # read again, each when it runs
-                    dispatcher.run_ready(_DISPATCH_BATCH, read)
+                    try:
+                        dispatcher.run_ready(_DISPATCH_BATCH, read)
+                    except Exception as error:  # a read of the store failed: nothing changed
+                        self._fail(error, "carrying out a transition")
+                        return
                 self._dirty.set()
                 if self._settling:
                     self._pulse()

@@ -535,6 +535,30 @@ async def test_a_store_that_cannot_be_read_stops_the_runtime_not_the_message(
             assert await eco.state_of(Counter("c")) == 1
 
 
+async def test_a_store_that_cannot_be_read_for_a_queued_message_stops_the_runtime(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A failed read for a message waiting in the run queue stops the runtime as one in
+    the sender's step does: the cause named, no dead letter, nothing half written."""
+
+    async def read_from_a_closed_store() -> None:
+        async with open_ecosystem() as eco:
+            assert await eco.send_sync(Counter("c"), "inc") == 1
+            eco.runtime.pause()
+            await eco.send(Counter("queued"), "inc")  # waits in the run queue
+            eco.runtime.storage.close()  # reads fail from now on
+            eco.runtime.resume()
+            with trio.fail_after(10):
+                await eco.runtime.wait_stopped()
+
+    with pytest.raises(EcosystemClosedError, match=f"stopped: {FAILED}"):
+        await read_from_a_closed_store()
+    if open_ecosystem.persistent:
+        async with open_ecosystem() as eco:
+            assert await eco.dead_letters() == []
+            assert await eco.state_of(Counter("c")) == 1
+
+
 async def test_a_redefined_class_runs_for_resident_entities(
     open_ecosystem: OpenEcosystem,
 ) -> None:
