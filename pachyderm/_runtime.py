@@ -138,6 +138,10 @@ class Runtime:
             self.dispatcher.load_many = shared_storage.load_many
             self.dispatcher.max_state_bytes = shared_storage.max_state_bytes
         self.token: trio.lowlevel.TrioToken | None = None
+        # Worker threads of the runtime's own (news, reads, writes: one each at most),
+        # apart from trio's default limiter: an app whose threads all wait on the
+        # runtime there (trio.from_thread) would otherwise stall it.
+        self.threads: trio.CapacityLimiter | None = None
         self.started = False
         self.closed = False
         self.failure: BaseException | None = None
@@ -200,6 +204,7 @@ class Runtime:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, then dispatch, commit and keep time until :meth:`aclose`."""
         self.token = trio.lowlevel.current_trio_token()
+        self.threads = trio.CapacityLimiter(3)
         self._thread = threading.get_ident()
         unsubscribes = []
         try:
@@ -756,7 +761,9 @@ class Runtime:
                 read = None
                 if unread:  # (round trips, read without the lock, while the tasks here go on)
                     try:
-                        read = await trio.to_thread.run_sync(dispatcher.read, unread)
+                        read = await trio.to_thread.run_sync(
+                            dispatcher.read, unread, limiter=self.threads
+                        )
                     except Exception as error:  # (as a read in the transition itself)
                         with self.lock:
                             self._fail(error, "carrying out a transition")
@@ -822,7 +829,9 @@ class Runtime:
                 if inline and trio.lowlevel.current_statistics().tasks_runnable == 0:
                     seconds = commit.write(group)
                 else:
-                    seconds = await trio.to_thread.run_sync(commit.write, group)
+                    seconds = await trio.to_thread.run_sync(
+                        commit.write, group, limiter=self.threads
+                    )
             except Exception as error:
                 with self.lock:
                     self._fail(error, "writing to the store")

@@ -53,7 +53,9 @@ class Sharing:
         runtime = self.runtime
         with scope:
             while True:
-                news = await trio.to_thread.run_sync(self._read_news, abandon_on_cancel=True)
+                news = await trio.to_thread.run_sync(
+                    self._read_news, abandon_on_cancel=True, limiter=runtime.threads
+                )
                 lost = self.storage.lost
                 if news is None and lost is not None:
                     with runtime.lock:

@@ -559,6 +559,30 @@ async def test_a_store_that_cannot_be_read_for_a_queued_message_stops_the_runtim
             assert await eco.state_of(Counter("c")) == 1
 
 
+async def test_app_threads_holding_all_of_trios_threads_do_not_stall_the_runtime(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A trio app's worker threads, as many as trio's default limit, each waiting on a
+    send_sync through trio.from_thread: the runtime's own thread work (its writes,
+    reads and news) does not queue behind them, and every call returns."""
+    async with open_ecosystem() as eco:
+        total = int(trio.to_thread.current_default_thread_limiter().total_tokens)
+        results: list[int] = []
+
+        def call(n: int) -> int:
+            state: int = trio.from_thread.run(eco.send_sync, Counter(f"t{n}"), "inc")
+            return state
+
+        async def one(n: int) -> None:
+            results.append(await trio.to_thread.run_sync(call, n))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for n in range(total):
+                    nursery.start_soon(one, n)
+        assert results == [1] * total
+
+
 async def test_a_redefined_class_runs_for_resident_entities(
     open_ecosystem: OpenEcosystem,
 ) -> None:
