@@ -184,6 +184,17 @@ class PostgresKind(EcosystemKind):
         Options are those of :meth:`open`; they apply when this call opens it.
         """
         _check(location, worker, lease, poll, partitions, max_message_bytes)
+        open_here = self._shell.get(self._default_location() if location is None else location)
+        if open_here is not None and not open_here.runtime.closed:
+            running = getattr(open_here.runtime.storage, "worker", worker)
+            if running != worker:  # (other options are the first call's, as documented)
+                raise InvalidArgumentError(
+                    f"Postgres at {location!r} is already open here with worker={running}, "
+                    f"so worker={worker} would be ignored "
+                    f"({'nothing would run here' if running is False else 'this process runs'}"
+                    f" its share of the entities): Postgres.close() it first, or pass the "
+                    f"same worker= on every connect"
+                )
         opener = partial(_open, worker=worker, lease=lease, poll=poll, partitions=partitions)
         return self._connect(
             opener,

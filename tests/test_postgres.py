@@ -283,6 +283,25 @@ async def test_bad_arguments_and_unreachable_servers_say_what_to_do(
         Postgres.send_sync(Tally("t"), "x")
 
 
+def test_the_shell_face_refuses_to_change_worker_on_a_store_already_open(
+    postgres_dsn: str,
+) -> None:
+    """Postgres.connect(dsn, worker=False), then Postgres.connect(dsn): refused, saying
+    what is open and what to do (else the second caller would get a client, and its
+    send_sync wait for a worker that is not there); after close() it opens as asked."""
+    try:
+        client = Postgres.connect(postgres_dsn, worker=False, poll=0.05)
+        with pytest.raises(InvalidArgumentError, match=r"worker=False.*Postgres.close\(\)"):
+            Postgres.connect(postgres_dsn)
+        assert Postgres.connect(postgres_dsn, worker=False) is client  # the same: reused
+        Postgres.close()
+        worker = Postgres.connect(postgres_dsn, poll=0.05)
+        assert worker.send_sync(Tally("shell"), "x") == 1
+        assert worker.runtime.statistics["activations"] == 1  # it runs its entities
+    finally:
+        Postgres.close()
+
+
 def test_import_works_without_psycopg_and_postgres_says_what_to_install() -> None:
     """Without psycopg, ``import ecosystems`` works and opening Postgres names the extra."""
     script = (
