@@ -188,12 +188,11 @@ class PostgresKind(EcosystemKind):
         if open_here is not None and not open_here.runtime.closed:
             running = getattr(open_here.runtime.storage, "worker", worker)
             if running != worker:  # (other options are the first call's, as documented)
+                doing = "runs its share of the entities" if running else "runs no entities"
                 raise InvalidArgumentError(
-                    f"Postgres at {location!r} is already open here with worker={running}, "
-                    f"so worker={worker} would be ignored "
-                    f"({'nothing would run here' if running is False else 'this process runs'}"
-                    f" its share of the entities): Postgres.close() it first, or pass the "
-                    f"same worker= on every connect"
+                    f"Postgres at {location!r} is already open here with worker={running} "
+                    f"(this process {doing}), so worker={worker} would be ignored: "
+                    f"Postgres.close() it first, or pass the same worker= on every connect"
                 )
         opener = partial(_open, worker=worker, lease=lease, poll=poll, partitions=partitions)
         return self._connect(

@@ -61,7 +61,7 @@ class Subscription:
     def __init__(
         self, address: Entity[Any, Any], record: bytes | None, capacity: int, since: int = 0
     ) -> None:
-        check_buffer(capacity)
+        """``capacity`` passed :func:`check_buffer` (the runtime checks it first)."""
         self.address = address
         self.since = since  # the stored version ``record`` is (0: not known)
         self.capacity = capacity
