@@ -51,7 +51,7 @@ from pachyderm._entity import Entity, entity_classes
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription, check_buffer
 from pachyderm._forks import track
 from pachyderm._log import log
-from pachyderm._residents import Residents
+from pachyderm._residents import Resident, Residents
 from pachyderm._sharing import Sharing
 from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, inside_handler, load_state, own_call
 from pachyderm._storage import Ident, SharedStorage, Storage
@@ -970,14 +970,37 @@ class Runtime:
         ident = (eco, address.entity_name, address._id)
         with self.lock:
             self.check_open()
-            record = self._committed_record(ident)
             check_buffer(buffer)  # (before the store registers anything)
+            here = self._followed_here(ident)
             since = 0
             if self.sharing is not None:  # changes committed elsewhere come through the store
-                record, since = self.sharing.follow(ident, record)
+                record, since = self.sharing.follow(ident)
+            elif here is None:
+                record = self.storage.load(self.storage.handle(ident))
+            if here is not None:
+                record = here.durable
             subscription = Subscription(address, record, buffer, since)
             self.followers.add(ident, subscription)
         return subscription
+
+    def _followed_here(self, ident: Ident) -> Resident | None:
+        """The record of ``ident`` whose durable state a new follower starts at, if this
+        runtime has one: loaded here, or with activations in the group being written.
+
+        Their states are told to followers when the group completes, so a follower
+        registered before that starts at the state before them, even if the store
+        holds them already (a record handed over, or to be loaded again after a class
+        was defined again, while its group is written): else it would hear them twice.
+        """
+        record = self.residents.get(ident)
+        if record is not None and (record.loaded or record.record is not None):
+            return record
+        writing = self.commit.writing
+        if writing is not None:  # handed over while its group is written
+            for written, _ in writing.activations:
+                if written.ident == ident and (written.loaded or written.record is not None):
+                    return written
+        return None
 
     @protect
     def end_followers(self) -> None:

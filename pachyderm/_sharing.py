@@ -93,16 +93,11 @@ class Sharing:
                 storage.touch_follows()
         return arrivals, answers, updates
 
-    def follow(self, ident: Ident, record: bytes | None) -> tuple[bytes | None, int]:
-        """Register a follower of ``ident`` with the store; its committed record now, and
-        the stored version read (the follower starts there: update rows of that version
-        or older are not for it, and still are for the followers already here).
-
-        ``record`` is the runtime's own, newest if the entity is resident here.
-        """
-        stored, version = self.storage.follow(ident)
-        resident = self.runtime.residents.get(ident)
-        return (record if resident is not None and resident.loaded else stored), version
+    def follow(self, ident: Ident) -> tuple[bytes | None, int]:
+        """Register a follower of ``ident`` with the store; its stored record now, and
+        that record's version (the follower starts there: update rows of that version
+        or older are not for it, and still are for the followers already here)."""
+        return self.storage.follow(ident)
 
     def _take(self, arrivals: list[PendingMessage], answers: Answers) -> None:
         runtime = self.runtime

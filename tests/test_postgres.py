@@ -866,7 +866,8 @@ async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwa
     """A worker runs counters, each followed there, with a group in flight of two
     activations of each (states 2 and 3); a second worker joins, so half are handed
     over before the group completes, and each counter is followed again: the first
-    followers see 1, 2, 3, never a state twice or out of order."""
+    followers see 1, 2, 3, never a state twice or out of order, and the second ones
+    start at 1 and hear 2 and 3 (they were told 3, then 2 and 3 again)."""
     monkeypatch.setattr(pachyderm._runtime, "INLINE_WRITE", 0.0)  # writes in a worker thread
     armed, committed, proceed = threading.Event(), threading.Event(), threading.Event()
     write = PostgresStorage.write
@@ -904,9 +905,8 @@ async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwa
                 with trio.fail_after(10):
                     while runtime.dispatcher.hand_overs == hand_overs:  # half handed over
                         await trio.sleep(0.01)
-                for counter in counters:
-                    async with first.follow(counter):
-                        pass
+                seconds = [await stack.enter_async_context(first.follow(c)) for c in counters]
+                starts = [second.state for second in seconds]
                 proceed.set()
         seen = []
         for follower in followers:
@@ -915,7 +915,12 @@ async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwa
                 async for _, state in follower:
                     states.append(state)
             seen.append(states)
+        heard = [
+            [start, *(state for _, state in second.flush())]
+            for start, second in zip(starts, seconds, strict=True)
+        ]
     assert seen == [[1, 2, 3]] * len(counters)
+    assert heard == [[1, 2, 3]] * len(counters)
 
 
 def _define_counter() -> type[Entity[str, int]]:

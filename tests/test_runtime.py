@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,63 @@ async def test_follower_sees_current_state_then_every_change(
                     break
             assert seen == [(Counter("c"), 2), (Counter("c"), 3), (Counter("c"), 4)]
             assert updates.state == 4
+
+
+def _define_tally() -> type[Entity[str, int]]:
+    class Tally(Entity[str, int]):  # (each call: the same class defined again)
+        entity_name = "tests.runtime.Tally"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: str, state: int) -> tuple[Outbox, int]:
+            return [], state + 1
+
+    return Tally
+
+
+async def test_a_follower_started_as_a_class_is_defined_again_hears_each_state_once(
+    open_ecosystem: OpenEcosystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class defined again (a reload) while a group of two activations is written but
+    not completed, and a follow then: it starts at the state before the group (1) and
+    hears 2 and 3, not 3 from the store and then 2 and 3 again."""
+    tally_class = _define_tally()
+    armed, written, proceed = threading.Event(), threading.Event(), threading.Event()
+    async with open_ecosystem() as eco:
+        runtime = eco.runtime
+        storage_class = type(runtime.storage)
+        write = storage_class.write
+
+        def held_write(storage: Any, batch: Any, *, sync: bool) -> None:
+            write(storage, batch, sync=sync)
+            if armed.is_set():
+                armed.clear()
+                written.set()
+                proceed.wait(10)
+
+        monkeypatch.setattr(storage_class, "write", held_write)
+        tally = tally_class("t")
+        assert await eco.send_sync(tally, "x") == 1
+        started: list[tuple[Any, int]] = []
+
+        def reload_and_follow() -> None:  # (a thread: the write may hold trio's)
+            written.wait(10)
+            _define_tally()
+            follower = runtime.subscribe(eco.id, tally)
+            started.append((follower, follower.latest()))
+            proceed.set()
+
+        thread = threading.Thread(target=reload_and_follow)
+        thread.start()
+        armed.set()
+        async with trio.open_nursery() as nursery:  # two activations in one group
+            nursery.start_soon(eco.send, tally, "x")
+            nursery.start_soon(eco.send, tally, "x")
+        await trio.to_thread.run_sync(thread.join)
+        await eco.settle()
+        [(follower, start)] = started
+        assert [start, *(state for _, state in follower.take_nowait())] == [1, 2, 3]
 
 
 async def test_follower_reads_your_writes(open_ecosystem: OpenEcosystem) -> None:
