@@ -137,10 +137,15 @@ def workers(dsn: str, count: int, lease: float = 2.0) -> Iterator[list[subproces
             started.append(worker)
             assert worker.stdout is not None
             worker.stdout.readline()  # serving
-        deadline = time.monotonic() + 30
+        # Shared out within a few leases; a loaded machine (a test run) takes longer.
+        deadline = time.monotonic() + 90
         while len(_owners(dsn)) < count or max(_owners(dsn).values()) > -(-64 // count):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"partitions not shared out: {_owners(dsn)}")
+            ended = [worker.returncode for worker in started if worker.poll() is not None]
+            if ended or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"partitions not shared out among {count} workers: owners {_owners(dsn)}, "
+                    f"exit codes of workers that ended: {ended}"
+                )
             time.sleep(0.1)
         yield started
     finally:
