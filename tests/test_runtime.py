@@ -298,7 +298,8 @@ async def test_a_follower_started_as_a_class_is_defined_again_hears_each_state_o
 ) -> None:
     """A class defined again (a reload) while a group of two activations is written but
     not completed, and a follow then: it starts at the state before the group (1) and
-    hears 2 and 3, not 3 from the store and then 2 and 3 again."""
+    hears 2 and 3, not 3 from the store and then 2 and 3 again; a follower started
+    before sees 1, 2, 3, never a state twice or out of order."""
     tally_class = _define_tally()
     armed, written, proceed = threading.Event(), threading.Event(), threading.Event()
     async with open_ecosystem() as eco:
@@ -315,6 +316,7 @@ async def test_a_follower_started_as_a_class_is_defined_again_hears_each_state_o
 
         monkeypatch.setattr(storage_class, "write", held_write)
         tally = tally_class("t")
+        first = eco.follow(tally)
         assert await eco.send_sync(tally, "x") == 1
         started: list[tuple[Any, int]] = []
 
@@ -335,6 +337,8 @@ async def test_a_follower_started_as_a_class_is_defined_again_hears_each_state_o
         await eco.settle()
         [(follower, start)] = started
         assert [start, *(state for _, state in follower.take_nowait())] == [1, 2, 3]
+        assert [state for _, state in first.flush()] == [1, 2, 3]
+        first.close()
 
 
 async def test_follower_reads_your_writes(open_ecosystem: OpenEcosystem) -> None:
