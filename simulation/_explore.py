@@ -471,6 +471,8 @@ class _Search:
         for targets in self.edges.values():
             for target in targets:
                 indegree[target] = indegree.get(target, 0) + 1
+        if initial.fingerprint in indegree:  # every world is reached from it: a cycle
+            return None
         ways = {initial.fingerprint: 1}
         ready = deque([initial.fingerprint])
         processed = 0

@@ -37,13 +37,13 @@ def arrange(network: Network, envelopes: Iterable[Envelope]) -> tuple[Envelope, 
     """Envelopes in the network's canonical order.
 
     Unordered: sorted by key, so the same multiset is the same tuple. FIFO:
-    grouped by channel (channels sorted), each channel keeping its send order.
-    ``envelopes`` must list each channel's messages in send order.
+    grouped by channel (channels sorted), each channel in send order (each
+    envelope's ``order``: a world made for an unordered network keeps its
+    envelopes by key, not as they were sent).
     """
     if network == "unordered":
         return tuple(sorted(envelopes, key=lambda item: item.key))
-    # A stable sort by channel keeps the send order inside each channel.
-    return tuple(sorted(envelopes, key=lambda item: item.channel))
+    return tuple(sorted(envelopes, key=lambda item: (item.channel, item.order)))
 
 
 def deliverable(network: Network, envelopes: tuple[Envelope, ...]) -> list[int]:

@@ -361,7 +361,7 @@ def step(
     """
     fifo = network == "fifo"
     if world.fifo is not fifo:  # a world made elsewhere: its channels' order now counts
-        world = world.replace(fifo=fifo)
+        world = world.replace(fifo=fifo, envelopes=arrange(network, world.envelopes))
     if action.timer is not None:
         return _fire(world, action.timer, action.index, max_message_bytes, activations)
     target = action.envelope

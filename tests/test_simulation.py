@@ -64,6 +64,19 @@ def test_order_sensitive_entity(count: int) -> None:
     assert final.entities == {Recorder("r"): list(range(count))}
 
 
+def test_a_world_made_unordered_keeps_its_send_order_when_explored_as_fifo() -> None:
+    """Messages sent "b" then "a" (an unordered world keeps them by key, "a" first):
+    explored from it on a FIFO network, "b" still comes first, as when sent there."""
+    log = Recorder("log")
+    sent = [(log, "b"), (log, "a")]
+    start = Simulation.replay(sent, [])
+    assert [message for _, message in start.in_flight] == ["a", "b"]
+    for search in ("depth", "breadth"):
+        finals = Simulation.exhaust([], start, network="fifo", search=search)
+        assert [world.state_of(log) for world in finals] == [["b", "a"]]
+    assert Simulation.run([], start).state_of(log) == ["b", "a"]
+
+
 def test_fifo_holds_through_an_outbox() -> None:
     """Under fifo, a relay's messages to one receiver keep their order; unordered they do not."""
     envelopes = [(Relay("relay"), (Recorder("end"), n)) for n in range(3)]
@@ -348,6 +361,29 @@ def test_path_counts_are_none_when_a_world_can_come_back() -> None:
             return ([(self, "again")] if message == "again" else []), None
 
     result = Simulation.explore([(Ping("p"), "again")], count_paths=True, max_depth=5)
+    assert result.path_counts is None
+
+
+class Toggle(Entity[Any, int]):
+    """Flips its state and sends itself the message again: a loop."""
+
+    entity_name = "tests.simulation.Toggle"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+        return [(self, "flip")], 1 - state
+
+
+def test_path_counts_are_none_when_the_start_itself_comes_back() -> None:
+    """A search from a world on a cycle (the toggle's loop comes back to it) has
+    infinitely many orders too: no count, where the start was taken as a source."""
+    toggle = Toggle("t")
+    fresh = Simulation.replay([(toggle, "flip")], [])
+    start = Simulation.replay([(toggle, "flip")], [Action("deliver", fresh.envelopes[0])])
+    result = Simulation.explore([], start, drops=1, count_paths=True)
+    assert result.complete
     assert result.path_counts is None
 
 
