@@ -139,7 +139,11 @@ class Simulation:
                 only by renaming them are explored once, and counted once
                 (``final_worlds`` keeps one of each class). Sound only if they
                 really are interchangeable: handlers that treat every id alike,
-                and a start that is the same under renaming. The search is then
+                a start that is the same under renaming, and invariants and
+                final checks that treat them alike too (each runs on one world
+                of each class: a check that names one of them, such as
+                ``state_of(Replica(1)) <= state_of(Replica(0))``, may miss a
+                violation in another renaming). The search is then
                 breadth-first without sleep sets, and ``count_paths`` is refused.
             workers: processes to search with. 1 (default): this process.
                 More: forked worker processes share the worlds (Linux and
