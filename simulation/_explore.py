@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pachyderm._log import log
 from pachyderm._step import Failed
@@ -549,7 +549,14 @@ def explore_from(
         raise InvalidArgumentError(
             f"timeout must be a number of seconds > 0 or None (no limit), got {describe(timeout)}"
         )
-    if progress not in (None, True, False):
+    for name, flag in (
+        ("stop_at_first_violation", stop_at_first_violation),
+        ("count_paths", count_paths),
+    ):
+        if type(flag) is not bool:
+            raise InvalidArgumentError(f"{name} must be True or False, got {describe(flag)}")
+    invariants, final = _checks("invariants", invariants), _checks("final", final)
+    if progress is not None and type(progress) is not bool:
         raise InvalidArgumentError(
             f"progress must be True, False or None (on a terminal, for long searches), "
             f"got {describe(progress)}"
@@ -606,6 +613,28 @@ def explore_from(
     searcher.result.seconds = time.perf_counter() - started
     searcher.budget.finish(searcher.result)
     return searcher.result
+
+
+def _checks(name: str, checks: object) -> tuple[Property, ...]:
+    """``checks`` as a tuple of callables, or a clear refusal."""
+    if callable(checks) or isinstance(checks, (str, bytes)):
+        raise InvalidArgumentError(
+            f"{name} must be a list of checks (functions of a World), got {describe(checks)}: "
+            f"put a single check in a list"
+        )
+    try:
+        found: tuple[Any, ...] = tuple(cast(Iterable[Any], checks))
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{name} must be a list of checks (functions of a World), got {describe(checks)}"
+        ) from None
+    for check in found:
+        if not callable(check):
+            raise InvalidArgumentError(
+                f"each of {name} must be a function of a World (returning False or raising "
+                f"AssertionError when the world fails it), got {describe(check)}"
+            )
+    return found
 
 
 def _explore_parallel(initial: World, workers: int, searcher: _Search) -> Exploration:

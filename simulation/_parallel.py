@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import pickle
 import signal
 import time
@@ -33,6 +34,7 @@ __all__ = ["check_workers", "explore_parallel"]
 
 _TOLERANCE = 0.02  # a worker this far over its share of a level's actions gives the rest away
 _SLACK = 32  # ...and always this many: shipping a handful costs more than it saves
+_MAX_WORKERS = 256  # owner_of() reads one byte
 
 
 def check_workers(workers: object, count_paths: bool) -> int:
@@ -41,6 +43,12 @@ def check_workers(workers: object, count_paths: bool) -> int:
         raise InvalidArgumentError(
             f"workers must be an int >= 1 (processes to search with; 1, the default, "
             f"searches in this process), got {describe(workers)}"
+        )
+    if workers > _MAX_WORKERS:
+        raise InvalidArgumentError(
+            f"workers must be at most {_MAX_WORKERS} (one byte of a world's fingerprint picks "
+            f"the worker that owns it); a search gains little past this machine's "
+            f"{os.cpu_count()} cores; got {describe(workers)}"
         )
     if workers > 1 and count_paths:
         raise InvalidArgumentError(

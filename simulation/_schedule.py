@@ -93,6 +93,7 @@ def walk(
     if type(seed) is not int:
         raise InvalidArgumentError(f"a walk's seed must be an int, got {describe(seed)}")
     network = check_network(network)
+    _check_max_steps(max_steps)
     rng = random.Random(seed)
     initial = initial_world(envelopes, world, network, drops, duplicates)
     return execute(initial, network, rng.randrange, max_steps, seed)
@@ -114,6 +115,7 @@ def executions(
     a failure is reported with a small schedule.
     """
     network = check_network(network)
+    _check_max_steps(max_steps)
     initial = initial_world(list(envelopes), world, network, drops, duplicates)
 
     @st.composite
@@ -121,3 +123,10 @@ def executions(
         return execute(initial, network, lambda count: draw(st.integers(0, count - 1)), max_steps)
 
     return draw_execution()
+
+
+def _check_max_steps(max_steps: object) -> None:
+    if type(max_steps) is not int or max_steps < 0:
+        raise InvalidArgumentError(
+            f"max_steps must be an int >= 0 (actions to take at most), got {describe(max_steps)}"
+        )

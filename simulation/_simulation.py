@@ -16,7 +16,7 @@ from simulation._explore import (
 )
 from simulation._network import Network, check_network, initial_world
 from simulation._schedule import executions, walk
-from simulation._step import Action, step
+from simulation._step import Action, enabled, step
 from simulation._world import World
 
 __all__ = ["Simulation"]
@@ -192,11 +192,35 @@ class Simulation:
         drops: int = 0,
         duplicates: int = 0,
     ) -> World:
-        """The world a trace leads to, from the same start as the search that found it."""
+        """The world a trace leads to, from the same start as the search that found it.
+
+        Raises:
+            InvalidArgumentError: ``trace`` is not a sequence of actions (from an
+                exploration's ``traces`` or a violation's ``trace``), or one of
+                them cannot be taken where the trace has led: the start, the
+                network or the budgets are not the search's.
+        """
         network = check_network(network)
         current = initial_world(envelopes, world, network, drops, duplicates)
-        for action in trace:
-            current, _ = step(current, action, network)
+        if isinstance(trace, (str, bytes)) or not isinstance(trace, Sequence):
+            raise InvalidArgumentError(
+                f"trace must be a sequence of actions (an exploration's traces[world], a "
+                f"violation's trace), got {describe(trace)}"
+            )
+        for number, action in enumerate(trace, 1):
+            if not isinstance(action, Action):
+                raise InvalidArgumentError(
+                    f"step {number} of the trace must be an Action, got {describe(action)}"
+                )
+            found = next((a for a in enabled(current, network) if a == action), None)
+            if found is None:
+                raise InvalidArgumentError(
+                    f"step {number} of {len(trace)} of the trace, {action}, cannot be taken in "
+                    f"the world it has led to, {describe(current)}: replay it from the start, "
+                    f"network ({network!r}) and budgets (drops, duplicates) of the search that "
+                    f"found it"
+                )
+            current, _ = step(current, found, network)
         return current
 
 

@@ -25,7 +25,7 @@ from pachyderm import (
     after,
     cancel,
 )
-from simulation import Simulation
+from simulation import Simulation, World
 from tests.conftest import OpenEcosystem
 from tests.entities import Counter
 
@@ -236,7 +236,80 @@ SIMULATION_CASES: list[tuple[str, Callable[[], object], str]] = [
         lambda: Simulation.run([(Counter("c"), "inc")], max_steps=0),
         "max_steps must be an int >= 1, got 0 (a builtins.int)",
     ),
+    (
+        "one check, not a list of them",
+        lambda: Simulation.explore([(Counter("c"), "inc")], invariants=_passes),  # type: ignore[arg-type]
+        "invariants must be a list of checks (functions of a World), got <function _passes",
+    ),
+    (
+        "a check that is not a function",
+        lambda: Simulation.explore([(Counter("c"), "inc")], final=["_passes"]),  # type: ignore[list-item]
+        "got '_passes' (a builtins.str)",
+    ),
+    (
+        "stop_at_first_violation not a bool",
+        lambda: Simulation.explore([(Counter("c"), "inc")], stop_at_first_violation="no"),  # type: ignore[arg-type]
+        "stop_at_first_violation must be True or False, got 'no' (a builtins.str)",
+    ),
+    (
+        "count_paths not a bool",
+        lambda: Simulation.explore([(Counter("c"), "inc")], count_paths=1),  # type: ignore[arg-type]
+        "count_paths must be True or False, got 1 (a builtins.int)",
+    ),
+    (
+        "progress 1, not True",
+        lambda: Simulation.explore([(Counter("c"), "inc")], progress=1),  # type: ignore[arg-type]
+        "got 1 (a builtins.int)",
+    ),
+    (
+        "workers past 256",
+        lambda: Simulation.explore([(Counter("c"), "inc")], workers=10**6),
+        "workers must be at most 256",
+    ),
+    (
+        "a walk's max_steps a str",
+        lambda: Simulation.walk([(Counter("c"), "inc")], seed=7, max_steps="5"),  # type: ignore[arg-type]
+        "max_steps must be an int >= 0 (actions to take at most), got '5' (a builtins.str)",
+    ),
+    (
+        "executions' max_steps None",
+        lambda: Simulation.executions([(Counter("c"), "inc")], max_steps=None),  # type: ignore[arg-type]
+        "got None (a builtins.NoneType)",
+    ),
+    (
+        "a trace of strings",
+        lambda: Simulation.replay([(Counter("c"), "inc")], ["deliver"]),  # type: ignore[list-item]
+        "step 1 of the trace must be an Action, got 'deliver' (a builtins.str)",
+    ),
+    (
+        "a trace that does not fit the start",
+        lambda: Simulation.replay(
+            [(Counter("d"), "inc")],
+            Simulation.explore([(Counter("c"), "inc")], final=[_fails]).violations[0].trace,
+        ),
+        "step 1 of 1 of the trace, deliver outside -> Counter('c'): 'inc', cannot be taken",
+    ),
+    (
+        "a drop replayed without the budget for it",
+        lambda: Simulation.replay(
+            [(Counter("c"), "inc")],
+            Simulation.explore([(Counter("c"), "inc")], drops=1, final=[_ran]).violations[0].trace,
+        ),
+        "drop outside -> Counter('c'): 'inc', cannot be taken",
+    ),
 ]
+
+
+def _passes(world: object) -> bool:
+    return True
+
+
+def _fails(world: object) -> bool:
+    return False
+
+
+def _ran(world: World) -> bool:
+    return bool(world.entities)  # fails only where the message was dropped
 
 
 @pytest.mark.parametrize(("label", "make", "shown"), SIMULATION_CASES)
