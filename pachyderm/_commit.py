@@ -23,6 +23,7 @@ import trio
 from pachyderm._storage import Batch, Storage
 
 if TYPE_CHECKING:
+    from pachyderm._entity import Entity
     from pachyderm._residents import Resident
 
 __all__ = [
@@ -160,6 +161,7 @@ class Group:
     __slots__ = (
         "activations",
         "batch",
+        "carried",
         "error",
         "finished",
         "number",
@@ -174,6 +176,9 @@ class Group:
         # One per activation: the entity and its new record (None: it failed).
         self.activations: list[tuple[Resident, bytes | None]] = []
         self.replies: list[tuple[Reply, bytes | None, BaseException | None]] = []
+        # Replies to messages accepted in an earlier group (None: found at open), and the
+        # entity: if this group is never written, the message still waits in its inbox.
+        self.carried: list[tuple[Reply, Group | None, Entity[Any, Any] | None]] = []
         self.waiters: list[Reply] = []  # threads waiting for this group to be durable
         # Trio tasks asleep until this group is durable, woken directly rather
         # than through a trio.Event: every send sleeps once, so this is the

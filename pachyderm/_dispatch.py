@@ -293,6 +293,8 @@ class Dispatcher:
             group.batch.unaccept(envelope.token)  # never written: nothing to remove
         else:
             group.batch.consume(record.handle, envelope.seq)
+            if envelope.reply is not None:
+                group.carried.append((envelope.reply, envelope.group, record.address))
 
     def _activate(self, record: Resident, seq: int, blob: bytes, reply: Reply | None) -> bool:
         """Run one activation of ``record`` on a message; its effects join the open group.

@@ -311,7 +311,10 @@ class Runtime:
         writing = self.commit.writing
         if writing is not None and not self._writing_elsewhere:
             writing.finish(self._write_failed_error(), wake)
-        # Never written (after a failure; empty after a clean close): nothing happened.
+        # Never written (after a failure; empty after a clean close): nothing happened,
+        # but to messages accepted before it, which still wait (their activations are lost).
+        for reply, accepted, address in self.commit.open.carried:
+            reply.resolve(None, self._waiting_message_error(address, accepted), wake)
         self.commit.open.finish(self._closed_error(), wake)
         remote, self.dispatcher.remote = self.dispatcher.remote, {}
         for reply, group, _ in remote.values():

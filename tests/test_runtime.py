@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from structlog.testing import capture_logs
 
 from ecosystems import InMemory, LocalDisk
@@ -26,6 +27,7 @@ from pachyderm import (
     MessageTooLargeError,
     Outbox,
     OutcomeUnknownError,
+    PachydermError,
     UnknownDeadLetterError,
     UpgradeError,
     WaitingForClassError,
@@ -462,6 +464,64 @@ async def test_a_failed_write_stops_the_ecosystem(open_ecosystem: OpenEcosystem)
     if open_ecosystem.persistent:
         async with open_ecosystem() as eco:
             assert await eco.state_of(Counter("c")) == 1
+
+
+async def test_a_caller_whose_message_was_stored_is_never_told_to_send_it_again(
+    open_ecosystem: OpenEcosystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send_sync whose message was stored in one group, and whose activation was in
+    the open group when a write failed (the disk full, say), hears OutcomeUnknownError
+    (it is applied at the next open), not EcosystemClosedError (nothing happened, send
+    again): sending again would apply it twice."""
+    armed, held, proceed = threading.Event(), threading.Event(), threading.Event()
+    answers: dict[Any, BaseException | int] = {}
+
+    async def answered(eco: Ecosystem, address: Counter) -> None:
+        try:
+            answers[address.id] = await eco.send_sync(address, "inc")
+        except PachydermError as error:
+            answers[address.id] = error
+
+    async def until_the_disk_fills() -> None:
+        async with open_ecosystem() as eco:
+            runtime = eco.runtime
+            storage_class = type(runtime.storage)
+            write = storage_class.write
+
+            def full_disk(storage: Any, batch: Any, *, sync: bool) -> None:
+                if armed.is_set():
+                    held.set()
+                    proceed.wait(10)
+                    raise OSError(28, "No space left on device")
+                write(storage, batch, sync=sync)
+
+            monkeypatch.setattr(storage_class, "write", full_disk)
+            async with trio.open_nursery() as nursery:
+                runtime.pause()
+                nursery.start_soon(answered, eco, Counter("c"))
+                await trio.testing.wait_all_tasks_blocked()  # its message accepted...
+                await eco.send(Counter("flush"), "inc")  # ...and stored (written in order)
+                armed.set()
+                nursery.start_soon(answered, eco, Counter("other"))  # its write held, to fail
+                await trio.to_thread.run_sync(held.wait, 10)
+                runtime.resume()  # the caller's activation joins the open group
+                with trio.fail_after(10):
+                    while runtime.commit.open.carried == []:
+                        await trio.sleep(0.01)
+                proceed.set()
+
+    with pytest.raises(EcosystemClosedError, match="writing to the store failed"):
+        await until_the_disk_fills()
+    monkeypatch.undo()
+    answer = answers["c"]
+    if open_ecosystem.persistent:
+        assert isinstance(answer, OutcomeUnknownError), answer
+        assert "Do not send it again" in str(answer)
+        async with open_ecosystem() as eco:
+            await eco.settle()
+            assert await eco.state_of(Counter("c")) == 1
+    else:  # the store's memory, and the message, are gone
+        assert isinstance(answer, EcosystemClosedError), answer
 
 
 async def test_recent_messages_are_the_last_ten(open_ecosystem: OpenEcosystem) -> None:
