@@ -15,6 +15,7 @@ Every method must be called with the runtime's lock held.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +41,10 @@ class Timers:
     def __init__(self, storage: Storage, window: int = WINDOW) -> None:
         self.storage = storage
         self.window = window
-        self._heap: list[tuple[float, int, Timer]] = []
+        # (due, seq, entry number, timer): the number tells apart a timer taken back (its
+        # partition regained) from its cancelled self still in the heap (Timers never compare).
+        self._heap: list[tuple[float, int, int, Timer]] = []
+        self._entries = itertools.count()
         self._loaded: dict[int, Timer] = {}  # seq -> timer, for those in the heap
         self._horizon: tuple[float, int] = (-math.inf, 0)  # nothing loaded yet
         # Changes beyond the horizon not yet durable: key -> (timer or None, group number).
@@ -58,7 +62,7 @@ class Timers:
         """A new pending timer, stored by the batch of group number ``group``."""
         key = timer.key
         if key < self._horizon:
-            heapq.heappush(self._heap, (timer.due, timer.seq, timer))
+            heapq.heappush(self._heap, (timer.due, timer.seq, next(self._entries), timer))
             self._loaded[timer.seq] = timer
             self._unwritten[timer.seq] = group
             if len(self._loaded) > 2 * self.window:
@@ -74,7 +78,7 @@ class Timers:
     def gain(self, timer: Timer) -> None:
         """A stored timer this runtime may now fire (its partition was taken over)."""
         if timer.key < self._horizon and timer.seq not in self._loaded:
-            heapq.heappush(self._heap, (timer.due, timer.seq, timer))
+            heapq.heappush(self._heap, (timer.due, timer.seq, next(self._entries), timer))
             self._loaded[timer.seq] = timer
             if len(self._loaded) > 2 * self.window:
                 self._evict()
@@ -118,7 +122,7 @@ class Timers:
         """When the earliest pending timer is due; None if none is pending."""
         heap = self._heap
         while True:
-            while heap and heap[0][2].cancelled:
+            while heap and heap[0][3].cancelled:
                 heapq.heappop(heap)
             if heap:
                 return heap[0][0]
@@ -138,7 +142,7 @@ class Timers:
             next_due = self.next_due()
             if next_due is None or next_due > now:
                 break
-            _, _, timer = heapq.heappop(heap)
+            _, _, _, timer = heapq.heappop(heap)
             del self._loaded[timer.seq]
             due.append(timer)
         return due
@@ -161,7 +165,10 @@ class Timers:
             if key >= horizon:
                 del self._removals[seq]
                 self._remember(key, None, group)
-        self._heap[:] = [(timer.due, timer.seq, timer) for timer in kept]  # in place: it is shared
+        entries = self._entries
+        self._heap[:] = [
+            (timer.due, timer.seq, next(entries), timer) for timer in kept
+        ]  # (in place)
         heapq.heapify(self._heap)
         self._horizon = horizon
 
@@ -183,7 +190,7 @@ class Timers:
                 found[key] = timer
                 unwritten[key] = group
         for timer in found.values():
-            self._heap.append((timer.due, timer.seq, timer))
+            self._heap.append((timer.due, timer.seq, next(self._entries), timer))
             self._loaded[timer.seq] = timer
             if timer.key in unwritten:
                 self._unwritten[timer.seq] = unwritten[timer.key]

@@ -28,8 +28,9 @@ import trio
 import pachyderm._runtime
 from ecosystems import Postgres
 from ecosystems._postgres_arrays import blobs, texts
-from ecosystems._postgres_storage import _TOLD, PostgresStorage
+from ecosystems._postgres_storage import _TOLD, PostgresStorage, partition_of
 from pachyderm import ActivationError, Entity, Outbox
+from pachyderm._layout import address_key
 from pachyderm.errors import (
     EcosystemClosedError,
     InvalidArgumentError,
@@ -39,6 +40,7 @@ from pachyderm.errors import (
     StoreAccessError,
     StoreCorruptedError,
 )
+from tests.entities import Alarm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -575,7 +577,6 @@ async def test_a_version_1_database_is_upgraded_with_its_data(postgres_dsn: str)
     messages waiting in its inbox applied once, in order, and the one whose sender
     waited answered (in the replies table: that sender is gone)."""
     from ecosystems._postgres_schema import SCHEMA_VERSION, ensure_schema
-    from ecosystems._postgres_storage import partition_of
     from pachyderm._codec import encode
     from pachyderm._layout import address_key
     from pachyderm._step import record_bytes
@@ -613,7 +614,7 @@ async def test_a_message_whose_writer_was_running_at_a_scan_is_found_after(
     """A worker's scans read only the inbox rows of transactions their last snapshot did
     not see. A message written by a transaction still running at such a scan (so it
     was not seen), and committed after, is found by a later scan and applied once."""
-    from ecosystems._postgres_storage import PostgresStorage, partition_of
+
     from pachyderm._codec import encode
     from pachyderm._layout import address_key
 
@@ -858,6 +859,36 @@ async def test_a_second_follow_in_the_owning_process_tells_the_first_nothing_twi
                 async for _, state in first:
                     seen.append(state)
     assert seen == [1, 2, 3]
+
+
+async def test_a_partition_taken_back_with_a_pending_timer_fires_it_once(
+    postgres_dsn: str,
+) -> None:
+    """A worker hands a partition with a pending timer to a worker that joins, and takes
+    it back when that one closes: the timer, dropped from its memory at the hand-over
+    and read again, fires once (its two heap entries once made the worker stop on a
+    TypeError, comparing two timers)."""
+    options: dict[str, Any] = {"partitions": 2, "lease": 0.6, "poll": 0.05}
+    alarm = next(
+        Alarm(n)
+        for n in range(100)
+        if partition_of("default", address_key(Alarm.entity_name, n), 2) == 1  # handed over
+    )
+    async with Postgres.open(postgres_dsn, **options) as first:
+        storage = cast(PostgresStorage, first.runtime.storage)
+        await first.send_sync(alarm, ("set", 3.0, "rung"))
+        async with Postgres.open(postgres_dsn, **options):
+            with trio.fail_after(10):
+                while 1 in storage.owned:
+                    await trio.sleep(0.02)
+        with trio.fail_after(10):
+            while 1 not in storage.owned:
+                await trio.sleep(0.02)
+        with trio.fail_after(10):
+            while await first.state_of(alarm) != ["rung"]:
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)
+        assert await first.state_of(alarm) == ["rung"]
 
 
 async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwards(
