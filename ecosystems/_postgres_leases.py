@@ -150,6 +150,11 @@ class Leases:
                     f"worker {self.identity} lost partitions {lost} to another worker "
                     f"(it was paused or cut off past its {self.lease} s lease): it must stop"
                 )
+            # Taken by this worker, whose answer was lost (the connection cut after the
+            # take committed): renewed, no other worker may take them, so run them here.
+            found = {p: epoch for p, epoch in renewed.items() if p not in self.owned}
+            if found:
+                self._gain(found)
         connection.execute(
             "INSERT INTO pachyderm_workers (id, seen) VALUES (%s, now()) "
             "ON CONFLICT (id) DO UPDATE SET seen = now()",
@@ -218,9 +223,13 @@ class Leases:
             (self.identity, seconds, wanted),
         ).fetchall()
         if taken:
-            owned = dict(self.owned)
-            owned.update(taken)
-            self.owned = owned
-            self.gained = self.gained + [p for p, _ in taken]
-            log("postgres.partitions_taken", worker=self.identity, partitions=sorted(dict(taken)))
-            self._on_gained([p for p, _ in taken])
+            self._gain(dict(taken))
+
+    def _gain(self, taken: dict[int, int]) -> None:
+        """Partitions this worker now holds, with their epochs: the runtime takes them up."""
+        owned = dict(self.owned)
+        owned.update(taken)
+        self.owned = owned
+        self.gained = self.gained + sorted(taken)
+        log("postgres.partitions_taken", worker=self.identity, partitions=sorted(taken))
+        self._on_gained(sorted(taken))

@@ -891,6 +891,40 @@ async def test_a_partition_taken_back_with_a_pending_timer_fires_it_once(
         assert await first.state_of(alarm) == ["rung"]
 
 
+async def test_a_partition_whose_taking_was_never_answered_is_run_by_its_taker(
+    postgres_dsn: str,
+) -> None:
+    """A take of a partition that committed, its answer lost (the connection cut): the
+    table says the worker owns it, and its renewals keep it so, so no other worker may
+    take it. The worker finds it at its next renewal and runs its entities (they went
+    unanswered while it lived)."""
+    options: dict[str, Any] = {"partitions": 4, "lease": 0.6, "poll": 0.05}
+    tally = next(
+        Tally(n)
+        for n in range(100)
+        if partition_of("default", address_key(Tally.entity_name, n), 4) == 2
+    )
+    async with Postgres.open(postgres_dsn, **options) as eco:
+        storage = cast(PostgresStorage, eco.runtime.storage)
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            # Another worker, alive for a few seconds: this one hands over half.
+            connection.execute(
+                "INSERT INTO pachyderm_workers (id, seen) VALUES ('ghost', now() + interval '3 s')"
+            )
+            with trio.fail_after(10):
+                while sorted(storage.owned) != [0, 1]:
+                    await trio.sleep(0.02)
+            # What a take of partition 2 leaves when its answer never comes back.
+            connection.execute(
+                "UPDATE pachyderm_partitions SET owner = %s, epoch = epoch + 1, "
+                "lease_until = now() + interval '0.6 s' WHERE p = 2",
+                (storage.identity,),
+            )
+        with trio.fail_after(15):
+            assert await eco.send_sync(tally, "x") == 1
+        assert 2 in storage.owned
+
+
 async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwards(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
