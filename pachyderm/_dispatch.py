@@ -381,13 +381,14 @@ class Dispatcher:
         False (the entity parked) if its stored state names an unregistered
         class; a Failed transition if ``init()`` or ``upgrade()`` failed.
         """
-        stored = record.record  # newest, if loaded before (see refresh)
+        stored = record.record  # newest, if loaded before (see refresh): maybe not durable
         if stored is None:
             preloaded = self._preloaded
             if record.ident in preloaded:
                 stored = preloaded.pop(record.ident)
             else:
                 stored = self.storage.load(record.handle)  # a failure: the runtime's
+            record.durable = stored
         try:
             state = load_state(address, stored)
         except UnregisteredNameError as missing:
@@ -395,7 +396,7 @@ class Dispatcher:
             return False
         except BaseException as error:  # init() and upgrade() are user code too
             return _failed(message, error)
-        record.durable = record.record = stored
+        record.record = stored
         record.state = state
         record.loaded = True
         return True

@@ -284,7 +284,7 @@ async def test_follower_sees_current_state_then_every_change(
 
 def _define_tally() -> type[Entity[str, int]]:
     class Tally(Entity[str, int]):  # (each call: the same class defined again)
-        entity_name = "tests.runtime.Tally"
+        entity_name = "tests.runtime.Reloaded"
 
         def init(self) -> int:
             return 0

@@ -54,6 +54,61 @@ def test_send_sync_and_follow(shell: EcosystemKind) -> None:
     follower.close()
 
 
+def _define_tally() -> type[Entity[str, int]]:
+    class Tally(Entity[str, int]):  # (each call: the same class defined again)
+        entity_name = "tests.shell.Tally"
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: str, state: int) -> tuple[Outbox, int]:
+            return [], state + 1
+
+    return Tally
+
+
+def test_a_class_defined_again_never_shows_a_state_not_yet_durable(
+    shell: EcosystemKind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class defined again while a group is written (state 2, held), and an activation
+    then (state 3, in the open group): state_of says 1, the durable state, and a follower
+    starts at 1 and hears 2 and 3, each once (the reloaded entity took 2 as durable)."""
+    tally = _define_tally()("t")
+    eco = shell.connect()
+    assert eco.send_sync(tally, "x") == 1
+    storage_class = type(eco.runtime.storage)
+    write = storage_class.write
+    armed, written, proceed = threading.Event(), threading.Event(), threading.Event()
+
+    def held_write(storage: Any, batch: Any, *, sync: bool) -> None:
+        write(storage, batch, sync=sync)
+        if armed.is_set():
+            armed.clear()
+            written.set()
+            proceed.wait(10)
+
+    monkeypatch.setattr(storage_class, "write", held_write)
+    armed.set()
+    second = threading.Thread(target=eco.send_sync, args=(tally, "x"))
+    second.start()
+    assert written.wait(10)
+    reloaded = _define_tally()("t")
+    third = threading.Thread(target=eco.send, args=(reloaded, "x"))
+    third.start()
+    deadline = time.monotonic() + 10
+    while not eco.runtime.commit.open.activations and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert eco.state_of(reloaded) == 1
+    follower = eco.follow(reloaded)
+    assert follower.state == 1
+    proceed.set()
+    second.join(10)
+    third.join(10)
+    eco.settle()
+    assert [state for _, state in follower.flush()] == [2, 3]
+    follower.close()
+
+
 def test_follower_get_times_out_and_iteration_ends_on_close(shell: EcosystemKind) -> None:
     """get(timeout) raises TimeoutError when nothing comes; iteration ends when closed."""
     with shell.follow(Recorder("r")) as follower:
