@@ -8,6 +8,7 @@ once the application has called ``structlog.configure`` (or inside
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import structlog
@@ -21,6 +22,25 @@ _logger = structlog.get_logger("pachyderm")
 
 
 def log(event: str, level: str = "info", **fields: Any) -> None:
-    """Emit ``event`` with ``fields`` if the application has configured structlog."""
-    if structlog.is_configured():
-        getattr(_logger, level)(event, **fields)
+    """Emit ``event`` with ``fields`` if the application has configured structlog.
+
+    Never raises: fields hold users' values (a failed message, an address),
+    which the application's renderer may not take (JSON and a dict with tuple
+    keys, a ``__repr__`` that raises). Such an event goes out again with every
+    field as text, or not at all; logging must not stop a store.
+    """
+    if not structlog.is_configured():
+        return
+    emit = getattr(_logger, level)
+    try:
+        emit(event, **fields)
+    except Exception:
+        with contextlib.suppress(Exception):
+            emit(event, **{name: _text(value) for name, value in fields.items()})
+
+
+def _text(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as error:
+        return f"<repr() failed: {type(error).__name__}>"

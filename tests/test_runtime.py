@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import trio
 import trio.testing
 from structlog.testing import capture_logs
@@ -522,6 +525,36 @@ async def test_a_caller_whose_message_was_stored_is_never_told_to_send_it_again(
             assert await eco.state_of(Counter("c")) == 1
     else:  # the store's memory, and the message, are gone
         assert isinstance(answer, EcosystemClosedError), answer
+
+
+class Refuser(Entity[Any, int]):
+    """Fails on every message."""
+
+    entity_name = "tests.runtime.Refuser"
+
+    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+        raise ValueError("refused")
+
+
+async def test_a_log_event_the_renderer_cannot_take_never_stops_the_store(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """With structlog rendering JSON, a failed message that JSON cannot take (a dict with
+    tuple keys) is logged with its fields as text, and the store goes on (it stopped,
+    and stopped again at every open, while the message waited in the inbox)."""
+    out = io.StringIO()
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(out),
+    )
+    async with open_ecosystem() as eco:
+        with pytest.raises(ActivationError, match="refused"):
+            await eco.send_sync(Refuser("r"), {("a", 1): "tuple key"})
+        assert await eco.send_sync(Counter("c"), "inc") == 1
+    [failed] = [
+        json.loads(line) for line in out.getvalue().splitlines() if "activation.failed" in line
+    ]
+    assert failed["message"] == "{('a', 1): 'tuple key'}"
 
 
 async def test_recent_messages_are_the_last_ten(open_ecosystem: OpenEcosystem) -> None:
