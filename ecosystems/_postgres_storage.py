@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -94,6 +95,13 @@ class PostgresEntity:
         self.eco = eco
         self.address = address
         self.p = p
+
+
+def shown_dsn(dsn: str) -> str:
+    """``dsn`` as errors and logs show it: any password masked, in either form
+    (``postgresql://user:secret@host/db``, ``password=secret``, ``?password=secret``)."""
+    dsn = re.sub(r"(://[^:/@?]*:)[^@/?]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", dsn)
 
 
 def partition_of(eco: str, address: bytes, partitions: int) -> int:
@@ -281,7 +289,7 @@ class PostgresStorage:
         self.lease = lease
         self.poll = poll
         self.partitions = partitions
-        self.name = f"Postgres({dsn!r})"
+        self.name = f"Postgres({shown_dsn(dsn)!r})"  # in every error and log event
         self.known: dict[int, int] = {}  # pending seqs the runtime holds -> their partition
         # Pending seqs whose sender waits for a reply: the process (incarnation) to tell.
         self.reply_wanted: dict[int, int] = {}
@@ -334,7 +342,7 @@ class PostgresStorage:
             return psycopg.connect(self.dsn, autocommit=autocommit, client_encoding="UTF8")
         except psycopg.Error as error:
             raise StoreAccessError(
-                f"cannot connect to PostgreSQL with dsn {self.dsn!r}: {error}".strip()
+                f"cannot connect to PostgreSQL with dsn {shown_dsn(self.dsn)!r}: {error}".strip()
                 + " (is the server running, and is the dsn right?)"
             ) from error
 

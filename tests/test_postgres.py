@@ -24,6 +24,7 @@ from typing import Any, cast
 import psycopg
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 import pachyderm._runtime
 from ecosystems import Postgres
@@ -923,6 +924,23 @@ async def test_a_partition_whose_taking_was_never_answered_is_run_by_its_taker(
         with trio.fail_after(15):
             assert await eco.send_sync(tally, "x") == 1
         assert 2 in storage.owned
+
+
+async def test_a_password_in_the_dsn_is_never_shown(postgres_dsn: str) -> None:
+    """Errors and log events name the store by its DSN, with any password masked."""
+    with pytest.raises(StoreAccessError) as refused:
+        async with Postgres.open("postgresql://app:s3cret-word@127.0.0.1:1/app"):
+            pass
+    assert "s3cret" not in str(refused.value)
+    assert "app:***@127.0.0.1" in str(refused.value)
+    with capture_logs() as logs:
+        async with Postgres.open(postgres_dsn + " password=s3cret-word") as eco:
+            assert await eco.send_sync(Tally("t"), "x") == 1
+        with pytest.raises(EcosystemClosedError) as closed:
+            await eco.send_sync(Tally("t"), "x")
+    assert "password=***" in str(closed.value)
+    assert logs
+    assert not [event for event in logs if "s3cret" in repr(event)]
 
 
 async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwards(
