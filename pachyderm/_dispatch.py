@@ -49,6 +49,9 @@ from pachyderm.errors import (
 __all__ = ["Dispatcher"]
 
 
+_IMMUTABLE = frozenset({int, float, str, bytes, bool, type(None)})  # kept as returned
+
+
 class Dispatcher:
     """Runs the activations of one runtime and records their effects in the open group."""
 
@@ -345,6 +348,10 @@ class Dispatcher:
             self._dead_letter(record, blob, reply, outcome)
             return True
         _, state, state_bytes, commands = outcome
+        if state is not record.state and type(state) not in _IMMUTABLE:
+            # A new object may be shared (a module's constant, another entity's state):
+            # the entity gets its own, as from init() and as the Simulation gives it.
+            state = decode(state_bytes)
         if commands and record.timers is None:
             self._load_timers(record, commands)  # (read before the open group changes)
         record.remember(blob)

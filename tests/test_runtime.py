@@ -557,6 +557,41 @@ async def test_a_log_event_the_renderer_cannot_take_never_stops_the_store(
     assert failed["message"] == "{('a', 1): 'tuple key'}"
 
 
+EMPTY_CART: dict[str, int] = {}
+
+
+class Cart(Entity[Any, dict[str, int]]):
+    """Adds items in place; "clear" returns a module's constant (shared by every cart)."""
+
+    entity_name = "tests.runtime.Cart"
+
+    def init(self) -> dict[str, int]:
+        return {}
+
+    def activate(self, message: Any, state: dict[str, int]) -> tuple[Outbox, dict[str, int]]:
+        if message == "clear":
+            return [], EMPTY_CART
+        state[message] = state.get(message, 0) + 1
+        return [], state
+
+
+async def test_a_state_returned_shared_is_never_shared_between_entities(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """Two carts cleared to one module constant, then each adding in place: each has
+    its own items, as the Simulation says, and the constant stays empty (the runtime
+    kept the returned object itself: the carts shared one dict)."""
+    alice, bob = Cart("alice"), Cart("bob")
+    messages = [(alice, "clear"), (bob, "clear"), (alice, "apple"), (bob, "pear")]
+    async with open_ecosystem() as eco:
+        for address, message in messages:
+            await eco.send_sync(address, message)
+        assert await eco.state_of(alice) == {"apple": 1}
+        assert await eco.state_of(bob) == {"pear": 1}
+    assert EMPTY_CART == {}
+    assert Simulation.run(messages).entities == {alice: {"apple": 1}, bob: {"pear": 1}}
+
+
 async def test_recent_messages_are_the_last_ten(open_ecosystem: OpenEcosystem) -> None:
     """An ActivationError lists at most the last ten messages, ending with the failing one."""
     async with open_ecosystem() as eco:
