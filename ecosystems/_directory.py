@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 
 from pachyderm.errors import (
@@ -178,6 +179,23 @@ def holds_leveldb_files(names: list[str]) -> bool:
     )
 
 
+# The first line of LevelDB's info log (LOG, LOG.old): "2026/11/30-07:50:00.123456 7f3a..."
+_LEVELDB_LOG_LINE = re.compile(rb"\d{4}/\d\d/\d\d-\d\d:\d\d:\d\d\.\d+ ")
+
+
+def _written_by_leveldb(path: str) -> bool:
+    """Whether a file named like one LevelDB writes before a store exists is LevelDB's:
+    an empty LOCK, an info log in LevelDB's format (not a user's file named LOG)."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(64)
+    except OSError:
+        return False
+    if os.path.basename(path) == "LOCK":
+        return not start
+    return not start or _LEVELDB_LOG_LINE.match(start) is not None
+
+
 def should_create(path: str) -> bool:
     """Whether opening ``path`` may create a store: only in an empty directory.
 
@@ -207,7 +225,11 @@ def should_create(path: str) -> bool:
             f"untouched. Copy it aside, then run ecosystems.LocalDisk.repair({path!r}), "
             f"which rebuilds the store from those files."
         )
-    others = sorted(set(names) - _BEFORE_CREATION)
+    others = sorted(
+        name
+        for name in names
+        if name not in _BEFORE_CREATION or not _written_by_leveldb(os.path.join(path, name))
+    )
     if others:
         shown = ", ".join(repr(name) for name in others[:5])
         more = f" and {len(others) - 5} more" if len(others) > 5 else ""

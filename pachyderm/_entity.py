@@ -102,7 +102,13 @@ class Entity(Generic[MessageT, StateT]):
             )
         cls.entity_name = name
         cls._pachyderm_name = name  # type: ignore[attr-defined]
-        entity_classes.add(cls, name, tuple(cls.__dict__.get("former_names", ())))
+        former_names = cls.__dict__.get("former_names", ())
+        if isinstance(former_names, str):
+            raise RegistrationError(
+                f"{cls.__qualname__}.former_names must be a tuple of names, got "
+                f"{describe(former_names)}: write ({former_names!r},), with the comma"
+            )
+        entity_classes.add(cls, name, tuple(former_names))
 
     def __init__(self, id: EntityId) -> None:  # noqa: A002 - "id" is the documented name
         kind = type(id)

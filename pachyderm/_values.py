@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -43,6 +44,20 @@ def value_kind(cls: type) -> ValueKind:
             raise RegistrationError(
                 f"{cls.__qualname__} has fields with init=False; every field must be "
                 f"a constructor argument so the value can be rebuilt when read back"
+            )
+        stored = {f.name for f in dataclasses.fields(cls)}
+        unstored = [
+            parameter.name
+            for parameter in inspect.signature(cls).parameters.values()
+            if parameter.name not in stored and parameter.default is parameter.empty
+        ]
+        if unstored:
+            raise RegistrationError(
+                f"{cls.__qualname__}'s constructor needs {', '.join(unstored)}, which "
+                f"{'is not a field' if len(unstored) == 1 else 'are not fields'} (an "
+                f"InitVar): a value is rebuilt from its stored fields alone when read back. "
+                f"Make {'it a field' if len(unstored) == 1 else 'them fields'}, or give "
+                f"{'it' if len(unstored) == 1 else 'them'} a default"
             )
         return ValueKind.DATACLASS
     raise RegistrationError(

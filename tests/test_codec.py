@@ -169,6 +169,27 @@ def test_non_frozen_dataclass_cannot_be_registered() -> None:
         register_value(Mutable)
 
 
+def test_a_dataclass_whose_constructor_needs_more_than_its_fields_is_refused() -> None:
+    """An InitVar without a default is not stored, so a value could not be rebuilt when
+    read back (it was accepted, then its messages were unreadable dead letters)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Seeded:
+        a: int
+        seed: dataclasses.InitVar[int]
+
+    with pytest.raises(RegistrationError, match=r"needs seed, which is not a field \(an InitVar\)"):
+        register_value(Seeded)
+
+    @dataclasses.dataclass(frozen=True)
+    class Defaulted:
+        a: int
+        seed: dataclasses.InitVar[int] = 0
+
+    register_value(name="tests.codec.Defaulted")(Defaulted)
+    assert decode(encode(Defaulted(1))) == Defaulted(1)
+
+
 def test_unregistered_name_in_bytes_names_it() -> None:
     """Bytes naming an unregistered value type raise UnregisteredNameError with the name."""
 

@@ -107,6 +107,18 @@ async def test_a_directory_of_other_files_is_refused_untouched(tmp_path: Path) -
     assert (tmp_path / "notes.txt").read_text() == "my notes"
 
 
+async def test_files_of_ones_own_named_as_leveldb_names_them_are_kept(tmp_path: Path) -> None:
+    """A directory holding only a user's files named LOG and LOG.old is no empty one:
+    refused, the files kept (LevelDB's own, left by a failed creation, do not count)."""
+    (tmp_path / "LOG").write_text("my build log")
+    (tmp_path / "LOG.old").write_text("yesterday's")
+    with pytest.raises(StoreCorruptedError, match=r"it holds 'LOG', 'LOG\.old'"):
+        async with LocalDisk.open(str(tmp_path)):
+            pass
+    assert (tmp_path / "LOG").read_text() == "my build log"
+    assert (tmp_path / "LOG.old").read_text() == "yesterday's"
+
+
 async def test_an_empty_directory_becomes_a_store(tmp_path: Path) -> None:
     """An existing empty directory, and a new one, are where stores are created."""
     new = tmp_path / "new" / "deeper"

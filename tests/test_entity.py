@@ -185,6 +185,17 @@ def test_former_names_cannot_take_another_class_name() -> None:
     assert "tests.entity.Squatter" not in entity_classes  # refused whole, nothing half-added
 
 
+def test_former_names_given_as_one_str_is_refused() -> None:
+    """former_names = ("app.Old") (no comma: a str) is refused, not taken letter by letter."""
+    with pytest.raises(RegistrationError, match=r"write \('tests.entity.Old',\), with the comma"):
+
+        class Renamed(Entity[Any, Any]):
+            entity_name = "tests.entity.Renamed"
+            former_names = "tests.entity.Old"  # type: ignore[assignment]
+
+    assert "t" not in entity_classes
+
+
 def test_a_redefinition_drops_the_names_only_the_old_one_had() -> None:
     """Redefining a class without one of its former names frees that name for another class."""
 
