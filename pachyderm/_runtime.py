@@ -501,6 +501,7 @@ class Runtime:
     @protect
     async def send(self, eco: str, address: Entity[Any, Any], message: Any) -> None:
         """Accept a message durably; returns once it is in the recipient's durable inbox."""
+        self._check_caller()
         blob = self.encode_message(address, message)
         with self.lock:
             if self.closed:
@@ -520,6 +521,7 @@ class Runtime:
     @protect
     async def send_sync(self, eco: str, address: Entity[Any, Any], message: Any) -> Any:
         """Deliver a message and return the state after its activation is durable."""
+        self._check_caller()
         blob = self.encode_message(address, message)
         reply = TrioReply()
         with self.lock:
@@ -842,6 +844,16 @@ class Runtime:
             with self.lock:
                 self._complete(group, seconds)
 
+    def _check_caller(self) -> None:
+        """Refuse a trio-face call from outside the trio run the runtime lives in (another
+        thread's trio run, asyncio): its wake-ups would fail halfway, and stall the store."""
+        if threading.get_ident() != self._thread:
+            raise PachydermError(
+                f"the trio face of {self.name} belongs to the trio run that opened it, in "
+                f"another thread: from this thread, call it through trio.from_thread.run() "
+                f"with that run's token, or use the shell face (LocalDisk.send_sync, ...)"
+            )
+
     def _write_inline(self) -> bool:
         """Whether to write in this thread: nothing to overlap with, and writes are quick.
 
@@ -890,6 +902,7 @@ class Runtime:
         entity class this process has not registered do not count: they wait
         until it is.
         """
+        self._check_caller()
         while True:
             with self.lock:
                 self.check_open()
@@ -1061,6 +1074,7 @@ class Runtime:
             UnregisteredNameError: its address or message names a class not
                 registered here; the letter stays as it is.
         """
+        self._check_caller()
         with self.lock:
             dead_letter_id, blob = self._find_dead_letter(eco, dead_letter)
             # Read before it is claimed: a letter that cannot be read here stays as it is.
@@ -1086,6 +1100,7 @@ class Runtime:
     @protect
     async def discard(self, eco: str, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
+        self._check_caller()
         with self.lock:
             dead_letter_id, _ = self._find_dead_letter(eco, dead_letter)
             self._claim_dead_letter(eco, dead_letter_id)

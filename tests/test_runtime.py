@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import json
@@ -590,6 +591,34 @@ async def test_a_state_returned_shared_is_never_shared_between_entities(
         assert await eco.state_of(bob) == {"pear": 1}
     assert EMPTY_CART == {}
     assert Simulation.run(messages).entities == {alice: {"apple": 1}, bob: {"pear": 1}}
+
+
+async def test_the_trio_face_called_from_another_run_is_refused_and_stalls_nothing(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """The trio face awaited from another thread's trio run, or from asyncio, is refused
+    before anything happens (it failed halfway, the message run but its write never
+    started: every later call and the close hung); the store goes on."""
+    async with open_ecosystem() as eco:
+        refusals = []
+
+        def elsewhere() -> None:
+            for run in (
+                lambda: trio.run(eco.send_sync, Counter("c"), "inc"),
+                lambda: trio.run(eco.send, Counter("c"), "inc"),
+                lambda: asyncio.run(eco.send_sync(Counter("c"), "inc")),
+                lambda: trio.run(eco.settle),
+            ):
+                try:
+                    run()
+                except PachydermError as error:
+                    refusals.append(str(error))
+
+        await trio.to_thread.run_sync(elsewhere)
+        assert len(refusals) == 4
+        assert all("belongs to the trio run that opened it" in text for text in refusals)
+        with trio.fail_after(10):
+            assert await eco.send_sync(Counter("c"), "inc") == 1
 
 
 async def test_recent_messages_are_the_last_ten(open_ecosystem: OpenEcosystem) -> None:
