@@ -40,13 +40,14 @@ from pachyderm.errors import (
     ActivationError,
     MessageTooLargeError,
     PachydermError,
+    RegistrationError,
     UnregisteredNameError,
     WaitingForClassError,
     escape_surrogates,
     exception_text,
 )
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "stored_under_former_name"]
 
 
 _IMMUTABLE = frozenset({int, float, str, bytes, bool, type(None)})  # kept as returned
@@ -396,6 +397,10 @@ class Dispatcher:
             else:
                 stored = self.storage.load(record.handle)  # a failure: the runtime's
             record.durable = stored
+            if stored is None and type(address).former_names:
+                renamed = stored_under_former_name(self.storage, record.ident[0], address)
+                if renamed is not None:
+                    return _failed(message, renamed)
         try:
             state = load_state(address, stored)
         except UnregisteredNameError as missing:
@@ -585,6 +590,25 @@ class Dispatcher:
         for record in self.residents.unpark(name):
             if record.inbox:
                 self.schedule(record)
+
+
+def stored_under_former_name(
+    storage: Storage, eco: str, address: Entity[Any, Any]
+) -> RegistrationError | None:
+    """The refusal to run ``address`` (which has no stored state under its name) if it has
+    state stored under one of its class's former names: it would start again from init()."""
+    cls = type(address)
+    for former in cls.former_names:
+        if storage.load(storage.handle((eco, former, address._id))) is not None:
+            return RegistrationError(
+                f"{address!r} has no state stored under its class's entity_name "
+                f"{cls.entity_name!r}, but has under its former name {former!r}: an entity's "
+                f"state and inbox stay under the name they were stored with (former_names "
+                f"lets stored addresses find the class, it moves no data), so it would "
+                f"start again from init(). Set entity_name = {former!r} again; renaming a "
+                f"class with stored entities is not supported yet"
+            )
+    return None
 
 
 def _failed(message: Any, error: BaseException) -> Failed:

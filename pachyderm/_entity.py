@@ -77,7 +77,9 @@ class Entity(Generic[MessageT, StateT]):
     Class attributes:
         entity_name: the stable name stored data uses for this class
             (default ``module.qualname``). Set it before moving or renaming a class.
-        former_names: names this class was stored under before.
+        former_names: names this class was stored under before, for stored data
+            naming it (addresses in messages and states). It moves no data: an
+            entity whose state is stored under a former name is refused.
         version: the version of the state format (default 1). Stored state
             carries it; older state passes through :meth:`upgrade` when loaded.
     """

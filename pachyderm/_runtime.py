@@ -46,7 +46,7 @@ from pachyderm._commit import (
     sleep_until_finished,
 )
 from pachyderm._dead_letters import DeadLetter, dead_letter_message_blob, decode_dead_letter
-from pachyderm._dispatch import Dispatcher
+from pachyderm._dispatch import Dispatcher, stored_under_former_name
 from pachyderm._entity import Entity, entity_classes
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, Followers, Subscription, check_buffer
 from pachyderm._forks import track
@@ -974,6 +974,10 @@ class Runtime:
         with self.lock:
             self.check_open()
             stored = self._committed_record((eco, address.entity_name, address._id))
+            if stored is None and type(address).former_names:
+                renamed = stored_under_former_name(self.storage, eco, address)
+                if renamed is not None:
+                    raise renamed
         return load_state(address, stored)
 
     @protect

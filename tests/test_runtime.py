@@ -32,6 +32,7 @@ from pachyderm import (
     Outbox,
     OutcomeUnknownError,
     PachydermError,
+    RegistrationError,
     UnknownDeadLetterError,
     UpgradeError,
     WaitingForClassError,
@@ -619,6 +620,42 @@ async def test_the_trio_face_called_from_another_run_is_refused_and_stalls_nothi
         assert all("belongs to the trio run that opened it" in text for text in refusals)
         with trio.fail_after(10):
             assert await eco.send_sync(Counter("c"), "inc") == 1
+
+
+def _define_shop(name: str, former: tuple[str, ...]) -> type[Entity[str, int]]:
+    class Shop(Entity[str, int]):  # (each call: the same class, maybe renamed)
+        entity_name = name
+        former_names = former
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: str, state: int) -> tuple[Outbox, int]:
+            return [], state + 1
+
+    return Shop
+
+
+async def test_an_entity_stored_under_a_former_name_is_refused_not_started_again(
+    open_ecosystem: OpenEcosystem,
+) -> None:
+    """A class renamed (former_names holding the old name) finds none of its entities'
+    state under the new name: state_of and its activations say so, rather than start
+    them again from init() beside their stored state; named back, all is there."""
+    async with open_ecosystem() as eco:
+        shop = _define_shop("tests.runtime.Shop", ())
+        for _ in range(3):
+            await eco.send_sync(shop("s"), "x")
+        renamed = _define_shop("tests.runtime.Till", ("tests.runtime.Shop",))
+        with pytest.raises(
+            RegistrationError, match=r"under its former name 'tests\.runtime\.Shop'"
+        ):
+            await eco.state_of(renamed("s"))
+        with pytest.raises(ActivationError, match=r"Set entity_name = 'tests\.runtime\.Shop'"):
+            await eco.send_sync(renamed("s"), "x")
+        assert await eco.state_of(renamed("new")) == 0  # nothing stored: a new entity
+        shop = _define_shop("tests.runtime.Shop", ())
+        assert await eco.send_sync(shop("s"), "x") == 4
 
 
 async def test_recent_messages_are_the_last_ten(open_ecosystem: OpenEcosystem) -> None:
