@@ -753,6 +753,15 @@ class PostgresStorage:
 
     # -- reading -------------------------------------------------------------
 
+    def sent_waiting(self) -> bool:
+        first = self.incarnation << INCARNATION_BITS
+        return bool(
+            self._read(
+                "SELECT 1 FROM pachyderm_inbox WHERE seq >= %s AND seq < %s LIMIT 1",
+                (first, self._limit),
+            )
+        )
+
     def _read(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Run one statement on the reading connection; reconnect once if it failed.
 

@@ -131,6 +131,8 @@ class Ecosystem:
     async def settle(self) -> None:
         """Wait until every accepted message has been processed and committed.
 
-        Timers due by now count as accepted messages; later ones do not.
+        Timers due by now count as accepted messages; later ones do not. On
+        Postgres, the messages this process accepted count wherever they run;
+        what their activations send from other processes does not.
         """
         await self._runtime.settle()

@@ -80,6 +80,7 @@ _MAIN_THREAD = threading.main_thread().ident
 _MAX_DEAD_LETTER_ID = 1 << 63  # ids are sequence numbers: no stored key holds a larger one
 _REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
+_SETTLE_POLL = 0.02  # seconds between looks at messages run elsewhere, while settling
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
 other task is runnable and no activation waits; slower ones go to a worker thread."""
@@ -900,9 +901,22 @@ class Runtime:
 
         Timers due by now count as accepted messages. Messages waiting for an
         entity class this process has not registered do not count: they wait
-        until it is.
+        until it is. In a store shared by processes, the messages this one
+        accepted count wherever they run; what their activations send from
+        other processes does not.
         """
         self._check_caller()
+        while True:
+            await self._settle_here()
+            if self.sharing is None:
+                return
+            storage = cast(SharedStorage, self.storage)
+            if not await trio.to_thread.run_sync(storage.sent_waiting, limiter=self.threads):
+                return
+            await trio.sleep(_SETTLE_POLL)
+
+    async def _settle_here(self) -> None:
+        """:meth:`settle` for what this process runs."""
         while True:
             with self.lock:
                 self.check_open()

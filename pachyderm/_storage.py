@@ -243,6 +243,11 @@ class SharedStorage(Storage, Protocol):
         """The stored records of several entities (handles), in their order: one read."""
         ...
 
+    def sent_waiting(self) -> bool:
+        """Whether a message this process accepted still waits in an inbox (to run in
+        another process, say)."""
+        ...
+
     def partition(self, entity: Any) -> int:
         """The partition of an entity (a handle)."""
         ...

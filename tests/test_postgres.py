@@ -943,6 +943,21 @@ async def test_a_password_in_the_dsn_is_never_shown(postgres_dsn: str) -> None:
     assert not [event for event in logs if "s3cret" in repr(event)]
 
 
+async def test_settle_waits_for_messages_run_in_another_process(postgres_dsn: str) -> None:
+    """A client's send() x 300, then settle(): every message has been applied by the
+    worker that runs the entity, as state_of shows at once (settle waited only for the
+    client's own share: none, so it returned at once)."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05),
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        for _ in range(300):
+            await client.send(Tally("settled"), "x")
+        with trio.fail_after(30):
+            await client.settle()
+        assert await client.state_of(Tally("settled")) == 300
+
+
 async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwards(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
