@@ -64,7 +64,8 @@ Failures = Literal["dead_letter", "violation"]
 FAILURES: tuple[str, ...] = ("dead_letter", "violation")
 Stopped = Literal["violation", "max_worlds", "timeout"]
 
-_TICK = 1024  # transitions between looks at the clock: cheap, and well under a second
+_TICK = 1024  # transitions between looks at the clock at most: cheap, with quick steps
+_LOOK_EVERY = 0.05  # seconds between looks at the clock, about: slow checks look sooner
 _PROGRESS_EVERY = 1.0  # seconds between progress reports
 _QUIET_FOR = 2.0  # a search shorter than this prints nothing on its own
 
@@ -199,17 +200,36 @@ class _Stop(Exception):
 class _Budget:
     """Looks at the clock every few transitions: the timeout, and progress reports."""
 
-    __slots__ = ("deadline", "last_report", "printing", "progress", "started", "worlds_then")
+    __slots__ = (
+        "deadline",
+        "every",
+        "last_report",
+        "looked",
+        "printing",
+        "progress",
+        "started",
+        "worlds_then",
+    )
 
     def __init__(self, timeout: float | None, progress: bool | None) -> None:
-        self.started = self.last_report = time.perf_counter()
+        self.started = self.last_report = self.looked = time.perf_counter()
+        # Transitions between looks at the clock: from 1, doubled while looks come
+        # quickly, up to _TICK; halved when they come slowly (a slow invariant or
+        # handler), so that a timeout or a progress report is late by little.
+        self.every = 1
         self.deadline = math.inf if timeout is None else self.started + timeout
         self.progress = progress  # None: print on a terminal, once the search runs long
         self.printing = False
         self.worlds_then = 0
 
     def tick(self, result: Exploration, frontier: int, depth: int) -> None:
+        """A look at the clock (every ``every`` transitions): the deadline, progress."""
         now = time.perf_counter()
+        since, self.looked = now - self.looked, now
+        if since < _LOOK_EVERY / 4:
+            self.every = min(_TICK, self.every * 2)
+        elif since > _LOOK_EVERY:
+            self.every = max(1, self.every // 2)
         if now >= self.deadline:
             raise _Stop("timeout")
         if now - self.last_report < _PROGRESS_EVERY:
@@ -397,6 +417,8 @@ class _Search:
         first = enter(initial, 0, 0)
         stack = [first] if first is not None else []
         transitions = 0  # kept here, and in the result at each tick and at the end
+        budget = self.budget
+        next_look = budget.every
         try:
             while stack:
                 frame = stack[-1]
@@ -408,9 +430,10 @@ class _Search:
                 action = todo[index]
                 frame[_NEXT] = index + 1
                 transitions += 1
-                if not transitions % _TICK:
+                if transitions >= next_look:
                     result.transitions = transitions
-                    self.budget.tick(result, len(stack), frame[_DEPTH])
+                    budget.tick(result, len(stack), frame[_DEPTH])
+                    next_look = transitions + budget.every
                 world = frame[_WORLD]
                 # A delivery planned first: a world been to, with nothing new to take, is
                 # not made again.
@@ -496,6 +519,7 @@ class _Search:
         start = key(initial)
         self.discovered(initial, start, None, None)
         queue = deque([(initial, start, 0)])
+        next_look = self.budget.every
         while queue:
             world, fingerprint, depth = queue.popleft()
             if world.quiescent:
@@ -513,8 +537,9 @@ class _Search:
                 if reached not in self.parents:
                     self.discovered(child, reached, fingerprint, action)
                     queue.append((child, reached, depth + 1))
-                if not self.result.transitions % _TICK:
+                if self.result.transitions >= next_look:
                     self.budget.tick(self.result, len(queue), depth)
+                    next_look = self.result.transitions + self.budget.every
 
 
 def explore_from(

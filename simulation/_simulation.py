@@ -129,7 +129,8 @@ class Simulation:
                 the trace and every message that entity received on it).
             max_worlds: stop after visiting this many distinct worlds (the
                 same worlds every time: the search order is deterministic).
-            timeout: stop after about this many seconds.
+            timeout: stop after about this many seconds (with ``workers``, once
+                the checks of the level at hand are done).
             progress: report worlds, worlds/s, frontier and depth every
                 second on stderr. ``None`` (default): only on a terminal, once
                 the search has run for two seconds. Every second's figures

@@ -32,7 +32,14 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from simulation._explore import Failures, Property, failed_checks, failure_report
+from simulation._explore import (
+    _LOOK_EVERY,
+    _TICK,
+    Failures,
+    Property,
+    failed_checks,
+    failure_report,
+)
 from simulation._network import Network
 from simulation._step import (
     Action,
@@ -50,7 +57,6 @@ from simulation._world import World
 
 __all__ = ["Config", "Node", "Worker", "owner_of", "trace_of"]
 
-_TICK = 1024  # transitions between looks at the clock
 
 Node = tuple[Any, Action] | None  # a trace as a linked list: (the parent's node, the action)
 # What a worker expands: (world, key, asleep (bits), actions to take, node, new, every
@@ -483,6 +489,8 @@ class Worker:
             self.truncated += sum(item[5] for item in items)  # the new ones
             items = ()
         transitions = 0
+        every = next_look = 1  # transitions between looks at the clock, and the next look
+        looked = time.monotonic()
         activations = self.activations
         calls_before = activations.calls
         for world, key, asleep, todo, node, _, actions in items:
@@ -521,7 +529,16 @@ class Worker:
                         candidate[0], candidate[1] = child, child_node
                         candidate[3], candidate[4] = key, action.key
                         candidate[5], candidate[6], candidate[7] = world, plan, actions
-                if not transitions % _TICK and time.monotonic() >= config.deadline:
+                if transitions < next_look:
+                    continue
+                now = time.monotonic()  # (looks adapt as the search's own do: see _Budget)
+                since, looked = now - looked, now
+                if since < _LOOK_EVERY / 4:
+                    every = min(_TICK, every * 2)
+                elif since > _LOOK_EVERY:
+                    every = max(1, every // 2)
+                next_look = transitions + every
+                if now >= config.deadline:
                     self.transitions += transitions
                     self.handler_calls += activations.calls - calls_before
                     for _ in items:  # every world taken is checked, as it was counted

@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -533,6 +534,21 @@ def test_timeout_stops_a_search_too_big_to_finish() -> None:
     assert not result.complete
     assert result.unique_states > 0
     assert result.seconds < 30  # it stopped: not a speed target, the search is astronomical
+
+
+def test_timeout_is_kept_when_each_world_is_slow_to_check() -> None:
+    """An invariant taking 20 ms a world, timeout=0.5: the search stops soon after 0.5 s
+    (it looked at the clock every 1,024 transitions: after about 20 s)."""
+
+    def slow(world: World) -> bool:
+        time.sleep(0.02)
+        return True
+
+    envelopes = [(Recorder(k), n) for k in range(4) for n in range(4)]
+    started = time.perf_counter()
+    result = Simulation.explore(envelopes, invariants=[slow], timeout=0.5)
+    assert result.stopped == "timeout"
+    assert time.perf_counter() - started < 5  # not a speed target: 20 s before
 
 
 def test_complete_is_false_when_a_violation_or_max_depth_cut_the_search() -> None:
