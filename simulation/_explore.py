@@ -42,7 +42,7 @@ from simulation._step import (
     unpacked,
 )
 from simulation._symmetry import Symmetry, check_symmetric
-from simulation._world import World
+from simulation._world import World, shortened
 
 __all__ = [
     "FAILURES",
@@ -68,6 +68,7 @@ _TICK = 1024  # transitions between looks at the clock at most: cheap, with quic
 _LOOK_EVERY = 0.05  # seconds between looks at the clock, about: slow checks look sooner
 _PROGRESS_EVERY = 1.0  # seconds between progress reports
 _QUIET_FOR = 2.0  # a search shorter than this prints nothing on its own
+_WORLD_SHOWN = 2_000  # characters of a violating world in its str (all of it: .world)
 
 
 def failed_checks(world: World, checks: Sequence[Property]) -> list[tuple[str, str]]:
@@ -117,7 +118,8 @@ class Violation:
 
     def __str__(self) -> str:
         heading = f"{self.property_name} fails after {len(self.trace)} steps: {self.detail}"
-        return f"{heading.rstrip()}\n{trace_text(self.trace)}\nworld: {self.world!r}"
+        world = shortened(repr(self.world), _WORLD_SHOWN)
+        return f"{heading.rstrip()}\n{trace_text(self.trace)}\nworld: {world}"
 
     def __repr__(self) -> str:
         return f"<Violation of {self.property_name} after {len(self.trace)} steps>"

@@ -125,7 +125,18 @@ class Envelope(NamedTuple):
 
     def __repr__(self) -> str:
         origin = "outside" if self.sender is None else repr(self.sender)
-        return f"{origin} -> {self.recipient!r}: {self.message!r}"
+        return f"{origin} -> {self.recipient!r}: {shortened(repr(self.message))}"
+
+
+_SHOWN = 200  # characters of a message shown in a trace
+
+
+def shortened(text: str, most: int = _SHOWN) -> str:
+    """``text``, cut to ``most`` characters with the count of those left out: a trace of
+    big messages stays readable (the message itself is whole in the action)."""
+    if len(text) <= most:
+        return text
+    return f"{text[:most]}... ({len(text) - most:,} more characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +162,8 @@ class PendingTimer:
     def __repr__(self) -> str:
         name = "" if self.name is None else f" {self.name!r}"
         return (
-            f"timer{name} of {self.owner!r} at {self.due:g} -> {self.recipient!r}: {self.message!r}"
+            f"timer{name} of {self.owner!r} at {self.due:g} -> {self.recipient!r}: "
+            f"{shortened(repr(self.message))}"
         )
 
 

@@ -25,6 +25,7 @@ from tests.entities import (
     Client,
     Counter,
     Fragile,
+    Keeper,
     Mixer,
     Recorder,
     Relay,
@@ -549,6 +550,25 @@ def test_timeout_is_kept_when_each_world_is_slow_to_check() -> None:
     result = Simulation.explore(envelopes, invariants=[slow], timeout=0.5)
     assert result.stopped == "timeout"
     assert time.perf_counter() - started < 5  # not a speed target: 20 s before
+
+
+def test_a_violation_with_big_messages_and_worlds_reads_short() -> None:
+    """A 20,000-character message and a world of 300 entities: each step of the trace
+    shows 200 characters of the message and says how many more, the world 2,000 (it
+    was 47,000 characters to read); the action keeps its whole message."""
+    envelopes = [(Counter(k), "inc") for k in range(300)] + [(Keeper("k"), "x" * 20_000)]
+
+    def most_in_flight(world: World) -> bool:
+        return len(world.in_flight) > 299
+
+    result = Simulation.explore(
+        envelopes, invariants=[most_in_flight], search="breadth", max_worlds=5000
+    )
+    [violation] = result.violations
+    assert "... (19,802 more characters)" in str(violation)
+    assert len(str(violation)) < 3_000
+    assert len(str(violation.trace[0])) < 300
+    assert any(action.message == "x" * 20_000 for action in violation.trace)
 
 
 def test_complete_is_false_when_a_violation_or_max_depth_cut_the_search() -> None:
