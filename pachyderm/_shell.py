@@ -355,7 +355,8 @@ class ShellEcosystem:
     def close(self) -> None:
         """Close the store this ecosystem lives in (every ecosystem of it)."""
         runtime = self._runtime
-        if runtime.closed:
+        if runtime.closed:  # stopped by a failure, say: its store may not be released yet
+            self.wait_closed()
             return
         with contextlib.suppress(EcosystemClosedError):
             self._portal.close_runtime(runtime)

@@ -31,6 +31,7 @@ from pachyderm import (
     ShellEcosystem,
     UnknownDeadLetterError,
 )
+from pachyderm._dispatch import Dispatcher
 from tests.entities import Counter, Fragile, Recorder, Relay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,31 @@ def test_a_class_defined_again_never_shows_a_state_not_yet_durable(
     eco.settle()
     assert [state for _, state in follower.flush()] == [2, 3]
     follower.close()
+
+
+def test_close_after_a_failure_waits_until_the_store_is_released(
+    shell: EcosystemKind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store stopped by a fault while carrying out a transition (its store still open),
+    then close() and connect(): the store opens again at once, ten times over (close()
+    returned before the stopped store was released, and connect() found it still open:
+    StoreLockedError)."""
+    for trial in range(10):
+        counter = Counter(f"c{trial}")
+        eco = shell.connect()
+        eco.send_sync(counter, "inc")
+        with monkeypatch.context() as patch:
+            patch.setattr(Dispatcher, "_dead_letter", _broken)
+            with pytest.raises(PachydermError, match="carrying out a transition failed"):
+                eco.send_sync(Fragile("f"), "boom")
+            shell.close()
+        kept = 0 if shell is InMemory else 1  # (InMemory's store goes with its close)
+        assert shell.connect().state_of(counter) == kept
+        shell.close()
+
+
+def _broken(*arguments: object) -> None:
+    raise RuntimeError("a fault in the runtime")
 
 
 def test_follower_get_times_out_and_iteration_ends_on_close(shell: EcosystemKind) -> None:
