@@ -347,8 +347,8 @@ class ShellEcosystem:
 
     def wait_closed(self) -> None:
         """Once closed (or closing), wait until the store is released, to be opened again."""
-        if self._runtime.stopped:
-            return
+        if self._runtime.stopped or self._runtime.forked_from is not None:
+            return  # (in a forked child: the runtime is the parent's, no thread runs it here)
         with contextlib.suppress(trio.RunFinishedError):
             self._portal.call(self._runtime.wait_stopped)
 
