@@ -756,11 +756,14 @@ class PostgresStorage:
     # -- reading -------------------------------------------------------------
 
     def sent_waiting(self) -> bool:
+        """(Only in partitions this process does not run: its own the runtime knows, a
+        paused runtime's or a class's still to be registered included.)"""
         first = self.incarnation << INCARNATION_BITS
         return bool(
             self._read(
-                "SELECT 1 FROM pachyderm_inbox WHERE seq >= %s AND seq < %s LIMIT 1",
-                (first, self._limit),
+                "SELECT 1 FROM pachyderm_inbox WHERE seq >= %s AND seq < %s "
+                "AND NOT p = ANY(%b::int[]) LIMIT 1",
+                (first, self._limit, int4s(list(self.owned))),
             )
         )
 

@@ -244,8 +244,8 @@ class SharedStorage(Storage, Protocol):
         ...
 
     def sent_waiting(self) -> bool:
-        """Whether a message this process accepted still waits in an inbox (to run in
-        another process, say)."""
+        """Whether a message this process accepted still waits in an inbox of an entity
+        another process runs."""
         ...
 
     def partition(self, entity: Any) -> int:
