@@ -1008,7 +1008,7 @@ class Runtime:
             here = self._followed_here(ident)
             since = 0
             if self.sharing is not None:  # changes committed elsewhere come through the store
-                record, since = self.sharing.follow(ident)
+                record, since = cast(SharedStorage, self.storage).follow(ident)
             elif here is None:
                 record = self.storage.load(self.storage.handle(ident))
             if here is not None:

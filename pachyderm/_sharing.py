@@ -93,12 +93,6 @@ class Sharing:
                 storage.touch_follows()
         return arrivals, answers, updates
 
-    def follow(self, ident: Ident) -> tuple[bytes | None, int]:
-        """Register a follower of ``ident`` with the store; its stored record now, and
-        that record's version (the follower starts there: update rows of that version
-        or older are not for it, and still are for the followers already here)."""
-        return self.storage.follow(ident)
-
     def _take(self, arrivals: list[PendingMessage], answers: Answers) -> None:
         runtime = self.runtime
         storage = self.storage

@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -122,6 +123,25 @@ def kind(request: pytest.FixtureRequest) -> EcosystemKind:
     if request.param == "Postgres":
         request.getfixturevalue("postgres_dsn")
     return KINDS[request.param]
+
+
+class HeldWrite:
+    """A store's next write once ``armed``, held after it is done (written, not yet
+    answered: what a slow fsync leaves) until ``proceed`` is set; ``written`` says when."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, storage: object) -> None:
+        self.armed, self.written, self.proceed = (threading.Event() for _ in range(3))
+        storage_class = type(storage)
+        write = storage_class.write  # type: ignore[attr-defined]
+
+        def held_write(storage: Any, batch: Any, *, sync: bool) -> None:
+            write(storage, batch, sync=sync)
+            if self.armed.is_set():
+                self.armed.clear()
+                self.written.set()
+                self.proceed.wait(10)
+
+        monkeypatch.setattr(storage_class, "write", held_write)
 
 
 class OpenEcosystem:

@@ -242,3 +242,20 @@ class Voter(Entity[Any, str]):
         if state == "voted":
             return [], state
         return [(Recorder("ballot box"), ("vote", self))], "voted"
+
+
+def define_tally(name: str, former: tuple[str, ...] = ()) -> type[Entity[str, int]]:
+    """A counter class named ``name``: each call defines the same class again (as a REPL
+    or a reload does), maybe under another name, with ``former`` names."""
+
+    class Tally(Entity[str, int]):
+        entity_name = name
+        former_names = former
+
+        def init(self) -> int:
+            return 0
+
+        def activate(self, message: str, state: int) -> tuple[Outbox, int]:
+            return [], state + 1
+
+    return Tally

@@ -39,8 +39,16 @@ from pachyderm import (
     register_value,
 )
 from simulation import Simulation
-from tests.conftest import OpenEcosystem
-from tests.entities import Counter, Fragile, Keeper, Misbehaving, Recorder, Relay
+from tests.conftest import HeldWrite, OpenEcosystem
+from tests.entities import (
+    Counter,
+    Fragile,
+    Keeper,
+    Misbehaving,
+    Recorder,
+    Relay,
+    define_tally,
+)
 
 
 async def test_send_sync_returns_the_new_state(open_ecosystem: OpenEcosystem) -> None:
@@ -287,19 +295,6 @@ async def test_follower_sees_current_state_then_every_change(
             assert updates.state == 4
 
 
-def _define_tally() -> type[Entity[str, int]]:
-    class Tally(Entity[str, int]):  # (each call: the same class defined again)
-        entity_name = "tests.runtime.Reloaded"
-
-        def init(self) -> int:
-            return 0
-
-        def activate(self, message: str, state: int) -> tuple[Outbox, int]:
-            return [], state + 1
-
-    return Tally
-
-
 async def test_a_follower_started_as_a_class_is_defined_again_hears_each_state_once(
     open_ecosystem: OpenEcosystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -307,21 +302,11 @@ async def test_a_follower_started_as_a_class_is_defined_again_hears_each_state_o
     not completed, and a follow then: it starts at the state before the group (1) and
     hears 2 and 3, not 3 from the store and then 2 and 3 again; a follower started
     before sees 1, 2, 3, never a state twice or out of order."""
-    tally_class = _define_tally()
-    armed, written, proceed = threading.Event(), threading.Event(), threading.Event()
+    tally_class = define_tally("tests.runtime.Reloaded")
     async with open_ecosystem() as eco:
         runtime = eco.runtime
-        storage_class = type(runtime.storage)
-        write = storage_class.write
-
-        def held_write(storage: Any, batch: Any, *, sync: bool) -> None:
-            write(storage, batch, sync=sync)
-            if armed.is_set():
-                armed.clear()
-                written.set()
-                proceed.wait(10)
-
-        monkeypatch.setattr(storage_class, "write", held_write)
+        held = HeldWrite(monkeypatch, runtime.storage)
+        armed, written, proceed = held.armed, held.written, held.proceed
         tally = tally_class("t")
         first = eco.follow(tally)
         assert await eco.send_sync(tally, "x") == 1
@@ -329,7 +314,7 @@ async def test_a_follower_started_as_a_class_is_defined_again_hears_each_state_o
 
         def reload_and_follow() -> None:  # (a thread: the write may hold trio's)
             written.wait(10)
-            _define_tally()
+            define_tally("tests.runtime.Reloaded")
             follower = runtime.subscribe(eco.id, tally)
             started.append((follower, follower.latest()))
             proceed.set()
@@ -622,20 +607,6 @@ async def test_the_trio_face_called_from_another_run_is_refused_and_stalls_nothi
             assert await eco.send_sync(Counter("c"), "inc") == 1
 
 
-def _define_shop(name: str, former: tuple[str, ...]) -> type[Entity[str, int]]:
-    class Shop(Entity[str, int]):  # (each call: the same class, maybe renamed)
-        entity_name = name
-        former_names = former
-
-        def init(self) -> int:
-            return 0
-
-        def activate(self, message: str, state: int) -> tuple[Outbox, int]:
-            return [], state + 1
-
-    return Shop
-
-
 async def test_an_entity_stored_under_a_former_name_is_refused_not_started_again(
     open_ecosystem: OpenEcosystem,
 ) -> None:
@@ -643,10 +614,10 @@ async def test_an_entity_stored_under_a_former_name_is_refused_not_started_again
     state under the new name: state_of and its activations say so, rather than start
     them again from init() beside their stored state; named back, all is there."""
     async with open_ecosystem() as eco:
-        shop = _define_shop("tests.runtime.Shop", ())
+        shop = define_tally("tests.runtime.Shop")
         for _ in range(3):
             await eco.send_sync(shop("s"), "x")
-        renamed = _define_shop("tests.runtime.Till", ("tests.runtime.Shop",))
+        renamed = define_tally("tests.runtime.Till", ("tests.runtime.Shop",))
         with pytest.raises(
             RegistrationError, match=r"under its former name 'tests\.runtime\.Shop'"
         ):
@@ -654,7 +625,7 @@ async def test_an_entity_stored_under_a_former_name_is_refused_not_started_again
         with pytest.raises(ActivationError, match=r"Set entity_name = 'tests\.runtime\.Shop'"):
             await eco.send_sync(renamed("s"), "x")
         assert await eco.state_of(renamed("new")) == 0  # nothing stored: a new entity
-        shop = _define_shop("tests.runtime.Shop", ())
+        shop = define_tally("tests.runtime.Shop")
         assert await eco.send_sync(shop("s"), "x") == 4
 
 

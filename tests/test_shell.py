@@ -32,7 +32,8 @@ from pachyderm import (
     UnknownDeadLetterError,
 )
 from pachyderm._dispatch import Dispatcher
-from tests.entities import Counter, Fragile, Recorder, Relay
+from tests.conftest import HeldWrite
+from tests.entities import Counter, Fragile, Recorder, Relay, define_tally
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,45 +56,22 @@ def test_send_sync_and_follow(shell: EcosystemKind) -> None:
     follower.close()
 
 
-def _define_tally() -> type[Entity[str, int]]:
-    class Tally(Entity[str, int]):  # (each call: the same class defined again)
-        entity_name = "tests.shell.Tally"
-
-        def init(self) -> int:
-            return 0
-
-        def activate(self, message: str, state: int) -> tuple[Outbox, int]:
-            return [], state + 1
-
-    return Tally
-
-
 def test_a_class_defined_again_never_shows_a_state_not_yet_durable(
     shell: EcosystemKind, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A class defined again while a group is written (state 2, held), and an activation
     then (state 3, in the open group): state_of says 1, the durable state, and a follower
     starts at 1 and hears 2 and 3, each once (the reloaded entity took 2 as durable)."""
-    tally = _define_tally()("t")
+    tally = define_tally("tests.shell.Tally")("t")
     eco = shell.connect()
     assert eco.send_sync(tally, "x") == 1
-    storage_class = type(eco.runtime.storage)
-    write = storage_class.write
-    armed, written, proceed = threading.Event(), threading.Event(), threading.Event()
-
-    def held_write(storage: Any, batch: Any, *, sync: bool) -> None:
-        write(storage, batch, sync=sync)
-        if armed.is_set():
-            armed.clear()
-            written.set()
-            proceed.wait(10)
-
-    monkeypatch.setattr(storage_class, "write", held_write)
+    held = HeldWrite(monkeypatch, eco.runtime.storage)
+    armed, written, proceed = held.armed, held.written, held.proceed
     armed.set()
     second = threading.Thread(target=eco.send_sync, args=(tally, "x"))
     second.start()
     assert written.wait(10)
-    reloaded = _define_tally()("t")
+    reloaded = define_tally("tests.shell.Tally")("t")
     third = threading.Thread(target=eco.send, args=(reloaded, "x"))
     third.start()
     deadline = time.monotonic() + 10
