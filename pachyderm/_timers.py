@@ -147,24 +147,16 @@ class Timers:
             due.append(timer)
         return due
 
-    def lower_horizon(self, horizon: tuple[float, int]) -> None:
-        """Promise less: only timers due before ``horizon`` are in memory (a partition
-        taken over brought more than a window of them; the rest stay in storage)."""
-        if horizon < self._horizon:
-            self._evict_from(horizon)
-
     def _evict(self) -> None:
-        """Keep the earliest ``window`` timers in memory; the rest go back to storage."""
-        live = sorted(timer.key for timer in self._loaded.values())
-        self._evict_from(live[self.window])
-
-    def _evict_from(self, horizon: tuple[float, int]) -> None:
-        """Timers due at ``horizon`` or later go back to storage; it is the new horizon.
+        """Keep the earliest ``window`` timers in memory; the rest go back to storage.
 
         Those whose setting or removal is not yet written go to the overlay,
         so a later load from storage still sees them as they are.
         """
-        for timer in [timer for timer in self._loaded.values() if timer.key >= horizon]:
+        live = sorted(self._loaded.values(), key=lambda timer: timer.key)
+        kept, evicted = live[: self.window], live[self.window :]
+        horizon = evicted[0].key
+        for timer in evicted:
             del self._loaded[timer.seq]
             group = self._unwritten.pop(timer.seq, None)
             if group is not None:
@@ -174,9 +166,10 @@ class Timers:
                 del self._removals[seq]
                 self._remember(key, None, group)
         entries = self._entries
-        kept = self._loaded.values()
-        self._heap[:] = [(timer.due, timer.seq, next(entries), timer) for timer in kept]
-        heapq.heapify(self._heap)  # (in place: the list is shared)
+        self._heap[:] = [
+            (timer.due, timer.seq, next(entries), timer) for timer in kept
+        ]  # (in place)
+        heapq.heapify(self._heap)
         self._horizon = horizon
 
     def _load(self) -> None:
