@@ -670,16 +670,18 @@ class PostgresStorage:
                 found.append(PendingMessage(_ident(eco, address), seq, bytes(message)))
         return found
 
-    def timers_of(self, partitions: Iterable[int], before: tuple[float, int]) -> list[Timer]:
-        """Timers of newly owned partitions, due before ``before``."""
+    def timers_of(
+        self, partitions: Iterable[int], before: tuple[float, int], limit: int
+    ) -> list[Timer]:
+        """The first ``limit`` timers of newly owned partitions due before ``before``."""
         due, seq = before
-        limit = _LAST_DUE if math.isinf(due) else _microseconds(due)
+        last = _LAST_DUE if math.isinf(due) else _microseconds(due)
         return [
             _timer(row)
             for row in self._read(
                 "SELECT due, seq, eco, owner, name, recipient, message FROM pachyderm_timers "
-                "WHERE p = ANY(%b::int[]) AND (due, seq) < (%s, %s) ORDER BY due, seq",
-                (int4s(list(partitions)), limit, seq),
+                "WHERE p = ANY(%b::int[]) AND (due, seq) < (%s, %s) ORDER BY due, seq LIMIT %s",
+                (int4s(list(partitions)), last, seq, limit),
             )
         ]
 

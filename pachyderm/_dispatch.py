@@ -466,9 +466,11 @@ class Dispatcher:
 
     def fire(self, timers: list[Timer]) -> None:
         """Deliver due timers: each removed, and its message accepted, in the open group."""
-        batch = self.commit.open.batch
+        group = self.commit.open
+        batch = group.batch
         for timer in timers:
             batch.remove_timer(timer)
+            self.timers.fired(timer, group.number)
             self._forget_fired(timer)
             self.send(timer.recipient, None, timer.message)
         self.timers_fired += len(timers)

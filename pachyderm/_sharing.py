@@ -107,7 +107,11 @@ class Sharing:
             dispatcher.start(dispatcher.adopt(pending, batch, token))
         if gained:
             timers = runtime.timers
-            for timer in storage.timers_of(gained, timers.horizon):
+            # At most a window of them: the rest stay in storage, beyond a lower horizon.
+            found = storage.timers_of(gained, timers.horizon, timers.window + 1)
+            if len(found) > timers.window:
+                timers.lower_horizon(found.pop().key)
+            for timer in found:
                 timers.gain(timer)
             due = timers.next_due()
             if due is not None:

@@ -274,8 +274,10 @@ class SharedStorage(Storage, Protocol):
         """Partitions to hand over; nothing of them runs here from now on."""
         ...
 
-    def timers_of(self, partitions: list[int], before: tuple[float, int]) -> list[Timer]:
-        """The timers of ``partitions`` due before ``before``."""
+    def timers_of(
+        self, partitions: list[int], before: tuple[float, int], limit: int
+    ) -> list[Timer]:
+        """The first ``limit`` timers of ``partitions`` due before ``before``, in due order."""
         ...
 
     def answers(self, seqs: list[int]) -> list[tuple[int, bytes | None, int | None]]:

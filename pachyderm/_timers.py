@@ -50,7 +50,8 @@ class Timers:
         # Changes beyond the horizon not yet durable: key -> (timer or None, group number).
         self._overlay: dict[tuple[float, int], tuple[Timer | None, int]] = {}
         self._by_group: dict[int, list[tuple[float, int]]] = {}
-        # Changes to timers in the heap not yet durable, should they be evicted:
+        # Changes to timers in the heap (or fired from it) not yet durable, should the
+        # horizon come down below them:
         self._unwritten: dict[int, int] = {}  # seq -> group that sets it
         self._removals: dict[int, tuple[tuple[float, int], int]] = {}  # seq -> (key, group)
 
@@ -98,6 +99,14 @@ class Timers:
         elif key >= self._horizon:
             self._remember(key, None, group)
 
+    def fired(self, timer: Timer, group: int) -> None:
+        """A timer :meth:`pop_due` gave out is removed from storage by group ``group``.
+
+        Until that is written, storage still has it: a horizon lowered below it
+        (see :meth:`lower_horizon`) must not load it again.
+        """
+        self._removals[timer.seq] = (timer.key, group)
+
     def _remember(self, key: tuple[float, int], timer: Timer | None, group: int) -> None:
         self._overlay[key] = (timer, group)
         self._by_group.setdefault(group, []).append(key)
@@ -134,7 +143,7 @@ class Timers:
         """Up to ``limit`` timers due at ``now``, earliest first, taken out of memory.
 
         The caller fires them: removes each from storage and accepts its
-        message, in one batch.
+        message, in one batch, and tells :meth:`fired`.
         """
         due: list[Timer] = []
         heap = self._heap
@@ -147,16 +156,24 @@ class Timers:
             due.append(timer)
         return due
 
+    def lower_horizon(self, horizon: tuple[float, int]) -> None:
+        """Promise less: only timers due before ``horizon`` are in memory (a partition
+        taken over brought more than a window of them; the rest stay in storage)."""
+        if horizon < self._horizon:
+            self._evict_from(horizon)
+
     def _evict(self) -> None:
-        """Keep the earliest ``window`` timers in memory; the rest go back to storage.
+        """Keep the earliest ``window`` timers in memory; the rest go back to storage."""
+        live = sorted(timer.key for timer in self._loaded.values())
+        self._evict_from(live[self.window])
+
+    def _evict_from(self, horizon: tuple[float, int]) -> None:
+        """Timers due at ``horizon`` or later go back to storage; it is the new horizon.
 
         Those whose setting or removal is not yet written go to the overlay,
         so a later load from storage still sees them as they are.
         """
-        live = sorted(self._loaded.values(), key=lambda timer: timer.key)
-        kept, evicted = live[: self.window], live[self.window :]
-        horizon = evicted[0].key
-        for timer in evicted:
+        for timer in [timer for timer in self._loaded.values() if timer.key >= horizon]:
             del self._loaded[timer.seq]
             group = self._unwritten.pop(timer.seq, None)
             if group is not None:
@@ -166,10 +183,9 @@ class Timers:
                 del self._removals[seq]
                 self._remember(key, None, group)
         entries = self._entries
-        self._heap[:] = [
-            (timer.due, timer.seq, next(entries), timer) for timer in kept
-        ]  # (in place)
-        heapq.heapify(self._heap)
+        kept = self._loaded.values()
+        self._heap[:] = [(timer.due, timer.seq, next(entries), timer) for timer in kept]
+        heapq.heapify(self._heap)  # (in place: the list is shared)
         self._horizon = horizon
 
     def _load(self) -> None:
@@ -186,6 +202,7 @@ class Timers:
             timer, group = overlay.pop(key)
             if timer is None:
                 found.pop(key, None)
+                self._removals[key[1]] = (key, group)  # still stored until it is written
             else:
                 found[key] = timer
                 unwritten[key] = group

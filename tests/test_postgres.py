@@ -41,7 +41,7 @@ from pachyderm.errors import (
     StoreAccessError,
     StoreCorruptedError,
 )
-from tests.entities import Alarm
+from tests.entities import Alarm, Timed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -956,6 +956,39 @@ async def test_settle_waits_for_messages_run_in_another_process(postgres_dsn: st
         with trio.fail_after(30):
             await client.settle()
         assert await client.state_of(Tally("settled")) == 300
+
+
+async def test_a_partition_taken_over_brings_at_most_a_window_of_its_timers(
+    postgres_dsn: str,
+) -> None:
+    """A partition with 1,100 pending timers taken back by a worker that holds a window of
+    1,024: it reads and keeps at most a window of them (it read all of them at once:
+    200,000 timers took 200 MB), and the one due soon still fires, once."""
+    options: dict[str, Any] = {"partitions": 2, "lease": 0.6, "poll": 0.05}
+    owner = next(
+        Timed(n)
+        for n in range(100)
+        if partition_of("default", address_key(Timed.entity_name, n), 2) == 1  # handed over
+    )
+    later = tuple((None, 3600.0, owner.id, (k, (), (), ())) for k in range(1_099))
+    async with Postgres.open(postgres_dsn, **options) as first:
+        storage = cast(PostgresStorage, first.runtime.storage)
+        timers = first.runtime.timers
+        async with Postgres.open(postgres_dsn, **options) as second:
+            with trio.fail_after(10):
+                while 1 in storage.owned:
+                    await trio.sleep(0.02)
+            soon = ((None, 2.0, owner.id, ("soon", (), (), ())),)
+            await second.send_sync(owner, ("set", (), soon + later, ()))
+        with trio.fail_after(10):
+            while 1 not in storage.owned:
+                await trio.sleep(0.02)
+        assert len(timers) <= timers.window
+        with trio.fail_after(10):
+            while await first.state_of(owner) != ["set", "soon"]:
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)
+        assert await first.state_of(owner) == ["set", "soon"]
 
 
 async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwards(
