@@ -85,10 +85,15 @@ class Timers:
                 self._evict()
 
     def drop(self, leaving: Callable[[Timer], bool]) -> None:
-        """Forget the timers in memory that ``leaving`` picks (another runtime fires them now)."""
+        """Forget the timers that ``leaving`` picks (another runtime fires them now): those
+        in memory, and those set beyond the horizon whose group is not written yet (a
+        load would bring them into memory here otherwise)."""
         for timer in [timer for timer in self._loaded.values() if leaving(timer)]:
             timer.cancelled = True  # skipped when it comes up in the heap
             del self._loaded[timer.seq]
+        overlay = self._overlay
+        for key in [k for k, (timer, _) in overlay.items() if timer is not None and leaving(timer)]:
+            del overlay[key]
 
     def remove(self, key: tuple[float, int], group: int) -> None:
         """A pending timer is gone (fired, cancelled, replaced) as of group ``group``."""
@@ -182,11 +187,15 @@ class Timers:
             if key >= horizon:
                 del self._removals[seq]
                 self._remember(key, None, group)
+        self._rebuild()
+        self._horizon = horizon
+
+    def _rebuild(self) -> None:
+        """The heap made anew of the timers in memory (no cancelled ones)."""
         entries = self._entries
         kept = self._loaded.values()
         self._heap[:] = [(timer.due, timer.seq, next(entries), timer) for timer in kept]
         heapq.heapify(self._heap)  # (in place: the list is shared)
-        self._horizon = horizon
 
     def _load(self) -> None:
         """Load the next window of timers from the horizon on."""

@@ -90,3 +90,27 @@ def test_a_small_window_fires_exactly_what_is_due(
 
 def _key(timer: Timer) -> Any:
     return timer.key
+
+
+def test_a_partition_handed_over_takes_its_unwritten_timers_with_it() -> None:
+    """A timer set beyond the horizon, in a group not yet written, of a partition handed
+    over: the next load does not bring it into memory here (it did, from the overlay of
+    unwritten changes, and the worker that handed the partition over fired it too)."""
+    storage = KeyValueStorage(MemoryStore(), "test")
+    timers = Timers(storage, window=4)
+    stored = [Timer(10.0 + n, n, OWNER, None, OWNER, b"") for n in range(6)]
+    batch = storage.batch()
+    for timer in stored:
+        batch.set_timer(timer)
+    storage.write(batch, sync=False)
+    assert timers.next_due() == 10.0  # the first window: four of the six
+    late = Timer(20.0, 6, OWNER, None, OWNER, b"late")  # beyond the horizon, in group 7
+    timers.add(late, 7)
+    timers.drop(lambda timer: True)  # handed over: every timer here is of that partition
+    # The new owner fires the stored ones (group 7, and late with it, is not written yet).
+    theirs = storage.batch()
+    for timer in stored:
+        theirs.remove_timer(timer)
+    storage.write(theirs, sync=False)
+    assert timers.next_due() is None
+    assert timers.pop_due(100.0, limit=10) == []
