@@ -94,6 +94,7 @@ class Timers:
         overlay = self._overlay
         for key in [k for k, (timer, _) in overlay.items() if timer is not None and leaving(timer)]:
             del overlay[key]
+        self._compact()
 
     def remove(self, key: tuple[float, int], group: int) -> None:
         """A pending timer is gone (fired, cancelled, replaced) as of group ``group``."""
@@ -101,6 +102,7 @@ class Timers:
         if timer is not None:
             timer.cancelled = True
             self._removals[timer.seq] = (key, group)
+            self._compact()
         elif key >= self._horizon:
             self._remember(key, None, group)
 
@@ -190,6 +192,12 @@ class Timers:
         self._rebuild()
         self._horizon = horizon
 
+    def _compact(self) -> None:
+        """Rebuild the heap once cancelled entries outnumber the live ones: a timer
+        replaced on every message would otherwise grow it until its first due time."""
+        if len(self._heap) > 2 * len(self._loaded) + self.window:
+            self._rebuild()
+
     def _rebuild(self) -> None:
         """The heap made anew of the timers in memory (no cancelled ones)."""
         entries = self._entries
@@ -232,4 +240,8 @@ class Timers:
 
     def describe(self) -> dict[str, Any]:
         """Figures for logs and tests."""
-        return {"in_memory": len(self._loaded), "overlay": len(self._overlay)}
+        return {
+            "in_memory": len(self._loaded),
+            "overlay": len(self._overlay),
+            "heap": len(self._heap),  # with the cancelled entries not yet thrown away
+        }
