@@ -66,13 +66,16 @@ class Simulation:
             raise InvalidArgumentError(f"max_steps must be an int >= 1, got {describe(max_steps)}")
         current = initial_world(envelopes, world, "unordered", 0, 0)
         trace: list[Action] = []
+        set_order: dict[bytes, int] = {}  # timers, in the order they were set
         while not current.quiescent:
             if len(trace) >= max_steps:
                 raise PachydermError(
                     f"the system was still busy after max_steps={max_steps:,} steps; "
                     f"it may never go quiet. Raise max_steps, or look at the last steps."
                 )
-            action = _next_in_send_order(current)
+            for timer in current.pending:  # (an entity's ties keep their order there)
+                set_order.setdefault(timer.key, len(set_order))
+            action = _next_in_send_order(current, set_order)
             trace.append(action)
             current, failure = step(current, action, "unordered")
             if failure is not None and failures == "violation":
@@ -225,10 +228,12 @@ class Simulation:
         return current
 
 
-def _next_in_send_order(world: World) -> Action:
-    """The oldest message in flight; with none, the timer due first."""
+def _next_in_send_order(world: World, set_order: dict[bytes, int]) -> Action:
+    """The oldest message in flight; with none, the timer due first (of those due at once,
+    the first set, as live)."""
     if world.envelopes:
         index = min(range(len(world.envelopes)), key=lambda i: world.envelopes[i].order)
         return Action("deliver", world.envelopes[index], index)
-    index = min(range(len(world.pending)), key=lambda i: world.pending[i].due)
-    return Action("fire", None, index, world.pending[index])
+    pending = world.pending
+    index = min(range(len(pending)), key=lambda i: (pending[i].due, set_order[pending[i].key]))
+    return Action("fire", None, index, pending[index])

@@ -476,6 +476,19 @@ def test_run_fires_timers_in_virtual_time() -> None:
     assert timed.now == 7
 
 
+def test_run_fires_timers_due_at_once_in_the_order_they_were_set() -> None:
+    """Two entities' timers due at the same time: run fires the one set first first, as
+    live does (it went by the entities' addresses: "a" before "z")."""
+
+    def go(tag: str) -> tuple[Any, ...]:
+        return ("go", (), ((None, 5, "log", (tag, (), (), ())),), ())
+
+    world = Simulation.run([(Timed("z"), go("z")), (Timed("a"), go("a"))])
+    assert world.state_of(Timed("log")) == ["z", "a"]
+    world = Simulation.run([(Timed("a"), go("a")), (Timed("z"), go("z"))])
+    assert world.state_of(Timed("log")) == ["a", "z"]
+
+
 def test_a_reply_racing_a_timeout_has_exactly_two_outcomes() -> None:
     """Exploration lets the timer fire at any point after it was set: both outcomes show."""
     result = Simulation.explore([(Client("c"), ("ask", Server("s")))])
