@@ -17,6 +17,7 @@ Fixtures:
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import inspect
 import itertools
@@ -65,8 +66,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pachyderm-diagrams",
         default=None,
         metavar="DIR",
-        help="where failing explorations write their diagrams (default: beside the "
-        f"--junitxml report, else {_DIAGRAMS}/ under the rootdir)",
+        help="where failing explorations write their diagrams (default: pachyderm-diagrams/ "
+        f"beside the --junitxml report, else {_DIAGRAMS}/ under the rootdir)",
     )
     parser.addini("pachyderm_ecosystem", "the default of --pachyderm-ecosystem", default="InMemory")
 
@@ -144,7 +145,7 @@ class Explorer:
 
     Options are those of ``Simulation.explore``; ``allow_incomplete=True``
     accepts a search cut short by a budget or ``max_depth``. On failure the
-    trace is written as ``<test>.mmd`` (Mermaid) and ``<test>.html`` (a page
+    trace is written as ``<test>-<hash>.mmd`` (Mermaid) and ``.html`` (a page
     drawing it) in the diagram directory, and the test fails with the
     numbered trace and the paths.
     """
@@ -167,11 +168,12 @@ class Explorer:
         result = Simulation.explore(envelopes, world, **options)
         if result.violations:
             violation = result.violations[0]
-            paths = self._write(str(violation), violation.diagram)
-            pytest.fail(
-                f"{violation}\n\n{result!r}\ndiagram: {paths[0]}\npage: {paths[1]}",
-                pytrace=False,
-            )
+            try:
+                mermaid, page = self._write(str(violation), violation.diagram)
+                written = f"diagram: {mermaid}\npage: {page}"
+            except OSError as error:  # (a full disk, a read-only directory): the trace still shows
+                written = f"the diagram could not be written: {error}"
+            pytest.fail(f"{violation}\n\n{result!r}\n{written}", pytrace=False)
         if not result.complete and not allow_incomplete:
             pytest.fail(
                 f"the exploration did not visit every world: {result}\n"
@@ -182,7 +184,11 @@ class Explorer:
 
     def _write(self, trace: str, diagram: str) -> tuple[Path, Path]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^\w.\-\[\]]+", "_", self.test_name).strip("_") or "exploration"
+        # Readable, short enough for any file system, and one per test: ids that differ
+        # only in characters a file name cannot hold still get files of their own.
+        readable = re.sub(r"[^\w.\-\[\]]+", "_", self.test_name).strip("_")[-100:]
+        digest = hashlib.blake2b(self.test_name.encode(), digest_size=5).hexdigest()
+        stem = f"{readable or 'exploration'}-{digest}"
         mermaid = self.directory / f"{stem}.mmd"
         page = self.directory / f"{stem}.html"
         mermaid.write_text(diagram + "\n", encoding="utf-8")

@@ -113,7 +113,7 @@ def test_fine(pachyderm_explore):
     result.stdout.fnmatch_lines(
         ["*fails after 1 steps*", "1. deliver outside -> Log('log'): '<b>'"]
     )
-    [mermaid] = diagrams.glob("*test_order.mmd")
+    [mermaid] = diagrams.glob("*test_order-*.mmd")
     assert mermaid.read_text().startswith("sequenceDiagram")
     page = mermaid.with_suffix(".html").read_text()
     assert "&lt;b&gt;" in page  # the trace, escaped
@@ -121,8 +121,29 @@ def test_fine(pachyderm_explore):
     result.stdout.fnmatch_lines([f"diagram: {mermaid}"])
 
 
+def test_each_test_gets_diagram_files_of_its_own_whatever_its_id(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """Ids that differ only in characters a file name cannot hold get files of their own,
+    and an id longer than a file name may be still gets its trace and files (the three
+    wrote one file; the long one failed on "File name too long", its trace unseen)."""
+    diagrams = tmp_path / "diagrams"
+    body = """
+@pytest.mark.parametrize("tag", ["a b", "a_b", "a/b", "x" * 300], ids=lambda tag: tag)
+def test_ids(pachyderm_explore, tag):
+    one_first = lambda w: w.state_of(Log(tag))[:1] != [2]
+    pachyderm_explore([(Log(tag), 1), (Log(tag), 2)], invariants=[one_first])
+"""
+    result = run(pytester, body, f"--pachyderm-diagrams={diagrams}")
+    result.assert_outcomes(failed=4)
+    assert result.stdout.str().count("fails after 1 steps") == 4
+    assert len(list(diagrams.glob("*.mmd"))) == 4
+    assert len(list(diagrams.glob("*.html"))) == 4
+
+
 def test_diagrams_go_beside_the_junit_report(pytester: pytest.Pytester) -> None:
-    """With --junitxml and no diagram directory, diagrams go in the report's directory."""
+    """With --junitxml and no diagram directory, diagrams go in a pachyderm-diagrams
+    directory beside the report."""
     body = """
 def test_order(pachyderm_explore):
     one_first = lambda w: w.state_of(Log("l"))[:1] != [2]
