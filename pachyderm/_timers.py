@@ -5,9 +5,13 @@ An app may have a timer per entity and millions of entities, so only a
 before the window's *horizon* is in the heap, none after it is. Timers set or
 removed beyond the horizon go to storage only; until their group is durable,
 an *overlay* remembers them, so that loading the next window sees them too.
-A removed timer still in the heap is marked cancelled and skipped. When the
-heap grows past two windows, its latest timers are evicted back to storage:
-the horizon comes down to the first of them.
+A removed timer still in the heap is marked cancelled and skipped (the heap is
+rebuilt once such entries outnumber the live ones by a window). When the heap
+grows past two windows, its latest timers are evicted back to storage: the
+horizon comes down to the first of them. It also comes down when a partition
+taken over (Postgres) brings more than a window of timers; changes below a
+lowered horizon that are not yet durable (fired or cancelled timers still in
+storage) go back to the overlay, so a load does not bring them again.
 
 Every method must be called with the runtime's lock held.
 """
