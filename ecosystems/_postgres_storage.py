@@ -756,8 +756,11 @@ class PostgresStorage:
     # -- reading -------------------------------------------------------------
 
     def sent_waiting(self) -> bool:
-        """(Only in partitions this process does not run: its own the runtime knows, a
-        paused runtime's or a class's still to be registered included.)"""
+        """Whether a message this process accepted waits in a partition it does not run.
+
+        Only there: the runtime knows the messages of its own partitions (those
+        of a paused runtime, or of a class still to be registered, included).
+        """
         first = self.incarnation << INCARNATION_BITS
         return bool(
             self._read(
