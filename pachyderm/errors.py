@@ -42,7 +42,9 @@ def describe(value: Any) -> str:
     text = repr(value)
     if len(text) > 200:
         text = text[:200] + "..."
-    return f"{text} (a {type(value).__module__}.{type(value).__qualname__})"
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    article = "an" if kind[0] in "aeiouAEIOU" else "a"
+    return f"{text} ({article} {kind})"
 
 
 def exception_text(error: BaseException) -> str:
