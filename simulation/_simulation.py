@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Never
 
 from pachyderm.errors import ExplorationError, InvalidArgumentError, PachydermError, describe
 from simulation._explore import (
@@ -22,6 +24,20 @@ from simulation._world import World
 __all__ = ["Simulation"]
 
 DEFAULT_MAX_STEPS = 100_000
+
+
+def unknown_options(unknown: dict[str, Any], function: Callable[..., Any]) -> InvalidArgumentError:
+    """The error for options ``function`` does not take, naming the nearest it does."""
+    parameters = inspect.signature(function).parameters.values()
+    known = [parameter.name for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY]
+    shown = []
+    for name in unknown:
+        near = difflib.get_close_matches(name, known, n=1)
+        shown.append(f"{name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    return InvalidArgumentError(
+        f"{function.__qualname__}() takes no option {', '.join(shown)}; "
+        f"it takes: {', '.join(known)}"
+    )
 
 
 class Simulation:
@@ -43,6 +59,7 @@ class Simulation:
         *,
         max_steps: int = DEFAULT_MAX_STEPS,
         failures: Failures = "dead_letter",
+        **unknown: Never,
     ) -> World:
         """Deliver every message, oldest first, until nothing is in flight or pending.
 
@@ -61,6 +78,8 @@ class Simulation:
             PachydermError: more than ``max_steps`` steps (a system that never
                 goes quiet).
         """
+        if unknown:
+            raise unknown_options(unknown, Simulation.run)
         check_failures(failures)
         if type(max_steps) is not int or max_steps < 1:
             raise InvalidArgumentError(f"max_steps must be an int >= 1, got {describe(max_steps)}")
@@ -106,6 +125,7 @@ class Simulation:
         progress: bool | None = None,
         symmetric: Iterable[Iterable[Any]] | None = None,
         workers: int = 1,
+        **unknown: Never,  # (no value fits Never: type checkers refuse any other option)
     ) -> Exploration:
         """Every world reachable under ``network``, each visited once.
 
@@ -157,6 +177,8 @@ class Simulation:
                 the same every run. ``transitions`` and the order of
                 ``final_worlds`` may differ from one process's.
         """
+        if unknown:
+            raise unknown_options(unknown, Simulation.explore)
         network = check_network(network)
         initial = initial_world(envelopes, world, network, drops, duplicates)
         return explore_from(
@@ -195,6 +217,7 @@ class Simulation:
         network: Network = "unordered",
         drops: int = 0,
         duplicates: int = 0,
+        **unknown: Never,
     ) -> World:
         """The world a trace leads to, from the same start as the search that found it.
 
@@ -204,6 +227,8 @@ class Simulation:
                 them cannot be taken where the trace has led: the start, the
                 network or the budgets are not the search's.
         """
+        if unknown:
+            raise unknown_options(unknown, Simulation.replay)
         network = check_network(network)
         current = initial_world(envelopes, world, network, drops, duplicates)
         if isinstance(trace, (str, bytes)) or not isinstance(trace, Sequence):

@@ -25,6 +25,7 @@ from pachyderm import (
     after,
     cancel,
 )
+from pachyderm.errors import describe
 from simulation import Simulation, World
 from tests.conftest import OpenEcosystem
 from tests.entities import Counter
@@ -318,3 +319,33 @@ def test_bad_simulation_arguments(label: str, make: Callable[[], object], shown:
     with pytest.raises(InvalidArgumentError) as caught:
         make()
     assert shown in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("verb", "options", "shown"),
+    [
+        ("explore", {"max_world": 3}, "'max_world' (did you mean 'max_worlds'?)"),
+        ("exhaust", {"wrkers": 2}, "'wrkers' (did you mean 'workers'?)"),
+        ("run", {"max_step": 3}, "'max_step' (did you mean 'max_steps'?)"),
+        ("replay", {"netwrok": "fifo"}, "'netwrok' (did you mean 'network'?)"),
+        ("explore", {"colour": 1}, "'colour'; it takes: invariants, final,"),
+    ],
+)
+def test_a_misspelt_option_is_refused_with_the_nearest_one(
+    verb: str, options: dict[str, Any], shown: str
+) -> None:
+    """An option a simulation verb does not take is an InvalidArgumentError naming it and
+    the nearest it does take (Python's own TypeError named only the unknown one)."""
+    arguments: list[Any] = [[(Counter("c"), "inc")]]
+    if verb == "replay":
+        arguments.append([])
+    with pytest.raises(InvalidArgumentError) as caught:
+        getattr(Simulation, verb)(*arguments, **options)
+    assert shown in str(caught.value)
+
+
+def test_a_type_whose_name_starts_with_a_vowel_takes_an() -> None:
+    """Errors show a value's type with the right article: "an attack.model.L"."""
+    kind = type("L", (), {"__module__": "attack.model"})
+    assert describe(kind()).endswith("(an attack.model.L)")
+    assert describe(5) == "5 (a builtins.int)"

@@ -20,3 +20,8 @@ def runs() -> None:
     world.state_of(Counter("c")).upper()  # E: attr-defined
     world.state_of("c")  # E: arg-type
     print(text)
+
+
+def misspelt() -> None:
+    Simulation.explore([(Counter("c"), "inc")], max_world=3)  # E: arg-type
+    Simulation.run([(Counter("c"), "inc")], max_step=3)  # E: arg-type
