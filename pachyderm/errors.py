@@ -29,6 +29,7 @@ __all__ = [
     "StoreAccessError",
     "StoreCorruptedError",
     "StoreLockedError",
+    "TimerOrderWarning",
     "UnknownDeadLetterError",
     "UnregisteredNameError",
     "UnstableNameWarning",
@@ -239,6 +240,17 @@ class ExplorationError(PachydermError):
 
 class InitError(PachydermError):
     """An entity's ``init()`` raised, or returned a state that cannot be stored."""
+
+
+class TimerOrderWarning(UserWarning):
+    """An exploration did not try every order in which an entity's timers can fire.
+
+    Virtual time moves only when a timer fires, so a timer is taken as set as
+    early as it could be: one set due before a timer its entity holds from an
+    earlier message always fires first, though live that message can come late
+    enough for the held one to fire first. The result says how often, and the
+    first time (``timer_gaps``, ``timer_gap``).
+    """
 
 
 class UnstableNameWarning(UserWarning):

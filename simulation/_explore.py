@@ -149,6 +149,11 @@ class Exploration:
     seconds: float = 0.0
     path_counts: dict[World, int] | None = None  # with count_paths: orders leading to each final
     stopped: Stopped | None = None  # what ended the search early, if anything did
+    # Transitions that set a timer due before one the same entity set earlier and still
+    # held: live, the later message can come late enough for the held timer to fire
+    # first, an order this search does not take. The first of them, told.
+    timer_gaps: int = 0
+    timer_gap: str = ""
 
     @property
     def complete(self) -> bool:
@@ -168,7 +173,8 @@ class Exploration:
         return (
             f"<Exploration {'complete' if self.complete else 'incomplete'}: "
             f"{self.unique_states:,} worlds, {len(self.final_worlds):,} final, "
-            f"{len(self.violations):,} violations, {self.seconds:.3g} s>"
+            f"{len(self.violations):,} violations, {self.seconds:.3g} s"
+            f"{f', {self.timer_gaps:,} timer-order gaps' if self.timer_gaps else ''}>"
         )
 
     def __str__(self) -> str:
@@ -183,6 +189,8 @@ class Exploration:
             f"{self.transitions:,} transitions, {len(self.final_worlds):,} final worlds, "
             f"{self.seconds:.3g} s"
         ]
+        if self.timer_gaps:
+            lines.append(timer_gap_warning(self.timer_gaps, self.timer_gap))
         if self.violations:
             first = self.violations[0]
             more = len(self.violations) - 1
@@ -191,6 +199,16 @@ class Exploration:
             )
             lines.append(str(first))
         return "\n".join(lines)
+
+
+def timer_gap_warning(gaps: int, first: str) -> str:
+    """What a search whose transitions hid timer orders says of them."""
+    transitions = f"{gaps:,} transition" + ("s" if gaps > 1 else "")
+    return (
+        f"timer orders not explored: {transitions} set a timer due before one its entity "
+        f"held from an earlier message; live, that message can come late enough for the "
+        f"held timer to fire first, an order this search never takes. The first: {first}"
+    )
 
 
 class _Stop(Exception):
@@ -637,6 +655,8 @@ def explore_from(
             gc.enable()
         if workers <= 1:
             searcher.result.handler_calls = searcher.activations.calls
+            searcher.result.timer_gaps = searcher.activations.timer_gaps
+            searcher.result.timer_gap = searcher.activations.timer_gap
     searcher.result.seconds = time.perf_counter() - started
     searcher.budget.finish(searcher.result)
     return searcher.result

@@ -307,10 +307,13 @@ class _Coordinator:
         finals: dict[bytes, tuple[Any, World, Any]] = {}
         violations: dict[Any, tuple[Any, Violation]] = {}
         for blob in self.everyone("results"):
-            worker_finals, worker_violations, (transitions, calls, truncated) = loads(blob)
+            worker_finals, worker_violations, counts = loads(blob)
+            transitions, calls, truncated, timer_gaps, timer_gap = counts
             result.transitions += transitions
             result.handler_calls += calls
             result.truncated += truncated
+            result.timer_gaps += timer_gaps
+            result.timer_gap = result.timer_gap or timer_gap  # the first worker's that has one
             for key, order, world, trace in worker_finals:
                 if key not in finals or order < finals[key][0]:
                     finals[key] = (order, world, trace)

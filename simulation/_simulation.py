@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Never
 
-from pachyderm.errors import ExplorationError, InvalidArgumentError, PachydermError, describe
+from pachyderm.errors import (
+    ExplorationError,
+    InvalidArgumentError,
+    PachydermError,
+    TimerOrderWarning,
+    describe,
+)
 from simulation._explore import (
     Exploration,
     Failures,
@@ -15,6 +23,7 @@ from simulation._explore import (
     Search,
     check_failures,
     explore_from,
+    timer_gap_warning,
 )
 from simulation._network import Network, check_network, initial_world
 from simulation._schedule import executions, walk
@@ -24,6 +33,14 @@ from simulation._world import World
 __all__ = ["Simulation"]
 
 DEFAULT_MAX_STEPS = 100_000
+
+
+def _outside_this_package() -> int:
+    """The stack level of the first caller outside ``simulation``, for a warning."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals["__name__"].startswith("simulation."):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def unknown_options(unknown: dict[str, Any], function: Callable[..., Any]) -> InvalidArgumentError:
@@ -176,12 +193,18 @@ class Simulation:
                 whatever ``search`` says: a counterexample is a shortest one,
                 the same every run. ``transitions`` and the order of
                 ``final_worlds`` may differ from one process's.
+
+        Warns:
+            TimerOrderWarning: a message set a timer due before one its entity
+                held from an earlier message; live, that message can come late
+                enough for the held one to fire first, an order not explored
+                (``timer_gaps`` and ``timer_gap`` in the result say more).
         """
         if unknown:
             raise unknown_options(unknown, Simulation.explore)
         network = check_network(network)
         initial = initial_world(envelopes, world, network, drops, duplicates)
-        return explore_from(
+        result = explore_from(
             initial,
             network=network,
             invariants=invariants,
@@ -197,6 +220,12 @@ class Simulation:
             symmetric=symmetric,
             workers=workers,
         )
+        if result.timer_gaps:
+            warnings.warn(
+                TimerOrderWarning(timer_gap_warning(result.timer_gaps, result.timer_gap)),
+                stacklevel=_outside_this_package(),
+            )
+        return result
 
     @staticmethod
     def exhaust(

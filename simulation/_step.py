@@ -42,6 +42,7 @@ from simulation._world import (
     pending_total,
     power,
     powers,
+    shortened,
     state_entry,
 )
 
@@ -682,7 +683,7 @@ class Activations:
     forgotten at once, so a long search's memory stays with its worlds.
     """
 
-    __slots__ = ("calls", "commuting", "known", "limit")
+    __slots__ = ("calls", "commuting", "known", "limit", "timer_gap", "timer_gaps")
 
     def __init__(self, limit: int = 1 << 16) -> None:
         self.known: dict[tuple[bytes, bytes | None, bytes], _Outcome] = {}
@@ -690,6 +691,10 @@ class Activations:
         self.commuting: dict[tuple[bytes, bytes | None, bytes, bytes], bool] = {}
         self.calls = 0
         self.limit = limit
+        # Transitions that set a timer due before one its entity set earlier and still
+        # holds (see timer_gap_in), and the first of them, told.
+        self.timer_gaps = 0
+        self.timer_gap = ""
 
     def outcome(
         self,
@@ -847,9 +852,53 @@ def _activate(
             next_order=world.next_order,
             fifo=world.fifo,
         ), outcome.failed
+    if outcome.timers and activations is not None and pending:
+        gap = timer_gap_in(pending, recipient_key, outcome.timers, now)
+        if gap is not None:
+            activations.timer_gaps += 1
+            if not activations.timer_gap:
+                held, due = gap
+                activations.timer_gap = (
+                    f"{recipient!r}, on {shortened(repr(decode(blob)))}, set a timer due at "
+                    f"{due:g} while holding {held!r}, set by an earlier message"
+                )
     return _apply(
         world, recipient, recipient_key, position, old, outcome, envelopes, pending, now, total
     ), None
+
+
+def timer_gap_in(
+    pending: tuple[PendingTimer, ...],
+    owner_key: bytes,
+    commands: tuple[tuple[str | None, float, Entity[Any, Any], bytes, bytes] | str, ...],
+    now: float,
+) -> tuple[PendingTimer, float] | None:
+    """A timer the activation's ``commands`` set due before one its entity holds from an
+    earlier activation (and keeps): that timer, and the new one's due time; else None.
+
+    Virtual time moves only when a timer fires, so exploration takes the new
+    timer as set as early as it could be, and fires it first. Live, the message
+    that set it can come much later, and the held timer fire first: an order
+    exploration does not take. Timers of one activation share a set time, and a
+    later one with a longer delay is due later however late it is set: neither
+    hides an order.
+    """
+    held = [timer for timer in pending if timer.owner_key == owner_key]
+    if not held:
+        return None
+    new: list[tuple[str | None, float]] = []
+    for command in commands:
+        name = command if isinstance(command, str) else command[0]
+        if name is not None:  # cancelled, or replaced: neither is held any more
+            held = [timer for timer in held if timer.name != name]
+            new = [entry for entry in new if entry[0] != name]
+        if not isinstance(command, str):
+            new.append((name, due_at(now, command[1])))
+    if not held or not new:
+        return None
+    latest = max(held, key=lambda timer: timer.due)
+    earliest = min(due for _, due in new)
+    return (latest, earliest) if earliest < latest.due else None
 
 
 def _apply(

@@ -570,7 +570,14 @@ class Worker:
             (order, name, world, trace_of(node), detail, final_key)
             for order, name, world, node, detail, final_key in self.violations
         ]
-        counts = (self.transitions, self.handler_calls, self.truncated)
+        activations = self.activations
+        counts = (
+            self.transitions,
+            self.handler_calls,
+            self.truncated,
+            activations.timer_gaps,
+            activations.timer_gap,
+        )
         return dumps((finals, violations, counts))
 
 

@@ -52,6 +52,7 @@ def test_pachyderm_exports() -> None:
         "UnknownDeadLetterError",
         "Unreadable",
         "UnregisteredNameError",
+        "TimerOrderWarning",
         "UnstableNameWarning",
         "UpgradeError",
         "WaitingForClassError",

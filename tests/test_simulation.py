@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecosystems import InMemory
-from pachyderm import Entity, ExplorationError, InvalidArgumentError, Outbox
+from pachyderm import Entity, ExplorationError, InvalidArgumentError, Outbox, TimerOrderWarning
 from simulation import Simulation, World, _explore, _step
 from simulation._step import Action, SleepMasks, packed, unpacked
 from tests.entities import (
@@ -242,6 +242,9 @@ def test_deliveries_to_one_entity_that_commute_are_taken_in_one_order() -> None:
     assert (result.unique_states, result.transitions) == (16**3, 16**3 - 1)
 
 
+# It compares searches over one model of time; where that model skips timer orders
+# (TimerOrderWarning) is another test's business.
+@pytest.mark.filterwarnings("ignore::pachyderm.TimerOrderWarning")
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     st.one_of(systems, mixed_systems, timed_systems),
@@ -313,6 +316,9 @@ def test_a_duplicate_and_a_delivery_to_its_sender_do_not_commute_under_fifo() ->
         assert result.unique_states == len(reached)
 
 
+# It compares searches over one model of time; where that model skips timer orders
+# (TimerOrderWarning) is another test's business.
+@pytest.mark.filterwarnings("ignore::pachyderm.TimerOrderWarning")
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(timed_systems, st.sampled_from(["unordered", "fifo"]))
 def test_search_with_timers_agrees_with_brute_force(
@@ -516,6 +522,67 @@ def test_named_timers_replace_and_cancel_in_the_simulation() -> None:
     assert world.state_of(Timed(1)) == ["again"]
     [world] = Simulation.exhaust([(Timed("t"), ("go", (), (("n", 5, 1, ring),), ("n",)))])
     assert world.state_of(Timed(1)) == []
+
+
+def _sets(tag: str, *timers: tuple[str | None, float, str]) -> tuple[Any, ...]:
+    """A Timed message that logs ``tag`` and sets each (name, delay, tag to log) timer."""
+    return (
+        tag,
+        (),
+        tuple((name, delay, "e", (fired, (), (), ())) for name, delay, fired in timers),
+        (),
+    )
+
+
+def _then(message: tuple[Any, ...], sent: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``message``, sending ``sent`` on to the same entity (so it comes after it)."""
+    tag, _, timers, cancels = message
+    return (tag, (("e", sent),), timers, cancels)
+
+
+def test_a_timer_set_due_before_one_held_from_an_earlier_message_is_reported() -> None:
+    """ "go" sets a timer for 10 s, "m" one for 1 s. Live, "m" can come 20 s after "go", and
+    the first timer fire first; exploration, whose time moves only when a timer fires,
+    never takes that order, and says so: a count, the first case, a TimerOrderWarning."""
+    envelopes = [
+        (Timed("e"), _sets("go", (None, 10, "t1"))),
+        (Timed("e"), _sets("m", (None, 1, "t2"))),
+    ]
+    with pytest.warns(TimerOrderWarning, match=r"1 transition set a timer due before one"):
+        result = Simulation.explore(envelopes)
+    logs = {tuple(world.state_of(Timed("e"))) for world in result.final_worlds}
+    assert ("go", "m", "t2", "t1") in logs
+    assert ("go", "m", "t1", "t2") not in logs  # the order live allows and this search skips
+    assert result.timer_gaps == 1  # "m" after "go": the other order sets the longer one last
+    assert "Timed('e'), on ('m', (), ((None, 1, 'e', ('t2'" in result.timer_gap
+    assert "while holding timer of Timed('e') at 10" in result.timer_gap
+    assert "timer orders not explored: 1 transition" in str(result)
+    assert repr(result).endswith(", 1 timer-order gaps>")
+    with pytest.warns(TimerOrderWarning):
+        many = Simulation.explore(envelopes, workers=2)
+    assert (many.timer_gaps, many.timer_gap) == (1, result.timer_gap)
+
+
+@pytest.mark.parametrize(
+    "envelopes",
+    [
+        [(Timed("e"), _sets("go", (None, 10, "t1"), (None, 1, "t2")))],  # one activation
+        [(Timed("e"), _then(_sets("go", (None, 1, "t1")), _sets("m", (None, 10, "t2"))))],
+        [
+            (Timed("e"), _sets("go", ("idle", 10, "t1"))),
+            (Timed("e"), _sets("m", ("idle", 1, "t2"))),
+        ],
+        [(Timed("e"), _sets("go", (None, 10, "t1"))), (Timed("f"), _sets("m", (None, 1, "t2")))],
+    ],
+    ids=["one activation", "longer and later", "replaced by name", "another entity"],
+)
+def test_timers_that_hide_no_order_are_not_reported(envelopes: list[tuple[Any, Any]]) -> None:
+    """Timers set by one activation, one set later (the first message sends the second)
+    with a longer delay, a named timer replaced, and another entity's timer: exploration
+    takes every order live can, and warns of none (warnings are errors in this run)."""
+    result = Simulation.explore(envelopes)
+    assert (result.timer_gaps, result.timer_gap) == (0, "")
+    assert "timer" not in repr(result)
 
 
 def test_a_world_cannot_be_changed() -> None:
