@@ -193,3 +193,20 @@ def test_the_readme_example_passes_on_both_kinds(pytester: pytest.Pytester) -> N
     for arguments in ([], ["--pachyderm-ecosystem=LocalDisk"]):
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *arguments)
         result.assert_outcomes(passed=3)
+
+
+def test_the_plugin_loads_by_its_entry_points_name(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the README says: with autoloading off, ``-p pachyderm`` loads the plugin; with
+    it on, ``-p no:pachyderm`` turns it off."""
+    body = """
+def test_counts(pachyderm_ecosystem):
+    assert pachyderm_ecosystem.send_sync(Counter("c"), "inc") == 1
+"""
+    pytester.makepyfile(test_plugin_case=ENTITIES + body)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:pachyderm")
+    result.assert_outcomes(errors=1)  # fixture 'pachyderm_ecosystem' not found
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "pachyderm")
+    result.assert_outcomes(passed=1)
