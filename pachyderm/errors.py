@@ -243,13 +243,14 @@ class InitError(PachydermError):
 
 
 class TimerOrderWarning(UserWarning):
-    """An exploration did not try every order in which an entity's timers can fire.
+    """An exploration may not have tried every order in which an entity's timers fire.
 
-    Virtual time moves only when a timer fires, so a timer is taken as set as
-    early as it could be: one set due before a timer its entity holds from an
-    earlier message always fires first, though live that message can come late
-    enough for the held one to fire first. The result says how often, and the
-    first time (``timer_gaps``, ``timer_gap``).
+    Virtual time moves only when a timer fires, so each message is taken as
+    coming as early as it could. When a message sets a timer for less time than
+    one its entity holds from an earlier message, live either can fire first,
+    depending on when the message came, and the search takes the order its
+    times give. The result says how often, and the first time
+    (``timer_gaps``, ``timer_gap``).
     """
 
 

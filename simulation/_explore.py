@@ -149,9 +149,9 @@ class Exploration:
     seconds: float = 0.0
     path_counts: dict[World, int] | None = None  # with count_paths: orders leading to each final
     stopped: Stopped | None = None  # what ended the search early, if anything did
-    # Transitions that set a timer due before one the same entity set earlier and still
-    # held: live, the later message can come late enough for the held timer to fire
-    # first, an order this search does not take. The first of them, told.
+    # Transitions that set a timer for less time than one the same entity held from an
+    # earlier message: live, either can fire first, and the search may take one order
+    # only (simulation._step.timer_gap_in). The first of them, told.
     timer_gaps: int = 0
     timer_gap: str = ""
 
@@ -205,9 +205,10 @@ def timer_gap_warning(gaps: int, first: str) -> str:
     """What a search whose transitions hid timer orders says of them."""
     transitions = f"{gaps:,} transition" + ("s" if gaps > 1 else "")
     return (
-        f"timer orders not explored: {transitions} set a timer due before one its entity "
-        f"held from an earlier message; live, that message can come late enough for the "
-        f"held timer to fire first, an order this search never takes. The first: {first}"
+        f"timer orders maybe not explored: {transitions} set a timer for less time than "
+        f"one its entity held from an earlier message; live, either can fire first, "
+        f"depending on when that message came, and this search may take one order only. "
+        f"The first: {first}"
     )
 
 

@@ -195,10 +195,11 @@ class Simulation:
                 ``final_worlds`` may differ from one process's.
 
         Warns:
-            TimerOrderWarning: a message set a timer due before one its entity
-                held from an earlier message; live, that message can come late
-                enough for the held one to fire first, an order not explored
-                (``timer_gaps`` and ``timer_gap`` in the result say more).
+            TimerOrderWarning: a message set a timer for less time than one
+                its entity held from an earlier message; live, either can fire
+                first, depending on when that message came, and the search may
+                have taken one order only (``timer_gaps`` and ``timer_gap`` in
+                the result say more).
         """
         if unknown:
             raise unknown_options(unknown, Simulation.explore)

@@ -691,8 +691,8 @@ class Activations:
         self.commuting: dict[tuple[bytes, bytes | None, bytes, bytes], bool] = {}
         self.calls = 0
         self.limit = limit
-        # Transitions that set a timer due before one its entity set earlier and still
-        # holds (see timer_gap_in), and the first of them, told.
+        # Transitions that set a timer for less time than one its entity holds from an
+        # earlier activation (see timer_gap_in), and the first of them, told.
         self.timer_gaps = 0
         self.timer_gap = ""
 
@@ -853,14 +853,15 @@ def _activate(
             fifo=world.fifo,
         ), outcome.failed
     if outcome.timers and activations is not None and pending:
-        gap = timer_gap_in(pending, recipient_key, outcome.timers, now)
+        gap = timer_gap_in(pending, recipient_key, outcome.timers)
         if gap is not None:
             activations.timer_gaps += 1
             if not activations.timer_gap:
-                held, due = gap
+                held, delay = gap
                 activations.timer_gap = (
-                    f"{recipient!r}, on {shortened(repr(decode(blob)))}, set a timer due at "
-                    f"{due:g} while holding {held!r}, set by an earlier message"
+                    f"{recipient!r}, on {shortened(repr(decode(blob)))}, set a timer for "
+                    f"{delay:g} s while holding {held!r}, set for {held.delay:g} s by an "
+                    f"earlier message"
                 )
     return _apply(
         world, recipient, recipient_key, position, old, outcome, envelopes, pending, now, total
@@ -871,17 +872,19 @@ def timer_gap_in(
     pending: tuple[PendingTimer, ...],
     owner_key: bytes,
     commands: tuple[tuple[str | None, float, Entity[Any, Any], bytes, bytes] | str, ...],
-    now: float,
 ) -> tuple[PendingTimer, float] | None:
-    """A timer the activation's ``commands`` set due before one its entity holds from an
-    earlier activation (and keeps): that timer, and the new one's due time; else None.
+    """A timer the activation's ``commands`` set for a shorter delay than one its entity
+    holds from an earlier activation (and keeps): that timer, and the new one's delay;
+    else None.
 
-    Virtual time moves only when a timer fires, so exploration takes the new
-    timer as set as early as it could be, and fires it first. Live, the message
-    that set it can come much later, and the held timer fire first: an order
-    exploration does not take. Timers of one activation share a set time, and a
-    later one with a longer delay is due later however late it is set: neither
-    hides an order.
+    Exploration takes each activation as coming as early as it could (virtual
+    time moves only when a timer fires, to its due time), which fixes which of
+    the two fires first. Live, the later activation can come at any time after
+    the earlier one, and, the later timer being the shorter, either can fire
+    first: this search may take only one order. Where no such pair is ever held,
+    an owner's timers fire in the order they were set, live as explored, and no
+    order is missed. Timers of one activation share a set time, and fire by
+    delay both ways.
     """
     held = [timer for timer in pending if timer.owner_key == owner_key]
     if not held:
@@ -893,12 +896,12 @@ def timer_gap_in(
             held = [timer for timer in held if timer.name != name]
             new = [entry for entry in new if entry[0] != name]
         if not isinstance(command, str):
-            new.append((name, due_at(now, command[1])))
+            new.append((name, command[1]))
     if not held or not new:
         return None
-    latest = max(held, key=lambda timer: timer.due)
-    earliest = min(due for _, due in new)
-    return (latest, earliest) if earliest < latest.due else None
+    longest = max(held, key=lambda timer: timer.delay)
+    shortest = min(delay for _, delay in new)
+    return (longest, shortest) if shortest < longest.delay else None
 
 
 def _apply(
@@ -944,7 +947,9 @@ def _apply(
                 timers = _without(timers, recipient_key, name)
             due = due_at(now, delay)
             timers.append(
-                pending_timer(recipient, recipient_key, name, due, to, stored, canonical_message)
+                pending_timer(
+                    recipient, recipient_key, name, due, delay, to, stored, canonical_message
+                )
             )
         # Each entity's timers in due order; ties in the order they were set (a stable sort).
         timers.sort(key=lambda timer: (timer.owner_key, timer.due))

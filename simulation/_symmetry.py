@@ -163,6 +163,7 @@ class Symmetry:
             encode_canonical(owner),
             timer.name,
             timer.due,
+            timer.delay,
             recipient,
             encode(message),
             encode_canonical(message),

@@ -147,6 +147,10 @@ class PendingTimer:
     owner: Entity[Any, Any]
     name: str | None
     due: float
+    # Seconds it was set for: exploration takes it as set as early as it could be, and
+    # two timers of one owner, the later with the shorter delay, can fire in either
+    # order live (see simulation._step.timer_gap_in).
+    delay: float
     recipient: Entity[Any, Any]
     recipient_key: bytes
     blob: bytes  # the message as stored
@@ -191,18 +195,20 @@ def pending_timer(
     owner_key: bytes,
     name: str | None,
     due: float,
+    delay: float,
     recipient: Entity[Any, Any],
     blob: bytes,
     canonical: bytes,
 ) -> PendingTimer:
     """A pending timer from parts already encoded (``canonical``: the message's)."""
     recipient_key = encode_canonical(recipient)
-    key = encode_canonical([owner_key, name, due, recipient_key]) + canonical
+    key = encode_canonical([owner_key, name, due, delay, recipient_key]) + canonical
     return PendingTimer(
         owner_key,
         owner,
         name,
         due,
+        delay,
         recipient,
         recipient_key,
         blob,
