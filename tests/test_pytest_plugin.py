@@ -210,3 +210,34 @@ def test_counts(pachyderm_ecosystem):
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "pachyderm")
     result.assert_outcomes(passed=1)
+
+
+def test_a_search_that_skips_timer_orders_warns_and_can_be_made_to_fail(
+    pytester: pytest.Pytester,
+) -> None:
+    """pachyderm_explore's search that may skip timer orders shows a TimerOrderWarning in
+    pytest's summary; ``-W error::pachyderm.TimerOrderWarning`` makes it fail the test."""
+    body = """
+from pachyderm import after
+
+
+class Alarm(Entity[Any, list]):
+    entity_name = "plugin_case.Alarm"
+
+    def init(self) -> list:
+        return []
+
+    def activate(self, message: Any, state: list) -> tuple[Outbox, list]:
+        delays = {"go": 10, "m": 1}
+        outbox = [after(delays[message], self, "rang")] if message in delays else []
+        return outbox, [*state, message]
+
+
+def test_alarms(pachyderm_explore):
+    pachyderm_explore([(Alarm("a"), "go"), (Alarm("a"), "m")])
+"""
+    result = run(pytester, body)
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*TimerOrderWarning: timer orders maybe not explored*"])
+    result = run(pytester, body, "-W", "error::pachyderm.TimerOrderWarning")
+    result.assert_outcomes(failed=1)
