@@ -202,7 +202,7 @@ class Exploration:
 
 
 def timer_gap_warning(gaps: int, first: str) -> str:
-    """What a search whose transitions hid timer orders says of them."""
+    """What a search that may have skipped timer orders says of them."""
     transitions = f"{gaps:,} transition" + ("s" if gaps > 1 else "")
     return (
         f"timer orders maybe not explored: {transitions} set a timer for less time than "

@@ -35,15 +35,18 @@ __all__ = ["Simulation"]
 DEFAULT_MAX_STEPS = 100_000
 
 
-def _outside_this_package() -> int:
-    """The stack level of the first caller outside ``simulation``, for a warning."""
+def _users_line() -> int:
+    """The stack level of the first caller outside ``simulation`` and the pytest plugin
+    (the user's own line, for a warning)."""
     level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and frame.f_globals["__name__"].startswith("simulation."):
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        ("simulation.", "pachyderm.pytest_plugin")
+    ):
         level, frame = level + 1, frame.f_back
     return level
 
 
-def unknown_options(unknown: dict[str, Any], function: Callable[..., Any]) -> InvalidArgumentError:
+def _unknown_options(unknown: dict[str, Any], function: Callable[..., Any]) -> InvalidArgumentError:
     """The error for options ``function`` does not take, naming the nearest it does."""
     parameters = inspect.signature(function).parameters.values()
     known = [parameter.name for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY]
@@ -96,7 +99,7 @@ class Simulation:
                 goes quiet).
         """
         if unknown:
-            raise unknown_options(unknown, Simulation.run)
+            raise _unknown_options(unknown, Simulation.run)
         check_failures(failures)
         if type(max_steps) is not int or max_steps < 1:
             raise InvalidArgumentError(f"max_steps must be an int >= 1, got {describe(max_steps)}")
@@ -202,7 +205,7 @@ class Simulation:
                 the result say more).
         """
         if unknown:
-            raise unknown_options(unknown, Simulation.explore)
+            raise _unknown_options(unknown, Simulation.explore)
         network = check_network(network)
         initial = initial_world(envelopes, world, network, drops, duplicates)
         result = explore_from(
@@ -224,7 +227,7 @@ class Simulation:
         if result.timer_gaps:
             warnings.warn(
                 TimerOrderWarning(timer_gap_warning(result.timer_gaps, result.timer_gap)),
-                stacklevel=_outside_this_package(),
+                stacklevel=_users_line(),
             )
         return result
 
@@ -258,7 +261,7 @@ class Simulation:
                 network or the budgets are not the search's.
         """
         if unknown:
-            raise unknown_options(unknown, Simulation.replay)
+            raise _unknown_options(unknown, Simulation.replay)
         network = check_network(network)
         current = initial_world(envelopes, world, network, drops, duplicates)
         if isinstance(trace, (str, bytes)) or not isinstance(trace, Sequence):

@@ -216,7 +216,8 @@ def test_a_search_that_skips_timer_orders_warns_and_can_be_made_to_fail(
     pytester: pytest.Pytester,
 ) -> None:
     """pachyderm_explore's search that may skip timer orders shows a TimerOrderWarning in
-    pytest's summary; ``-W error::pachyderm.TimerOrderWarning`` makes it fail the test."""
+    pytest's summary, at the test's line; ``-W error::pachyderm.TimerOrderWarning`` makes
+    it fail the test."""
     body = """
 from pachyderm import after
 
@@ -238,6 +239,9 @@ def test_alarms(pachyderm_explore):
 """
     result = run(pytester, body)
     result.assert_outcomes(passed=1, warnings=1)
-    result.stdout.fnmatch_lines(["*TimerOrderWarning: timer orders maybe not explored*"])
+    # Shown at the test's own line, not the plugin's.
+    result.stdout.fnmatch_lines(
+        ["*test_plugin_case.py:*: TimerOrderWarning: timer orders maybe not explored*"]
+    )
     result = run(pytester, body, "-W", "error::pachyderm.TimerOrderWarning")
     result.assert_outcomes(failed=1)
