@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -58,6 +59,9 @@ def stored(state: Any) -> bytes:
     return encode(state)
 
 
+# It compares live runs with the simulated worlds; where exploration may skip timer
+# orders (TimerOrderWarning) is another test's business.
+@pytest.mark.filterwarnings("ignore::pachyderm.TimerOrderWarning")
 @settings(
     max_examples=40,
     deadline=None,
