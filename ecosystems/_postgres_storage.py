@@ -628,9 +628,11 @@ class PostgresStorage:
         so a backlog, or the dead rows of a busy inbox, is not read again. A
         partition new to this scan is read whole.
         """
-        owned = [p for p in self.owned if p not in self.leaving]
-        if self._closed:
+        if not self.worker or self._closed:
+            # A client owns no partition: nothing arrives for it. Not even the lock:
+            # its writes hold it through their commit, and its news (replies) would wait.
             return []
+        owned = [p for p in self.owned if p not in self.leaving]
         found = []
         with self._arrivals_lock:
             scanned = self._scanned[0]
