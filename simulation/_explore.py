@@ -154,6 +154,7 @@ class Exploration:
     # only (simulation._step.timer_gap_in). The first of them, told.
     timer_gaps: int = 0
     timer_gap: str = ""
+    timer_gap_trace: tuple[Action, ...] | None = None  # to the first, its activation last
 
     @property
     def complete(self) -> bool:
@@ -191,6 +192,8 @@ class Exploration:
         ]
         if self.timer_gaps:
             lines.append(timer_gap_warning(self.timer_gaps, self.timer_gap))
+            if self.timer_gap_trace is not None:
+                lines.append(f"reached by:\n{trace_text(self.timer_gap_trace)}")
         if self.violations:
             first = self.violations[0]
             more = len(self.violations) - 1
@@ -360,7 +363,10 @@ class _Search:
 
     def transition(self, world: World, fingerprint: bytes, action: Action) -> World:
         """The world after ``action`` (the caller counts the transition)."""
+        gaps = self.activations.timer_gaps
         child, failure = step(world, action, self.network, activations=self.activations)
+        if self.activations.timer_gaps != gaps and self.result.timer_gap_trace is None:
+            self.result.timer_gap_trace = (*self.trace_to(fingerprint), action)
         if failure is not None and self.failures == "violation":
             trace = (*self.trace_to(fingerprint), action)
             detail = failure_report(failure, action, trace)

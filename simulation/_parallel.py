@@ -308,12 +308,13 @@ class _Coordinator:
         violations: dict[Any, tuple[Any, Violation]] = {}
         for blob in self.everyone("results"):
             worker_finals, worker_violations, counts = loads(blob)
-            transitions, calls, truncated, timer_gaps, timer_gap = counts
+            transitions, calls, truncated, timer_gaps, timer_gap, timer_gap_trace = counts
             result.transitions += transitions
             result.handler_calls += calls
             result.truncated += truncated
             result.timer_gaps += timer_gaps
-            result.timer_gap = result.timer_gap or timer_gap  # the first worker's that has one
+            if timer_gap and not result.timer_gap:  # the first worker's that has one
+                result.timer_gap, result.timer_gap_trace = timer_gap, timer_gap_trace
             for key, order, world, trace in worker_finals:
                 if key not in finals or order < finals[key][0]:
                     finals[key] = (order, world, trace)

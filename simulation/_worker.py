@@ -136,6 +136,7 @@ class Worker:
         self.finals: dict[bytes, tuple[Order, World, Node]] = {}  # final key -> the first
         self.violations: list[tuple[Order, str, World, Node, str, bytes | None]] = []
         self.transitions = self.handler_calls = self.truncated = 0
+        self.timer_gap_trace: tuple[Action, ...] | None = None  # to the first timer gap
         self.activations = Activations()
         self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
         # Sleep sets are ints while a worker expands (as in the depth-first search), and
@@ -504,7 +505,10 @@ class Worker:
                 if plan is not None:
                     child_key = plan.fingerprint
                 else:
+                    gaps = activations.timer_gaps
                     made, failure = step(world, action, network, activations=activations)
+                    if activations.timer_gaps != gaps and self.timer_gap_trace is None:
+                        self.timer_gap_trace = trace_of(child_node)
                     child_key = made.fingerprint if key_of is None else key_of(made)
                     child = made
                     if failure is not None and failures == "violation":
@@ -577,6 +581,7 @@ class Worker:
             self.truncated,
             activations.timer_gaps,
             activations.timer_gap,
+            self.timer_gap_trace,
         )
         return dumps((finals, violations, counts))
 

@@ -562,6 +562,12 @@ def test_a_timer_set_for_less_than_one_held_from_an_earlier_message_is_reported(
     with pytest.warns(TimerOrderWarning):
         many = Simulation.explore(envelopes, workers=2)
     assert (many.timer_gaps, many.timer_gap) == (1, result.timer_gap)
+    for found in (result, many):  # the trace to it: "go", then "m" setting the shorter one
+        trace = found.timer_gap_trace
+        assert trace is not None
+        assert [action.message[0] for action in trace] == ["go", "m"]
+        assert Simulation.replay(envelopes, trace).state_of(Timed("e")) == ["go", "m"]
+    assert "reached by:\n1. deliver outside -> Timed('e'): ('go'" in str(result)
 
 
 def _leaf(tag: str) -> tuple[Any, ...]:
@@ -648,7 +654,7 @@ def test_timers_that_hide_no_order_are_not_reported(envelopes: list[tuple[Any, A
     with a longer delay, a named timer replaced, and another entity's timer: exploration
     takes every order live can, and warns of none (warnings are errors in this run)."""
     result = Simulation.explore(envelopes)
-    assert (result.timer_gaps, result.timer_gap) == (0, "")
+    assert (result.timer_gaps, result.timer_gap, result.timer_gap_trace) == (0, "", None)
     assert "timer" not in repr(result)
 
 
