@@ -171,11 +171,13 @@ class Exploration:
         return not self.violations
 
     def __repr__(self) -> str:
+        gaps = ""
+        if self.timer_gaps:
+            gaps = f", {self.timer_gaps:,} timer-order gap{'s' if self.timer_gaps > 1 else ''}"
         return (
             f"<Exploration {'complete' if self.complete else 'incomplete'}: "
             f"{self.unique_states:,} worlds, {len(self.final_worlds):,} final, "
-            f"{len(self.violations):,} violations, {self.seconds:.3g} s"
-            f"{f', {self.timer_gaps:,} timer-order gaps' if self.timer_gaps else ''}>"
+            f"{len(self.violations):,} violations, {self.seconds:.3g} s{gaps}>"
         )
 
     def __str__(self) -> str:
@@ -366,6 +368,7 @@ class _Search:
         gaps = self.activations.timer_gaps
         child, failure = step(world, action, self.network, activations=self.activations)
         if self.activations.timer_gaps != gaps and self.result.timer_gap_trace is None:
+            self.result.timer_gap = self.activations.timer_gap  # the first this search met
             self.result.timer_gap_trace = (*self.trace_to(fingerprint), action)
         if failure is not None and self.failures == "violation":
             trace = (*self.trace_to(fingerprint), action)
@@ -663,7 +666,6 @@ def explore_from(
         if workers <= 1:
             searcher.result.handler_calls = searcher.activations.calls
             searcher.result.timer_gaps = searcher.activations.timer_gaps
-            searcher.result.timer_gap = searcher.activations.timer_gap
     searcher.result.seconds = time.perf_counter() - started
     searcher.budget.finish(searcher.result)
     return searcher.result

@@ -26,6 +26,7 @@ from typing import Any
 
 from pachyderm.errors import InvalidArgumentError, PachydermError, describe
 from simulation._explore import Exploration, Violation, _Budget, _Stop
+from simulation._step import Action
 from simulation._transfer import loads
 from simulation._worker import Config, Worker
 from simulation._world import World
@@ -306,15 +307,16 @@ class _Coordinator:
         result = self.result
         finals: dict[bytes, tuple[Any, World, Any]] = {}
         violations: dict[Any, tuple[Any, Violation]] = {}
+        gap: tuple[Any, str, tuple[Action, ...]] | None = None
         for blob in self.everyone("results"):
             worker_finals, worker_violations, counts = loads(blob)
-            transitions, calls, truncated, timer_gaps, timer_gap, timer_gap_trace = counts
+            transitions, calls, truncated, timer_gaps, first_gap = counts
             result.transitions += transitions
             result.handler_calls += calls
             result.truncated += truncated
             result.timer_gaps += timer_gaps
-            if timer_gap and not result.timer_gap:  # the first worker's that has one
-                result.timer_gap, result.timer_gap_trace = timer_gap, timer_gap_trace
+            if first_gap is not None and (gap is None or first_gap[0] < gap[0]):
+                gap = first_gap  # the first by (depth, parent, action), as violations go
             for key, order, world, trace in worker_finals:
                 if key not in finals or order < finals[key][0]:
                     finals[key] = (order, world, trace)
@@ -323,6 +325,8 @@ class _Coordinator:
                 identity = (name, final_key) if final_key is not None else (order, len(violations))
                 if identity not in violations or order < violations[identity][0]:
                     violations[identity] = (order, Violation(name, world, trace, detail))
+        if gap is not None:
+            _, result.timer_gap, result.timer_gap_trace = gap
         for _, world, trace in sorted(finals.values(), key=lambda entry: entry[0]):
             result.final_worlds.append(world)
             result.traces[world] = trace

@@ -692,7 +692,8 @@ class Activations:
         self.calls = 0
         self.limit = limit
         # Transitions that set a timer for less time than one its entity holds from an
-        # earlier activation (see timer_gap_in), and the first of them, told.
+        # earlier activation (see timer_gap_in), and the latest of them, told: the
+        # search keeps the one it calls first.
         self.timer_gaps = 0
         self.timer_gap = ""
 
@@ -856,13 +857,12 @@ def _activate(
         gap = timer_gap_in(pending, recipient_key, outcome.timers)
         if gap is not None:
             activations.timer_gaps += 1
-            if not activations.timer_gap:
-                held, delay = gap
-                activations.timer_gap = (
-                    f"{recipient!r}, on {shortened(repr(decode(blob)))}, set a timer for "
-                    f"{delay:g} s while holding {held!r}, set for {held.delay:g} s by an "
-                    f"earlier message"
-                )
+            held, delay = gap
+            activations.timer_gap = (
+                f"{recipient!r}, on {shortened(repr(decode(blob)))}, set a timer for "
+                f"{delay:g} s while holding {held!r}, set for {held.delay:g} s by an "
+                f"earlier message"
+            )
     return _apply(
         world, recipient, recipient_key, position, old, outcome, envelopes, pending, now, total
     ), None

@@ -136,7 +136,9 @@ class Worker:
         self.finals: dict[bytes, tuple[Order, World, Node]] = {}  # final key -> the first
         self.violations: list[tuple[Order, str, World, Node, str, bytes | None]] = []
         self.transitions = self.handler_calls = self.truncated = 0
-        self.timer_gap_trace: tuple[Action, ...] | None = None  # to the first timer gap
+        # The first transition that may skip timer orders, by (depth, parent, action) as
+        # workers order everything, whichever worker met it: (order, told, trace).
+        self.first_gap: tuple[tuple[int, bytes, bytes], str, tuple[Action, ...]] | None = None
         self.activations = Activations()
         self.known_actions: dict[bytes, Action] = {}  # deliveries made so far, by key
         # Sleep sets are ints while a worker expands (as in the depth-first search), and
@@ -507,8 +509,8 @@ class Worker:
                 else:
                     gaps = activations.timer_gaps
                     made, failure = step(world, action, network, activations=activations)
-                    if activations.timer_gaps != gaps and self.timer_gap_trace is None:
-                        self.timer_gap_trace = trace_of(child_node)
+                    if activations.timer_gaps != gaps:
+                        self._timer_gap(depth, key, action, child_node)
                     child_key = made.fingerprint if key_of is None else key_of(made)
                     child = made
                     if failure is not None and failures == "violation":
@@ -567,6 +569,13 @@ class Worker:
                 blobs[owner] = pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
         return blobs, False, len(self.violations)
 
+    def _timer_gap(self, depth: int, key: bytes, action: Action, node: Node) -> None:
+        """Keep the transition that may skip timer orders if it is the first met so far."""
+        order = (depth + 1, key, action.key)
+        if self.first_gap is None or order < self.first_gap[0]:
+            told = self.activations.timer_gap
+            self.first_gap = (order, told, trace_of(node))
+
     def results(self) -> bytes:
         """Final worlds, violations and counts, with traces, for the coordinator."""
         finals = [(k, order, w, trace_of(n)) for k, (order, w, n) in self.finals.items()]
@@ -580,8 +589,7 @@ class Worker:
             self.handler_calls,
             self.truncated,
             activations.timer_gaps,
-            activations.timer_gap,
-            self.timer_gap_trace,
+            self.first_gap,
         )
         return dumps((finals, violations, counts))
 

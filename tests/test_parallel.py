@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pachyderm import Entity, InvalidArgumentError, Outbox, PachydermError
 from simulation import Exploration, Simulation, World, _explore, _parallel, _worker
-from tests.entities import Client, Counter, Fragile, Mixer, Recorder, Relay, Server, Voter
+from tests.entities import Client, Counter, Fragile, Mixer, Recorder, Relay, Server, Timed, Voter
 from tests.oracle import (
     brute_force,
     brute_force_with_timers,
@@ -487,3 +487,26 @@ def test_worlds_cut_at_max_depth_are_counted_as_breadth_first_counts_them() -> N
         result = Simulation.explore(envelopes, max_depth=4, workers=workers)
         assert result.unique_states == breadth.unique_states
         assert (result.complete, result.truncated) == (breadth.complete, breadth.truncated)
+
+
+@pytest.mark.filterwarnings("ignore::pachyderm.TimerOrderWarning")
+def test_the_first_timer_gap_is_the_same_whatever_the_workers() -> None:
+    """With gaps on two entities met at one depth, workers report the same first one, and
+    its trace, every run and with 2 or 3 workers: chosen by (depth, parent, action), not by
+    which worker met it."""
+
+    def sets(tag: str, delay: int) -> tuple[Any, ...]:
+        return (tag, (), ((None, delay, "log", (tag, (), (), ())),), ())
+
+    envelopes = [
+        (Timed(entity), message)
+        for entity in ("e", "f", "g")
+        for message in (sets("go", 10), sets("m", 1))
+    ]
+    found = [Simulation.explore(envelopes, workers=workers) for workers in (2, 2, 3, 3)]
+    assert len({(r.timer_gaps, r.timer_gap, r.timer_gap_trace) for r in found}) == 1
+    first = found[0]
+    assert first.timer_gaps > 1
+    assert first.timer_gap_trace is not None
+    assert len(first.timer_gap_trace) == 2  # a "go", then an "m" to the same entity
+    Simulation.replay(envelopes, first.timer_gap_trace)

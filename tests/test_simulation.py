@@ -558,7 +558,7 @@ def test_a_timer_set_for_less_than_one_held_from_an_earlier_message_is_reported(
     assert "set a timer for 1 s while holding timer of Timed('e') at 10" in result.timer_gap
     assert "set for 10 s by an earlier message" in result.timer_gap
     assert "timer orders maybe not explored: 1 transition" in str(result)
-    assert repr(result).endswith(", 1 timer-order gaps>")
+    assert repr(result).endswith(", 1 timer-order gap>")
     with pytest.warns(TimerOrderWarning):
         many = Simulation.explore(envelopes, workers=2)
     assert (many.timer_gaps, many.timer_gap) == (1, result.timer_gap)
