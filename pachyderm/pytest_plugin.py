@@ -22,6 +22,7 @@ import html
 import inspect
 import itertools
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -165,7 +166,11 @@ class Explorer:
     ) -> Exploration:
         from simulation import Simulation
 
-        result = Simulation.explore(envelopes, world, **options)
+        # Warnings held back until the result is judged: one turned into an error
+        # (-W error::pachyderm.TimerOrderWarning) must not hide a violation's trace.
+        with warnings.catch_warnings(record=True) as held:
+            warnings.simplefilter("always")
+            result = Simulation.explore(envelopes, world, **options)
         if result.violations:
             violation = result.violations[0]
             try:
@@ -179,6 +184,10 @@ class Explorer:
                 f"the exploration did not visit every world: {result}\n"
                 f"(pass allow_incomplete=True to accept a search cut short)",
                 pytrace=False,
+            )
+        for warning in held:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
             )
         return result
 

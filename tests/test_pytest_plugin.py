@@ -245,3 +245,38 @@ def test_alarms(pachyderm_explore):
     )
     result = run(pytester, body, "-W", "error::pachyderm.TimerOrderWarning")
     result.assert_outcomes(failed=1)
+
+
+def test_a_violation_shows_its_trace_even_when_timer_warnings_are_errors(
+    pytester: pytest.Pytester,
+) -> None:
+    """With ``-W error::pachyderm.TimerOrderWarning``, a search that both violates and may
+    skip timer orders fails with the violation's trace and diagram (the warning raised
+    inside the search hid them)."""
+    body = """
+from pachyderm import after
+
+
+class Alarm(Entity[Any, list]):
+    entity_name = "plugin_case.Alarm"
+
+    def init(self) -> list:
+        return []
+
+    def activate(self, message: Any, state: list) -> tuple[Outbox, list]:
+        delays = {"go": 10, "m": 1}
+        outbox = [after(delays[message], self, "rang")] if message in delays else []
+        return outbox, [*state, message]
+
+
+def test_alarms(pachyderm_explore):
+    go_first = lambda w: w.state_of(Alarm("a"))[:1] != ["m"]
+    pachyderm_explore(
+        [(Alarm("a"), "go"), (Alarm("a"), "m")],
+        invariants=[go_first],
+        stop_at_first_violation=False,  # (so that the search meets the timer gap too)
+    )
+"""
+    result = run(pytester, body, "-W", "error::pachyderm.TimerOrderWarning")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*<lambda> fails after 1 steps*", "diagram: *"])
