@@ -49,7 +49,8 @@ def _users_line() -> int:
 def _unknown_options(unknown: dict[str, Any], function: Callable[..., Any]) -> InvalidArgumentError:
     """The error for options ``function`` does not take, naming the nearest it does."""
     parameters = inspect.signature(function).parameters.values()
-    known = [parameter.name for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    known = [parameter.name for parameter in parameters if parameter.kind in named]
     shown = []
     for name in unknown:
         near = difflib.get_close_matches(name, known, n=1)

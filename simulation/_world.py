@@ -155,7 +155,7 @@ class PendingTimer:
     recipient_key: bytes
     blob: bytes  # the message as stored
     canonical: bytes  # the message, canonically encoded
-    key: bytes  # owner, name, due, recipient and message, canonically: names it in every world
+    key: bytes  # owner, name, due, delay, recipient and message, canonically: its name anywhere
     digest: int  # of the key: its share of the fingerprint (weighted by place among its owner's)
 
     @property

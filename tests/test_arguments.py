@@ -328,7 +328,8 @@ def test_bad_simulation_arguments(label: str, make: Callable[[], object], shown:
         ("exhaust", {"wrkers": 2}, "'wrkers' (did you mean 'workers'?)"),
         ("run", {"max_step": 3}, "'max_step' (did you mean 'max_steps'?)"),
         ("replay", {"netwrok": "fifo"}, "'netwrok' (did you mean 'network'?)"),
-        ("explore", {"colour": 1}, "'colour'; it takes: invariants, final,"),
+        ("explore", {"colour": 1}, "'colour'; it takes: envelopes, world, invariants, final,"),
+        ("explore", {"worl": None}, "'worl' (did you mean 'world'?)"),
     ],
 )
 def test_a_misspelt_option_is_refused_with_the_nearest_one(
