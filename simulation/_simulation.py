@@ -195,8 +195,9 @@ class Simulation:
                 macOS; refused with ``count_paths``). They find the same worlds,
                 final worlds and violations as one process, level by level
                 whatever ``search`` says: a counterexample is a shortest one,
-                the same every run. ``transitions`` and the order of
-                ``final_worlds`` may differ from one process's.
+                the same every run. ``transitions``, ``timer_gaps``, which
+                timer gap is told first, and the order of ``final_worlds``
+                may differ from one process's.
 
         Warns:
             TimerOrderWarning: a message set a timer for less time than one
