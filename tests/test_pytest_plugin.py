@@ -212,13 +212,8 @@ def test_counts(pachyderm_ecosystem):
     result.assert_outcomes(passed=1)
 
 
-def test_a_search_that_skips_timer_orders_warns_and_can_be_made_to_fail(
-    pytester: pytest.Pytester,
-) -> None:
-    """pachyderm_explore's search that may skip timer orders shows a TimerOrderWarning in
-    pytest's summary, at the test's line; ``-W error::pachyderm.TimerOrderWarning`` makes
-    it fail the test."""
-    body = """
+# An entity whose "m" sets a timer for less time than the one "go" set before it.
+ALARM = """
 from pachyderm import after
 
 
@@ -232,11 +227,23 @@ class Alarm(Entity[Any, list]):
         delays = {"go": 10, "m": 1}
         outbox = [after(delays[message], self, "rang")] if message in delays else []
         return outbox, [*state, message]
+"""
 
+
+def test_a_search_that_skips_timer_orders_warns_and_can_be_made_to_fail(
+    pytester: pytest.Pytester,
+) -> None:
+    """pachyderm_explore's search that may skip timer orders shows a TimerOrderWarning in
+    pytest's summary, at the test's line; ``-W error::pachyderm.TimerOrderWarning`` makes
+    it fail the test."""
+    body = (
+        ALARM
+        + """
 
 def test_alarms(pachyderm_explore):
     pachyderm_explore([(Alarm("a"), "go"), (Alarm("a"), "m")])
 """
+    )
     result = run(pytester, body)
     result.assert_outcomes(passed=1, warnings=1)
     # Shown at the test's own line, not the plugin's.
@@ -253,21 +260,9 @@ def test_a_violation_shows_its_trace_even_when_timer_warnings_are_errors(
     """With ``-W error::pachyderm.TimerOrderWarning``, a search that both violates and may
     skip timer orders fails with the violation's trace and diagram (the warning raised
     inside the search hid them)."""
-    body = """
-from pachyderm import after
-
-
-class Alarm(Entity[Any, list]):
-    entity_name = "plugin_case.Alarm"
-
-    def init(self) -> list:
-        return []
-
-    def activate(self, message: Any, state: list) -> tuple[Outbox, list]:
-        delays = {"go": 10, "m": 1}
-        outbox = [after(delays[message], self, "rang")] if message in delays else []
-        return outbox, [*state, message]
-
+    body = (
+        ALARM
+        + """
 
 def test_alarms(pachyderm_explore):
     go_first = lambda w: w.state_of(Alarm("a"))[:1] != ["m"]
@@ -277,6 +272,7 @@ def test_alarms(pachyderm_explore):
         stop_at_first_violation=False,  # (so that the search meets the timer gap too)
     )
 """
+    )
     result = run(pytester, body, "-W", "error::pachyderm.TimerOrderWarning")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*<lambda> fails after 1 steps*", "diagram: *"])
