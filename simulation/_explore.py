@@ -39,6 +39,7 @@ from simulation._step import (
     packed,
     plan_delivery,
     step,
+    told_gap,
     unpacked,
 )
 from simulation._symmetry import Symmetry, check_symmetric
@@ -368,7 +369,9 @@ class _Search:
         gaps = self.activations.timer_gaps
         child, failure = step(world, action, self.network, activations=self.activations)
         if self.activations.timer_gaps != gaps and self.result.timer_gap_trace is None:
-            self.result.timer_gap = self.activations.timer_gap  # the first this search met
+            gap = self.activations.timer_gap
+            assert gap is not None
+            self.result.timer_gap = told_gap(gap)  # the first this search met
             self.result.timer_gap_trace = (*self.trace_to(fingerprint), action)
         if failure is not None and self.failures == "violation":
             trace = (*self.trace_to(fingerprint), action)

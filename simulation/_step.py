@@ -673,6 +673,11 @@ def _canonical(plain: bytes, value: Any = _NOTHING) -> bytes:
     return canonical
 
 
+# A transition that may skip timer orders: the entity, the message (as stored), the
+# timer it held, and the shorter delay it set (see timer_gap_in).
+Gap = tuple[Entity[Any, Any], bytes, PendingTimer, float]
+
+
 class Activations:
     """What activations returned in one search, by entity, stored state and message.
 
@@ -692,10 +697,10 @@ class Activations:
         self.calls = 0
         self.limit = limit
         # Transitions that set a timer for less time than one its entity holds from an
-        # earlier activation (see timer_gap_in), and the latest of them, told: the
-        # search keeps the one it calls first.
+        # earlier activation (see timer_gap_in), and the latest of them, as parts: the
+        # search tells (told_gap) only the one it calls first.
         self.timer_gaps = 0
-        self.timer_gap = ""
+        self.timer_gap: Gap | None = None
 
     def outcome(
         self,
@@ -857,15 +862,19 @@ def _activate(
         gap = timer_gap_in(pending, recipient_key, outcome.timers)
         if gap is not None:
             activations.timer_gaps += 1
-            held, delay = gap
-            activations.timer_gap = (
-                f"{recipient!r}, on {shortened(repr(decode(blob)))}, set a timer for "
-                f"{delay:g} s while holding {held!r}, set for {held.delay:g} s by an "
-                f"earlier message"
-            )
+            activations.timer_gap = (recipient, blob, *gap)
     return _apply(
         world, recipient, recipient_key, position, old, outcome, envelopes, pending, now, total
     ), None
+
+
+def told_gap(gap: Gap) -> str:
+    """A transition that may skip timer orders (see :func:`timer_gap_in`), in words."""
+    recipient, blob, held, delay = gap
+    return (
+        f"{recipient!r}, on {shortened(repr(decode(blob)))}, set a timer for {delay:g} s "
+        f"while holding {held!r}, set for {held.delay:g} s by an earlier message"
+    )
 
 
 def timer_gap_in(

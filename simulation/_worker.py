@@ -50,6 +50,7 @@ from simulation._step import (
     make_planned,
     plan_delivery,
     step,
+    told_gap,
 )
 from simulation._symmetry import Symmetry
 from simulation._transfer import dumps, loads
@@ -573,8 +574,9 @@ class Worker:
         """Keep the transition that may skip timer orders if it is the first met so far."""
         order = (depth + 1, key, action.key)
         if self.first_gap is None or order < self.first_gap[0]:
-            told = self.activations.timer_gap
-            self.first_gap = (order, told, trace_of(node))
+            gap = self.activations.timer_gap
+            assert gap is not None
+            self.first_gap = (order, told_gap(gap), trace_of(node))
 
     def results(self) -> bytes:
         """Final worlds, violations and counts, with traces, for the coordinator."""
