@@ -171,6 +171,7 @@ class Dispatcher:
         cast(SharedBatch, group.batch).forward(ident, seq, blob, reply is not None)
         if reply is not None:
             self.remote[seq] = (reply, group, ident)
+            group.asks_elsewhere = True
         self._on_commit()
 
     def send(self, ident: Ident, address: Entity[Any, Any] | None, blob: bytes) -> None:

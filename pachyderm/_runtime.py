@@ -81,6 +81,12 @@ _MAX_DEAD_LETTER_ID = 1 << 63  # ids are sequence numbers: no stored key holds a
 _REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 _SETTLE_POLL = 0.02  # seconds between looks at messages run elsewhere, while settling
+LINGER = 0.01
+"""Longest (seconds) a write on a shared storage waits for the replies its callers still
+expect from other processes to the last group written. Each worker answers its share of
+a write in turn; the callers each answer wakes send again, and without the wait each
+wave would be a write of its own, waking every worker again (measured: 3 workers served
+a client's 200 senders at 0.72-0.76x of 1 worker's rate without it, 0.98-1.02x with it)."""
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
 other task is runnable and no activation waits; slower ones go to a worker thread."""
@@ -156,6 +162,8 @@ class Runtime:
         self._settling = 0  # tasks in settle(), waiting for progress
         self._posted: set[str] = set()  # wake-ups posted from other threads, not yet run
         self._writing_elsewhere = 0  # groups being written by callers' threads
+        self._asked: Group | None = None  # the last group written that asked other processes
+        self.replies_in: trio.Event | None = None  # set, while lingering, when none is due
         self._taken: dict[tuple[str, int], int] = {}  # dead letters taken, by group number
         self._stop = trio.Event()
         self._stopped = trio.Event()
@@ -824,6 +832,8 @@ class Runtime:
                 if not run_queue or self.dispatcher.paused or self.closed:
                     break
                 await trio.lowlevel.checkpoint()
+            if self._asked is not None and not self.closed and self.replies_due():
+                await self._linger()
             with self.lock:
                 if commit.writing is not None or self._forming or not len(commit.open.batch):
                     continue
@@ -844,6 +854,28 @@ class Runtime:
                 raise
             with self.lock:
                 self._complete(group, seconds)
+
+    def replies_due(self) -> bool:
+        """Whether callers here still wait on replies to the last group written that
+        asked other processes (only that one: a reply long in coming holds up one write)."""
+        asked = self._asked
+        if asked is None:
+            return False
+        for _, group, _ in self.dispatcher.remote.values():
+            if group is asked:
+                return True
+        self._asked = None
+        return False
+
+    async def _linger(self) -> None:
+        """Wait until no reply is due, ``LINGER`` at most; then let the callers the
+        replies woke send, into the open group."""
+        self.replies_in = trio.Event()
+        with trio.move_on_after(LINGER):
+            await self.replies_in.wait()
+        self.replies_in = None
+        self._asked = None  # waited for once: a late reply does not hold up the next write
+        await trio.lowlevel.checkpoint()
 
     def _check_caller(self) -> None:
         """Refuse a trio-face call from outside the trio run the runtime lives in (another
@@ -869,6 +901,8 @@ class Runtime:
     def _complete(self, group: Group, seconds: float) -> None:
         """``group`` is durable: tell the followers, answer the callers, forget the idle."""
         self.commit.written(seconds)
+        if group.asks_elsewhere:
+            self._asked = group
         posts: list[Callable[[], object]] = []
         wake: Wake = call_now if threading.get_ident() == self._thread else posts.append
         followers = self.followers if self.followers else None

@@ -128,6 +128,9 @@ class Sharing:
                 reply.resolve(None, _waiting(ident, bytes(record).decode()), call_now)
             else:
                 reply.resolve(None, self._remote_failure(ident[0], dead_letter_id), call_now)
+        replies_in = runtime.replies_in
+        if answers and replies_in is not None and not runtime.replies_due():
+            replies_in.set()  # the committer writes now: the callers woken here join it
 
     def _tell_followers(self, updates: Updates) -> None:
         """Changes committed by other processes to entities followed here, each told once."""
@@ -160,6 +163,7 @@ class Sharing:
                         envelope.token if envelope.group is group else None, envelope.seq
                     )
                     dispatcher.remote[envelope.seq] = (envelope.reply, group, record.ident)
+                    group.asks_elsewhere = True
             if record.scheduled:
                 record.scheduled = False
                 dispatcher.run_queue.remove(record)

@@ -475,6 +475,100 @@ async def test_a_worker_that_joins_gets_its_share_and_nothing_is_lost(postgres_d
         assert connection.execute("SELECT count(*) FROM pachyderm_inbox").fetchone() == (0,)
 
 
+async def _two_workers_and_a_client(
+    dsn: str, stack: contextlib.AsyncExitStack
+) -> tuple[Any, Any, Any, Callable[[Any], int]]:
+    """Two workers with 4 of 8 partitions each, and a client; and which of the two (0 or
+    1) runs a Tally of a given id."""
+    options: dict[str, Any] = {"partitions": 8, "lease": 0.6, "poll": 0.05}
+    first = await stack.enter_async_context(Postgres.open(dsn, **options))
+    second = await stack.enter_async_context(Postgres.open(dsn, **options))
+    client = await stack.enter_async_context(Postgres.open(dsn, worker=False, poll=0.05))
+    with trio.fail_after(15):
+        while sorted(_owners(dsn).values()) != [4, 4]:
+            await trio.sleep(0.05)
+    owned = [set(cast(PostgresStorage, eco.runtime.storage).owned) for eco in (first, second)]
+
+    def runner(entity_id: Any) -> int:
+        p = partition_of("default", address_key(Tally.entity_name, entity_id), 8)
+        return 0 if p in owned[0] else 1
+
+    return first, second, client, runner
+
+
+async def test_a_clients_write_waits_for_the_replies_due_to_its_last_so_their_callers_join_it(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replies to one write come from each worker in turn. A caller woken by the first
+    sends again; its write waits (within bounds) for the others' replies, so the callers
+    they wake join it: one write for all, not one per worker (each wakes every worker)."""
+    monkeypatch.setattr(pachyderm._runtime, "LINGER", 5.0)
+    async with contextlib.AsyncExitStack() as stack:
+        first, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
+        fast = next(n for n in range(100) if runner(n) == 0)
+        slow = next(n for n in range(100) if runner(n) == 1)
+        first.runtime.pause()
+        second.runtime.pause()
+        returned: dict[str, float] = {}
+        started = time.monotonic()
+
+        async def one_caller() -> None:  # answered by the first worker, then sends again
+            assert await client.send_sync(Tally(fast), "x") == 1
+            returned["fast"] = time.monotonic() - started
+            assert await client.send_sync(Tally(fast), "x") == 2
+            returned["fast again"] = time.monotonic() - started
+
+        async def another() -> None:  # in the same write, answered by the second worker
+            assert await client.send_sync(Tally(slow), "x") == 1
+            returned["slow"] = time.monotonic() - started
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(another)
+            nursery.start_soon(one_caller)
+            await trio.sleep(0.4)
+            first.runtime.resume()  # its reply comes 0.4 s after the write
+            await trio.sleep(0.3)
+            second.runtime.resume()  # its own 0.3 s later
+    assert returned["fast"] < 0.7 < returned["slow"], returned
+    # The second send waited for the slow reply: it was written after, with the
+    # callers that reply woke (none here but the one).
+    assert returned["fast again"] > returned["slow"], returned
+
+
+async def test_a_reply_long_in_coming_holds_up_one_write_and_not_the_ones_after(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one caller's reply never comes (its worker paused), another caller's writes
+    do not each wait for it: the first waits LINGER at most, those after not at all."""
+    monkeypatch.setattr(pachyderm._runtime, "LINGER", 0.6)
+    async with contextlib.AsyncExitStack() as stack:
+        first, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
+        fast = next(n for n in range(100) if runner(n) == 0)
+        slow = next(n for n in range(100) if runner(n) == 1)
+        first.runtime.pause()
+        second.runtime.pause()
+        took: list[float] = []
+
+        async def one_caller() -> None:
+            assert await client.send_sync(Tally(fast), "x") == 1
+            for count in range(2, 7):
+                before = time.monotonic()
+                assert await client.send_sync(Tally(fast), "x") == count
+                took.append(time.monotonic() - before)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_sync, Tally(slow), "x")
+            nursery.start_soon(one_caller)
+            first.runtime.resume()
+            with trio.fail_after(10):
+                while len(took) < 5:
+                    await trio.sleep(0.01)
+            assert await first.state_of(Tally(fast)) == 6
+            second.runtime.resume()
+    assert took[0] > 0.6, took  # the first waited, for a reply that did not come
+    assert sum(took[1:]) < 0.6, took  # those after did not: together, not as long
+
+
 async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> None:
     """A follower in a client sees the state now, then every change the worker commits,
     in commit order, each once (told by notification: the client would look only once a
