@@ -46,17 +46,25 @@ def _users_line() -> int:
     return level
 
 
-def _unknown_options(unknown: dict[str, Any], function: Callable[..., Any]) -> InvalidArgumentError:
-    """The error for options ``function`` does not take, naming the nearest it does."""
+def _named_parameters(function: Callable[..., Any]) -> list[str]:
+    """The names ``function`` takes as keywords."""
     parameters = inspect.signature(function).parameters.values()
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    known = [parameter.name for parameter in parameters if parameter.kind in named]
+    return [parameter.name for parameter in parameters if parameter.kind in named]
+
+
+def _unknown_options(
+    unknown: dict[str, Any], function: Callable[..., Any], called: str | None = None
+) -> InvalidArgumentError:
+    """The error for options ``function`` (``called`` so by the user) does not take,
+    naming the nearest it does."""
+    known = _named_parameters(function)
     shown = []
     for name in unknown:
         near = difflib.get_close_matches(name, known, n=1)
         shown.append(f"{name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
     return InvalidArgumentError(
-        f"{function.__qualname__}() takes no option {', '.join(shown)}; "
+        f"{called or function.__qualname__}() takes no option {', '.join(shown)}; "
         f"it takes: {', '.join(known)}"
     )
 
@@ -238,6 +246,10 @@ class Simulation:
         envelopes: Iterable[tuple[Any, Any]], world: World | None = None, **options: Any
     ) -> list[World]:
         """The distinct final worlds over every delivery order (options as :meth:`explore`)."""
+        known = _named_parameters(Simulation.explore)
+        unknown = {name: value for name, value in options.items() if name not in known}
+        if unknown:
+            raise _unknown_options(unknown, Simulation.explore, "Simulation.exhaust")
         return Simulation.explore(envelopes, world, **options).final_worlds
 
     walk = staticmethod(walk)

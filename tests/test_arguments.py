@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import unittest.mock
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -343,10 +345,14 @@ def test_a_misspelt_option_is_refused_with_the_nearest_one(
     with pytest.raises(InvalidArgumentError) as caught:
         getattr(Simulation, verb)(*arguments, **options)
     assert shown in str(caught.value)
+    assert str(caught.value).startswith(f"Simulation.{verb}() takes no option")
 
 
 def test_a_type_whose_name_starts_with_a_vowel_takes_an() -> None:
-    """Errors show a value's type with the right article: "an attack.model.L"."""
+    """Errors show a value's type with the article its sound takes: "an attack.model.L",
+    "a builtins.int", but "a uuid.UUID" and "a unittest.mock.Mock" (a "you" sound)."""
     kind = type("L", (), {"__module__": "attack.model"})
     assert describe(kind()).endswith("(an attack.model.L)")
     assert describe(5) == "5 (a builtins.int)"
+    assert describe(uuid.UUID(int=1)).endswith("(a uuid.UUID)")
+    assert describe(unittest.mock.Mock()).endswith("(a unittest.mock.Mock)")
