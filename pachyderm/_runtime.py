@@ -832,8 +832,11 @@ class Runtime:
                 if not run_queue or self.dispatcher.paused or self.closed:
                     break
                 await trio.lowlevel.checkpoint()
-            if self._asked is not None and not self.closed and self.replies_due():
-                await self._linger()
+            if self._asked is not None and not self.closed:
+                with self.lock:  # (callers' threads add to what it reads)
+                    due = self.replies_due()
+                if due:
+                    await self._linger()
             with self.lock:
                 if commit.writing is not None or self._forming or not len(commit.open.batch):
                     continue
@@ -857,7 +860,8 @@ class Runtime:
 
     def replies_due(self) -> bool:
         """Whether callers here still wait on replies to the last group written that
-        asked other processes (only that one: a reply long in coming holds up one write)."""
+        asked other processes (only that one: a reply long in coming holds up one write).
+        With the lock held."""
         asked = self._asked
         if asked is None:
             return False
