@@ -177,6 +177,16 @@ def client_send_sync(dsn: str, count: int, worker_processes: int) -> float:
         return trio.run(run)
 
 
+def client_threads_send_sync(dsn: str, per_thread: int, worker_processes: int) -> float:
+    """A client process's threads calling shell send_sync (a web server's request threads),
+    served by worker processes."""
+    with workers(dsn, worker_processes):
+        try:
+            return threads_round_trips(Postgres.connect(dsn, worker=False), per_thread)
+        finally:
+            Postgres.close()
+
+
 def client_sequential_send_sync(dsn: str, count: int) -> float:
     """Round trips per second of a client process's shell-face send_sync, one after
     another, served by a worker process (a web app's process, a request at a time)."""
@@ -247,7 +257,8 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
     )
     progress(
         f"postgres: a client's {SENDERS} send_sync senders x {messages // 2:,}, served by 1 "
-        f"and by 3 worker processes; a client's sequential send_sync x {round_trips // 2:,}; "
+        f"and by 3 worker processes; {THREADS} threads' shell send_sync x {per_thread:,} "
+        f"each, the same; a client's sequential send_sync x {round_trips // 2:,}; "
         f"takeover after SIGKILL (lease 2 s); {runs} rounds"
     )
     spread = interleaved(
@@ -255,6 +266,8 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
         {
             "one": lambda: client_send_sync(fresh(), messages // 2, 1),
             "three": lambda: client_send_sync(fresh(), messages // 2, 3),
+            "threads_one": lambda: client_threads_send_sync(fresh(), per_thread, 1),
+            "threads_three": lambda: client_threads_send_sync(fresh(), per_thread, 3),
             "client_sequential": lambda: client_sequential_send_sync(fresh(), round_trips // 2),
         },
     )
@@ -308,6 +321,14 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
             spread["one"],
             "msg/s",
             1.0,
+        ),
+        Row(
+            f"Postgres, client's {THREADS} threads calling shell send_sync, 3 worker processes",
+            spread["threads_three"],
+            "same, 1 worker process",
+            spread["threads_one"],
+            "msg/s",
+            None,
         ),
         Row(
             "Postgres, SIGKILLed worker's entity served again (lease 2 s)",
