@@ -36,6 +36,7 @@ from pachyderm.errors import (
     EcosystemClosedError,
     InvalidArgumentError,
     OutcomeUnknownError,
+    PachydermError,
     PartitionLostError,
     RemoteActivationFailure,
     StoreAccessError,
@@ -567,6 +568,117 @@ async def test_a_reply_long_in_coming_holds_up_one_write_and_not_the_ones_after(
             second.runtime.resume()
     assert took[0] > 0.6, took  # the first waited, for a reply that did not come
     assert sum(took[1:]) < 0.6, took  # those after did not: together, not as long
+
+
+async def test_a_worker_answers_others_without_waiting_for_its_own_callers_replies(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group holding activations is written without waiting for replies due to callers
+    in its process: other processes may wait on what they answer (two workers asking
+    each other waited for each other's groups, in step)."""
+    monkeypatch.setattr(pachyderm._runtime, "LINGER", 2.0)
+    async with contextlib.AsyncExitStack() as stack:
+        first, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
+        on_first = next(n for n in range(100) if runner(n) == 0)
+        on_second = next(n for n in range(100) if runner(n) == 1)
+        second.runtime.pause()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.send_sync, Tally(on_second), "x")  # never answered yet
+            with trio.fail_after(10):
+                while first.runtime._asked is None:  # written: its reply is due
+                    await trio.sleep(0.01)
+            started = time.monotonic()
+            assert await client.send_sync(Tally(on_first), "x") == 1
+            took = time.monotonic() - started
+            second.runtime.resume()
+    assert took < 1.0, took  # not the 2 s wait for the paused worker's reply
+
+
+async def test_callers_asking_a_paused_worker_do_not_hold_up_every_write(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a stream of callers asks a worker that is paused, a caller of the other
+    worker is not held up on each write: after a wait that ran out, the next 1, 2, 4...
+    writes do not wait (before, each of them waited the whole LINGER)."""
+    monkeypatch.setattr(pachyderm._runtime, "LINGER", 0.2)
+    calls = 30
+    async with contextlib.AsyncExitStack() as stack:
+        _, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
+        fast = next(n for n in range(100) if runner(n) == 0)
+        paused = [n for n in range(1000) if runner(n) == 1]
+        second.runtime.pause()
+        took = 0.0
+        async with trio.open_nursery() as nursery:
+
+            async def stream() -> None:
+                for n in paused:
+                    nursery.start_soon(client.send_sync, Tally(n), "x")
+                    await trio.sleep(0.01)
+
+            nursery.start_soon(stream)
+            started = time.monotonic()
+            for count in range(1, calls + 1):
+                assert await client.send_sync(Tally(fast), "x") == count
+            took = time.monotonic() - started
+            nursery.cancel_scope.cancel()
+        second.runtime.resume()
+    # Waits before calls 1, 3, 6, 11, 20: 1 s; every call waiting would be 6 s.
+    assert took < 3.0, took
+
+
+async def test_a_failure_while_waiting_for_replies_leaves_the_open_group_unwritten(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime fails (a read of news, say) while its committer waits for replies due:
+    the open group, maybe incomplete, is not written after, and its caller hears that
+    nothing happened (safe to send again); the caller of the message written before
+    hears that it waits in the inbox."""
+    monkeypatch.setattr(pachyderm._runtime, "LINGER", 5.0)
+    commits: list[int] = []
+    runtimes: list[Any] = []
+    heard: dict[str, PachydermError] = {}
+    ids: dict[str, int] = {}
+
+    async def fail_while_waiting() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            _, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
+            ids["fast"] = next(n for n in range(100) if runner(n) == 0)
+            ids["slow"] = next(n for n in range(100) if runner(n) == 1)
+            second.runtime.pause()
+            runtime = client.runtime
+            runtimes.append(runtime)
+
+            async def call(name: str) -> None:
+                try:
+                    await client.send_sync(Tally(ids[name]), "x")
+                except PachydermError as error:
+                    heard[name] = error
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, "slow")
+                with trio.fail_after(10):
+                    while runtime._asked is None:  # written: its reply is due
+                        await trio.sleep(0.01)
+                nursery.start_soon(call, "fast")
+                with trio.fail_after(10):
+                    while runtime.replies_in is None:  # the fast one's write waits for it
+                        await trio.sleep(0.001)
+                commits.append(runtime.commit.commits)
+                with runtime.lock:
+                    runtime._fail(RuntimeError("a read failed"), "reading news from the store")
+                with trio.fail_after(10):
+                    await trio.sleep_forever()  # (the client's failure ends this block)
+
+    with pytest.raises(EcosystemClosedError, match="a read failed"):  # (the client's close)
+        await fail_while_waiting()
+    assert runtimes[0].commit.commits == commits[0]  # nothing written after the failure
+    assert type(heard["fast"]) is EcosystemClosedError, heard
+    assert type(heard["slow"]) is OutcomeUnknownError, heard
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        with trio.fail_after(10):
+            while await worker.state_of(Tally(ids["slow"])) != 1:  # written before: run now
+                await trio.sleep(0.05)
+        assert await worker.state_of(Tally(ids["fast"])) == 0  # never written: never run
 
 
 async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> None:
