@@ -86,7 +86,8 @@ LINGER = 0.01
 expect from other processes to the last group written. Each worker answers its share of
 a write in turn; the callers each answer wakes send again, and without the wait each
 wave would be a write of its own, waking every worker again (measured: 3 workers served
-a client's 200 senders at 0.72-0.76x of 1 worker's rate without it, 0.98-1.02x with it)."""
+a client's 200 senders at 0.72-0.76x of 1 worker's rate without it, 0.8-1.02x with it).
+See ``Runtime._should_linger`` for when it does not wait."""
 _MAX_SKIPS = 64
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
