@@ -94,8 +94,9 @@ class Dispatcher:
         # may be older than what the partition's next owner committed.
         self.hand_overs = 0
         # Forwarded messages whose sender waits for the activation:
-        # seq -> (reply, group that forwarded it, recipient).
-        self.remote: dict[int, tuple[Reply, Group, Ident]] = {}
+        # Callers waiting on replies from other processes: by seq, the reply, the group
+        # that accepted the message (None: stored before this process opened) and the entity.
+        self.remote: dict[int, tuple[Reply, Group | None, Ident]] = {}
         self.paused = False
         self.activations = 0
         self.failures = 0

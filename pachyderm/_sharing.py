@@ -163,8 +163,8 @@ class Sharing:
                     batch.want_reply(
                         envelope.token if envelope.group is group else None, envelope.seq
                     )
-                    dispatcher.remote[envelope.seq] = (envelope.reply, group, record.ident)
-                    group.asks_elsewhere = True
+                    # (its group: whether it was stored says what a failure tells the caller)
+                    dispatcher.remote[envelope.seq] = (envelope.reply, envelope.group, record.ident)
             if record.scheduled:
                 record.scheduled = False
                 dispatcher.run_queue.remove(record)

@@ -681,6 +681,49 @@ async def test_a_failure_while_waiting_for_replies_leaves_the_open_group_unwritt
         assert await worker.state_of(Tally(ids["fast"])) == 0  # never written: never run
 
 
+async def test_a_caller_of_a_stored_message_handed_over_hears_outcome_unknown_on_a_failure(
+    postgres_dsn: str,
+) -> None:
+    """A worker hands a partition over while a caller waits on a message stored there;
+    it fails before the hand-over is written. The caller hears that its message may yet
+    be applied (OutcomeUnknownError), never that nothing happened: sending it again
+    would apply it twice. On reopening it is applied once."""
+    heard: list[PachydermError] = []
+    p = partition_of("default", address_key(Tally.entity_name, "handed"), 8)
+
+    async def fail_after_hand_over() -> None:
+        async with Postgres.open(postgres_dsn, partitions=8, poll=0.05) as worker:
+            runtime = worker.runtime
+            runtime.pause()  # accepted and stored, not run
+
+            async def call() -> None:
+                try:
+                    await worker.send_sync(Tally("handed"), "x")
+                except PachydermError as error:
+                    heard.append(error)
+
+            async with trio.open_nursery() as nursery:
+                written = runtime.commit.commits
+                nursery.start_soon(call)
+                with trio.fail_after(10):
+                    while runtime.commit.commits == written:  # its message is stored
+                        await trio.sleep(0.01)
+                sharing = runtime.sharing
+                assert sharing is not None
+                with runtime.lock:
+                    sharing._hand_over([p])
+                    runtime._fail(RuntimeError("a read failed"), "reading news from the store")
+                with trio.fail_after(10):
+                    await trio.sleep_forever()  # (the failure ends this block)
+
+    with pytest.raises(EcosystemClosedError, match="a read failed"):
+        await fail_after_hand_over()
+    assert [type(error) for error in heard] == [OutcomeUnknownError], heard
+    async with Postgres.open(postgres_dsn, poll=0.05) as worker:
+        await worker.settle()
+        assert await worker.state_of(Tally("handed")) == 1
+
+
 async def test_a_client_follows_an_entity_run_in_a_worker(postgres_dsn: str) -> None:
     """A follower in a client sees the state now, then every change the worker commits,
     in commit order, each once (told by notification: the client would look only once a
