@@ -160,13 +160,13 @@ class Group:
 
     __slots__ = (
         "activations",
-        "asks_elsewhere",
         "batch",
         "carried",
         "error",
         "finished",
         "number",
         "replies",
+        "replies_due",
         "tasks",
         "waiters",
     )
@@ -187,8 +187,8 @@ class Group:
         self.tasks: list[trio.lowlevel.Task] = []
         self.finished = False
         self.error: BaseException | None = None
-        # Callers wait on replies to its messages from other processes (shared storage).
-        self.asks_elsewhere = False
+        # Callers waiting on replies to its messages from other processes (shared storage).
+        self.replies_due = 0
 
     def finish(self, error: BaseException | None, wake: Wake) -> None:
         """Tell everyone waiting on this group that it is durable, or why it is not."""

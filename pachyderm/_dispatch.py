@@ -172,7 +172,7 @@ class Dispatcher:
         cast(SharedBatch, group.batch).forward(ident, seq, blob, reply is not None)
         if reply is not None:
             self.remote[seq] = (reply, group, ident)
-            group.asks_elsewhere = True
+            group.replies_due += 1
         self._on_commit()
 
     def send(self, ident: Ident, address: Entity[Any, Any] | None, blob: bytes) -> None:
@@ -217,10 +217,17 @@ class Dispatcher:
         for candidate in (self.commit.open, self.commit.writing):
             if candidate is not None and candidate.batch is batch:
                 group = candidate
-        remote = self.remote.pop(seq, None)
+        remote = self.answered(seq)
         reply = None if remote is None else remote[0]
         record.inbox.append(Envelope(seq, blob, reply, group, token))
         return record
+
+    def answered(self, seq: int) -> tuple[Reply, Group | None, Ident] | None:
+        """Stop waiting on a reply from elsewhere to message ``seq``: its entry, if any."""
+        entry = self.remote.pop(seq, None)
+        if entry is not None and entry[1] is not None:
+            entry[1].replies_due -= 1
+        return entry
 
     def start(self, record: Resident) -> None:
         """Schedule a recovered record, or park it until its class is registered."""

@@ -243,6 +243,8 @@ class Runtime:
                     # what is done; it returns once the open group is empty.
                     with self.lock:
                         self.closed = True
+                    if self.replies_in is not None:
+                        self.replies_in.set()  # (no more waiting for replies)
                     dispatching.cancel()
                     timekeeping.cancel()
                     news.cancel()
@@ -798,6 +800,8 @@ class Runtime:
                     except Exception as error:  # a read of the store failed: nothing changed
                         self._fail(error, "carrying out a transition")
                         return
+                if self.replies_in is not None and self.commit.open.activations:
+                    self.replies_in.set()  # others may wait on what they answer: write now
                 self._dirty.set()
                 if self._settling:
                     self._pulse()
@@ -871,9 +875,8 @@ class Runtime:
         asked = self._asked
         if asked is None:
             return False
-        for _, group, _ in self.dispatcher.remote.values():
-            if group is asked:
-                return True
+        if asked.replies_due:
+            return True
         self._asked = None
         return False
 
@@ -932,7 +935,7 @@ class Runtime:
     def _complete(self, group: Group, seconds: float) -> None:
         """``group`` is durable: tell the followers, answer the callers, forget the idle."""
         self.commit.written(seconds)
-        if group.asks_elsewhere:
+        if group.replies_due:
             self._asked = group
         posts: list[Callable[[], object]] = []
         wake: Wake = call_now if threading.get_ident() == self._thread else posts.append

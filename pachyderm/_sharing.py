@@ -117,7 +117,7 @@ class Sharing:
             if due is not None:
                 runtime._signal_timer(due)
         for seq, record, dead_letter_id in answers:
-            entry = dispatcher.remote.pop(seq, None)
+            entry = dispatcher.answered(seq)
             if entry is None:
                 continue  # read twice (a connection lost in between): told once
             reply, _, ident = entry
@@ -165,6 +165,8 @@ class Sharing:
                     )
                     # (its group: whether it was stored says what a failure tells the caller)
                     dispatcher.remote[envelope.seq] = (envelope.reply, envelope.group, record.ident)
+                    if envelope.group is not None:
+                        envelope.group.replies_due += 1
             if record.scheduled:
                 record.scheduled = False
                 dispatcher.run_queue.remove(record)

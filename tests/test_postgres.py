@@ -594,6 +594,80 @@ async def test_a_worker_answers_others_without_waiting_for_its_own_callers_repli
     assert took < 1.0, took  # not the 2 s wait for the paused worker's reply
 
 
+async def test_an_activation_joining_a_waiting_group_ends_the_wait(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's group waits for replies due to its own callers; a client's message
+    arrives and is run into that group: the group is written then, not at the end of the
+    wait (the client waits on what it answers)."""
+    monkeypatch.setattr(pachyderm._runtime, "LINGER", 2.0)
+    async with contextlib.AsyncExitStack() as stack:
+        first, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
+        on_first = next(n for n in range(100) if runner(n) == 0)
+        on_second = [n for n in range(100) if runner(n) == 1][:2]
+        second.runtime.pause()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.send_sync, Tally(on_second[0]), "x")  # never answered yet
+            with trio.fail_after(10):
+                while first.runtime._asked is None:  # written: its reply is due
+                    await trio.sleep(0.01)
+            nursery.start_soon(first.send_sync, Tally(on_second[1]), "x")  # its write waits
+            with trio.fail_after(10):
+                while first.runtime.replies_in is None:
+                    await trio.sleep(0.001)
+            started = time.monotonic()
+            assert await client.send_sync(Tally(on_first), "x") == 1
+            took = time.monotonic() - started
+            second.runtime.resume()
+    assert took < 1.0, took  # not the 2 s wait
+
+
+@pytest.mark.parametrize("how", ["closed", "failed"])
+async def test_a_store_closed_or_failed_while_its_write_waits_stops_at_once(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Closing (or a failure) while the committer waits for replies due ends the wait:
+    the store stops at once, not when the wait would have run out."""
+    monkeypatch.setattr(pachyderm._runtime, "LINGER", 5.0)
+    took: list[float] = []
+
+    async def stop_while_waiting() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            _, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
+            on_first = next(n for n in range(100) if runner(n) == 0)
+            on_second = next(n for n in range(100) if runner(n) == 1)
+            second.runtime.pause()
+            runtime = client.runtime
+
+            async def call(n: int) -> None:
+                with contextlib.suppress(PachydermError):
+                    await client.send_sync(Tally(n), "x")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, on_second)
+                with trio.fail_after(10):
+                    while runtime._asked is None:  # written: its reply is due
+                        await trio.sleep(0.01)
+                nursery.start_soon(call, on_first)
+                with trio.fail_after(10):
+                    while runtime.replies_in is None:  # its write waits
+                        await trio.sleep(0.001)
+                started = time.monotonic()
+                if how == "closed":
+                    await runtime.aclose()
+                else:
+                    with runtime.lock:
+                        runtime._fail(RuntimeError("a read failed"), "reading news")
+                    await runtime.wait_stopped()
+                took.append(time.monotonic() - started)
+                second.runtime.resume()
+
+    with contextlib.suppress(EcosystemClosedError):  # (a failed store's close says so)
+        await stop_while_waiting()
+    assert len(took) == 1, took
+    assert took[0] < 2.5, took  # not the 5 s wait
+
+
 async def test_callers_asking_a_paused_worker_do_not_hold_up_every_write(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
