@@ -93,7 +93,6 @@ class Dispatcher:
         # Counts hand-overs of partitions (a shared storage): states read before one
         # may be older than what the partition's next owner committed.
         self.hand_overs = 0
-        # Forwarded messages whose sender waits for the activation:
         # Callers waiting on replies from other processes: by seq, the reply, the group
         # that accepted the message (None: stored before this process opened) and the entity.
         self.remote: dict[int, tuple[Reply, Group | None, Ident]] = {}

@@ -477,10 +477,10 @@ async def test_a_worker_that_joins_gets_its_share_and_nothing_is_lost(postgres_d
 
 
 async def _two_workers_and_a_client(
-    dsn: str, stack: contextlib.AsyncExitStack
-) -> tuple[Any, Any, Any, Callable[[Any], int]]:
-    """Two workers with 4 of 8 partitions each, and a client; and which of the two (0 or
-    1) runs a Tally of a given id."""
+    dsn: str, stack: contextlib.AsyncExitStack, *, paused: bool = False
+) -> tuple[Any, Any, Any, list[int], list[int]]:
+    """Two workers with 4 of 8 partitions each (both paused, if asked), and a client; and
+    the ids (of 0-999) of the Tallies each of the two runs."""
     options: dict[str, Any] = {"partitions": 8, "lease": 0.6, "poll": 0.05}
     first = await stack.enter_async_context(Postgres.open(dsn, **options))
     second = await stack.enter_async_context(Postgres.open(dsn, **options))
@@ -488,13 +488,14 @@ async def _two_workers_and_a_client(
     with trio.fail_after(15):
         while sorted(_owners(dsn).values()) != [4, 4]:
             await trio.sleep(0.05)
-    owned = [set(cast(PostgresStorage, eco.runtime.storage).owned) for eco in (first, second)]
-
-    def runner(entity_id: Any) -> int:
-        p = partition_of("default", address_key(Tally.entity_name, entity_id), 8)
-        return 0 if p in owned[0] else 1
-
-    return first, second, client, runner
+    owned = cast(PostgresStorage, first.runtime.storage).owned
+    ids = [(n, partition_of("default", address_key(Tally.entity_name, n), 8)) for n in range(1000)]
+    on_first = [n for n, p in ids if p in owned]
+    on_second = [n for n, p in ids if p not in owned]
+    if paused:
+        first.runtime.pause()
+        second.runtime.pause()
+    return first, second, client, on_first, on_second
 
 
 async def test_a_clients_write_waits_for_the_replies_due_to_its_last_so_their_callers_join_it(
@@ -505,11 +506,10 @@ async def test_a_clients_write_waits_for_the_replies_due_to_its_last_so_their_ca
     they wake join it: one write for all, not one per worker (each wakes every worker)."""
     monkeypatch.setattr(pachyderm._runtime, "LINGER", 5.0)
     async with contextlib.AsyncExitStack() as stack:
-        first, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
-        fast = next(n for n in range(100) if runner(n) == 0)
-        slow = next(n for n in range(100) if runner(n) == 1)
-        first.runtime.pause()
-        second.runtime.pause()
+        first, second, client, on_first, on_second = await _two_workers_and_a_client(
+            postgres_dsn, stack, paused=True
+        )
+        fast, slow = on_first[0], on_second[0]
         returned: dict[str, float] = {}
         started = time.monotonic()
 
@@ -543,11 +543,10 @@ async def test_a_reply_long_in_coming_holds_up_one_write_and_not_the_ones_after(
     do not each wait for it: the first waits LINGER at most, those after not at all."""
     monkeypatch.setattr(pachyderm._runtime, "LINGER", 0.6)
     async with contextlib.AsyncExitStack() as stack:
-        first, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
-        fast = next(n for n in range(100) if runner(n) == 0)
-        slow = next(n for n in range(100) if runner(n) == 1)
-        first.runtime.pause()
-        second.runtime.pause()
+        first, second, client, on_first, on_second = await _two_workers_and_a_client(
+            postgres_dsn, stack, paused=True
+        )
+        fast, slow = on_first[0], on_second[0]
         took: list[float] = []
 
         async def one_caller() -> None:
@@ -570,53 +569,32 @@ async def test_a_reply_long_in_coming_holds_up_one_write_and_not_the_ones_after(
     assert sum(took[1:]) < 0.6, took  # those after did not: together, not as long
 
 
+@pytest.mark.parametrize("joining", [False, True])
 async def test_a_worker_answers_others_without_waiting_for_its_own_callers_replies(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, joining: bool
 ) -> None:
-    """A group holding activations is written without waiting for replies due to callers
-    in its process: other processes may wait on what they answer (two workers asking
-    each other waited for each other's groups, in step)."""
+    """A worker's group holding activations is written without waiting for replies due to
+    callers in its process, whether the activation comes before the wait or joins the
+    waiting group: other processes may wait on what they answer (two workers asking each
+    other waited for each other's groups, in step)."""
     monkeypatch.setattr(pachyderm._runtime, "LINGER", 2.0)
     async with contextlib.AsyncExitStack() as stack:
-        first, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
-        on_first = next(n for n in range(100) if runner(n) == 0)
-        on_second = next(n for n in range(100) if runner(n) == 1)
-        second.runtime.pause()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(first.send_sync, Tally(on_second), "x")  # never answered yet
-            with trio.fail_after(10):
-                while first.runtime._asked is None:  # written: its reply is due
-                    await trio.sleep(0.01)
-            started = time.monotonic()
-            assert await client.send_sync(Tally(on_first), "x") == 1
-            took = time.monotonic() - started
-            second.runtime.resume()
-    assert took < 1.0, took  # not the 2 s wait for the paused worker's reply
-
-
-async def test_an_activation_joining_a_waiting_group_ends_the_wait(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A worker's group waits for replies due to its own callers; a client's message
-    arrives and is run into that group: the group is written then, not at the end of the
-    wait (the client waits on what it answers)."""
-    monkeypatch.setattr(pachyderm._runtime, "LINGER", 2.0)
-    async with contextlib.AsyncExitStack() as stack:
-        first, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
-        on_first = next(n for n in range(100) if runner(n) == 0)
-        on_second = [n for n in range(100) if runner(n) == 1][:2]
+        first, second, client, on_first, on_second = await _two_workers_and_a_client(
+            postgres_dsn, stack
+        )
         second.runtime.pause()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(first.send_sync, Tally(on_second[0]), "x")  # never answered yet
             with trio.fail_after(10):
                 while first.runtime._asked is None:  # written: its reply is due
                     await trio.sleep(0.01)
-            nursery.start_soon(first.send_sync, Tally(on_second[1]), "x")  # its write waits
-            with trio.fail_after(10):
-                while first.runtime.replies_in is None:
-                    await trio.sleep(0.001)
+            if joining:
+                nursery.start_soon(first.send_sync, Tally(on_second[1]), "x")  # its write waits
+                with trio.fail_after(10):
+                    while first.runtime.replies_in is None:
+                        await trio.sleep(0.001)
             started = time.monotonic()
-            assert await client.send_sync(Tally(on_first), "x") == 1
+            assert await client.send_sync(Tally(on_first[0]), "x") == 1
             took = time.monotonic() - started
             second.runtime.resume()
     assert took < 1.0, took  # not the 2 s wait
@@ -633,9 +611,9 @@ async def test_a_store_closed_or_failed_while_its_write_waits_stops_at_once(
 
     async def stop_while_waiting() -> None:
         async with contextlib.AsyncExitStack() as stack:
-            _, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
-            on_first = next(n for n in range(100) if runner(n) == 0)
-            on_second = next(n for n in range(100) if runner(n) == 1)
+            _, second, client, on_first, on_second = await _two_workers_and_a_client(
+                postgres_dsn, stack
+            )
             second.runtime.pause()
             runtime = client.runtime
 
@@ -644,11 +622,11 @@ async def test_a_store_closed_or_failed_while_its_write_waits_stops_at_once(
                     await client.send_sync(Tally(n), "x")
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(call, on_second)
+                nursery.start_soon(call, on_second[0])
                 with trio.fail_after(10):
                     while runtime._asked is None:  # written: its reply is due
                         await trio.sleep(0.01)
-                nursery.start_soon(call, on_first)
+                nursery.start_soon(call, on_first[0])
                 with trio.fail_after(10):
                     while runtime.replies_in is None:  # its write waits
                         await trio.sleep(0.001)
@@ -677,9 +655,10 @@ async def test_callers_asking_a_paused_worker_do_not_hold_up_every_write(
     monkeypatch.setattr(pachyderm._runtime, "LINGER", 0.2)
     calls = 30
     async with contextlib.AsyncExitStack() as stack:
-        _, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
-        fast = next(n for n in range(100) if runner(n) == 0)
-        paused = [n for n in range(1000) if runner(n) == 1]
+        _, second, client, on_first, on_second = await _two_workers_and_a_client(
+            postgres_dsn, stack
+        )
+        fast, paused = on_first[0], on_second
         second.runtime.pause()
         took = 0.0
         async with trio.open_nursery() as nursery:
@@ -715,9 +694,10 @@ async def test_a_failure_while_waiting_for_replies_leaves_the_open_group_unwritt
 
     async def fail_while_waiting() -> None:
         async with contextlib.AsyncExitStack() as stack:
-            _, second, client, runner = await _two_workers_and_a_client(postgres_dsn, stack)
-            ids["fast"] = next(n for n in range(100) if runner(n) == 0)
-            ids["slow"] = next(n for n in range(100) if runner(n) == 1)
+            _, second, client, on_first, on_second = await _two_workers_and_a_client(
+                postgres_dsn, stack
+            )
+            ids["fast"], ids["slow"] = on_first[0], on_second[0]
             second.runtime.pause()
             runtime = client.runtime
             runtimes.append(runtime)
