@@ -30,6 +30,12 @@ DEFAULT_LEASE = 10.0
 """Seconds a worker's partition leases last without renewal (renewed every third)."""
 DEFAULT_POLL = 0.5
 """Seconds between looks at the tables when no notification arrives."""
+DEFAULT_LINGER = 0.01
+"""Seconds a write waits, at most, for the replies still due to callers of this process
+for its last write: each worker answers its share in turn, and the callers each answer
+wakes then share one write, rather than each wave its own, waking every worker again
+(3 workers served a client's 200 senders at 0.72-0.76x of 1 worker's rate without the
+wait, 0.8-1.14x with it). 0 never waits."""
 MAX_STATE_BYTES = 256 * 2**20
 """An entity's stored state, or a message, at most: a larger state fails its activation
 (a dead letter). PostgreSQL holds at most 1 GB in a value, and in a statement: a group's
@@ -70,6 +76,7 @@ def _open(
     lease: float,
     poll: float,
     partitions: int,
+    linger: float,
 ) -> Storage:
     try:
         from ecosystems._postgres_storage import PostgresStorage
@@ -84,6 +91,7 @@ def _open(
         lease=lease,
         poll=poll,
         partitions=partitions,
+        linger=linger,
     )
 
 
@@ -93,6 +101,7 @@ def _check(
     lease: object,
     poll: object,
     partitions: object,
+    linger: object,
     max_message_bytes: object,
 ) -> None:
     if dsn is not None and not isinstance(dsn, str):
@@ -103,7 +112,11 @@ def _check(
         _check_dsn(dsn)
     if not isinstance(worker, bool):
         raise InvalidArgumentError(f"worker must be True or False, got {describe(worker)}")
-    for name, value, low, high in (("lease", lease, 0.1, 3600.0), ("poll", poll, 0.001, 60.0)):
+    for name, value, low, high in (
+        ("lease", lease, 0.1, 3600.0),
+        ("poll", poll, 0.001, 60.0),
+        ("linger", linger, 0.0, 10.0),
+    ):
         if type(value) not in (int, float) or not low <= value <= high:  # type: ignore[operator]
             raise InvalidArgumentError(
                 f"{name} must be a number of seconds from {low} to {high}, got {describe(value)}"
@@ -134,6 +147,7 @@ class PostgresKind(EcosystemKind):
         lease: float = DEFAULT_LEASE,
         poll: float = DEFAULT_POLL,
         partitions: int = 64,
+        linger: float = DEFAULT_LINGER,
         ecosystem: str = DEFAULT_ECOSYSTEM,
         durability: str = "fsync",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -150,11 +164,16 @@ class PostgresKind(EcosystemKind):
                 partitions move to others within about this long).
             poll: seconds between looks at the tables between notifications.
             partitions: the partition count, for a database opened for the first time.
+            linger: seconds a write waits, at most, for the replies still due to
+                this process's callers for its last write, so that the callers
+                they wake share one write (``DEFAULT_LINGER``; 0 never waits).
 
         The other options are those of ``LocalDisk.open``.
         """
-        _check(location, worker, lease, poll, partitions, max_message_bytes)
-        opener = partial(_open, worker=worker, lease=lease, poll=poll, partitions=partitions)
+        _check(location, worker, lease, poll, partitions, linger, max_message_bytes)
+        opener = partial(
+            _open, worker=worker, lease=lease, poll=poll, partitions=partitions, linger=linger
+        )
         async with self._open(
             opener,
             location,
@@ -174,6 +193,7 @@ class PostgresKind(EcosystemKind):
         lease: float = DEFAULT_LEASE,
         poll: float = DEFAULT_POLL,
         partitions: int = 64,
+        linger: float = DEFAULT_LINGER,
         durability: str = "fsync",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_resident: int = DEFAULT_MAX_RESIDENT,
@@ -183,7 +203,7 @@ class PostgresKind(EcosystemKind):
 
         Options are those of :meth:`open`; they apply when this call opens it.
         """
-        _check(location, worker, lease, poll, partitions, max_message_bytes)
+        _check(location, worker, lease, poll, partitions, linger, max_message_bytes)
         open_here = self._shell.get(self._default_location() if location is None else location)
         if open_here is not None and not open_here.runtime.closed:
             running = getattr(open_here.runtime.storage, "worker", worker)
@@ -194,7 +214,9 @@ class PostgresKind(EcosystemKind):
                     f"(this process {doing}), so worker={worker} would be ignored: "
                     f"Postgres.close() it first, or pass the same worker= on every connect"
                 )
-        opener = partial(_open, worker=worker, lease=lease, poll=poll, partitions=partitions)
+        opener = partial(
+            _open, worker=worker, lease=lease, poll=poll, partitions=partitions, linger=linger
+        )
         return self._connect(
             opener,
             location,
@@ -207,6 +229,13 @@ class PostgresKind(EcosystemKind):
 
 Postgres = PostgresKind(
     "Postgres",
-    partial(_open, worker=True, lease=DEFAULT_LEASE, poll=DEFAULT_POLL, partitions=64),
+    partial(
+        _open,
+        worker=True,
+        lease=DEFAULT_LEASE,
+        poll=DEFAULT_POLL,
+        partitions=64,
+        linger=DEFAULT_LINGER,
+    ),
     default_dsn,
 )

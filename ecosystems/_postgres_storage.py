@@ -283,11 +283,13 @@ class PostgresStorage:
         lease: float = 10.0,
         poll: float = 0.5,
         partitions: int = DEFAULT_PARTITIONS,
+        linger: float = 0.01,
     ) -> None:
         self.dsn = dsn
         self.worker = worker
         self.lease = lease
         self.poll = poll
+        self.linger = linger
         self.partitions = partitions
         self.name = f"Postgres({shown_dsn(dsn)!r})"  # in every error and log event
         self.known: dict[int, int] = {}  # pending seqs the runtime holds -> their partition

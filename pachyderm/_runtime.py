@@ -81,13 +81,6 @@ _MAX_DEAD_LETTER_ID = 1 << 63  # ids are sequence numbers: no stored key holds a
 _REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 _SETTLE_POLL = 0.02  # seconds between looks at messages run elsewhere, while settling
-LINGER = 0.01
-"""Longest (seconds) a write on a shared storage waits for the replies its callers still
-expect from other processes to the last group written. Each worker answers its share of
-a write in turn; the callers each answer wakes send again, and without the wait each
-wave would be a write of its own, waking every worker again (measured: 3 workers served
-a client's 200 senders at 0.72-0.76x of 1 worker's rate without it, 0.8-1.02x with it).
-See ``Runtime._should_linger`` for when it does not wait."""
 _MAX_SKIPS = 64
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
@@ -138,10 +131,12 @@ class Runtime:
             on_commit=self._signal_commit,
             wake=self._post_wake,
         )
+        self._linger_limit = 0.0  # seconds a write waits for replies due: the storage's
         self.sharing: Sharing | None = None
         if shared:
             shared_storage = cast(SharedStorage, storage)
             self.sharing = Sharing(self, shared_storage)
+            self._linger_limit = shared_storage.linger
             self.dispatcher.owns = shared_storage.owns
             self.dispatcher.check_address = shared_storage.check_address
             self.dispatcher.load_many = shared_storage.load_many
@@ -840,7 +835,7 @@ class Runtime:
                 if not run_queue or self.dispatcher.paused or self.closed:
                     break
                 await trio.lowlevel.checkpoint()
-            if self._asked is not None and not self.closed:
+            if self._asked is not None and self._linger_limit and not self.closed:
                 with self.lock:  # (callers' threads add to what it reads)
                     linger = self._should_linger()
                 if linger:
@@ -898,10 +893,15 @@ class Runtime:
         return True
 
     async def _linger(self) -> None:
-        """Wait until no reply is due, ``LINGER`` at most; then let the callers the
-        replies woke send, into the open group."""
+        """Wait until no reply is due, the storage's ``linger`` at most; then let the
+        callers the replies woke send, into the open group.
+
+        Each worker answers its share of a write in turn; the callers each answer
+        wakes send again, and without the wait each wave would be a write of its
+        own, waking every worker again. See :meth:`_should_linger` for when not.
+        """
         self.replies_in = trio.Event()
-        with trio.move_on_after(LINGER) as waiting:
+        with trio.move_on_after(self._linger_limit) as waiting:
             await self.replies_in.wait()
         self.replies_in = None
         self._asked = None  # waited for once: a late reply does not hold up the next write

@@ -224,6 +224,8 @@ class SharedStorage(Storage, Protocol):
     shared: bool
     #: Seconds between looks at the store when no notification comes.
     poll: float
+    #: Seconds a write waits, at most, for replies due to this process's last write.
+    linger: float
     #: Set when this process lost a partition it owned: the runtime must stop.
     lost: BaseException | None
     #: Whether this process follows any entity (through :meth:`follow`).

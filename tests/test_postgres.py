@@ -268,6 +268,8 @@ async def test_bad_arguments_and_unreachable_servers_say_what_to_do(
         ({"worker": "yes"}, "'yes' (a builtins.str)"),
         ({"lease": 0}, "0 (a builtins.int)"),
         ({"partitions": 0}, "0 (a builtins.int)"),
+        ({"linger": -0.01}, "linger must be a number of seconds from 0.0 to 10.0, got -0.01"),
+        ({"linger": "10ms"}, "'10ms' (a builtins.str)"),
         ({"max_message_bytes": 2**30}, "1073741824 (a builtins.int)"),  # over a row's 1 GB
     )
     for options, shown in cases:
@@ -477,14 +479,16 @@ async def test_a_worker_that_joins_gets_its_share_and_nothing_is_lost(postgres_d
 
 
 async def _two_workers_and_a_client(
-    dsn: str, stack: contextlib.AsyncExitStack, *, paused: bool = False
+    dsn: str, stack: contextlib.AsyncExitStack, *, linger: float, paused: bool = False
 ) -> tuple[Any, Any, Any, list[int], list[int]]:
-    """Two workers with 4 of 8 partitions each (both paused, if asked), and a client; and
-    the ids (of 0-999) of the Tallies each of the two runs."""
-    options: dict[str, Any] = {"partitions": 8, "lease": 0.6, "poll": 0.05}
+    """Two workers with 4 of 8 partitions each (both paused, if asked), and a client, all
+    with ``linger``; and the ids (of 0-999) of the Tallies each of the two runs."""
+    options: dict[str, Any] = {"partitions": 8, "lease": 0.6, "poll": 0.05, "linger": linger}
     first = await stack.enter_async_context(Postgres.open(dsn, **options))
     second = await stack.enter_async_context(Postgres.open(dsn, **options))
-    client = await stack.enter_async_context(Postgres.open(dsn, worker=False, poll=0.05))
+    client = await stack.enter_async_context(
+        Postgres.open(dsn, worker=False, poll=0.05, linger=linger)
+    )
     with trio.fail_after(15):
         while sorted(_owners(dsn).values()) != [4, 4]:
             await trio.sleep(0.05)
@@ -498,16 +502,17 @@ async def _two_workers_and_a_client(
     return first, second, client, on_first, on_second
 
 
+@pytest.mark.parametrize("linger", [5.0, 0.0])
 async def test_a_clients_write_waits_for_the_replies_due_to_its_last_so_their_callers_join_it(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    postgres_dsn: str, linger: float
 ) -> None:
     """Replies to one write come from each worker in turn. A caller woken by the first
-    sends again; its write waits (within bounds) for the others' replies, so the callers
-    they wake join it: one write for all, not one per worker (each wakes every worker)."""
-    monkeypatch.setattr(pachyderm._runtime, "LINGER", 5.0)
+    sends again; its write waits (up to ``linger``) for the others' replies, so the
+    callers they wake join it: one write for all, not one per worker (each wakes every
+    worker). With linger=0 it does not wait."""
     async with contextlib.AsyncExitStack() as stack:
         first, second, client, on_first, on_second = await _two_workers_and_a_client(
-            postgres_dsn, stack, paused=True
+            postgres_dsn, stack, linger=linger, paused=True
         )
         fast, slow = on_first[0], on_second[0]
         returned: dict[str, float] = {}
@@ -531,20 +536,19 @@ async def test_a_clients_write_waits_for_the_replies_due_to_its_last_so_their_ca
             await trio.sleep(0.3)
             second.runtime.resume()  # its own 0.3 s later
     assert returned["fast"] < 0.7 < returned["slow"], returned
-    # The second send waited for the slow reply: it was written after, with the
-    # callers that reply woke (none here but the one).
-    assert returned["fast again"] > returned["slow"], returned
+    # With a linger, the second send waited for the slow reply: it was written after,
+    # with the callers that reply woke (none here but the one).
+    assert (returned["fast again"] > returned["slow"]) == bool(linger), returned
 
 
 async def test_a_reply_long_in_coming_holds_up_one_write_and_not_the_ones_after(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    postgres_dsn: str,
 ) -> None:
     """While one caller's reply never comes (its worker paused), another caller's writes
-    do not each wait for it: the first waits LINGER at most, those after not at all."""
-    monkeypatch.setattr(pachyderm._runtime, "LINGER", 0.6)
+    do not each wait for it: the first waits linger at most, those after not at all."""
     async with contextlib.AsyncExitStack() as stack:
         first, second, client, on_first, on_second = await _two_workers_and_a_client(
-            postgres_dsn, stack, paused=True
+            postgres_dsn, stack, linger=0.6, paused=True
         )
         fast, slow = on_first[0], on_second[0]
         took: list[float] = []
@@ -571,16 +575,15 @@ async def test_a_reply_long_in_coming_holds_up_one_write_and_not_the_ones_after(
 
 @pytest.mark.parametrize("joining", [False, True])
 async def test_a_worker_answers_others_without_waiting_for_its_own_callers_replies(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, joining: bool
+    postgres_dsn: str, joining: bool
 ) -> None:
     """A worker's group holding activations is written without waiting for replies due to
     callers in its process, whether the activation comes before the wait or joins the
     waiting group: other processes may wait on what they answer (two workers asking each
     other waited for each other's groups, in step)."""
-    monkeypatch.setattr(pachyderm._runtime, "LINGER", 2.0)
     async with contextlib.AsyncExitStack() as stack:
         first, second, client, on_first, on_second = await _two_workers_and_a_client(
-            postgres_dsn, stack
+            postgres_dsn, stack, linger=2.0
         )
         second.runtime.pause()
         async with trio.open_nursery() as nursery:
@@ -602,17 +605,16 @@ async def test_a_worker_answers_others_without_waiting_for_its_own_callers_repli
 
 @pytest.mark.parametrize("how", ["closed", "failed"])
 async def test_a_store_closed_or_failed_while_its_write_waits_stops_at_once(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, how: str
+    postgres_dsn: str, how: str
 ) -> None:
     """Closing (or a failure) while the committer waits for replies due ends the wait:
     the store stops at once, not when the wait would have run out."""
-    monkeypatch.setattr(pachyderm._runtime, "LINGER", 5.0)
     took: list[float] = []
 
     async def stop_while_waiting() -> None:
         async with contextlib.AsyncExitStack() as stack:
             _, second, client, on_first, on_second = await _two_workers_and_a_client(
-                postgres_dsn, stack
+                postgres_dsn, stack, linger=5.0
             )
             second.runtime.pause()
             runtime = client.runtime
@@ -647,16 +649,15 @@ async def test_a_store_closed_or_failed_while_its_write_waits_stops_at_once(
 
 
 async def test_callers_asking_a_paused_worker_do_not_hold_up_every_write(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    postgres_dsn: str,
 ) -> None:
     """While a stream of callers asks a worker that is paused, a caller of the other
     worker is not held up on each write: after a wait that ran out, the next 1, 2, 4...
-    writes do not wait (before, each of them waited the whole LINGER)."""
-    monkeypatch.setattr(pachyderm._runtime, "LINGER", 0.2)
+    writes do not wait (before, each of them waited the whole linger)."""
     calls = 30
     async with contextlib.AsyncExitStack() as stack:
         _, second, client, on_first, on_second = await _two_workers_and_a_client(
-            postgres_dsn, stack
+            postgres_dsn, stack, linger=0.2
         )
         fast, paused = on_first[0], on_second
         second.runtime.pause()
@@ -680,13 +681,12 @@ async def test_callers_asking_a_paused_worker_do_not_hold_up_every_write(
 
 
 async def test_a_failure_while_waiting_for_replies_leaves_the_open_group_unwritten(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    postgres_dsn: str,
 ) -> None:
     """The runtime fails (a read of news, say) while its committer waits for replies due:
     the open group, maybe incomplete, is not written after, and its caller hears that
     nothing happened (safe to send again); the caller of the message written before
     hears that it waits in the inbox."""
-    monkeypatch.setattr(pachyderm._runtime, "LINGER", 5.0)
     commits: list[int] = []
     runtimes: list[Any] = []
     heard: dict[str, PachydermError] = {}
@@ -695,7 +695,7 @@ async def test_a_failure_while_waiting_for_replies_leaves_the_open_group_unwritt
     async def fail_while_waiting() -> None:
         async with contextlib.AsyncExitStack() as stack:
             _, second, client, on_first, on_second = await _two_workers_and_a_client(
-                postgres_dsn, stack
+                postgres_dsn, stack, linger=5.0
             )
             ids["fast"], ids["slow"] = on_first[0], on_second[0]
             second.runtime.pause()
