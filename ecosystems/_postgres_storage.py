@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 import psycopg
 
-from ecosystems._postgres import MAX_STATE_BYTES
+from ecosystems._postgres import DEFAULT_LINGER, MAX_STATE_BYTES
 from ecosystems._postgres_arrays import blobs, int4s, int8s, texts
 from ecosystems._postgres_leases import WRITER_NAME, Leases, writer_name
 from ecosystems._postgres_schema import (
@@ -197,6 +197,9 @@ class PostgresBatch:
         else:
             self.reply_marks.append(seq)
 
+    def answers_others(self) -> bool:
+        return bool(self.waiters or self.released)
+
     def tell_waiting(self, seq: int, name: str) -> bool:
         storage = self.storage
         waiter = storage.reply_wanted.pop(seq, None)  # its activation, later, answers nobody
@@ -283,7 +286,7 @@ class PostgresStorage:
         lease: float = 10.0,
         poll: float = 0.5,
         partitions: int = DEFAULT_PARTITIONS,
-        linger: float = 0.01,
+        linger: float = DEFAULT_LINGER,
     ) -> None:
         self.dsn = dsn
         self.worker = worker

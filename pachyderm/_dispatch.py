@@ -94,7 +94,7 @@ class Dispatcher:
         # may be older than what the partition's next owner committed.
         self.hand_overs = 0
         # Callers waiting on replies from other processes: by seq, the reply, the group
-        # that accepted the message (None: stored before this process opened) and the entity.
+        # that accepted the message (None: stored, known from the store) and the entity.
         self.remote: dict[int, tuple[Reply, Group | None, Ident]] = {}
         self.paused = False
         self.activations = 0

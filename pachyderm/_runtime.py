@@ -54,7 +54,7 @@ from pachyderm._log import log
 from pachyderm._residents import Resident, Residents
 from pachyderm._sharing import Sharing
 from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES, inside_handler, load_state, own_call
-from pachyderm._storage import Ident, SharedStorage, Storage
+from pachyderm._storage import Ident, SharedBatch, SharedStorage, Storage
 from pachyderm._timers import Timers
 from pachyderm._values import value_types
 from pachyderm.errors import (
@@ -81,7 +81,7 @@ _MAX_DEAD_LETTER_ID = 1 << 63  # ids are sequence numbers: no stored key holds a
 _REFRESH_WAIT = 1.0  # seconds a redefined class waits for the lock to refresh residents
 _WALL_CLOCK_NAP = 60.0  # the longest a timekeeper on the wall clock sleeps without looking
 _SETTLE_POLL = 0.02  # seconds between looks at messages run elsewhere, while settling
-_MAX_SKIPS = 64
+_MAX_SKIPS = 64  # writes not waiting for replies due, at most, after waits that ran out
 INLINE_WRITE = 0.002
 """Writes faster than this (seconds, moving average) run in the runtime's thread when no
 other task is runnable and no activation waits; slower ones go to a worker thread."""
@@ -131,7 +131,7 @@ class Runtime:
             on_commit=self._signal_commit,
             wake=self._post_wake,
         )
-        self._linger_limit = 0.0  # seconds a write waits for replies due: the storage's
+        self._linger_limit = 0.0  # seconds a write waits for replies due (shared storages)
         self.sharing: Sharing | None = None
         if shared:
             shared_storage = cast(SharedStorage, storage)
@@ -238,8 +238,6 @@ class Runtime:
                     # what is done; it returns once the open group is empty.
                     with self.lock:
                         self.closed = True
-                    if self.replies_in is not None:
-                        self.replies_in.set()  # (no more waiting for replies)
                     dispatching.cancel()
                     timekeeping.cancel()
                     news.cancel()
@@ -326,6 +324,7 @@ class Runtime:
             reply.resolve(None, self._waiting_message_error(address, accepted), wake)
         # (before the open group is finished: a message forwarded in it was never written)
         remote, self.dispatcher.remote = self.dispatcher.remote, {}
+        self._asked = None  # (nothing is due any more)
         for reply, group, _ in remote.values():
             reply.resolve(None, self._waiting_message_error(None, group), wake)
         self.commit.open.finish(self._closed_error(), wake)
@@ -795,8 +794,6 @@ class Runtime:
                     except Exception as error:  # a read of the store failed: nothing changed
                         self._fail(error, "carrying out a transition")
                         return
-                if self.replies_in is not None and self.commit.open.activations:
-                    self.replies_in.set()  # others may wait on what they answer: write now
                 self._dirty.set()
                 if self._settling:
                     self._pulse()
@@ -863,7 +860,7 @@ class Runtime:
             with self.lock:
                 self._complete(group, seconds)
 
-    def replies_due(self) -> bool:
+    def awaiting_replies(self) -> bool:
         """Whether callers here still wait on replies to the last group written that
         asked other processes (only that one: a reply long in coming holds up one write).
         With the lock held."""
@@ -878,13 +875,14 @@ class Runtime:
     def _should_linger(self) -> bool:
         """Whether to wait for replies due before writing the open group (lock held).
 
-        Not when it holds activations: other processes may wait on what they
-        answer (two workers asking each other would each wait for the other's
-        group, in step). Not for the next writes after a wait that ran out
-        (1, 2, 4... up to ``_MAX_SKIPS``, until a wait ends early): a stream of
-        callers asking a paused or slow worker would hold up every write.
+        Not when it holds activations, replies or released partitions (see
+        :meth:`_answering`): others may wait on them (two workers asking each
+        other would each wait for the other's group, in step). Not for the next
+        writes after a wait that ran out (1, 2, 4... up to ``_MAX_SKIPS``, until
+        a wait ends early): a stream of callers asking a paused or slow worker
+        would hold up every write.
         """
-        if self.commit.open.activations or not self.replies_due():
+        if self._answering() or not self.awaiting_replies():
             return False
         if self._skips:
             self._skips -= 1
@@ -892,19 +890,37 @@ class Runtime:
             return False
         return True
 
+    def _answering(self) -> bool:
+        """Whether the open group answers anyone: activations (callers here, or other
+        processes), replies to senders elsewhere, partitions it releases (lock held)."""
+        group = self.commit.open
+        return bool(group.activations) or cast(SharedBatch, group.batch).answers_others()
+
     async def _linger(self) -> None:
         """Wait until no reply is due, the storage's ``linger`` at most; then let the
         callers the replies woke send, into the open group.
 
         Each worker answers its share of a write in turn; the callers each answer
         wakes send again, and without the wait each wave would be a write of its
-        own, waking every worker again. See :meth:`_should_linger` for when not.
+        own, waking every worker again. Whatever wakes the committer (replies
+        read, a message sent or run, the store stopping) looks again: the wait
+        ends once the group answers anyone, or nothing is due, or the store stops.
         """
-        self.replies_in = trio.Event()
-        with trio.move_on_after(self._linger_limit) as waiting:
-            await self.replies_in.wait()
+        asked = self._asked
+        deadline = trio.current_time() + self._linger_limit
+        while True:
+            self.replies_in = self._dirty = trio.Event()  # (one event: any news ends a nap)
+            with trio.move_on_at(deadline) as waiting:
+                await self.replies_in.wait()
+            if waiting.cancelled_caught:
+                break
+            with self.lock:
+                if self.closed or self._answering() or not self.awaiting_replies():
+                    break
         self.replies_in = None
-        self._asked = None  # waited for once: a late reply does not hold up the next write
+        with self.lock:
+            if self._asked is asked:  # (a caller's thread may have written a newer one)
+                self._asked = None  # waited for once: a late reply holds up one write
         if waiting.cancelled_caught:
             self._backoff = self._skips = min(2 * self._backoff or 1, _MAX_SKIPS)
         else:

@@ -129,7 +129,7 @@ class Sharing:
             else:
                 reply.resolve(None, self._remote_failure(ident[0], dead_letter_id), call_now)
         replies_in = runtime.replies_in
-        if replies_in is not None and not runtime.replies_due():
+        if replies_in is not None and not runtime.awaiting_replies():
             # (answered, or taken over here with the partition: adopted above)
             replies_in.set()  # the committer writes now: the callers woken here join it
 

@@ -210,6 +210,11 @@ class SharedBatch(Batch, Protocol):
         next owner answers. ``token``: its acceptance in this batch; None: stored."""
         ...
 
+    def answers_others(self) -> bool:
+        """Whether other processes wait on this batch: replies to their senders, or
+        partitions it releases."""
+        ...
+
 
 class SharedStorage(Storage, Protocol):
     """A storage that many processes share (Postgres): each runs the entities of the

@@ -44,8 +44,9 @@ def describe(value: Any) -> str:
     if len(text) > 200:
         text = text[:200] + "..."
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
-    # By sound: "an int", "an enum.Enum", but "a uuid.UUID", "a unittest.mock.Mock".
-    vowel = kind[0] in "aeiouAEIOU" and not kind.lower().startswith(("uu", "uni", "us", "eu"))
+    # By sound, roughly: "an attack.model.L", but "a uuid.UUID", "a unittest.mock.Mock",
+    # "a urllib.parse.ParseResult" (a "you" sound).
+    vowel = kind[0] in "aeiouAEIOU" and not kind.lower().startswith(("uu", "uni", "us", "ur"))
     article = "an" if vowel else "a"
     return f"{text} ({article} {kind})"
 

@@ -531,6 +531,10 @@ async def test_a_clients_write_waits_for_the_replies_due_to_its_last_so_their_ca
         async with trio.open_nursery() as nursery:
             nursery.start_soon(another)
             nursery.start_soon(one_caller)
+            with trio.fail_after(10):
+                while client.runtime._asked is None:
+                    await trio.sleep(0.01)
+            assert client.runtime._asked.replies_due == 2  # the two sent in one write
             await trio.sleep(0.4)
             first.runtime.resume()  # its reply comes 0.4 s after the write
             await trio.sleep(0.3)
@@ -573,18 +577,22 @@ async def test_a_reply_long_in_coming_holds_up_one_write_and_not_the_ones_after(
     assert sum(took[1:]) < 0.6, took  # those after did not: together, not as long
 
 
-@pytest.mark.parametrize("joining", [False, True])
+@pytest.mark.parametrize(
+    ("joining", "caller"), [(False, "client"), (True, "client"), (True, "worker itself")]
+)
 async def test_a_worker_answers_others_without_waiting_for_its_own_callers_replies(
-    postgres_dsn: str, joining: bool
+    postgres_dsn: str, joining: bool, caller: str
 ) -> None:
     """A worker's group holding activations is written without waiting for replies due to
     callers in its process, whether the activation comes before the wait or joins the
-    waiting group: other processes may wait on what they answer (two workers asking each
-    other waited for each other's groups, in step)."""
+    waiting group, run from the queue (a client's message) or at once in its sender's
+    step (the worker's own caller, its entity loaded): others may wait on what they
+    answer (two workers asking each other waited for each other's groups, in step)."""
     async with contextlib.AsyncExitStack() as stack:
         first, second, client, on_first, on_second = await _two_workers_and_a_client(
             postgres_dsn, stack, linger=2.0
         )
+        assert await first.send_sync(Tally(on_first[1]), "x") == 1  # (loaded now)
         second.runtime.pause()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(first.send_sync, Tally(on_second[0]), "x")  # never answered yet
@@ -597,7 +605,10 @@ async def test_a_worker_answers_others_without_waiting_for_its_own_callers_repli
                     while first.runtime.replies_in is None:
                         await trio.sleep(0.001)
             started = time.monotonic()
-            assert await client.send_sync(Tally(on_first[0]), "x") == 1
+            if caller == "client":
+                assert await client.send_sync(Tally(on_first[0]), "x") == 1
+            else:
+                assert await first.send_sync(Tally(on_first[1]), "x") == 2
             took = time.monotonic() - started
             second.runtime.resume()
     assert took < 1.0, took  # not the 2 s wait
