@@ -238,6 +238,8 @@ class Runtime:
                     # what is done; it returns once the open group is empty.
                     with self.lock:
                         self.closed = True
+                    if self.replies_in is not None:
+                        self.replies_in.set()  # (stopping: no more waiting for replies)
                     dispatching.cancel()
                     timekeeping.cancel()
                     news.cancel()
@@ -521,6 +523,8 @@ class Runtime:
                 self.dispatcher.deliver(ident, address, blob, None)
             except BaseException as error:
                 raise self._fail(error, "carrying out a transition") from error
+            if self.replies_in is not None:  # (run at once: it may answer others)
+                self.check_linger()
             sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()
         await sleeper
@@ -541,6 +545,8 @@ class Runtime:
                 self.dispatcher.deliver(ident, address, blob, reply)
             except BaseException as error:
                 raise self._fail(error, "carrying out a transition") from error
+            if self.replies_in is not None:  # (run at once: it may answer others)
+                self.check_linger()
         self._dirty.set()
         return load_state(address, await reply.wait())
 
@@ -646,6 +652,11 @@ class Runtime:
             own_call(True)
         try:
             ran = self.dispatcher.deliver(ident, address, blob, reply if sync else None)
+            if ran and self.replies_in is not None:  # (it may answer others)
+                if threading.get_ident() == self._thread:
+                    self.check_linger()
+                else:
+                    self._post(self._check_linger_locked)
         except BaseException as error:
             problem = self._fail(error, "carrying out a transition")
             if reply is not None:
@@ -794,6 +805,8 @@ class Runtime:
                     except Exception as error:  # a read of the store failed: nothing changed
                         self._fail(error, "carrying out a transition")
                         return
+                    if self.replies_in is not None:
+                        self.check_linger()
                 self._dirty.set()
                 if self._settling:
                     self._pulse()
@@ -834,8 +847,9 @@ class Runtime:
                 await trio.lowlevel.checkpoint()
             if self._asked is not None and self._linger_limit and not self.closed:
                 with self.lock:  # (callers' threads add to what it reads)
-                    linger = self._should_linger()
-                if linger:
+                    if self._should_linger():
+                        self.replies_in = trio.Event()  # (now: whatever comes next ends it)
+                if self.replies_in is not None:
                     await self._linger()
             with self.lock:
                 if self.failure is not None:
@@ -890,6 +904,17 @@ class Runtime:
             return False
         return True
 
+    def check_linger(self) -> None:
+        """End the committer's wait for replies due, if the open group now answers
+        anyone or nothing is due (in the runtime's thread, the lock held)."""
+        waiting = self.replies_in
+        if waiting is not None and (self._answering() or not self.awaiting_replies()):
+            waiting.set()
+
+    def _check_linger_locked(self) -> None:
+        with self.lock:
+            self.check_linger()
+
     def _answering(self) -> bool:
         """Whether the open group answers anyone: activations (callers here, or other
         processes), replies to senders elsewhere, partitions it releases (lock held)."""
@@ -902,21 +927,14 @@ class Runtime:
 
         Each worker answers its share of a write in turn; the callers each answer
         wakes send again, and without the wait each wave would be a write of its
-        own, waking every worker again. Whatever wakes the committer (replies
-        read, a message sent or run, the store stopping) looks again: the wait
-        ends once the group answers anyone, or nothing is due, or the store stops.
+        own, waking every worker again. It ends once the group answers anyone
+        (an activation, a reply, a release: :meth:`check_linger`), nothing is
+        due any more, or the store stops.
         """
         asked = self._asked
-        deadline = trio.current_time() + self._linger_limit
-        while True:
-            self.replies_in = self._dirty = trio.Event()  # (one event: any news ends a nap)
-            with trio.move_on_at(deadline) as waiting:
-                await self.replies_in.wait()
-            if waiting.cancelled_caught:
-                break
-            with self.lock:
-                if self.closed or self._answering() or not self.awaiting_replies():
-                    break
+        assert self.replies_in is not None
+        with trio.move_on_after(self._linger_limit) as waiting:
+            await self.replies_in.wait()
         self.replies_in = None
         with self.lock:
             if self._asked is asked:  # (a caller's thread may have written a newer one)

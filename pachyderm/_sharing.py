@@ -128,10 +128,10 @@ class Sharing:
                 reply.resolve(None, _waiting(ident, bytes(record).decode()), call_now)
             else:
                 reply.resolve(None, self._remote_failure(ident[0], dead_letter_id), call_now)
-        replies_in = runtime.replies_in
-        if replies_in is not None and not runtime.awaiting_replies():
-            # (answered, or taken over here with the partition: adopted above)
-            replies_in.set()  # the committer writes now: the callers woken here join it
+        if runtime.replies_in is not None:
+            # Answered, or taken over here with the partition (adopted above), or handed
+            # over: the committer writes now, and the callers woken here join it.
+            runtime.check_linger()
 
     def _tell_followers(self, updates: Updates) -> None:
         """Changes committed by other processes to entities followed here, each told once."""
