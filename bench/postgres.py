@@ -33,6 +33,7 @@ from bench.throughput import (
 from ecosystems import Postgres
 from ecosystems._postgres_storage import partition_of
 from pachyderm._layout import address_key
+from pachyderm._shell import ShellEcosystem
 from tests.postgres_server import HOW_TO_GET_ONE, running_server
 
 
@@ -177,24 +178,27 @@ def client_send_sync(dsn: str, count: int, worker_processes: int) -> float:
         return trio.run(run)
 
 
+def _shell_client(
+    dsn: str, worker_processes: int, measure: Callable[[ShellEcosystem], float]
+) -> float:
+    """``measure`` of a client process's shell face, served by worker processes."""
+    with workers(dsn, worker_processes):
+        try:
+            return measure(Postgres.connect(dsn, worker=False))
+        finally:
+            Postgres.close()
+
+
 def client_threads_send_sync(dsn: str, per_thread: int, worker_processes: int) -> float:
     """A client process's threads calling shell send_sync (a web server's request threads),
     served by worker processes."""
-    with workers(dsn, worker_processes):
-        try:
-            return threads_round_trips(Postgres.connect(dsn, worker=False), per_thread)
-        finally:
-            Postgres.close()
+    return _shell_client(dsn, worker_processes, lambda eco: threads_round_trips(eco, per_thread))
 
 
 def client_sequential_send_sync(dsn: str, count: int) -> float:
     """Round trips per second of a client process's shell-face send_sync, one after
     another, served by a worker process (a web app's process, a request at a time)."""
-    with workers(dsn, 1):
-        try:
-            return sequential_round_trips(Postgres.connect(dsn, worker=False), count)
-        finally:
-            Postgres.close()
+    return _shell_client(dsn, 1, lambda eco: sequential_round_trips(eco, count))
 
 
 def takeover_seconds(dsn: str, lease: float = 2.0) -> float:

@@ -170,8 +170,7 @@ class Dispatcher:
         group = self.commit.open
         cast(SharedBatch, group.batch).forward(ident, seq, blob, reply is not None)
         if reply is not None:
-            self.remote[seq] = (reply, group, ident)
-            group.replies_due += 1
+            self.await_reply(seq, reply, group, ident)
         self._on_commit()
 
     def send(self, ident: Ident, address: Entity[Any, Any] | None, blob: bytes) -> None:
@@ -220,6 +219,13 @@ class Dispatcher:
         reply = None if remote is None else remote[0]
         record.inbox.append(Envelope(seq, blob, reply, group, token))
         return record
+
+    def await_reply(self, seq: int, reply: Reply, group: Group | None, ident: Ident) -> None:
+        """A caller here waits on a reply from elsewhere to message ``seq``, accepted in
+        ``group`` (None: stored, known from the store); counted in the group."""
+        self.remote[seq] = (reply, group, ident)
+        if group is not None:
+            group.replies_due += 1
 
     def answered(self, seq: int) -> tuple[Reply, Group | None, Ident] | None:
         """Stop waiting on a reply from elsewhere to message ``seq``: its entry, if any."""

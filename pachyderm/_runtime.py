@@ -523,8 +523,7 @@ class Runtime:
                 self.dispatcher.deliver(ident, address, blob, None)
             except BaseException as error:
                 raise self._fail(error, "carrying out a transition") from error
-            if self.replies_in is not None:  # (run at once: it may answer others)
-                self.check_linger()
+            self.check_linger()  # (run at once, it may answer others)
             sleeper = sleep_until_finished(group.tasks)
         self._dirty.set()
         await sleeper
@@ -545,8 +544,7 @@ class Runtime:
                 self.dispatcher.deliver(ident, address, blob, reply)
             except BaseException as error:
                 raise self._fail(error, "carrying out a transition") from error
-            if self.replies_in is not None:  # (run at once: it may answer others)
-                self.check_linger()
+            self.check_linger()  # (run at once, it may answer others)
         self._dirty.set()
         return load_state(address, await reply.wait())
 
@@ -805,8 +803,7 @@ class Runtime:
                     except Exception as error:  # a read of the store failed: nothing changed
                         self._fail(error, "carrying out a transition")
                         return
-                    if self.replies_in is not None:
-                        self.check_linger()
+                    self.check_linger()
                 self._dirty.set()
                 if self._settling:
                     self._pulse()

@@ -128,10 +128,9 @@ class Sharing:
                 reply.resolve(None, _waiting(ident, bytes(record).decode()), call_now)
             else:
                 reply.resolve(None, self._remote_failure(ident[0], dead_letter_id), call_now)
-        if runtime.replies_in is not None:
-            # Answered, or taken over here with the partition (adopted above), or handed
-            # over: the committer writes now, and the callers woken here join it.
-            runtime.check_linger()
+        # Answered, or taken over here with the partition (adopted above), or handed over:
+        # a committer waiting for replies writes now, and the callers woken here join it.
+        runtime.check_linger()
 
     def _tell_followers(self, updates: Updates) -> None:
         """Changes committed by other processes to entities followed here, each told once."""
@@ -164,9 +163,9 @@ class Sharing:
                         envelope.token if envelope.group is group else None, envelope.seq
                     )
                     # (its group: whether it was stored says what a failure tells the caller)
-                    dispatcher.remote[envelope.seq] = (envelope.reply, envelope.group, record.ident)
-                    if envelope.group is not None:
-                        envelope.group.replies_due += 1
+                    dispatcher.await_reply(
+                        envelope.seq, envelope.reply, envelope.group, record.ident
+                    )
             if record.scheduled:
                 record.scheduled = False
                 dispatcher.run_queue.remove(record)
