@@ -29,7 +29,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 from simulation._explore import (
@@ -72,8 +71,6 @@ Arrivals = tuple[list[bytes], list[frozenset[bytes]], list[bytes], list[bytes]]
 Verdict = tuple[frozenset[bytes], Any] | None
 _EMPTY: frozenset[bytes] = frozenset()
 _KEY_SETS = 1 << 16  # sleep sets' keys remembered, then all forgotten at once
-# A candidate's sleep set, parent's key and action's key (see Worker.candidates).
-_SLEEP, _PARENT, _ACTION = itemgetter(2), itemgetter(3), itemgetter(4)
 
 
 @dataclass(frozen=True)
@@ -124,10 +121,15 @@ class Worker:
         self.reduce = config.symmetry is None and config.max_depth is None
         self.stored: dict[bytes, frozenset[bytes]] = {}  # owned keys -> asleep when taken
         self.shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # one of each sleep set
-        # Children made this level, by owner: key -> [world, node, sleep set, parent key,
-        # action key, parent, plan, parent's actions]; a planned child's world (None) is
-        # made when taken.
+        # Children made this level, by owner: key -> [world, node, parent, plan, parent's
+        # actions, place]; a planned child's world (None) is made when taken. What the
+        # owner is told goes in columns as they are made, in the same order (sleep set,
+        # parent's key, action's key), at ``place``: read back entry by entry, a level's
+        # worth of entries would be fetched from memory again.
         self.candidates: list[dict[bytes, list[Any]]] = [{} for _ in range(workers)]
+        self.columns: list[tuple[list[int], list[bytes], list[bytes]]] = [
+            ([], [], []) for _ in range(workers)
+        ]
         self.arrivals: Arrivals = ([], [], [], [])  # this worker's children that it owns
         self.mine: dict[bytes, Verdict] = {}  # this worker's verdicts on its own children
         self.fresh: tuple[list[list[bytes]], set[bytes]] = ([], set())  # for newest()
@@ -148,8 +150,9 @@ class Worker:
         self.key_sets: dict[int, frozenset[bytes]] = {0: _EMPTY}  # bits -> their keys
         if initial is not None:
             key = self.key(initial)
-            start: list[Any] = [initial, None, 0, b"", b"", None, None, None]
-            self.candidates[owner_of(key, workers)][key] = start
+            owner = owner_of(key, workers)
+            self.candidates[owner][key] = [initial, None, None, None, None, 0]
+            self.columns[owner] = ([0], [b""], [b""])
 
     def key(self, world: World) -> bytes:
         symmetry = self.config.symmetry
@@ -380,14 +383,16 @@ class Worker:
         let this worker take, each made if it was only planned, and checked as it comes
         (and the level's final worlds once all have come). With ``last`` (a budget ran
         out), only new worlds with keys up to it."""
-        tables = self.candidates
+        tables, columns = self.candidates, self.columns
         self.candidates = [{} for _ in tables]  # for the children of these
-        return self._checking(depth, tables, verdicts, last)
+        self.columns = [([], [], []) for _ in tables]
+        return self._checking(depth, tables, [sleeps for sleeps, _, _ in columns], verdicts, last)
 
     def _checking(
         self,
         depth: int,
         tables: list[dict[bytes, list[Any]]],
+        sleeps: list[list[int]],
         verdicts: dict[bytes, Verdict],
         last: bytes | None,
     ) -> Iterator[Item]:
@@ -396,8 +401,9 @@ class Worker:
         finals: list[bytes] = []
         every = not verdicts and last is None  # the common case: every child, as made
         items = 0
-        for key, entry in chain.from_iterable(table.items() for table in tables):
-            world, node, sleep, _, _, parent, plan, parent_actions = entry
+        made = chain.from_iterable(map(zip, (t.items() for t in tables), sleeps))
+        for (key, entry), sleep in made:
+            world, node, parent, plan, parent_actions, _ = entry
             before = None
             if not every:
                 if key in verdicts:
@@ -485,7 +491,7 @@ class Worker:
         self.items = []
         config = self.config
         network, failures, reduce = config.network, config.failures, self.reduce
-        candidates = self.candidates
+        candidates, columns = self.candidates, self.columns
         workers = self.workers
         after = self.masks.after
         key_of = self.key if config.symmetry is not None else None
@@ -525,17 +531,22 @@ class Worker:
                     if asleep:
                         sleep = after(asleep, action, world, plan)
                     asleep |= action.bit
-                table = candidates[child_key[-1] % workers]  # by owner: see owner_of
+                owner = child_key[-1] % workers  # see owner_of
+                table = candidates[owner]
+                sleeps, parents, action_keys = columns[owner]
                 candidate = table.get(child_key)
                 if candidate is None:
-                    entry = [child, child_node, sleep, key, action.key, world, plan, actions]
-                    table[child_key] = entry
+                    table[child_key] = [child, child_node, world, plan, actions, len(sleeps)]
+                    sleeps.append(sleep)
+                    parents.append(key)
+                    action_keys.append(action.key)
                 else:  # made twice here: one child, as for the owner's merge
-                    candidate[2] &= sleep
-                    if (key, action.key) < (candidate[3], candidate[4]):
+                    place = candidate[5]
+                    sleeps[place] &= sleep
+                    if (key, action.key) < (parents[place], action_keys[place]):
                         candidate[0], candidate[1] = child, child_node
-                        candidate[3], candidate[4] = key, action.key
-                        candidate[5], candidate[6], candidate[7] = world, plan, actions
+                        candidate[2], candidate[3], candidate[4] = world, plan, actions
+                        parents[place], action_keys[place] = key, action.key
                 if transitions < next_look:
                     continue
                 now = time.monotonic()  # (looks adapt as the search's own do: see _Budget)
@@ -556,14 +567,9 @@ class Worker:
         blobs: list[bytes | None] = [None] * workers
         key_sets = self.key_sets
         for owner, table in enumerate(candidates):
-            entries = table.values()
-            self.know_keys(set(map(_SLEEP, entries)))  # each mask's keys, found once
-            part = (
-                list(table),
-                list(map(key_sets.__getitem__, map(_SLEEP, entries))),
-                list(map(_PARENT, entries)),
-                list(map(_ACTION, entries)),
-            )
+            sleeps, parents, action_keys = columns[owner]
+            self.know_keys(set(sleeps))  # each mask's keys, found once
+            part = (list(table), list(map(key_sets.__getitem__, sleeps)), parents, action_keys)
             if owner == self.index:
                 self.arrivals = part
             else:
