@@ -33,7 +33,7 @@ from simulation._world import World
 
 __all__ = ["check_workers", "explore_parallel"]
 
-_TOLERANCE = 0.02  # a worker this far over its share of a level's actions gives the rest away
+_TOLERANCE = 0.05  # a worker this far over its share of a level's actions gives the rest away
 _SLACK = 32  # ...and always this many: shipping a handful costs more than it saves
 _MAX_WORKERS = 256  # owner_of() reads one byte
 
