@@ -796,6 +796,10 @@ def _run(
         outcome = activate(recipient, state, message, max_message_bytes)
     if isinstance(outcome, Failed):
         error = outcome.error
+        if not isinstance(error, Exception):
+            # Ctrl-C (or SystemExit) landing in a handler stops the search: it is the
+            # caller's, not a failure of the system being explored.
+            raise error
         return _Outcome(None, (), (), outcome, exception_text(error))  # (storable, always)
     state_bytes = outcome.state_bytes
     entry = state_entry(

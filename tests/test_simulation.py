@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -120,6 +121,76 @@ def test_a_failing_activation_is_a_dead_letter_in_the_world() -> None:
     )
     finals = Simulation.exhaust(envelopes, network="fifo")
     assert [(w.state_of(Fragile("f")), len(w.dead_letters)) for w in finals] == [({"count": 2}, 1)]
+
+
+class _Raises(Entity[Any, int]):
+    """Raises what it is told to (by name) on message "raise"; counts the rest."""
+
+    entity_name = "tests.Raises"
+    what: type[BaseException] = KeyboardInterrupt
+
+    def activate(self, message: Any, state: Any) -> tuple[Outbox, int]:
+        if message == "raise":
+            raise self.what()
+        return [], (state or 0) + 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
+def test_ctrl_c_or_system_exit_in_a_handler_stops_the_search(
+    error: type[BaseException], workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KeyboardInterrupt or SystemExit raised in a handler is the caller's: the search
+    stops with it, rather than counting it as the system's dead letter and going on."""
+    monkeypatch.setattr(_Raises, "what", error)
+    envelopes = [(_Raises("a"), 1), (_Raises("a"), "raise"), (_Raises("b"), 2)]
+    with pytest.raises(error):
+        Simulation.explore(envelopes, workers=workers)
+    with pytest.raises(error):
+        Simulation.run(envelopes)
+
+
+def test_a_real_ctrl_c_during_a_handler_stops_the_search() -> None:
+    """SIGINT landing while a handler computes raises KeyboardInterrupt from explore."""
+    code = """
+import time
+from typing import Any
+from pachyderm import Entity
+from simulation import Simulation
+
+class Slow(Entity[Any, int]):
+    entity_name = "tests.Slow"
+    def init(self) -> int:
+        return 0
+    def activate(self, message: Any, state: int) -> Any:
+        started = time.monotonic()
+        while time.monotonic() - started < 0.05:
+            pass
+        return [], state + message
+
+print("searching", flush=True)
+result = Simulation.explore([(Slow(i % 2), i) for i in range(8)], timeout=60)
+print("returned", result, flush=True)
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "searching\n"
+        time.sleep(0.5)  # nearly all of a search's time is in the handler
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "returned" not in out
+    assert "KeyboardInterrupt" in err
 
 
 def test_failures_as_violations_show_the_trace_and_received_messages() -> None:
