@@ -446,6 +446,11 @@ class World:
 
     def state_of(self, address: Entity[Any, StateT]) -> StateT:
         """The state of ``address`` (its ``init()`` if it was never activated)."""
+        if not isinstance(address, Entity):
+            raise InvalidAddressError(
+                f"state_of takes an entity address, like Counter('my_counter'); got "
+                f"{describe(address)}"
+            )
         state: StateT = load_state(address, self.record_at(encode_canonical(address)))
         return state
 

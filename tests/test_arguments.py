@@ -323,6 +323,16 @@ def test_bad_simulation_arguments(label: str, make: Callable[[], object], shown:
     assert shown in str(caught.value)
 
 
+@pytest.mark.parametrize("address", ["c", None, ("Counter", "c")], ids=["str", "None", "tuple"])
+def test_a_world_asked_for_the_state_of_a_non_address_says_so(address: object) -> None:
+    """World.state_of refuses what is not an entity address, showing the value and type."""
+    world = Simulation.run([(Counter("c"), "inc")])
+    with pytest.raises(InvalidAddressError) as caught:
+        world.state_of(address)  # type: ignore[arg-type]
+    assert describe(address) in str(caught.value)
+    assert "Counter('my_counter')" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("verb", "options", "shown"),
     [
