@@ -14,6 +14,11 @@ def trace_text(trace: Sequence[Action]) -> str:
     return "\n".join(f"{number}. {action}" for number, action in enumerate(trace, 1))
 
 
+# Mermaid reads ";" as the end of a statement and "#" as the start of an entity code, and
+# keeps quotes as written: both are written as entity codes, which it shows as themselves.
+_MERMAID = str.maketrans({"#": "#35;", ";": "#59;", "\n": " ", "\r": " "})
+
+
 def _participant(name: str, names: dict[str, str]) -> str:
     if name not in names:
         names[name] = f"p{len(names)}"
@@ -25,7 +30,7 @@ def sequence_diagram(trace: Sequence[Action]) -> str:
     names: dict[str, str] = {}
     arrows = []
     for action in trace:
-        text = repr(action.message).replace(";", ",").replace("\n", " ")
+        text = repr(action.message).translate(_MERMAID)
         timer = action.timer
         if timer is not None:
             owner = _participant(repr(timer.owner), names)
@@ -43,6 +48,10 @@ def sequence_diagram(trace: Sequence[Action]) -> str:
             arrows.append(f"    {sender}-x{recipient}: {text} (lost)")
         else:
             arrows.append(f"    Note over {sender},{recipient}: {text} duplicated")
+    if not trace:
+        arrows.append(f"    Note over {_participant('outside', names)}: no steps: the first world")
     lines = ["sequenceDiagram"]
-    lines.extend(f'    participant {alias} as "{name}"' for name, alias in names.items())
+    lines.extend(
+        f"    participant {alias} as {name.translate(_MERMAID)}" for name, alias in names.items()
+    )
     return "\n".join(lines + arrows)

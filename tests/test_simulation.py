@@ -476,13 +476,38 @@ def test_counterexample_as_mermaid() -> None:
     [violation] = Simulation.explore(envelopes, invariants=[never_hello]).violations
     assert violation.diagram.splitlines() == [
         "sequenceDiagram",
-        '    participant p0 as "outside"',
-        "    participant p1 as " + '"' + "Relay('relay')" + '"',
-        "    participant p2 as " + '"' + "Recorder('r')" + '"',
+        "    participant p0 as outside",
+        "    participant p1 as Relay('relay')",
+        "    participant p2 as Recorder('r')",
         "    p0->>p1: (Recorder('r'), 'hello')",
         "    p1->>p2: 'hello'",
     ]
     assert "never_hello fails after 2 steps" in str(violation)
+
+
+def test_mermaid_shows_hashes_semicolons_and_line_breaks_as_written() -> None:
+    """'#' and ';' in ids and messages (which Mermaid reads as an entity code and the end
+    of a statement) are written so that the diagram shows them; a trace of no steps is a
+    diagram that says so."""
+    envelopes = [(Recorder("#1;a"), "issue #12; fixed\nnow")]
+    [violation] = Simulation.explore(envelopes, final=[lambda world: False]).violations
+    assert violation.diagram.splitlines() == [
+        "sequenceDiagram",
+        "    participant p0 as outside",
+        "    participant p1 as Recorder('#35;1#59;a')",
+        "    p0->>p1: 'issue #35;12#59; fixed\\nnow'",  # (repr: a backslash and an n)
+    ]
+
+    def never(world: World) -> bool:
+        return False
+
+    [at_start] = Simulation.explore(envelopes, invariants=[never]).violations
+    assert at_start.trace == ()
+    assert at_start.diagram.splitlines() == [
+        "sequenceDiagram",
+        "    participant p0 as outside",
+        "    Note over p0: no steps: the first world",
+    ]
 
 
 def test_random_walk_replays_from_its_seed() -> None:
