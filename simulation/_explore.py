@@ -72,18 +72,29 @@ _QUIET_FOR = 2.0  # a search shorter than this prints nothing on its own
 _WORLD_SHOWN = 2_000  # characters of a violating world in its str (all of it: .world)
 
 
-def failed_checks(world: World, checks: Sequence[Property]) -> list[tuple[str, str]]:
+def failed_checks(
+    world: World, checks: Sequence[Property], trace: Callable[[], tuple[Action, ...]]
+) -> list[tuple[str, str]]:
     """``(name, detail)`` of each check that ``world`` fails (returns False or raises
-    AssertionError, whose text is the detail)."""
+    AssertionError, whose text is the detail).
+
+    A check that raises anything else is broken, not failed: its error goes to the
+    caller with a note naming the check, the world and ``trace()``, the steps to it.
+    """
     failed = []
     for check in checks:
+        name = getattr(check, "__name__", repr(check))
         try:
             passed = check(world)
             detail = ""
         except AssertionError as error:
             passed, detail = False, str(error)
+        except Exception as error:
+            steps = trace_text(trace()) or "(none: the first world)"
+            error.add_note(f"raised by the check {name} on {world!r}, reached by:\n{steps}")
+            raise
         if passed is False:
-            failed.append((getattr(check, "__name__", repr(check)), detail))
+            failed.append((name, detail))
     return failed
 
 
@@ -325,7 +336,7 @@ class _Search:
 
     def check(self, world: World, checks: Sequence[Property], reached: bytes) -> None:
         """Run ``checks`` on ``world``, reached as the world fingerprinted ``reached``."""
-        for name, detail in failed_checks(world, checks):
+        for name, detail in failed_checks(world, checks, lambda: self.trace_to(reached)):
             trace = self.trace_to(reached)
             self.result.violations.append(Violation(name, world, trace, detail))
             if self.stop_at_first_violation:

@@ -473,7 +473,7 @@ class Worker:
         node: Node,
         final_key: bytes | None,
     ) -> None:
-        for name, detail in failed_checks(world, checks):
+        for name, detail in failed_checks(world, checks, lambda: trace_of(node)):
             self.violations.append(((*where, name), name, world, node, detail, final_key))
 
     def expand(
