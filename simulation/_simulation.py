@@ -69,6 +69,9 @@ def _unknown_options(
     )
 
 
+_SHOWN_STEPS = 10  # of a run that never goes quiet: its last steps
+
+
 class Simulation:
     """A deterministic ecosystem whose worlds are plain values.
 
@@ -117,9 +120,15 @@ class Simulation:
         set_order: dict[bytes, int] = {}  # timers, in the order they were set
         while not current.quiescent:
             if len(trace) >= max_steps:
+                last = len(trace) - len(trace[-_SHOWN_STEPS:]) + 1
+                steps = "\n".join(
+                    f"{number}. {action}"
+                    for number, action in enumerate(trace[-_SHOWN_STEPS:], last)
+                )
                 raise PachydermError(
-                    f"the system was still busy after max_steps={max_steps:,} steps; "
-                    f"it may never go quiet. Raise max_steps, or look at the last steps."
+                    f"the system was still busy after max_steps={max_steps:,} steps; it may "
+                    f"never go quiet. Raise max_steps, or look at the last steps:\n{steps}\n"
+                    f"world now: {current!r}"
                 )
             for timer in current.pending:  # (an entity's ties keep their order there)
                 set_order.setdefault(timer.key, len(set_order))

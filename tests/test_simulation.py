@@ -18,7 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecosystems import InMemory
-from pachyderm import Entity, ExplorationError, InvalidArgumentError, Outbox, TimerOrderWarning
+from pachyderm import (
+    Entity,
+    ExplorationError,
+    InvalidArgumentError,
+    Outbox,
+    PachydermError,
+    TimerOrderWarning,
+)
 from simulation import Simulation, World, _explore, _step
 from simulation._step import Action, SleepMasks, packed, unpacked
 from tests.entities import (
@@ -98,14 +105,19 @@ def test_run_delivers_in_send_order() -> None:
 
 
 def test_run_stops_a_system_that_never_goes_quiet() -> None:
-    """A message loop is stopped at max_steps with an error saying so."""
+    """A message loop is stopped at max_steps with an error saying so, showing its last ten
+    steps, numbered as in the run, and the world it got to."""
 
     class Echo(Entity[Any, int]):
         def activate(self, message: Any, state: Any) -> tuple[Outbox, int]:
             return [(self, message)], (state or 0) + 1
 
-    with pytest.raises(Exception, match="max_steps=50"):
+    with pytest.raises(PachydermError, match="max_steps=50") as caught:
         Simulation.run([(Echo("e"), "ping")], max_steps=50)
+    lines = str(caught.value).splitlines()
+    echo = repr(Echo("e"))
+    assert lines[1:11] == [f"{n}. deliver {echo} -> {echo}: 'ping'" for n in range(41, 51)]
+    assert lines[11] == f"world now: World({{{echo}: 50}}, in_flight=[({echo}, 'ping')])"
 
 
 def test_a_failing_activation_is_a_dead_letter_in_the_world() -> None:
