@@ -27,7 +27,7 @@ from pachyderm._log import log
 from pachyderm._step import Failed
 from pachyderm.errors import InvalidArgumentError, describe, exception_text
 from simulation._network import Network
-from simulation._render import sequence_diagram, trace_text
+from simulation._render import counted, sequence_diagram, trace_text
 from simulation._step import (
     PACK_FROM,
     Action,
@@ -129,12 +129,15 @@ class Violation:
     detail: str = ""
 
     def __str__(self) -> str:
-        heading = f"{self.property_name} fails after {len(self.trace)} steps: {self.detail}"
-        world = shortened(repr(self.world), _WORLD_SHOWN)
-        return f"{heading.rstrip()}\n{trace_text(self.trace)}\nworld: {world}"
+        when = f"after {counted(len(self.trace), 'step')}" if self.trace else "at the start"
+        lines = [f"{self.property_name} fails {when}" + (f": {self.detail}" if self.detail else "")]
+        if self.trace:
+            lines.append(trace_text(self.trace))
+        lines.append(f"world: {shortened(repr(self.world), _WORLD_SHOWN)}")
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"<Violation of {self.property_name} after {len(self.trace)} steps>"
+        return f"<Violation of {self.property_name} after {counted(len(self.trace), 'step')}>"
 
     @property
     def diagram(self) -> str:
@@ -188,20 +191,21 @@ class Exploration:
             gaps = f", {self.timer_gaps:,} timer-order gap{'s' if self.timer_gaps > 1 else ''}"
         return (
             f"<Exploration {'complete' if self.complete else 'incomplete'}: "
-            f"{self.unique_states:,} worlds, {len(self.final_worlds):,} final, "
-            f"{len(self.violations):,} violations, {self.seconds:.3g} s{gaps}>"
+            f"{counted(self.unique_states, 'world')}, {len(self.final_worlds):,} final, "
+            f"{counted(len(self.violations), 'violation')}, {self.seconds:.3g} s{gaps}>"
         )
 
     def __str__(self) -> str:
         if self.stopped is not None:
             how = f"stopped early ({self.stopped})"
         elif self.truncated:
-            how = f"incomplete: {self.truncated:,} paths cut at max_depth"
+            how = f"incomplete: {counted(self.truncated, 'path')} cut at max_depth"
         else:
             how = "complete"
         lines = [
-            f"exploration {how}: {self.unique_states:,} worlds, "
-            f"{self.transitions:,} transitions, {len(self.final_worlds):,} final worlds, "
+            f"exploration {how}: {counted(self.unique_states, 'world')}, "
+            f"{counted(self.transitions, 'transition')}, "
+            f"{counted(len(self.final_worlds), 'final world')}, "
             f"{self.seconds:.3g} s"
         ]
         if self.timer_gaps:

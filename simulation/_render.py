@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 from simulation._step import Action
 
-__all__ = ["sequence_diagram", "trace_text"]
+__all__ = ["counted", "sequence_diagram", "trace_text"]
+
+
+def counted(number: int, noun: str) -> str:
+    """``number`` of ``noun``, plural but for one: "1 step", "1,024 worlds"."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def trace_text(trace: Sequence[Action]) -> str:

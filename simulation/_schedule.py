@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pachyderm.errors import InvalidArgumentError, describe
 from simulation._network import Network, check_network, initial_world
-from simulation._render import sequence_diagram, trace_text
+from simulation._render import counted, sequence_diagram, trace_text
 from simulation._step import Action, enabled, step
 from simulation._world import World
 
@@ -44,11 +44,11 @@ class Execution:
 
     def __str__(self) -> str:
         origin = f" (seed {self.seed})" if self.seed is not None else ""
-        return f"execution of {len(self.trace)} steps{origin}:\n{trace_text(self.trace)}"
+        return f"execution of {counted(len(self.trace), 'step')}{origin}:\n{trace_text(self.trace)}"
 
     def __repr__(self) -> str:
         origin = f", seed {self.seed}" if self.seed is not None else ""
-        return f"<Execution of {len(self.trace)} steps{origin}>"
+        return f"<Execution of {counted(len(self.trace), 'step')}{origin}>"
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))

@@ -111,7 +111,7 @@ def test_fine(pachyderm_explore):
     )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
-        ["*fails after 1 steps*", "1. deliver outside -> Log('log'): '<b>'"]
+        ["*fails after 1 step*", "1. deliver outside -> Log('log'): '<b>'"]
     )
     [mermaid] = diagrams.glob("*test_order-*.mmd")
     assert mermaid.read_text().startswith("sequenceDiagram")
@@ -137,7 +137,7 @@ def test_ids(pachyderm_explore, tag):
     result = run(pytester, body, f"--pachyderm-diagrams={diagrams}")
     result.assert_outcomes(failed=4)
     # Counted at line starts: with $CI set, pytest's short summary repeats each message.
-    traces = [line for line in result.outlines if line.startswith("<lambda> fails after 1 steps")]
+    traces = [line for line in result.outlines if line.startswith("<lambda> fails after 1 step")]
     assert len(traces) == 4
     assert len(list(diagrams.glob("*.mmd"))) == 4
     assert len(list(diagrams.glob("*.html"))) == 4
@@ -275,4 +275,4 @@ def test_alarms(pachyderm_explore):
     )
     result = run(pytester, body, "-W", "error::pachyderm.TimerOrderWarning")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*<lambda> fails after 1 steps*", "diagram: *"])
+    result.stdout.fnmatch_lines(["*<lambda> fails after 1 step*", "diagram: *"])

@@ -553,8 +553,14 @@ def test_mermaid_shows_hashes_semicolons_and_line_breaks_as_written() -> None:
     def never(world: World) -> bool:
         return False
 
+    first = repr(Simulation.replay(envelopes, ()))
+
     [at_start] = Simulation.explore(envelopes, invariants=[never]).violations
     assert at_start.trace == ()
+    assert str(at_start).splitlines()[:2] == [
+        "never fails at the start",
+        f"world: {first}",
+    ]
     assert at_start.diagram.splitlines() == [
         "sequenceDiagram",
         "    participant p0 as outside",
