@@ -164,13 +164,18 @@ class Explorer:
         allow_incomplete: bool = False,
         **options: Any,
     ) -> Exploration:
+        from pachyderm.errors import InvalidArgumentError
         from simulation import Simulation
 
+        __tracebackhide__ = True  # pytest shows a failure at the test's own call
         # Warnings held back until the result is judged: one turned into an error
         # (-W error::pachyderm.TimerOrderWarning) must not hide a violation's trace.
         with warnings.catch_warnings(record=True) as held:
             warnings.simplefilter("always")
-            result = Simulation.explore(envelopes, world, **options)
+            try:
+                result = Simulation.explore(envelopes, world, **options)
+            except InvalidArgumentError as error:  # the message says it all: not explore's code
+                raise error.with_traceback(None) from None
         if result.violations:
             violation = result.violations[0]
             try:

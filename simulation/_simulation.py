@@ -184,6 +184,8 @@ class Simulation:
             count_paths: also count, for each final world, how many delivery
                 orders lead to it (``path_counts``), over the state graph. This
                 takes every transition: the search is breadth-first, unreduced.
+                With ``max_depth``, the orders within it (``{}`` if none ends
+                within it); None if a budget or a violation stopped the search.
             failures: ``"dead_letter"`` (as live: a failed activation's message
                 joins the world's dead letters, the entity keeps its state and
                 goes on) or ``"violation"`` (each failure is a violation, with

@@ -110,9 +110,7 @@ def test_fine(pachyderm_explore):
         f"--pachyderm-diagrams={diagrams}",
     )
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(
-        ["*fails after 1 step*", "1. deliver outside -> Log('log'): '<b>'"]
-    )
+    result.stdout.fnmatch_lines(["*fails after 1 step*", "1. deliver outside -> Log('log'): '<b>'"])
     [mermaid] = diagrams.glob("*test_order-*.mmd")
     assert mermaid.read_text().startswith("sequenceDiagram")
     page = mermaid.with_suffix(".html").read_text()
@@ -171,6 +169,28 @@ def test_allowed(pachyderm_explore):
     )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*did not visit every world*stopped early (max_worlds)*"])
+
+
+def test_a_misspelt_option_fails_at_the_tests_call_with_the_message_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    """A bad option to pachyderm_explore fails the test with the refusal (naming the
+    option meant) at the test's own line, not with a page of Simulation.explore's code."""
+    result = run(
+        pytester,
+        """
+def test_typo(pachyderm_explore):
+    pachyderm_explore([(Counter("c"), "inc")], invariant=[lambda w: True])
+""",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            ">*pachyderm_explore(*invariant=*",
+            "E*InvalidArgumentError: *no option 'invariant' (did you mean 'invariants'?)*",
+        ]
+    )
+    assert "def explore(" not in result.stdout.str()
 
 
 def test_a_bad_ecosystem_choice_is_a_usage_error(pytester: pytest.Pytester) -> None:
