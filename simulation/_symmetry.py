@@ -2,13 +2,15 @@
 
 Three identical replicas make 3! = 6 copies of most worlds, each explored for
 nothing. Declared interchangeable (``symmetric=[[R(0), R(1), R(2)]]``), a world
-is identified by the smallest canonical encoding among its renamings (every
+is identified by the smallest fingerprint among its renamings (every
 permutation of every group applied to states, messages in flight, timers and
 dead letters, addresses inside values included): one world per equivalence
-class. Sound only if the entities really are interchangeable: same class,
-handlers that do not treat one id differently from another, and a start that
-is the same under renaming. A dead letter's error text is not renamed, so
-worlds with dead letters may be merged less, never wrongly.
+class. Renaming a part decodes and encodes it, so each renaming keeps the
+parts it renamed: worlds share most of theirs. Sound only if the entities
+really are interchangeable: same class, handlers that do not treat one id
+differently from another, and a start that is the same under renaming. A dead
+letter's error text is not renamed, so worlds with dead letters may be merged
+less, never wrongly.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from simulation._world import (
 __all__ = ["Symmetry", "check_symmetric"]
 
 Renaming = dict[Entity[Any, Any], Entity[Any, Any]]
-MAX_RENAMINGS = 40_320  # 8!: each world is encoded once per renaming
+MAX_RENAMINGS = 40_320  # 8!: each world is renamed once per renaming
+_CACHED_PARTS = 1 << 16  # renamed parts kept per renaming, then all forgotten at once
 
 
 def check_symmetric(groups: object) -> list[tuple[Entity[Any, Any], ...]]:
@@ -103,29 +106,43 @@ class Symmetry:
                 renaming.update(part)
             if any(source != target for source, target in renaming.items()):
                 self.renamings.append(renaming)  # the identity is the world itself
+        # Each renaming's renamed parts (states, messages, timers, dead letters), by what
+        # names them: worlds share most of their parts, and renaming one decodes and
+        # encodes every address and value in it.
+        self.renamed: list[dict[Any, Any]] = [{} for _ in self.renamings]
 
     def fingerprint(self, world: World) -> bytes:
-        """The fingerprint of the smallest renaming of ``world``: one per equivalence class."""
-        return hashlib.blake2b(self.smallest(world).canonical, digest_size=16).digest()
+        """One per equivalence class: of the smallest fingerprint among ``world``'s renamings
+        (hashed again, so that its bytes are as evenly spread as any fingerprint's)."""
+        smallest = world.total
+        for index in range(len(self.renamings)):
+            smallest = min(smallest, self.rename(world, index).total)
+        return hashlib.blake2b(smallest.to_bytes(16, "little"), digest_size=16).digest()
 
-    def smallest(self, world: World) -> World:
-        """The renaming of ``world`` with the smallest canonical bytes (``world`` on a tie)."""
-        best = world
-        for renaming in self.renamings:
-            candidate = self.rename(world, renaming)
-            if candidate.canonical < best.canonical:
-                best = candidate
-        return best
-
-    def rename(self, world: World, renaming: Renaming) -> World:
-        """``world`` with every address renamed, inside values too."""
-        states = sorted((self._state(entry, renaming) for entry in world.states), key=_by_key)
-        envelopes = arrange(self.network, [self._envelope(e, renaming) for e in world.envelopes])
+    def rename(self, world: World, index: int) -> World:
+        """``world`` under renaming ``index``: every address renamed, inside values too."""
+        renaming, cache = self.renamings[index], self.renamed[index]
+        if len(cache) > _CACHED_PARTS:
+            cache.clear()
+        states = sorted(
+            (_cached(cache, ("s", e.canonical), self._state, e, renaming) for e in world.states),
+            key=_by_key,
+        )
+        envelopes = arrange(
+            self.network,
+            [
+                _cached(cache, ("e", e.key, e.order), self._envelope, e, renaming)
+                for e in world.envelopes
+            ],
+        )
         pending = sorted(
-            (self._timer(timer, renaming) for timer in world.pending),
+            (_cached(cache, ("t", t.key), self._timer, t, renaming) for t in world.pending),
             key=lambda timer: (timer.owner_key, timer.due),
         )
-        dead = sorted((self._dead(letter, renaming) for letter in world.dead), key=_by_key)
+        dead = sorted(
+            (_cached(cache, ("d", d.key), self._dead, d, renaming) for d in world.dead),
+            key=_by_key,
+        )
         return World(
             tuple(states),
             envelopes,
@@ -180,6 +197,13 @@ class Symmetry:
             encode_canonical(message),
             letter.error,
         )
+
+
+def _cached(cache: dict[Any, Any], name: Any, rename: Any, part: Any, renaming: Renaming) -> Any:
+    found = cache.get(name)
+    if found is None:
+        found = cache[name] = rename(part, renaming)
+    return found
 
 
 def _by_key(item: Any) -> bytes:

@@ -15,7 +15,7 @@ import pytest
 
 from pachyderm import Entity, InvalidArgumentError
 from simulation import Simulation, World
-from tests.entities import Counter, Recorder, Voter
+from tests.entities import Counter, Fragile, Recorder, Voter
 
 
 def renamed(value: Any, renaming: dict[Any, Any]) -> Any:
@@ -27,13 +27,18 @@ def renamed(value: Any, renaming: dict[Any, Any]) -> Any:
 
 
 def shape(world: World, renaming: dict[Any, Any]) -> str:
-    """A world as plain text after renaming: states by address, messages as a multiset."""
+    """A world as plain text after renaming: states by address, messages and dead letters
+    as multisets, and the fault budgets left."""
     states = sorted(
         (repr(renamed(address, renaming)), repr(renamed(state, renaming)))
         for address, state in world.entities.items()
     )
     flying = sorted(repr(renamed(item, renaming)) for item in world.in_flight)
-    return repr((states, flying))
+    dead = sorted(
+        repr((renamed(letter.address, renaming), renamed(letter.message, renaming), letter.error))
+        for letter in world.dead_letters
+    )
+    return repr((states, flying, dead, world.drops_left, world.duplicates_left))
 
 
 def classes(worlds: list[World], group: list[Any]) -> set[str]:
@@ -85,6 +90,26 @@ def test_addresses_inside_states_and_messages_are_renamed(voters: int, network: 
     assert reduced.unique_states < len({w.fingerprint for w in worlds})
     assert len(plain_finals) == len(list(itertools.permutations(group)))  # every ballot order
     assert len(reduced.final_worlds) == len(classes(plain_finals, group)) == 1
+
+
+@pytest.mark.parametrize("case", ["duplicates", "dead letters", "drops"])
+def test_copies_losses_and_dead_letters_are_explored_once_per_class(case: str) -> None:
+    """Messages delivered twice or lost (the budgets left are part of a world) and dead
+    letters are renamed like the rest: the reduced search visits exactly the oracle's
+    classes, however many worlds share the renamed parts it keeps."""
+    group: list[Any]
+    if case == "dead letters":
+        group = [Fragile(n) for n in range(3)]
+        envelopes: list[tuple[Any, Any]] = [(f, m) for f in group for m in ("one", "boom")]
+        options: dict[str, Any] = {}
+    else:
+        group = [Voter(n) for n in range(3)]
+        envelopes = [(voter, "vote") for voter in group]
+        options = {"duplicates": 1} if case == "duplicates" else {"drops": 1}
+    reduced = Simulation.explore(envelopes, symmetric=[group], **options)
+    worlds = every_world(envelopes, **options)
+    assert reduced.unique_states == len(classes(worlds, group))
+    assert reduced.unique_states < len({w.fingerprint for w in worlds})
 
 
 def test_traces_replay_and_violations_are_still_found() -> None:
