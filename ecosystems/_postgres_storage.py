@@ -46,6 +46,7 @@ from pachyderm.errors import (
     StoreAccessError,
     StoreCorruptedError,
     UnknownDeadLetterError,
+    safe_repr,
 )
 
 __all__ = [
@@ -812,7 +813,7 @@ class PostgresStorage:
         """
         address = layout.address_key(name, entity_id)
         if len(address) > MAX_ADDRESS_BYTES:
-            shown = repr(entity_id)
+            shown = safe_repr(entity_id)
             raise InvalidIdError(
                 f"the entity {name}({shown[:60]}{'...' if len(shown) > 60 else ''}) has an "
                 f"address of {len(address):,} bytes (class name and id), over Postgres' "

@@ -12,6 +12,7 @@ from pachyderm.errors import (
     RegistrationError,
     UpgradeError,
     describe,
+    safe_repr,
 )
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class Entity(Generic[MessageT, StateT]):
         return hash((self.entity_name, self._id))
 
     def __repr__(self) -> str:
-        return f"{type(self).__qualname__}({self._id!r})"
+        return f"{type(self).__qualname__}({safe_repr(self._id)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self._id,))

@@ -38,11 +38,30 @@ __all__ = [
 ]
 
 
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or what can be said of it where that raises: an int too long for
+    Python's limit on int-to-text conversion (4,300 digits), or a ``__repr__`` that fails.
+    Error messages and reprs show ids and messages from anywhere; one must not turn a
+    refusal into a crash."""
+    try:
+        return repr(value)
+    except Exception as error:
+        if isinstance(value, int):
+            return f"<an int of {value.bit_length():,} bits>"
+        return f"<{type(value).__qualname__} whose repr raised {exception_text(error)}>"
+
+
+def shown(value: Any, most: int = 200) -> str:
+    """``value`` as an error message shows it: its repr, cut to ``most`` characters."""
+    text = safe_repr(value)
+    if len(text) > most:
+        return f"{text[:most]}... ({len(text) - most:,} more characters)"
+    return text
+
+
 def describe(value: Any) -> str:
     """Show a value and its type the way every error message here does."""
-    text = repr(value)
-    if len(text) > 200:
-        text = text[:200] + "..."
+    text = shown(value)
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
     # By sound, roughly: "an attack.model.L", but "a uuid.UUID", "a unittest.mock.Mock",
     # "a urllib.parse.ParseResult" (a "you" sound).
@@ -172,13 +191,13 @@ class ActivationError(PachydermError):
 
     def __str__(self) -> str:
         lines = [
-            f"{self.address!r} failed on {self.message!r}: {exception_text(self.cause)}",
+            f"{self.address!r} failed on {shown(self.message)}: {exception_text(self.cause)}",
             "the entity kept its previous state; the message is dead letter "
             f"{self.dead_letter_id} (list with dead_letters(), retry with redeliver()).",
         ]
         if self.recent_messages:
             lines.append("recent messages, oldest first:")
-            lines.extend(f"  {m!r}" for m in self.recent_messages)
+            lines.extend(f"  {shown(m)}" for m in self.recent_messages)
         return "\n".join(lines)
 
 
@@ -231,12 +250,12 @@ class ExplorationError(PachydermError):
 
     def __str__(self) -> str:
         lines = [
-            f"{self.address!r} raised on {self.message!r}: {type(self.cause).__name__}: "
+            f"{self.address!r} raised on {shown(self.message)}: {type(self.cause).__name__}: "
             f"{self.cause}",
             "trace from the initial world:",
             *(f"  {step}. {delivery}" for step, delivery in enumerate(self.trace, 1)),
             f"messages {self.address!r} received on this path, in order:",
-            *(f"  {message!r}" for message in self.received),
+            *(f"  {shown(message)}" for message in self.received),
         ]
         return "\n".join(lines)
 

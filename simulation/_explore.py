@@ -25,7 +25,7 @@ from typing import Any, Literal, cast
 
 from pachyderm._log import log
 from pachyderm._step import Failed
-from pachyderm.errors import InvalidArgumentError, describe, exception_text
+from pachyderm.errors import InvalidArgumentError, describe, exception_text, shown
 from simulation._network import Network
 from simulation._render import counted, sequence_diagram, trace_text
 from simulation._step import (
@@ -43,7 +43,7 @@ from simulation._step import (
     unpacked,
 )
 from simulation._symmetry import Symmetry, check_symmetric
-from simulation._world import World, shortened
+from simulation._world import World
 
 __all__ = [
     "FAILURES",
@@ -112,9 +112,9 @@ def failure_report(failure: Failed, action: Action, trace: tuple[Action, ...]) -
     recipient = action.recipient
     received = [done.message for done in trace if done.activates and done.recipient == recipient]
     lines = [
-        f"{recipient!r} raised on {action.message!r}: {exception_text(failure.error)}",
+        f"{recipient!r} raised on {shown(action.message)}: {exception_text(failure.error)}",
         f"messages {recipient!r} received on this path, in order:",
-        *(f"  {message!r}" for message in received),
+        *(f"  {shown(message)}" for message in received),
     ]
     return "\n".join(lines)
 
@@ -133,7 +133,7 @@ class Violation:
         lines = [f"{self.property_name} fails {when}" + (f": {self.detail}" if self.detail else "")]
         if self.trace:
             lines.append(trace_text(self.trace))
-        lines.append(f"world: {shortened(repr(self.world), _WORLD_SHOWN)}")
+        lines.append(f"world: {shown(self.world, _WORLD_SHOWN)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

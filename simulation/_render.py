@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pachyderm.errors import shown
 from simulation._step import Action
 
 __all__ = ["counted", "sequence_diagram", "trace_text"]
@@ -35,7 +36,7 @@ def sequence_diagram(trace: Sequence[Action]) -> str:
     names: dict[str, str] = {}
     arrows = []
     for action in trace:
-        text = repr(action.message).translate(_MERMAID)
+        text = shown(action.message).translate(_MERMAID)
         timer = action.timer
         if timer is not None:
             owner = _participant(repr(timer.owner), names)

@@ -26,7 +26,7 @@ from pachyderm._step import (
     load_state,
 )
 from pachyderm._timers import due_at
-from pachyderm.errors import exception_text
+from pachyderm.errors import exception_text, shown
 from simulation._network import Network, arrange, deliverable
 from simulation._world import (
     MASK,
@@ -42,7 +42,6 @@ from simulation._world import (
     pending_total,
     power,
     powers,
-    shortened,
     state_entry,
 )
 
@@ -876,7 +875,7 @@ def told_gap(gap: Gap) -> str:
     """A transition that may skip timer orders (see :func:`timer_gap_in`), in words."""
     recipient, blob, held, delay = gap
     return (
-        f"{recipient!r}, on {shortened(repr(decode(blob)))}, set a timer for {delay:g} s "
+        f"{recipient!r}, on {shown(decode(blob))}, set a timer for {delay:g} s "
         f"while holding {held!r}, set for {held.delay:g} s by an earlier message"
     )
 

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 from pachyderm._codec import decode, encode, encode_canonical
 from pachyderm._entity import Entity
 from pachyderm._step import load_state, record_bytes
-from pachyderm.errors import InvalidAddressError, describe
+from pachyderm.errors import InvalidAddressError, describe, safe_repr, shown
 
 __all__ = [
     "MASK",
@@ -125,18 +125,7 @@ class Envelope(NamedTuple):
 
     def __repr__(self) -> str:
         origin = "outside" if self.sender is None else repr(self.sender)
-        return f"{origin} -> {self.recipient!r}: {shortened(repr(self.message))}"
-
-
-_SHOWN = 200  # characters of a message shown in a trace
-
-
-def shortened(text: str, most: int = _SHOWN) -> str:
-    """``text``, cut to ``most`` characters with the count of those left out: a trace of
-    big messages stays readable (the message itself is whole in the action)."""
-    if len(text) <= most:
-        return text
-    return f"{text[:most]}... ({len(text) - most:,} more characters)"
+        return f"{origin} -> {self.recipient!r}: {shown(self.message)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +156,7 @@ class PendingTimer:
         name = "" if self.name is None else f" {self.name!r}"
         return (
             f"timer{name} of {self.owner!r} at {self.due:g} -> {self.recipient!r}: "
-            f"{shortened(repr(self.message))}"
+            f"{shown(self.message)}"
         )
 
 
@@ -187,7 +176,7 @@ class DeadLetter:
         return decode(self.blob)
 
     def __repr__(self) -> str:
-        return f"{self.address!r} failed on {self.message!r}: {self.error}"
+        return f"{self.address!r} failed on {shown(self.message)}: {self.error}"
 
 
 def pending_timer(
@@ -463,7 +452,7 @@ class World:
 
     def __repr__(self) -> str:
         states = ", ".join(
-            f"{s.address!r}: {load_state(s.address, s.record)!r}" for s in self.states
+            f"{s.address!r}: {safe_repr(load_state(s.address, s.record))}" for s in self.states
         )
         extra = ""
         if self.pending:
@@ -472,7 +461,8 @@ class World:
             extra += f", dead_letters={list(self.dead)!r}"
         if self.now:
             extra += f", now={self.now:g}"
-        return f"World({{{states}}}, in_flight={self.in_flight!r}{extra})"
+        flying = ", ".join(f"({to!r}, {safe_repr(message)})" for to, message in self.in_flight)
+        return f"World({{{states}}}, in_flight=[{flying}]{extra})"
 
 
 # Each slot's own setter: a third of the cost of object.__setattr__ by name, for the

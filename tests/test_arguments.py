@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import trio
 
-from ecosystems import LocalDisk, Postgres
+from ecosystems import InMemory, LocalDisk, Postgres
 from examples.sqlite_kind import SQLite
 from pachyderm import (
+    ActivationError,
     Ecosystem,
     EcosystemKind,
     Entity,
@@ -22,6 +23,7 @@ from pachyderm import (
     InvalidArgumentError,
     InvalidIdError,
     ManualClock,
+    Outbox,
     PachydermError,
     UnknownDeadLetterError,
     after,
@@ -366,3 +368,28 @@ def test_a_type_whose_name_starts_with_a_vowel_takes_an() -> None:
     assert describe(5) == "5 (a builtins.int)"
     assert describe(uuid.UUID(int=1)).endswith("(a uuid.UUID)")
     assert describe(unittest.mock.Mock()).endswith("(a unittest.mock.Mock)")
+
+
+class _Boom(Entity[Any, int]):
+    entity_name = "tests.arguments.Boom"
+
+    def activate(self, message: Any, state: Any) -> tuple[Outbox, int]:
+        raise ValueError("boom")
+
+
+def test_values_whose_repr_raises_are_shown_not_raised() -> None:
+    """An int past Python's 4,300 digits has a repr that raises: the errors, addresses,
+    worlds and traces that show one say what it is instead of failing themselves."""
+    huge = 7**9000
+    assert repr(Counter(huge)) == "Counter(<an int of 25,267 bits>)"
+    assert describe(huge) == "<an int of 25,267 bits> (a builtins.int)"
+    with pytest.raises(ActivationError) as caught:
+        InMemory.send_sync(_Boom(huge), huge)
+    assert str(caught.value).startswith(
+        "_Boom(<an int of 25,267 bits>) failed on <an int of 25,267 bits>: ValueError: boom"
+    )
+    InMemory.close()
+    result = Simulation.explore([(_Boom(1), huge)], final=[lambda world: False])
+    assert "<an int of 25,267 bits>" in str(result.violations[0])
+    assert "<an int of 25,267 bits>" in repr(result.final_worlds[0])
+    assert "<an int of 25,267 bits>" in result.violations[0].diagram

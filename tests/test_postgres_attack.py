@@ -871,14 +871,23 @@ class Relay(Entity[Any, int]):
         return [(Ledger(message), "relayed")], state + 1
 
 
+@pytest.mark.parametrize(
+    "long_id",
+    [
+        "".join(f"{n:x}" for n in range(1500)),  # ~5.3 kB, poorly compressible
+        7**9000,  # an int too long for Python to turn into text (repr raises)
+    ],
+    ids=["str", "int of 7,606 digits"],
+)
 async def test_an_entity_id_too_long_for_postgres_is_refused_and_stops_no_worker(
-    postgres_dsn: str,
+    postgres_dsn: str, long_id: object
 ) -> None:
     """An entity whose address (class name and id) is over 2,048 bytes cannot be a row
     key: a client's send to it raises InvalidIdError, saying the size, the limit and
     what to do, before anything is stored; an activation sending to it becomes a dead
-    letter with that error. The worker goes on serving the other entities."""
-    long_id = "".join(f"{n:x}" for n in range(1500))  # ~5.3 kB, poorly compressible
+    letter with that error. The worker goes on serving the other entities; an id
+    whose repr raises (an int past Python's 4,300 digits) once stopped every worker
+    that took its partition."""
     async with Postgres.open(postgres_dsn, worker=False, poll=0.05) as client:
         with pytest.raises(InvalidIdError, match=r"bytes .* over Postgres' limit of 2,048"):
             await client.send(Ledger(long_id), "x")
