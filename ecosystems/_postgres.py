@@ -204,13 +204,17 @@ class PostgresKind(EcosystemKind):
         Options are those of :meth:`open`; they apply when this call opens it.
         """
         _check(location, worker, lease, poll, partitions, linger, max_message_bytes)
-        open_here = self._shell.get(self._default_location() if location is None else location)
+        where = self._default_location() if location is None else location
+        open_here = self._shell.get(where)
         if open_here is not None and not open_here.runtime.closed:
             running = getattr(open_here.runtime.storage, "worker", worker)
             if running != worker:  # (other options are the first call's, as documented)
+                from ecosystems._postgres_storage import shown_dsn  # (psycopg is here: open)
+
                 doing = "runs its share of the entities" if running else "runs no entities"
                 raise InvalidArgumentError(
-                    f"Postgres at {location!r} is already open here with worker={running} "
+                    f"Postgres at {shown_dsn(str(where))!r} is already open here with "
+                    f"worker={running} "
                     f"(this process {doing}), so worker={worker} would be ignored: "
                     f"Postgres.close() it first, or pass the same worker= on every connect"
                 )

@@ -290,16 +290,27 @@ async def test_bad_arguments_and_unreachable_servers_say_what_to_do(
 
 
 def test_the_shell_face_refuses_to_change_worker_on_a_store_already_open(
-    postgres_dsn: str,
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Postgres.connect(dsn, worker=False), then Postgres.connect(dsn): refused, saying
-    what is open and what to do (else the second caller would get a client, and its
-    send_sync wait for a worker that is not there); after close() it opens as asked."""
+    what is open (its DSN's password masked) and what to do (else the second caller
+    would get a client, and its send_sync wait for a worker that is not there); after
+    close() it opens as asked."""
     try:
         client = Postgres.connect(postgres_dsn, worker=False, poll=0.05)
         with pytest.raises(InvalidArgumentError, match=r"worker=False.*Postgres.close\(\)"):
             Postgres.connect(postgres_dsn)
         assert Postgres.connect(postgres_dsn, worker=False) is client  # the same: reused
+        Postgres.close()
+        # The refusal names the store as errors do, password masked, also by default DSN.
+        with_password = f"{postgres_dsn} password=hunter2"
+        monkeypatch.setenv("PACHYDERM_DSN", with_password)
+        Postgres.connect(with_password, worker=False, poll=0.05)
+        for location in (with_password, None):
+            with pytest.raises(InvalidArgumentError) as refused:
+                Postgres.connect(location)
+            assert "hunter2" not in str(refused.value)
+            assert "password=***" in str(refused.value)
         Postgres.close()
         worker = Postgres.connect(postgres_dsn, poll=0.05)
         assert worker.send_sync(Tally("shell"), "x") == 1
