@@ -152,8 +152,8 @@ class EcosystemKind:
             errors = list(group.exceptions)
             if len(errors) == 2 and runtime.failure is not None:
                 errors = [e for e in errors if e.__cause__ is not runtime.failure] or errors
-            if len(errors) == 1:
-                raise errors[0] from None
+            if len(errors) == 1:  # (keeping what caused it: a lost partition, say)
+                raise errors[0] from errors[0].__cause__
             raise
 
     def _runtime(

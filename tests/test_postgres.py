@@ -209,7 +209,8 @@ async def test_chains_cross_partitions_through_the_tables(postgres_dsn: str) -> 
 async def test_a_worker_whose_partition_moved_cannot_commit(postgres_dsn: str) -> None:
     """The fence: once another owner took the partition (its epoch moved on), this
     worker's next group is refused with PartitionLostError, nothing of it written, and
-    the worker stops; reopened, the entity is as the last committed group left it."""
+    the worker stops: its open() ends with EcosystemClosedError caused by it; reopened,
+    the entity is as the last committed group left it."""
 
     async def usurped() -> None:
         async with Postgres.open(postgres_dsn, partitions=1, lease=30, poll=0.05) as eco:
@@ -225,8 +226,9 @@ async def test_a_worker_whose_partition_moved_cannot_commit(postgres_dsn: str) -
             assert isinstance(eco.runtime.failure, PartitionLostError)
             assert eco.runtime.storage.fenced_commits == 1  # type: ignore[attr-defined]
 
-    with pytest.raises(EcosystemClosedError, match="partition 0 moved to another worker"):
+    with pytest.raises(EcosystemClosedError, match="partition 0 moved to another worker") as how:
         await usurped()
+    assert isinstance(how.value.__cause__, PartitionLostError)  # what a worker's loop tells by
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         connection.execute("UPDATE pachyderm_partitions SET owner = NULL")
     async with Postgres.open(postgres_dsn, poll=0.05) as eco:
