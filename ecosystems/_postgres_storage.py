@@ -384,6 +384,18 @@ class PostgresStorage:
             self.partitions = ensure_schema(self._writer, self.name, self.partitions)
         except psycopg.OperationalError:
             raise
+        except (
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.ReadOnlySqlTransaction,
+        ) as error:
+            raise StoreAccessError(
+                f"{self.name}: the server refused this role what a store needs: {error}. The "
+                f"first open creates the tables (the role needs CREATE on its schema, e.g. "
+                f"GRANT CREATE ON SCHEMA public TO app, or let the tables' owner open it "
+                f"first); every process then reads and writes them (GRANT SELECT, INSERT, "
+                f"UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app; GRANT USAGE ON ALL "
+                f"SEQUENCES IN SCHEMA public TO app), on a server that accepts writes"
+            ) from error
         except psycopg.Error as error:
             raise StoreCorruptedError(
                 f"{self.name}: creating the schema failed: {error}"

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +25,7 @@ from typing import Any, cast
 import psycopg
 import pytest
 import trio
+from psycopg.conninfo import make_conninfo
 from structlog.testing import capture_logs
 
 import pachyderm._runtime
@@ -234,6 +236,30 @@ async def test_a_worker_whose_partition_moved_cannot_commit(postgres_dsn: str) -
     async with Postgres.open(postgres_dsn, poll=0.05) as eco:
         await eco.settle()
         assert await eco.state_of(Tally("t")) == 1  # the refused activation left no trace
+
+
+async def test_a_role_without_the_rights_a_store_needs_is_told_which(postgres_dsn: str) -> None:
+    """A role that may not create the tables (PostgreSQL 15 gives others no CREATE on
+    public), or may not use tables another role made, gets StoreAccessError saying the
+    GRANTs it needs; not StoreCorruptedError, which says the data cannot be read."""
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        as_role = make_conninfo(postgres_dsn, user=role)
+        with pytest.raises(StoreAccessError, match="GRANT CREATE ON SCHEMA public"):
+            async with Postgres.open(as_role):
+                pass
+        async with Postgres.open(postgres_dsn) as eco:  # the owner makes the tables
+            await eco.send_sync(Tally("t"), "x")
+        with pytest.raises(StoreAccessError, match="GRANT SELECT, INSERT, UPDATE, DELETE"):
+            async with Postgres.open(as_role):
+                pass
+        async with Postgres.open(postgres_dsn) as eco:
+            assert await eco.state_of(Tally("t")) == 1  # untouched
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            connection.execute(f"DROP ROLE {role}")
 
 
 async def test_a_newer_schema_is_refused_untouched(postgres_dsn: str) -> None:
