@@ -67,6 +67,7 @@ from pachyderm.errors import (
     PachydermError,
     UnknownDeadLetterError,
     describe,
+    safe_repr,
 )
 
 __all__ = ["DEFAULT_MAX_RESIDENT", "Runtime"]
@@ -327,8 +328,8 @@ class Runtime:
         # (before the open group is finished: a message forwarded in it was never written)
         remote, self.dispatcher.remote = self.dispatcher.remote, {}
         self._asked = None  # (nothing is due any more)
-        for reply, group, _ in remote.values():
-            reply.resolve(None, self._waiting_message_error(None, group), wake)
+        for reply, group, ident in remote.values():
+            reply.resolve(None, self._elsewhere_message_error(ident, group), wake)
         self.commit.open.finish(self._closed_error(), wake)
         self.followers.end_all(wake)
         wake(self._pulse)
@@ -354,6 +355,24 @@ class Runtime:
             f"to {address!r}, before applying it: it waits in the entity's durable inbox and "
             f"is applied, once, when the store is next opened. Do not send it again (it "
             f"would be applied twice); after reopening, settle() and state_of() show its effect"
+        )
+
+    def _elsewhere_message_error(self, ident: Ident, group: Group | None) -> PachydermError:
+        """What to tell a caller here whose accepted message another process runs (its
+        entity's partition is that worker's), as this store closes before the reply."""
+        if group is not None and (
+            group is self.commit.writing or group.error is not None or not group.finished
+        ):
+            return self._waiting_message_error(None, group)  # never, or maybe, stored
+        eco, name, entity_id = ident
+        address = f"{name}({safe_repr(entity_id)}) in ecosystem {eco!r}"
+        failure = f" ({self._failure_text})" if self.failure is not None else ""
+        return OutcomeUnknownError(
+            f"the ecosystem store {self.name} closed{failure} after storing this message to "
+            f"{address} and before its reply came: the worker process that runs that entity "
+            f"applies it, once, whether or not this process opens the store again (maybe it "
+            f"has already). Do not send it again (it would be applied twice); state_of() "
+            f"shows its effect once applied (settle() waits only for what this process runs)"
         )
 
     def _write_failed_error(self) -> OutcomeUnknownError:

@@ -286,9 +286,10 @@ class ShellEcosystem:
                 closed before applying it, which it then never will): nothing
                 happened, safe to send again.
             OutcomeUnknownError: accepted, but the store closed before applying
-                it; LocalDisk applies it, once, when the store is next opened.
-                Do not send it again: ``settle()`` and ``state_of`` after
-                reopening show its effect.
+                it; LocalDisk applies it, once, when the store is next opened
+                (``settle()`` and ``state_of`` after reopening show its effect);
+                on Postgres the worker that runs the entity applies it, once,
+                whether or not this process reopens. Do not send it again.
             WaitingForClassError: accepted, but its entity's data names a class
                 not registered in this process: it waits, and is applied once
                 that class registers. Do not send it again.

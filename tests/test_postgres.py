@@ -141,13 +141,15 @@ def _count(dsn: str, table: str) -> int:
 
 
 async def test_a_client_closed_with_callers_waiting_leaves_no_replies(postgres_dsn: str) -> None:
-    """A client closed while its send_sync callers wait (they hear OutcomeUnknownError)
-    withdraws its wait: a worker that runs the messages later writes no reply rows
-    that nobody would read. (One that took them before the close still answers: those
-    rows are swept after an hour.)"""
+    """A client closed while its send_sync callers wait (they hear OutcomeUnknownError,
+    naming the entity and saying that its worker applies it) withdraws its wait: a
+    worker that runs the messages later writes no reply rows that nobody would read.
+    (One that took them before the close still answers: those rows are swept after an
+    hour.)"""
     async with Postgres.open(postgres_dsn, poll=0.05):
         pass  # the schema, and no worker running
     outcomes: list[object] = []
+    told: list[tuple[int, str]] = []
     async with (
         trio.open_nursery() as nursery,
         Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
@@ -158,6 +160,7 @@ async def test_a_client_closed_with_callers_waiting_leaves_no_replies(postgres_d
                 outcomes.append(await client.send_sync(Tally(f"w{n}"), "x"))
             except OutcomeUnknownError as error:
                 outcomes.append(type(error))
+                told.append((n, str(error)))
 
         for n in range(4):
             nursery.start_soon(call, n)
@@ -165,6 +168,10 @@ async def test_a_client_closed_with_callers_waiting_leaves_no_replies(postgres_d
             while _count(postgres_dsn, "pachyderm_inbox") < 4:
                 await trio.sleep(0.02)
     assert outcomes == [OutcomeUnknownError] * 4
+    for n, text in told:  # it names the entity, and says who applies it: not a reopening here
+        assert f"to tests.postgres.Tally('w{n}') in ecosystem 'default'" in text
+        assert "the worker process that runs that entity applies it, once" in text
+        assert "Do not send it again" in text
     async with Postgres.open(postgres_dsn, poll=0.05) as worker:
         with trio.fail_after(10):
             while _count(postgres_dsn, "pachyderm_inbox"):
