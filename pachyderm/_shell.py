@@ -41,10 +41,11 @@ MessageT = TypeVar("MessageT")
 StateT = TypeVar("StateT")
 
 
-def check_blocking_caller() -> None:
+def check_blocking_caller(store: str) -> None:
     """The shell face blocks: refuse it inside activate() and inside trio, saying why.
 
     Every shell call checks: both marks are read here, without a call each.
+    ``store``: the store's name, ``Postgres(...)`` say, whose kind the refusal names.
     """
     if handler_marks.active or (
         "runner" in _TRIO_RUN_CONTEXT.__dict__
@@ -52,9 +53,10 @@ def check_blocking_caller() -> None:
         else trio.lowlevel.in_trio_run()
     ):
         refuse_inside_activation("the shell face (send_sync, send, follow, ...)")
+        kind = store.partition("(")[0]
         raise PachydermError(
-            "the shell face (LocalDisk.send_sync, ...) blocks, so it cannot be used "
-            "inside trio; use the trio face instead: async with LocalDisk.open(path) as eco"
+            f"the shell face ({kind}.send_sync, ...) blocks, so it cannot be used inside "
+            f"trio; use the trio face instead: async with {kind}.open(...) as eco"
         )
 
 
@@ -136,9 +138,10 @@ class Portal:
                 await runtime.aclose()
             nursery.cancel_scope.cancel()
 
-    def call(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run an async function in the portal and wait for its result."""
-        check_blocking_caller()
+    def call(self, store: str, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run an async function in the portal for store ``store`` (its name: errors show
+        it) and wait for its result."""
+        check_blocking_caller(store)
         return trio.from_thread.run(function, *args, trio_token=self._token)
 
     def start(self, runtime: Runtime) -> None:
@@ -149,7 +152,7 @@ class Portal:
         portal still reads it.
         """
         try:
-            self.call(self._nursery.start, self._host, runtime)
+            self.call(runtime.name, self._nursery.start, self._host, runtime)
             self._runtimes.append(runtime)
         except BaseException:
             with deferred_interrupts():  # a second Ctrl-C waits until the store is closed
@@ -219,7 +222,7 @@ class Portal:
 
     def close_runtime(self, runtime: Runtime) -> None:
         if runtime in self._runtimes:
-            self.call(runtime.aclose)
+            self.call(runtime.name, runtime.aclose)
             self._runtimes.remove(runtime)
 
 
@@ -260,7 +263,7 @@ class ShellEcosystem:
             OutcomeUnknownError: the store stopped while writing it: it may
                 be stored; ``state_of`` after reopening tells.
         """
-        check_blocking_caller()
+        check_blocking_caller(self._runtime.name)
         runtime = self._runtime
         if runtime.volatile:  # accepted once queued in memory (InMemory)
             if runtime.queue_from_thread(self._id, address, message):  # (encodes it first)
@@ -294,7 +297,7 @@ class ShellEcosystem:
                 not registered in this process: it waits, and is applied once
                 that class registers. Do not send it again.
         """
-        check_blocking_caller()
+        check_blocking_caller(self._runtime.name)
         runtime = self._runtime
         blob = runtime.encode_message(address, message)
         if _get_ident() == _MAIN_THREAD:  # signals run there: hold them back meanwhile
@@ -309,7 +312,7 @@ class ShellEcosystem:
         self, address: Entity[Any, StateT], *, buffer: int = DEFAULT_FOLLOWER_BUFFER
     ) -> ShellFollower[StateT]:
         """Follow ``address``: ``.state`` now, then every committed change."""
-        check_blocking_caller()
+        check_blocking_caller(self._runtime.name)
         runtime = self._runtime
         with deferred_interrupts():  # the runtime's lock, and the requests it processes
             subscription = runtime.subscribe(self._id, address, buffer)
@@ -317,26 +320,26 @@ class ShellEcosystem:
 
     def state_of(self, address: Entity[Any, StateT]) -> StateT:
         """The latest committed state of ``address``, without activating it."""
-        check_blocking_caller()
+        check_blocking_caller(self._runtime.name)
         with deferred_interrupts():
             state: StateT = self._runtime.state_of(self._id, address)
         return state
 
     def dead_letters(self) -> list[DeadLetter]:
         """The messages whose activation failed, oldest first."""
-        check_blocking_caller()
+        check_blocking_caller(self._runtime.name)
         with deferred_interrupts():
             return self._runtime.dead_letters(self._id)
 
     def redeliver(self, dead_letter: DeadLetter | int) -> None:
         """Move a dead letter back into its entity's inbox, to be processed again."""
         self._runtime.check_open()
-        self._portal.call(self._ecosystem.redeliver, dead_letter)
+        self._portal.call(self._runtime.name, self._ecosystem.redeliver, dead_letter)
 
     def discard(self, dead_letter: DeadLetter | int) -> None:
         """Delete a dead letter for good."""
         self._runtime.check_open()
-        self._portal.call(self._ecosystem.discard, dead_letter)
+        self._portal.call(self._runtime.name, self._ecosystem.discard, dead_letter)
 
     def settle(self) -> None:
         """Wait until every accepted message has been processed and committed.
@@ -344,14 +347,14 @@ class ShellEcosystem:
         Timers due by now count as accepted messages; later ones do not.
         """
         self._runtime.check_open()
-        self._portal.call(self._ecosystem.settle)
+        self._portal.call(self._runtime.name, self._ecosystem.settle)
 
     def wait_closed(self) -> None:
         """Once closed (or closing), wait until the store is released, to be opened again."""
         if self._runtime.stopped or self._runtime.forked_from is not None:
             return  # (in a forked child: the runtime is the parent's, no thread runs it here)
         with contextlib.suppress(trio.RunFinishedError):
-            self._portal.call(self._runtime.wait_stopped)
+            self._portal.call(self._runtime.name, self._runtime.wait_stopped)
 
     def close(self) -> None:
         """Close the store this ecosystem lives in (every ecosystem of it)."""
