@@ -95,7 +95,13 @@ class Entity(Generic[MessageT, StateT]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         name = cls.__dict__.get("entity_name")
-        if not name:
+        if name == "":
+            raise RegistrationError(
+                f"{cls.__qualname__}.entity_name is empty: give a stable name, like "
+                f"entity_name = 'yourapp.{cls.__qualname__}', or leave it out for the "
+                f"module and class name"
+            )
+        if name is None:
             name = f"{cls.__module__}.{cls.__qualname__}"
             warn_if_unstable(cls, name, "entity_name = 'yourapp.{qualname}' in the class body")
         version = cls.version

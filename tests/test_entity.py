@@ -115,6 +115,15 @@ def test_version_must_be_a_positive_int() -> None:
             version = 0
 
 
+def test_an_empty_entity_name_is_refused() -> None:
+    """entity_name = "" is refused when the class is defined, saying what to write (it
+    was taken as no name, and the class stored under its module and class name)."""
+    with pytest.raises(RegistrationError, match=r"Nameless.entity_name is empty.*yourapp\."):
+
+        class Nameless(Entity[Any, Any]):
+            entity_name = ""
+
+
 def test_init_defaults_to_none_and_activate_must_be_defined() -> None:
     """init() gives None by default; a class without activate() says so."""
 
