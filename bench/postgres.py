@@ -20,7 +20,7 @@ import psycopg
 import trio
 from psycopg.conninfo import make_conninfo
 
-from bench._entities import Tally
+from bench._entities import Busy, Tally
 from bench._measure import PAYLOAD, RUNS, Row, interleaved, progress
 from bench.throughput import (
     ENTITIES,
@@ -167,12 +167,14 @@ def _owners(dsn: str) -> dict[str, int]:
         )
 
 
-def client_send_sync(dsn: str, count: int, worker_processes: int) -> float:
+def client_send_sync(
+    dsn: str, count: int, worker_processes: int, entity: type[Tally] = Tally
+) -> float:
     """A client process's 200 trio send_sync senders, served by worker processes."""
 
     async def run() -> float:
         async with Postgres.open(dsn, worker=False, poll=0.1) as client:
-            return await send_concurrently(client, count, verb="send_sync")
+            return await send_concurrently(client, count, verb="send_sync", entity=entity)
 
     with workers(dsn, worker_processes):
         return trio.run(run)
@@ -243,6 +245,7 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
     messages = 5_000 if quick else 30_000
     round_trips = 300 if quick else 1_000
     per_thread = 20 if quick else 100
+    busy = 1_000 if quick else 6_000
     progress(
         f"postgres: raw INSERT+COMMIT x {inserts:,}; {SENDERS} trio send_sync senders x "
         f"{messages:,} (and x {messages // 2:,} to new entities); shell send_sync x "
@@ -260,8 +263,9 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
         },
     )
     progress(
-        f"postgres: a client's {SENDERS} send_sync senders x {messages // 2:,}, served by 1 "
-        f"and by 3 worker processes; {THREADS} threads' shell send_sync x {per_thread:,} "
+        f"postgres: a client's {SENDERS} send_sync senders x {messages // 2:,} (and x "
+        f"{busy:,} with handlers of 0.2 ms), served by 1 and by 3 worker processes; "
+        f"{THREADS} threads' shell send_sync x {per_thread:,} "
         f"each, the same; a client's sequential send_sync x {round_trips // 2:,}; "
         f"takeover after SIGKILL (lease 2 s); {runs} rounds"
     )
@@ -270,6 +274,8 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
         {
             "one": lambda: client_send_sync(fresh(), messages // 2, 1),
             "three": lambda: client_send_sync(fresh(), messages // 2, 3),
+            "busy_one": lambda: client_send_sync(fresh(), busy, 1, Busy),
+            "busy_three": lambda: client_send_sync(fresh(), busy, 3, Busy),
             "threads_one": lambda: client_threads_send_sync(fresh(), per_thread, 1),
             "threads_three": lambda: client_threads_send_sync(fresh(), per_thread, 3),
             "client_sequential": lambda: client_sequential_send_sync(fresh(), round_trips // 2),
@@ -325,6 +331,15 @@ def _rows(quick: bool, fresh: Callable[[], str]) -> list[Row]:
             spread["one"],
             "msg/s",
             1.0,
+        ),
+        Row(
+            f"Postgres, client's {SENDERS} send_sync senders, handlers of 0.2 ms, "
+            f"3 worker processes",
+            spread["busy_three"],
+            "same, 1 worker process",
+            spread["busy_one"],
+            "msg/s",
+            None,
         ),
         Row(
             f"Postgres, client's {THREADS} threads calling shell send_sync, 3 worker processes",

@@ -38,18 +38,22 @@ def raw_fsync_puts(count: int) -> float:
 
 
 async def send_concurrently(
-    eco: Ecosystem, count: int, senders: int = SENDERS, verb: str = "send"
+    eco: Ecosystem,
+    count: int,
+    senders: int = SENDERS,
+    verb: str = "send",
+    entity: type[Tally] = Tally,
 ) -> float:
     """Messages per second: ``senders`` tasks share ``count`` sends to 1,000 entities.
 
-    ``verb`` is ``"send"`` or ``"send_sync"``. The clock stops once every
-    message is processed and committed (``settle``).
+    ``verb`` is ``"send"`` or ``"send_sync"``; ``entity`` the entities' class. The
+    clock stops once every message is processed and committed (``settle``).
     """
     send = getattr(eco, verb)
 
     async def sender(first: int) -> None:
         for number in range(first, count, senders):
-            await send(Tally(number % ENTITIES), PAYLOAD)
+            await send(entity(number % ENTITIES), PAYLOAD)
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:

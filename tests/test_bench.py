@@ -49,6 +49,7 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         "Postgres, 1 worker, 32 threads calling shell send_sync",
         "Postgres, a client process's sequential shell send_sync, 1 worker process",
         "Postgres, client's 200 send_sync senders, 3 worker processes",
+        "Postgres, client's 200 send_sync senders, handlers of 0.2 ms, 3 worker processes",
         "Postgres, client's 32 threads calling shell send_sync, 3 worker processes",
         "SIGKILLed worker's entity served again",
         "parallel search, workers=2",
