@@ -41,7 +41,7 @@ __all__ = ["Symmetry", "check_symmetric"]
 
 Renaming = dict[Entity[Any, Any], Entity[Any, Any]]
 MAX_RENAMINGS = 40_320  # 8!: each world is renamed once per renaming
-_CACHED_PARTS = 1 << 16  # renamed parts kept per renaming, then all forgotten at once
+_CACHED_PARTS = 1 << 16  # renamed parts kept, all renamings together; then all forgotten
 
 
 def check_symmetric(groups: object) -> list[tuple[Entity[Any, Any], ...]]:
@@ -110,6 +110,7 @@ class Symmetry:
         # names them: worlds share most of their parts, and renaming one decodes and
         # encodes every address and value in it.
         self.renamed: list[dict[Any, Any]] = [{} for _ in self.renamings]
+        self.cached = 0  # parts in all of them
 
     def fingerprint(self, world: World) -> bytes:
         """One per equivalence class: of the smallest fingerprint among ``world``'s renamings
@@ -121,9 +122,12 @@ class Symmetry:
 
     def rename(self, world: World, index: int) -> World:
         """``world`` under renaming ``index``: every address renamed, inside values too."""
+        if self.cached > _CACHED_PARTS:
+            for kept in self.renamed:
+                kept.clear()
+            self.cached = 0
         renaming, cache = self.renamings[index], self.renamed[index]
-        if len(cache) > _CACHED_PARTS:
-            cache.clear()
+        before = len(cache)
         states = sorted(
             (_cached(cache, ("s", e.canonical), self._state, e, renaming) for e in world.states),
             key=_by_key,
@@ -143,6 +147,7 @@ class Symmetry:
             (_cached(cache, ("d", d.key), self._dead, d, renaming) for d in world.dead),
             key=_by_key,
         )
+        self.cached += len(cache) - before
         return World(
             tuple(states),
             envelopes,
