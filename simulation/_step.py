@@ -795,9 +795,10 @@ def _run(
         outcome = activate(recipient, state, message, max_message_bytes)
     if isinstance(outcome, Failed):
         error = outcome.error
-        if not isinstance(error, Exception):
-            # Ctrl-C (or SystemExit) landing in a handler stops the search: it is the
-            # caller's, not a failure of the system being explored.
+        if isinstance(error, KeyboardInterrupt):
+            # Ctrl-C landing in a handler (where a search spends its time) is the
+            # caller's: it stops the search. Whatever else a handler raises, SystemExit
+            # included, fails the activation as live: a dead letter in the world.
             raise error
         return _Outcome(None, (), (), outcome, exception_text(error))  # (storable, always)
     state_bytes = outcome.state_bytes

@@ -147,19 +147,28 @@ class _Raises(Entity[Any, int]):
         return [], (state or 0) + 1
 
 
+class _Fatal(BaseException):
+    """Not an Exception: what some libraries raise to unwind everything."""
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
-def test_ctrl_c_or_system_exit_in_a_handler_stops_the_search(
-    error: type[BaseException], workers: int, monkeypatch: pytest.MonkeyPatch
+def test_ctrl_c_in_a_handler_stops_the_search_and_other_base_exceptions_fail_as_live(
+    workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """KeyboardInterrupt or SystemExit raised in a handler is the caller's: the search
-    stops with it, rather than counting it as the system's dead letter and going on."""
-    monkeypatch.setattr(_Raises, "what", error)
+    """KeyboardInterrupt raised in a handler is the caller's: the search stops with it,
+    rather than counting it as the system's dead letter and going on. SystemExit and
+    other BaseExceptions fail the activation as they do live: a dead letter."""
+    monkeypatch.setattr(_Raises, "what", KeyboardInterrupt)
     envelopes = [(_Raises("a"), 1), (_Raises("a"), "raise"), (_Raises("b"), 2)]
-    with pytest.raises(error):
+    with pytest.raises(KeyboardInterrupt):
         Simulation.explore(envelopes, workers=workers)
-    with pytest.raises(error):
+    with pytest.raises(KeyboardInterrupt):
         Simulation.run(envelopes)
+    for error in (SystemExit, _Fatal):
+        monkeypatch.setattr(_Raises, "what", error)
+        finals = Simulation.explore(envelopes, workers=workers).final_worlds
+        assert {len(world.dead_letters) for world in finals} == {1}
+        assert finals[0].dead_letters[0].error.startswith(error.__name__)
 
 
 def test_a_real_ctrl_c_during_a_handler_stops_the_search() -> None:
