@@ -87,6 +87,10 @@ _LISTEN_TICK = 0.25  # seconds between the listener's looks at whether it is clo
 _NO_FLUSH = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 
 
+# What a server answers a role without the rights a store needs, or a read-only server.
+_REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)
+
+
 class PostgresEntity:
     """An entity's row key and partition, computed once while it is resident."""
 
@@ -369,6 +373,8 @@ class PostgresStorage:
     def open(self) -> int:
         try:
             return self._open()
+        except _REFUSED as error:  # (a sequence or a table the tables' owner made)
+            raise self._refused(error) from error
         except psycopg.OperationalError as error:
             # The connection dropped or the server went away: nothing is wrong
             # with the data, and opening again may well succeed.
@@ -384,18 +390,8 @@ class PostgresStorage:
             self.partitions = ensure_schema(self._writer, self.name, self.partitions)
         except psycopg.OperationalError:
             raise
-        except (
-            psycopg.errors.InsufficientPrivilege,
-            psycopg.errors.ReadOnlySqlTransaction,
-        ) as error:
-            raise StoreAccessError(
-                f"{self.name}: the server refused this role what a store needs: {error}. The "
-                f"first open creates the tables (the role needs CREATE on its schema, e.g. "
-                f"GRANT CREATE ON SCHEMA public TO app, or let the tables' owner open it "
-                f"first); every process then reads and writes them (GRANT SELECT, INSERT, "
-                f"UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app; GRANT USAGE ON ALL "
-                f"SEQUENCES IN SCHEMA public TO app), on a server that accepts writes"
-            ) from error
+        except _REFUSED as error:
+            raise self._refused(error) from error
         except psycopg.Error as error:
             raise StoreCorruptedError(
                 f"{self.name}: creating the schema failed: {error}"
@@ -422,6 +418,16 @@ class PostgresStorage:
         )
         self._listener.start()
         return first
+
+    def _refused(self, error: psycopg.Error) -> StoreAccessError:
+        return StoreAccessError(
+            f"{self.name}: the server refused this role what a store needs: {error}. The "
+            f"first open creates the tables (the role needs CREATE on its schema, e.g. "
+            f"GRANT CREATE ON SCHEMA public TO app, or let the tables' owner open it "
+            f"first); every process then reads and writes them (GRANT SELECT, INSERT, "
+            f"UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app; GRANT USAGE ON ALL "
+            f"SEQUENCES IN SCHEMA public TO app), on a server that accepts writes"
+        )
 
     def _check_encoding(self, connection: psycopg.Connection[Any]) -> None:
         """Refuse a database that cannot hold every text as given: one in another encoding

@@ -247,8 +247,10 @@ async def test_a_worker_whose_partition_moved_cannot_commit(postgres_dsn: str) -
 
 async def test_a_role_without_the_rights_a_store_needs_is_told_which(postgres_dsn: str) -> None:
     """A role that may not create the tables (PostgreSQL 15 gives others no CREATE on
-    public), or may not use tables another role made, gets StoreAccessError saying the
-    GRANTs it needs; not StoreCorruptedError, which says the data cannot be read."""
+    public), or may not use tables and sequences another role made (no grants, reads
+    only, or no USAGE on the sequences), and any role on a read-only server, gets
+    StoreAccessError saying what it needs; not StoreCorruptedError, which says the data
+    cannot be read, nor a psycopg error."""
     role = f"app_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         connection.execute(f"CREATE ROLE {role} LOGIN")
@@ -259,13 +261,33 @@ async def test_a_role_without_the_rights_a_store_needs_is_told_which(postgres_ds
                 pass
         async with Postgres.open(postgres_dsn) as eco:  # the owner makes the tables
             await eco.send_sync(Tally("t"), "x")
-        with pytest.raises(StoreAccessError, match="GRANT SELECT, INSERT, UPDATE, DELETE"):
-            async with Postgres.open(as_role):
+        grants = [
+            "",  # none
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",  # reads only
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        ]  # (and no USAGE on the sequences)
+        for grant in grants:
+            if grant:
+                with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+                    connection.execute(grant)
+            with pytest.raises(StoreAccessError, match="GRANT SELECT, INSERT, UPDATE, DELETE"):
+                async with Postgres.open(as_role):
+                    pass
+        dbname = psycopg.conninfo.conninfo_to_dict(postgres_dsn)["dbname"]
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:  # a read-only server
+            connection.execute(f"ALTER DATABASE {dbname} SET default_transaction_read_only = on")
+        with pytest.raises(StoreAccessError, match="on a server that accepts writes"):
+            async with Postgres.open(postgres_dsn):
                 pass
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            connection.execute("SET default_transaction_read_only = off")
+            connection.execute(f"ALTER DATABASE {dbname} RESET default_transaction_read_only")
         async with Postgres.open(postgres_dsn) as eco:
             assert await eco.state_of(Tally("t")) == 1  # untouched
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            connection.execute("SET default_transaction_read_only = off")
+            connection.execute(f"DROP OWNED BY {role}")
             connection.execute(f"DROP ROLE {role}")
 
 
