@@ -46,7 +46,7 @@ from pachyderm.errors import (
     StoreAccessError,
     StoreCorruptedError,
     UnknownDeadLetterError,
-    safe_repr,
+    shown,
 )
 
 __all__ = [
@@ -831,9 +831,8 @@ class PostgresStorage:
         """
         address = layout.address_key(name, entity_id)
         if len(address) > MAX_ADDRESS_BYTES:
-            shown = safe_repr(entity_id)
             raise InvalidIdError(
-                f"the entity {name}({shown[:60]}{'...' if len(shown) > 60 else ''}) has an "
+                f"the entity {name}({shown(entity_id, 60)}) has an "
                 f"address of {len(address):,} bytes (class name and id), over Postgres' "
                 f"limit of {MAX_ADDRESS_BYTES:,}: use a shorter id, e.g. a digest of this "
                 f"one (hashlib.sha256(...).digest())"

@@ -7,7 +7,7 @@ from typing import Any
 
 from pachyderm._codec import decode, decode_marking, encode
 from pachyderm._entity import Entity
-from pachyderm.errors import CodecError, UnregisteredNameError
+from pachyderm.errors import CodecError, UnregisteredNameError, shown
 
 __all__ = ["DeadLetter", "Unreadable", "decode_dead_letter", "encode_dead_letter"]
 
@@ -75,6 +75,12 @@ class DeadLetter:
     traceback: str
     recent_messages: list[Any]
     failed_at: float
+
+    def __repr__(self) -> str:  # short, and whatever the message (see errors.shown)
+        return (
+            f"DeadLetter(id={self.id}, address={self.address!r}, message={shown(self.message)}, "
+            f"error={shown(self.error)})"
+        )
 
 
 def encode_dead_letter(

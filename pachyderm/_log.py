@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from pachyderm.errors import safe_repr
+
 __all__ = ["log", "logging_enabled"]
 
 logging_enabled = structlog.is_configured
@@ -36,11 +38,4 @@ def log(event: str, level: str = "info", **fields: Any) -> None:
         emit(event, **fields)
     except Exception:
         with contextlib.suppress(Exception):
-            emit(event, **{name: _text(value) for name, value in fields.items()})
-
-
-def _text(value: Any) -> str:
-    try:
-        return repr(value)
-    except Exception as error:
-        return f"<repr() failed: {type(error).__name__}>"
+            emit(event, **{name: safe_repr(value) for name, value in fields.items()})

@@ -68,6 +68,7 @@ from pachyderm.errors import (
     UnknownDeadLetterError,
     describe,
     safe_repr,
+    shown,
 )
 
 __all__ = ["DEFAULT_MAX_RESIDENT", "Runtime"]
@@ -365,14 +366,17 @@ class Runtime:
         ):
             return self._waiting_message_error(None, group)  # never, or maybe, stored
         eco, name, entity_id = ident
-        address = f"{name}({safe_repr(entity_id)}) in ecosystem {eco!r}"
+        cls = entity_classes.get(name)  # (registered: it was sent from here)
+        entity = repr(cls(entity_id)) if cls is not None else f"{name}({safe_repr(entity_id)})"
+        address = f"{entity} in ecosystem {eco!r}"
         failure = f" ({self._failure_text})" if self.failure is not None else ""
         return OutcomeUnknownError(
             f"the ecosystem store {self.name} closed{failure} after storing this message to "
             f"{address} and before its reply came: the worker process that runs that entity "
             f"applies it, once, whether or not this process opens the store again (maybe it "
             f"has already). Do not send it again (it would be applied twice); state_of() "
-            f"shows its effect once applied (settle() waits only for what this process runs)"
+            f"shows its effect once applied (a store opened again here does not wait for it "
+            f"in settle(): it is another process's to run)"
         )
 
     def _write_failed_error(self) -> OutcomeUnknownError:
@@ -1185,7 +1189,8 @@ class Runtime:
             or (blob := self._read_dead_letter_to_claim(eco, dead_letter_id)) is None
         ):
             raise UnknownDeadLetterError(
-                f"no dead letter {dead_letter_id!r} in this ecosystem; dead_letters() lists them"
+                f"no dead letter {shown(dead_letter_id)} in this ecosystem; dead_letters() lists "
+                f"them"
             )
         return dead_letter_id, blob
 

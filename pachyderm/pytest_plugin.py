@@ -164,7 +164,7 @@ class Explorer:
         allow_incomplete: bool = False,
         **options: Any,
     ) -> Exploration:
-        from pachyderm.errors import InvalidArgumentError
+        from pachyderm.errors import PachydermError
         from simulation import Simulation
 
         __tracebackhide__ = True  # pytest shows a failure at the test's own call
@@ -174,8 +174,8 @@ class Explorer:
             warnings.simplefilter("always")
             try:
                 result = Simulation.explore(envelopes, world, **options)
-            except InvalidArgumentError as error:  # the message says it all: not explore's code
-                raise error.with_traceback(None) from None
+            except PachydermError as error:  # (bad options, envelopes, messages): its text
+                raise error.with_traceback(None) from error.__cause__  # not explore's code
         if result.violations:
             violation = result.violations[0]
             try:

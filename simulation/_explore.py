@@ -69,7 +69,7 @@ _TICK = 1024  # transitions between looks at the clock at most: cheap, with quic
 _LOOK_EVERY = 0.05  # seconds between looks at the clock, about: slow checks look sooner
 _PROGRESS_EVERY = 1.0  # seconds between progress reports
 _QUIET_FOR = 2.0  # a search shorter than this prints nothing on its own
-_WORLD_SHOWN = 2_000  # characters of a violating world in its str (all of it: .world)
+WORLD_SHOWN = 2_000  # characters of a violating world in its str (all of it: .world)
 
 
 def failed_checks(
@@ -91,7 +91,8 @@ def failed_checks(
             passed, detail = False, str(error)
         except Exception as error:
             steps = trace_text(trace()) or "(none: the first world)"
-            error.add_note(f"raised by the check {name} on {world!r}, reached by:\n{steps}")
+            shown_world = shown(world, WORLD_SHOWN)
+            error.add_note(f"raised by the check {name} on {shown_world}, reached by:\n{steps}")
             raise
         if passed is False:
             failed.append((name, detail))
@@ -133,7 +134,7 @@ class Violation:
         lines = [f"{self.property_name} fails {when}" + (f": {self.detail}" if self.detail else "")]
         if self.trace:
             lines.append(trace_text(self.trace))
-        lines.append(f"world: {shown(self.world, _WORLD_SHOWN)}")
+        lines.append(f"world: {shown(self.world, WORLD_SHOWN)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -15,8 +15,10 @@ from pachyderm.errors import (
     PachydermError,
     TimerOrderWarning,
     describe,
+    shown,
 )
 from simulation._explore import (
+    WORLD_SHOWN,
     Exploration,
     Failures,
     Property,
@@ -26,6 +28,7 @@ from simulation._explore import (
     timer_gap_warning,
 )
 from simulation._network import Network, check_network, initial_world
+from simulation._render import counted
 from simulation._schedule import executions, walk
 from simulation._step import Action, enabled, step
 from simulation._world import World
@@ -126,9 +129,9 @@ class Simulation:
                     for number, action in enumerate(trace[-_SHOWN_STEPS:], last)
                 )
                 raise PachydermError(
-                    f"the system was still busy after max_steps={max_steps:,} steps; it may "
-                    f"never go quiet. Raise max_steps, or look at the last steps:\n{steps}\n"
-                    f"world now: {current!r}"
+                    f"the system was still busy after {counted(max_steps, 'step')} "
+                    f"(max_steps); it may never go quiet. Raise max_steps, or look at the last "
+                    f"steps:\n{steps}\nworld now: {shown(current, WORLD_SHOWN)}"
                 )
             for timer in current.pending:  # (an entity's ties keep their order there)
                 set_order.setdefault(timer.key, len(set_order))

@@ -379,7 +379,8 @@ class _Boom(Entity[Any, int]):
 
 def test_values_whose_repr_raises_are_shown_not_raised() -> None:
     """An int past Python's 4,300 digits has a repr that raises: the errors, addresses,
-    worlds and traces that show one say what it is instead of failing themselves."""
+    dead letters, worlds and traces that show one say what it is instead of failing
+    themselves."""
     huge = 7**9000
     assert repr(Counter(huge)) == "Counter(<an int of 25,267 bits>)"
     assert describe(huge) == "<an int of 25,267 bits> (a builtins.int)"
@@ -388,6 +389,13 @@ def test_values_whose_repr_raises_are_shown_not_raised() -> None:
     assert str(caught.value).startswith(
         "_Boom(<an int of 25,267 bits>) failed on <an int of 25,267 bits>: ValueError: boom"
     )
+    [letter] = InMemory.dead_letters()
+    assert repr(letter) == (
+        f"DeadLetter(id={letter.id}, address=_Boom(<an int of 25,267 bits>), "
+        "message=<an int of 25,267 bits>, error='ValueError: boom')"
+    )
+    with pytest.raises(UnknownDeadLetterError, match="no dead letter <an int of 25,267 bits>"):
+        InMemory.redeliver(huge)
     InMemory.close()
     result = Simulation.explore([(_Boom(1), huge)], final=[lambda world: False])
     assert "<an int of 25,267 bits>" in str(result.violations[0])

@@ -169,7 +169,7 @@ async def test_a_client_closed_with_callers_waiting_leaves_no_replies(postgres_d
                 await trio.sleep(0.02)
     assert outcomes == [OutcomeUnknownError] * 4
     for n, text in told:  # it names the entity, and says who applies it: not a reopening here
-        assert f"to tests.postgres.Tally('w{n}') in ecosystem 'default'" in text
+        assert f"to Tally('w{n}') in ecosystem 'default'" in text
         assert "the worker process that runs that entity applies it, once" in text
         assert "Do not send it again" in text
     async with Postgres.open(postgres_dsn, poll=0.05) as worker:

@@ -174,23 +174,30 @@ def test_allowed(pachyderm_explore):
 def test_a_misspelt_option_fails_at_the_tests_call_with_the_message_alone(
     pytester: pytest.Pytester,
 ) -> None:
-    """A bad option to pachyderm_explore fails the test with the refusal (naming the
-    option meant) at the test's own line, not with a page of Simulation.explore's code."""
+    """A bad option or envelope given to pachyderm_explore fails the test with the
+    refusal (naming the option meant) at the test's own line, not with a page of
+    Simulation.explore's code."""
     result = run(
         pytester,
         """
 def test_typo(pachyderm_explore):
     pachyderm_explore([(Counter("c"), "inc")], invariant=[lambda w: True])
+
+def test_bad_envelope(pachyderm_explore):
+    pachyderm_explore([("c", "inc")])
 """,
     )
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
             ">*pachyderm_explore(*invariant=*",
             "E*InvalidArgumentError: *no option 'invariant' (did you mean 'invariants'?)*",
+            '>*pachyderm_explore(*"c", "inc"*',  # (fnmatch reads [ ] as a set)
+            "E*InvalidAddressError: envelopes are (address, message) pairs*",
         ]
     )
     assert "def explore(" not in result.stdout.str()
+    assert "simulation/_" not in result.stdout.str()  # no frames of the library's own
 
 
 def test_a_bad_ecosystem_choice_is_a_usage_error(pytester: pytest.Pytester) -> None:

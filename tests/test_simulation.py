@@ -112,7 +112,7 @@ def test_run_stops_a_system_that_never_goes_quiet() -> None:
         def activate(self, message: Any, state: Any) -> tuple[Outbox, int]:
             return [(self, message)], (state or 0) + 1
 
-    with pytest.raises(PachydermError, match="max_steps=50") as caught:
+    with pytest.raises(PachydermError, match=r"after 50 steps \(max_steps\)") as caught:
         Simulation.run([(Echo("e"), "ping")], max_steps=50)
     lines = str(caught.value).splitlines()
     echo = repr(Echo("e"))
