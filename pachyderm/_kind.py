@@ -152,8 +152,8 @@ class EcosystemKind:
             errors = list(group.exceptions)
             if len(errors) == 2 and runtime.failure is not None:
                 errors = [e for e in errors if e.__cause__ is not runtime.failure] or errors
-            if len(errors) == 1:  # (keeping what caused it: a lost partition, say)
-                raise errors[0] from errors[0].__cause__
+            if len(errors) == 1:
+                _raise_as_raised(errors[0])
             raise
 
     def _runtime(
@@ -328,3 +328,14 @@ class EcosystemKind:
             for location, shell in shells:
                 if self._shell.get(location) is shell:  # (not opened again meanwhile)
                     del self._shell[location]
+
+
+def _raise_as_raised(error: BaseException) -> None:
+    """Raise ``error``, taken out of the group that held it, with the cause and context it
+    was raised with (a lost partition, say, or the error it was handling): raising it
+    here would make the group its context."""
+    context = error.__context__
+    try:
+        raise error
+    finally:
+        error.__context__ = context

@@ -1187,3 +1187,27 @@ async def test_waiting_messages_run_once_their_class_module_is_imported(
             assert await eco.dead_letters() == []
             assert await eco.state_of(module.Late("x")) == 3
     sys.modules.pop("late_entities", None)
+
+
+async def test_an_error_raised_in_the_block_comes_out_as_raised() -> None:
+    """The block runs inside the runtime's nursery: its error comes out of open() alone,
+    not in a group, with the cause and context it was raised with (the group was made
+    its context, and the error it was handling hidden)."""
+
+    async def handling_an_error() -> None:
+        async with InMemory.open():
+            try:
+                {}["missing"]
+            except KeyError:
+                raise ValueError("in the block")  # noqa: B904 (its context is the point)
+
+    with pytest.raises(ValueError, match="in the block") as handling:
+        await handling_an_error()
+    assert isinstance(handling.value.__context__, KeyError)
+    assert not handling.value.__suppress_context__
+    cause = OSError("the cause")
+    with pytest.raises(ValueError) as caused:
+        async with InMemory.open():
+            raise ValueError("from a cause") from cause
+    assert caused.value.__cause__ is cause
+    assert caused.value.__suppress_context__
