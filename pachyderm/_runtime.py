@@ -366,9 +366,7 @@ class Runtime:
         ):
             return self._waiting_message_error(None, group)  # never, or maybe, stored
         eco, name, entity_id = ident
-        cls = entity_classes.get(name)  # (registered: it was sent from here)
-        entity = repr(cls(entity_id)) if cls is not None else f"{name}({safe_repr(entity_id)})"
-        address = f"{entity} in ecosystem {eco!r}"
+        address = f"{_entity_text(name, entity_id)} in ecosystem {eco!r}"
         failure = f" ({self._failure_text})" if self.failure is not None else ""
         return OutcomeUnknownError(
             f"the ecosystem store {self.name} closed{failure} after storing this message to "
@@ -1274,6 +1272,15 @@ def _module_being_imported(names: tuple[str, ...]) -> ModuleType | None:
 def _run_all(callbacks: list[Callable[[], object]]) -> None:
     for callback in callbacks:
         callback()
+
+
+def _entity_text(name: str, entity_id: Any) -> str:
+    """An entity known by its stored name, as errors show it: ``Counter('c')``."""
+    cls = entity_classes.get(name)  # (registered: a caller here sent to it)
+    try:
+        return repr(cls(entity_id)) if cls is not None else f"{name}({safe_repr(entity_id)})"
+    except Exception:  # (a class registered again since, that refuses the id): never mind
+        return f"{name}({safe_repr(entity_id)})"
 
 
 def _not_an_address(value: object) -> PachydermError:
