@@ -880,7 +880,7 @@ class Relay(Entity[Any, int]):
     ids=["str", "int of 7,606 digits"],
 )
 async def test_an_entity_id_too_long_for_postgres_is_refused_and_stops_no_worker(
-    postgres_dsn: str, long_id: object
+    postgres_dsn: str, long_id: str | int
 ) -> None:
     """An entity whose address (class name and id) is over 2,048 bytes cannot be a row
     key: a client's send to it raises InvalidIdError, saying the size, the limit and

@@ -1194,10 +1194,12 @@ async def test_an_error_raised_in_the_block_comes_out_as_raised() -> None:
     not in a group, with the cause and context it was raised with (the group was made
     its context, and the error it was handling hidden)."""
 
+    known: dict[str, int] = {}
+
     async def handling_an_error() -> None:
         async with InMemory.open():
             try:
-                {}["missing"]
+                known["missing"]
             except KeyError:
                 raise ValueError("in the block")  # noqa: B904 (its context is the point)
 

@@ -217,16 +217,17 @@ print("returned", result, flush=True)
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("search", ["depth", "breadth"])
 def test_a_check_that_breaks_names_itself_the_world_and_the_steps_to_it(
-    search: str, workers: int
+    search: Any, workers: int
 ) -> None:
     """An invariant raising something other than AssertionError (a bug in the check, not a
     failure of the system) raises from explore with a note naming the check, the world and
     the numbered steps to it; so does a final check, and one that takes no argument."""
     counter = Counter("c")
+    known: dict[str, int] = {}
 
     def lookup(world: World) -> bool:
         if world.state_of(counter) == 2:
-            return bool({}["missing"])
+            return bool(known["missing"])
         return True
 
     with pytest.raises(KeyError, match="missing") as caught:
@@ -242,13 +243,13 @@ def test_a_check_that_breaks_names_itself_the_world_and_the_steps_to_it(
         "2. deliver outside -> Counter('c'): 'inc'"
     ) in caught.value.__notes__
     with pytest.raises(TypeError) as wrong:
-        Simulation.explore([(counter, "inc")], final=[lambda: True], workers=workers)
+        Simulation.explore([(counter, "inc")], final=[lambda: True], workers=workers)  # type: ignore[list-item, misc]
     assert any(
         note.startswith("raised by the check <lambda> on World({Counter('c'): 1}")
         for note in wrong.value.__notes__
     )
     with pytest.raises(TypeError) as first:
-        Simulation.explore([(counter, "inc")], invariants=[lambda: True], workers=workers)
+        Simulation.explore([(counter, "inc")], invariants=[lambda: True], workers=workers)  # type: ignore[list-item, misc]
     assert any(
         note.endswith("reached by:\n(none: the first world)") for note in first.value.__notes__
     )
