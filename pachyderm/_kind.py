@@ -260,6 +260,13 @@ class EcosystemKind:
                 f"the ecosystem argument must come from {self._name}.participate(...), "
                 f"got {describe(ecosystem)}"
             )
+        store = ecosystem.runtime.name
+        if store.partition("(")[0] != self._name:  # (stores are named "Kind(...)")
+            raise InvalidArgumentError(
+                f"the ecosystem argument must be one of {self._name}'s, from "
+                f"{self._name}.participate(...); got {ecosystem!r}, of {store}: call its own "
+                f"verbs instead (ecosystem.send_sync(...))"
+            )
         return ecosystem
 
     def send_sync(

@@ -25,6 +25,7 @@ from pachyderm import (
     EcosystemClosedError,
     EcosystemKind,
     Entity,
+    InvalidArgumentError,
     Outbox,
     OutcomeUnknownError,
     PachydermError,
@@ -172,9 +173,18 @@ def test_many_threads_at_once(shell: EcosystemKind) -> None:
 
 
 def test_bad_ecosystem_argument(shell: EcosystemKind) -> None:
-    """Passing something else as the ecosystem says where ecosystems come from."""
+    """Passing something else as the ecosystem says where ecosystems come from; so does
+    passing another kind's ecosystem (a LocalDisk call must not land in memory)."""
     with pytest.raises(PachydermError, match=r"participate\(\.\.\.\)"):
         shell.send_sync(Counter("c"), "inc", "isolated")  # type: ignore[arg-type]
+    other = InMemory if shell is not InMemory else LocalDisk
+    foreign = other.participate("elsewhere")
+    try:
+        with pytest.raises(InvalidArgumentError, match=r"must be one of .*call its own verbs"):
+            shell.send_sync(Counter("c"), "inc", foreign)
+        assert foreign.state_of(Counter("c")) == 0  # nothing sent there
+    finally:
+        other.close()
 
 
 def test_shell_face_inside_trio_points_to_the_trio_face(shell: EcosystemKind) -> None:
