@@ -1190,6 +1190,17 @@ class Runtime:
                 f"no dead letter {shown(dead_letter_id)} in this ecosystem; dead_letters() lists "
                 f"them"
             )
+        if isinstance(dead_letter, DeadLetter):  # ids are a store's: another's may be here
+            found = decode_dead_letter(dead_letter_id, blob)
+            given = (dead_letter.address, dead_letter.failed_at, dead_letter.error)
+            if (found.address, found.failed_at, found.error) != given:
+                if self.sharing is not None:
+                    self.sharing.storage.unclaim_dead_letter(eco, dead_letter_id)
+                raise UnknownDeadLetterError(
+                    f"{dead_letter!r} is not this ecosystem's: its dead letter "
+                    f"{dead_letter_id} is another ({found!r}). Take the letter from this "
+                    f"ecosystem's dead_letters()"
+                )
         return dead_letter_id, blob
 
     def _read_dead_letter_to_claim(self, eco: str, dead_letter_id: int) -> bytes | None:

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from ecosystems import LocalDisk
-from pachyderm import Entity, Outbox, Unreadable, UnregisteredNameError
+from pachyderm import (
+    ActivationError,
+    Entity,
+    Outbox,
+    UnknownDeadLetterError,
+    Unreadable,
+    UnregisteredNameError,
+)
 from tests.entities import Fragile, Keeper
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,3 +131,28 @@ async def test_redelivering_an_unreadable_dead_letter_is_refused_and_keeps_it(
         assert await eco.state_of(Doomed("d")) == ("got", "hello")
         assert [letter.id for letter in await eco.dead_letters()] != [doomed.id]
         assert len(await eco.dead_letters()) == 2
+
+
+async def test_a_dead_letter_of_another_store_is_refused_and_touches_nothing(
+    tmp_path: Path,
+) -> None:
+    """Dead letter ids are a store's own sequence numbers: a letter listed by another
+    store, whose id this one also has, is refused by discard and redeliver with
+    UnknownDeadLetterError (it deleted this store's own letter of that id), and both
+    stores keep their letters."""
+    async with (
+        LocalDisk.open(str(tmp_path / "x")) as x,
+        LocalDisk.open(str(tmp_path / "y")) as y,
+    ):
+        for eco, name in ((x, "in x"), (y, "in y")):
+            with pytest.raises(ActivationError):
+                await eco.send_sync(Fragile(name), "boom")
+        [from_x], [from_y] = await x.dead_letters(), await y.dead_letters()
+        assert from_x.id == from_y.id
+        for verb in (y.discard, y.redeliver):
+            with pytest.raises(UnknownDeadLetterError, match="is not this ecosystem's"):
+                await verb(from_x)
+        assert [letter.address for letter in await y.dead_letters()] == [Fragile("in y")]
+        assert [letter.address for letter in await x.dead_letters()] == [Fragile("in x")]
+        await y.discard(from_y)  # its own: taken
+        assert await y.dead_letters() == []
