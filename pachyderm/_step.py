@@ -25,7 +25,9 @@ from pachyderm.errors import (
     MessageTooLargeError,
     PachydermError,
     UpgradeError,
+    clipped,
     describe,
+    escape_surrogates,
     exception_text,
 )
 
@@ -218,7 +220,7 @@ def activate(
             commands = _commands(address, outbox, max_message_bytes, encoder)
         return _new_activated(Activated, (message, new_state, state_bytes, commands))
     except BaseException as error:
-        return Failed(message, error, traceback.format_exc())
+        return Failed(message, error, escape_surrogates(clipped(traceback.format_exc())))
     finally:
         _inside.active = False
 

@@ -86,7 +86,20 @@ def exception_text(error: BaseException) -> str:
         except Exception:
             reason = "?"
         text = f"<str() failed: {type(failure).__name__}: {reason}>"
-    return escape_surrogates(f"{type(error).__name__}: {text}")
+    return escape_surrogates(clipped(f"{type(error).__name__}: {text}"))
+
+
+ERROR_TEXT_SHOWN = 10_000  # characters of an exception's text, or of a traceback, kept
+
+
+def clipped(text: str, most: int = ERROR_TEXT_SHOWN) -> str:
+    """``text`` if it is at most ``most`` characters; else its start and end, saying how
+    much is left out between: an exception's text is user code's, and a dead letter
+    keeps it (a 50 MB one made a 100 MB dead letter)."""
+    if len(text) <= most:
+        return text
+    half = most // 2
+    return f"{text[:half]}... ({len(text) - 2 * half:,} characters left out) ...{text[-half:]}"
 
 
 def escape_surrogates(text: str) -> str:

@@ -1213,3 +1213,33 @@ async def test_an_error_raised_in_the_block_comes_out_as_raised() -> None:
             raise ValueError("from a cause") from cause
     assert caused.value.__cause__ is cause
     assert caused.value.__suppress_context__
+
+
+class _Verbose(Exception):
+    def __str__(self) -> str:
+        return "start " + "E" * 1_000_000 + " end"
+
+
+class _Talker(Entity[Any, int]):
+    entity_name = "tests.runtime.Talker"
+
+    def activate(self, message: Any, state: Any) -> tuple[Outbox, int]:
+        raise _Verbose()
+
+
+def test_an_exception_with_a_huge_text_makes_a_dead_letter_of_bounded_size() -> None:
+    """A handler's exception text is user code's: one of a megabyte is kept as its start
+    and its end, saying how much is left out, in the dead letter's error and traceback
+    and in the ActivationError (a 50 MB one made a 100 MB dead letter)."""
+    with pytest.raises(ActivationError) as caught:
+        InMemory.send_sync(_Talker("t"), "x")
+    try:
+        [letter] = InMemory.dead_letters()
+        for text in (letter.error, letter.traceback, str(caught.value)):
+            assert len(text) < 11_000
+            assert "characters left out" in text
+        assert letter.error.startswith("_Verbose: start EEE")
+        assert letter.error.endswith("EEE end")
+        assert letter.traceback.rstrip().endswith("EEE end")
+    finally:
+        InMemory.close()
