@@ -300,7 +300,18 @@ def encode(value: Any) -> bytes:
     except _TooDeep:
         raise CodecError(_too_deep(value)) from None
     except (TypeError, ValueError, OverflowError) as error:
-        raise CodecError(f"cannot encode {describe(value)}: {error}") from error
+        raise CodecError(_encoding_failed(value, error)) from error
+
+
+def _encoding_failed(value: Any, error: Exception) -> str:
+    text = f"cannot encode {describe(value)}: {error}"
+    if isinstance(error, UnicodeEncodeError):  # a lone surrogate, in a str somewhere in it
+        text += (
+            "; a str holding a lone surrogate comes from text decoded with "
+            "errors='surrogateescape' (a file name that is not UTF-8, say): decode it "
+            "properly, or send the bytes"
+        )
+    return text
 
 
 def encode_canonical(value: Any) -> bytes:
@@ -314,7 +325,7 @@ def encode_canonical(value: Any) -> bytes:
     except _TooDeep:
         raise CodecError(_too_deep(value)) from None
     except (TypeError, ValueError, OverflowError) as error:
-        raise CodecError(f"cannot encode {describe(value)}: {error}") from error
+        raise CodecError(_encoding_failed(value, error)) from error
 
 
 def _unpack(data: bytes, depth: int) -> Any:

@@ -717,3 +717,16 @@ def test_a_name_given_positionally_to_register_value_says_to_use_the_keyword() -
     """@register_value("shop.Order") is refused with the keyword form to write instead."""
     with pytest.raises(RegistrationError, match=r"@register_value\(name='shop.Order'\)"):
         register_value("shop.Order")  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("value", ["caf\udce9", {"name": ["caf\udce9"]}], ids=["str", "inside"])
+def test_a_lone_surrogate_is_refused_saying_where_it_comes_from_and_what_to_do(
+    value: object,
+) -> None:
+    """A str with a lone surrogate (from errors='surrogateescape') cannot be stored: the
+    CodecError shows the value and says to decode it properly or send the bytes."""
+    for encoder in (encode, encode_canonical):
+        with pytest.raises(CodecError) as caught:
+            encoder(value)
+        assert r"'caf\udce9'" in str(caught.value)
+        assert "decode it properly, or send the bytes" in str(caught.value)
