@@ -781,8 +781,9 @@ class PostgresStorage:
 
     # -- reading -------------------------------------------------------------
 
-    def sent_waiting(self) -> bool:
-        """Whether a message this process accepted waits in a partition it does not run.
+    def sent_waiting(self, below: int) -> bool:
+        """Whether a message this process accepted (its sequence number below ``below``)
+        waits in a partition it does not run.
 
         Only there: the runtime knows the messages of its own partitions (those
         of a paused runtime, or of a class still to be registered, included).
@@ -792,7 +793,7 @@ class PostgresStorage:
             self._read(
                 "SELECT 1 FROM pachyderm_inbox WHERE seq >= %s AND seq < %s "
                 "AND NOT p = ANY(%b::int[]) LIMIT 1",
-                (first, self._limit, int4s(list(self.owned))),
+                (first, min(below, self._limit), int4s(list(self.owned))),
             )
         )
 

@@ -1022,16 +1022,19 @@ class Runtime:
         Timers due by now count as accepted messages. Messages waiting for an
         entity class this process has not registered do not count: they wait
         until it is. In a store shared by processes, the messages this one
-        accepted count wherever they run; what their activations send from
-        other processes does not.
+        accepted before the call count wherever they run (those accepted since
+        do not: other threads sending all the while would keep it waiting);
+        what their activations send from other processes does not.
         """
         self._check_caller()
+        with self.lock:
+            below = self.dispatcher.seq  # the next message's: those before it count
         while True:
             await self._settle_here()
             if self.sharing is None:
                 return
             storage = cast(SharedStorage, self.storage)
-            if not await trio.to_thread.run_sync(storage.sent_waiting, limiter=self.threads):
+            if not await trio.to_thread.run_sync(storage.sent_waiting, below, limiter=self.threads):
                 return
             await trio.sleep(_SETTLE_POLL)
 

@@ -250,9 +250,9 @@ class SharedStorage(Storage, Protocol):
         """The stored records of several entities (handles), in their order: one read."""
         ...
 
-    def sent_waiting(self) -> bool:
-        """Whether a message this process accepted still waits in an inbox of an entity
-        another process runs."""
+    def sent_waiting(self, below: int) -> bool:
+        """Whether a message this process accepted (with a sequence number below
+        ``below``) still waits in an inbox of an entity another process runs."""
         ...
 
     def partition(self, entity: Any) -> int:

@@ -1434,3 +1434,44 @@ async def test_a_follow_during_a_hand_over_never_sends_the_first_follower_backwa
         ]
     assert seen == [[1, 2, 3]] * len(counters)
     assert heard == [[1, 2, 3]] * len(counters)
+
+
+class _Slow(Entity[str, int]):
+    """Counts messages, taking 5 ms each."""
+
+    entity_name = "tests.postgres.Slow"
+
+    def init(self) -> int:
+        return 0
+
+    def activate(self, message: Any, state: int) -> tuple[Outbox, int]:
+        time.sleep(0.005)
+        return [], state + 1
+
+
+async def test_a_clients_settle_waits_for_what_it_sent_before_not_for_sends_since(
+    postgres_dsn: str,
+) -> None:
+    """settle() in a client waits until the messages it accepted before the call are
+    applied, wherever they run; messages its other tasks keep sending meanwhile do not
+    hold it up (it waited while any message of the process was in flight: with other
+    threads sending all the while, for ever)."""
+    async with (
+        Postgres.open(postgres_dsn, poll=0.05) as worker,
+        Postgres.open(postgres_dsn, worker=False, poll=0.05) as client,
+    ):
+        for n in range(20):
+            await client.send(_Slow(f"s{n % 4}"), "x")
+        stop = trio.Event()
+
+        async def keep_sending() -> None:
+            while not stop.is_set():
+                await client.send(_Slow("busy"), "x")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):  # faster than the worker runs them: a backlog all the while
+                nursery.start_soon(keep_sending)
+            with trio.fail_after(20):
+                await client.settle()
+            stop.set()
+        assert [await worker.state_of(_Slow(f"s{n}")) for n in range(4)] == [5] * 4
