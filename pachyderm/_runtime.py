@@ -1173,7 +1173,10 @@ class Runtime:
         with self.lock:
             self.check_open()
             stored = list(self.storage.dead_letters(eco))
-        return [decode_dead_letter(dead_letter_id, blob) for dead_letter_id, blob in stored]
+        letters = [decode_dead_letter(dead_letter_id, blob) for dead_letter_id, blob in stored]
+        # By time: in a shared store an id's high bits are its process's incarnation.
+        letters.sort(key=_failed_at)
+        return letters
 
     def _find_dead_letter(self, eco: str, dead_letter: DeadLetter | int) -> tuple[int, bytes]:
         """A dead letter's id and stored record, if not claimed already (with the lock held)."""
@@ -1286,6 +1289,10 @@ def _module_being_imported(names: tuple[str, ...]) -> ModuleType | None:
 def _run_all(callbacks: list[Callable[[], object]]) -> None:
     for callback in callbacks:
         callback()
+
+
+def _failed_at(letter: DeadLetter) -> tuple[float, int]:
+    return letter.failed_at, letter.id
 
 
 def _entity_text(name: str, entity_id: Any) -> str:

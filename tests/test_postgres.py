@@ -1475,3 +1475,20 @@ async def test_a_clients_settle_waits_for_what_it_sent_before_not_for_sends_sinc
                 await client.settle()
             stop.set()
         assert [await worker.state_of(_Slow(f"s{n}")) for n in range(4)] == [5] * 4
+
+
+async def test_dead_letters_are_listed_oldest_first_whichever_worker_made_them(
+    postgres_dsn: str,
+) -> None:
+    """Dead letters made in turn by two workers are listed in the order they failed (a
+    dead letter's id starts with its worker's incarnation: listed by id, they came
+    grouped by worker)."""
+    async with contextlib.AsyncExitStack() as stack:
+        _, _, client, on_first, on_second = await _two_workers_and_a_client(
+            postgres_dsn, stack, linger=0.0
+        )
+        made = [Tally(n) for pair in zip(on_first[:3], on_second[:3], strict=True) for n in pair]
+        for address in made:
+            with pytest.raises(ActivationError):
+                await client.send_sync(address, "boom")
+        assert [letter.address for letter in await client.dead_letters()] == made
