@@ -161,9 +161,7 @@ class PostgresKind(EcosystemKind):
             worker: own a share of the partitions and run their activations;
                 False makes a client that sends, waits and reads.
             lease: seconds a partition's lease lasts (a killed worker's
-                partitions move to others within about this long); the same
-                for every worker of a database (each counts the others alive
-                by its own).
+                partitions move to others within about this long).
             poll: seconds between looks at the tables between notifications.
             partitions: the partition count, for a database opened for the first time.
             linger: seconds a write waits, at most, for the replies still due to

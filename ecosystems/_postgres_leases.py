@@ -156,13 +156,15 @@ class Leases:
             if found:
                 self._gain(found)
         connection.execute(
-            "INSERT INTO pachyderm_workers (id, seen) VALUES (%s, now()) "
-            "ON CONFLICT (id) DO UPDATE SET seen = now()",
-            (self.identity,),
+            "INSERT INTO pachyderm_workers (id, seen, lease) VALUES (%s, now(), %s) "
+            "ON CONFLICT (id) DO UPDATE SET seen = now(), lease = excluded.lease",
+            (self.identity, self.lease),
         )
+        # Each worker by its own lease (one without, from before version 5: by this one's).
         connection.execute(
-            "DELETE FROM pachyderm_workers WHERE seen < now() - %s::interval",
-            (f"{3 * self.lease} seconds",),
+            "DELETE FROM pachyderm_workers "
+            "WHERE seen < now() - make_interval(secs => 3 * coalesce(lease, %s))",
+            (self.lease,),
         )
         connection.execute("DELETE FROM pachyderm_replies WHERE made < now() - interval '1 hour'")
         # Marks of groups written long ago (a group in doubt has just marked its own).
@@ -173,10 +175,11 @@ class Leases:
             "DELETE FROM pachyderm_updates AS u WHERE NOT EXISTS "
             "(SELECT 1 FROM pachyderm_follows AS f WHERE f.follower = u.follower)"
         )
-        # Alive: seen within a lease (a dead worker's partitions expire as it drops out).
+        # Alive: seen within its lease (a dead worker's partitions expire as it drops out).
         (live,) = connection.execute(
-            "SELECT count(*) FROM pachyderm_workers WHERE seen >= now() - %s::interval",
-            (seconds,),
+            "SELECT count(*) FROM pachyderm_workers "
+            "WHERE seen >= now() - make_interval(secs => coalesce(lease, %s))",
+            (self.lease,),
         ).fetchone()  # type: ignore[misc]
         share = math.ceil(self.partitions / max(1, live))
         wanted = share - len(self.owned)
@@ -207,9 +210,9 @@ class Leases:
                 + writer_name("substring(t.owner FROM '[^:]*$')")
                 + " "
                 "FROM pachyderm_partitions AS t WHERE t.owner <> %s AND t.lease_until < now() "
-                "AND NOT EXISTS (SELECT 1 FROM pachyderm_workers AS w "
-                "WHERE w.id = t.owner AND w.seen >= now() - %s::interval))",
-                (WRITER_NAME, self.identity, seconds),
+                "AND NOT EXISTS (SELECT 1 FROM pachyderm_workers AS w WHERE w.id = t.owner "
+                "AND w.seen >= now() - make_interval(secs => coalesce(w.lease, %s))))",
+                (WRITER_NAME, self.identity, self.lease),
             )
         except psycopg.Error as error:  # not allowed to (another role): its lock must end
             log("postgres.cannot_end_session", level="warning", error=str(error))

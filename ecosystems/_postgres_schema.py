@@ -14,7 +14,7 @@ from pachyderm.errors import StoreCorruptedError
 
 __all__ = ["DEAD_LETTER_TAKEN", "DEFAULT_PARTITIONS", "FENCED", "SCHEMA_VERSION", "ensure_schema"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_PARTITIONS = 64
 FENCED = "PD001"
 """SQLSTATE of a group refused by ``pachyderm_fence``: a partition it changes moved on."""
@@ -204,6 +204,13 @@ UPGRADES: dict[int, str] = {
     CREATE OR REPLACE FUNCTION pachyderm_take_dead_letters(ecos text[], ids bigint[])
     RETURNS void
     LANGUAGE sql AS $$ SELECT pachyderm_take_claimed_dead_letters(ecos, ids, NULL) $$;
+    """,
+    # 5: each worker's lease beside its liveness. A worker counted the others alive by
+    # its own lease: one with a shorter lease than another's missed that one between
+    # its renewals, took its share, handed it back, and again. (A row from before the
+    # upgrade has none: counted by the reader's own, as before.)
+    4: """
+    ALTER TABLE pachyderm_workers ADD COLUMN lease double precision;
     """,
 }
 

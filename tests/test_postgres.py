@@ -1492,3 +1492,29 @@ async def test_dead_letters_are_listed_oldest_first_whichever_worker_made_them(
             with pytest.raises(ActivationError):
                 await client.send_sync(address, "boom")
         assert [letter.address for letter in await client.dead_letters()] == made
+
+
+def _epochs(dsn: str) -> dict[int, tuple[str, int]]:
+    with psycopg.connect(dsn) as connection:
+        rows = connection.execute("SELECT p, owner, epoch FROM pachyderm_partitions").fetchall()
+    return {p: (owner, epoch) for p, owner, epoch in rows}
+
+
+async def test_workers_with_different_leases_share_the_partitions_and_keep_them(
+    postgres_dsn: str,
+) -> None:
+    """A worker with a short lease and one with a long lease split the partitions, and
+    the split stays: each counts the other alive by the other's own lease (counted by
+    its own, the short-lease worker missed the other between its renewals, took its
+    share, handed it back, and again: the share's epochs kept moving)."""
+    options: dict[str, Any] = {"partitions": 8, "poll": 0.05}
+    async with (
+        Postgres.open(postgres_dsn, lease=0.5, **options),
+        Postgres.open(postgres_dsn, lease=3.0, **options),
+    ):
+        with trio.fail_after(20):
+            while None in (owners := _owners(postgres_dsn)) or sorted(owners.values()) != [4, 4]:
+                await trio.sleep(0.05)
+        before = _epochs(postgres_dsn)
+        await trio.sleep(4.0)  # a long lease and more, some 24 of the short one's rounds
+        assert _epochs(postgres_dsn) == before

@@ -1344,7 +1344,7 @@ async def test_a_version_3_process_cannot_take_a_letter_a_version_4_process_clai
 
 async def test_a_version_3_database_with_dead_letters_is_upgraded(postgres_dsn: str) -> None:
     """Dead letters stored by schema version 3 (no claims) are discarded and redelivered
-    once the database is upgraded to version 4."""
+    once the database is upgraded (to version 4 and on)."""
     async with Postgres.open(postgres_dsn, poll=0.05) as worker:
         await worker.send(Ledger("a"), "boom-a")
         await worker.send(Ledger("b"), "boom-b")
@@ -1354,6 +1354,7 @@ async def test_a_version_3_database_with_dead_letters_is_upgraded(postgres_dsn: 
             "ALTER TABLE pachyderm_dead_letters DROP COLUMN claimed_by, DROP COLUMN claimed_until"
         )
         connection.execute("DROP FUNCTION pachyderm_take_claimed_dead_letters")
+        connection.execute("ALTER TABLE pachyderm_workers DROP COLUMN lease")  # (version 5's)
         connection.execute("UPDATE pachyderm_meta SET value = 3 WHERE key = 'schema_version'")
     async with (
         Postgres.open(postgres_dsn, poll=0.05) as worker,
