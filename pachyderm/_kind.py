@@ -23,7 +23,7 @@ from pachyderm._entity import Entity
 from pachyderm._followers import DEFAULT_FOLLOWER_BUFFER, ShellFollower
 from pachyderm._forks import track
 from pachyderm._runtime import DEFAULT_MAX_RESIDENT, Runtime
-from pachyderm._shell import Portal, ShellEcosystem
+from pachyderm._shell import Portal, ShellEcosystem, kind_of
 from pachyderm._step import DEFAULT_MAX_MESSAGE_BYTES
 from pachyderm._storage import Storage
 from pachyderm.errors import InvalidArgumentError, describe
@@ -261,7 +261,7 @@ class EcosystemKind:
                 f"got {describe(ecosystem)}"
             )
         store = ecosystem.runtime.name
-        if store.partition("(")[0] != self._name:  # (stores are named "Kind(...)")
+        if kind_of(store) != self._name:
             raise InvalidArgumentError(
                 f"the ecosystem argument must be one of {self._name}'s, from "
                 f"{self._name}.participate(...); got {ecosystem!r}, of {store}: call its own "

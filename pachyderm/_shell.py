@@ -41,6 +41,11 @@ MessageT = TypeVar("MessageT")
 StateT = TypeVar("StateT")
 
 
+def kind_of(store: str) -> str:
+    """The kind of the store named ``store``: stores are named ``Kind(...)``, or ``Kind``."""
+    return store.partition("(")[0]
+
+
 def check_blocking_caller(store: str) -> None:
     """The shell face blocks: refuse it inside activate() and inside trio, saying why.
 
@@ -53,7 +58,7 @@ def check_blocking_caller(store: str) -> None:
         else trio.lowlevel.in_trio_run()
     ):
         refuse_inside_activation("the shell face (send_sync, send, follow, ...)")
-        kind = store.partition("(")[0]
+        kind = kind_of(store)
         raise PachydermError(
             f"the shell face ({kind}.send_sync, ...) blocks, so it cannot be used inside "
             f"trio; use the trio face instead: async with {kind}.open(...) as eco"

@@ -27,7 +27,6 @@ from pachyderm.errors import (
     UpgradeError,
     clipped,
     describe,
-    escape_surrogates,
     exception_text,
 )
 
@@ -220,7 +219,7 @@ def activate(
             commands = _commands(address, outbox, max_message_bytes, encoder)
         return _new_activated(Activated, (message, new_state, state_bytes, commands))
     except BaseException as error:
-        return Failed(message, error, escape_surrogates(clipped(traceback.format_exc())))
+        return Failed(message, error, clipped(traceback.format_exc()))  # (stored escaped)
     finally:
         _inside.active = False
 
